@@ -1,0 +1,39 @@
+//! The one crate that knows what renkei puts on the wire.
+//!
+//! Every process of a federation (meta server, file servers, clients, VM
+//! agents) talks QUIC with mutual TLS. This crate owns everything the two ends
+//! of such a connection must agree on: the protocol version (carried as the
+//! ALPN string), the framing of messages, every request and response type,
+//! the closed set of [`ErrorCode`]s that may cross the network, the signed
+//! [`Capability`] a file server checks before touching a replica, and the
+//! federation identities (a CA made with rcgen, host and user certificates)
+//! with the rustls/quinn configuration built from them.
+//!
+//! Start with [`meta::MetaRequest`], [`server::ServerRequest`] and
+//! [`identity::Identity`].
+//!
+//! # Layout
+//! - [`version`]: ALPN and protocol constants.
+//! - [`frame`]: length-prefixed postcard messages on QUIC streams.
+//! - [`error`]: [`ErrorCode`], [`RemoteError`] and local framing errors.
+//! - [`types`]: attributes, file kinds, host and replica descriptions.
+//! - [`meta`] and [`server`]: the two services' requests and responses.
+//! - [`capability`]: what the meta server signs and file servers verify.
+//! - [`identity`]: the federation CA and certificates.
+//! - [`endpoint`]: rustls + quinn configuration with WAN-sized windows.
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod capability;
+pub mod endpoint;
+pub mod error;
+pub mod frame;
+pub mod identity;
+pub mod meta;
+pub mod server;
+pub mod types;
+pub mod version;
+
+pub use capability::{Access, Capability, CapabilitySigner, CapabilityVerifier, SignedCapability};
+pub use error::{ErrorCode, ProtoError, RemoteError};
+pub use identity::{Identity, Role};
+pub use types::*;

@@ -1,0 +1,474 @@
+//! The metadata service: requests a client, file server or agent sends to
+//! `renkei-meta`, and its responses.
+//!
+//! One request per QUIC bidirectional stream: the caller writes one
+//! [`MetaCall`] frame and finishes its side; the meta server answers with one
+//! [`MetaReply`] frame. Identity comes from the TLS certificate, never from
+//! the request.
+
+use crate::capability::SignedCapability;
+use crate::error::RemoteError;
+use crate::types::{Attr, Cred, DirEntry, FileKind, Gen, Hash, HostInfo, Ino, ReplicaInfo, ServerLoc, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// The frame a caller sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetaCall {
+    /// Credentials to act as; honoured only for admin identities (e.g. a
+    /// mount serving several local users), ignored otherwise.
+    pub cred: Option<Cred>,
+    /// The request.
+    pub req: MetaRequest,
+}
+
+/// The frame the meta server answers with.
+pub type MetaReply = Result<MetaResponse, RemoteError>;
+
+/// How to set a timestamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TimeSet {
+    /// The meta server's current time.
+    Now,
+    /// A given time.
+    At(Timestamp),
+}
+
+/// Attribute changes; `None` leaves a field alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetAttr {
+    /// New permission bits.
+    pub perm: Option<u32>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+    /// New size: only 0 (truncate) or the current size are accepted here;
+    /// other sizes are written through a file server as a new generation.
+    pub size: Option<u64>,
+    /// New access time.
+    pub atime: Option<TimeSet>,
+    /// New modification time.
+    pub mtime: Option<TimeSet>,
+}
+
+/// Flags of a rename.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenameFlags {
+    /// Fail with `Exists` if the target exists.
+    pub noreplace: bool,
+    /// Swap source and target atomically (both must exist).
+    pub exchange: bool,
+}
+
+/// Flags of an xattr set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XattrFlags {
+    /// Fail if the attribute exists.
+    pub create: bool,
+    /// Fail if the attribute does not exist.
+    pub replace: bool,
+}
+
+/// What a file server reports every heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatReport {
+    /// Address clients should dial.
+    pub addr: SocketAddr,
+    /// Spool capacity in bytes.
+    pub capacity: u64,
+    /// Free bytes.
+    pub free: u64,
+    /// One-minute load average.
+    pub load: f32,
+    /// Replicas removed since the last heartbeat (acknowledging deletions).
+    pub deleted: Vec<(Ino, Gen)>,
+    /// Problems the server found with itself, for operators.
+    pub problems: Vec<String>,
+    /// Bytes received from the network since start.
+    pub bytes_in: u64,
+    /// Bytes sent since start.
+    pub bytes_out: u64,
+}
+
+/// Totals over the live file servers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatFs {
+    /// Sum of capacities.
+    pub capacity: u64,
+    /// Sum of free space.
+    pub free: u64,
+    /// Number of inodes in use.
+    pub files: u64,
+    /// Live servers.
+    pub servers: u32,
+}
+
+/// Permission to read a file's current generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadGrant {
+    /// Attributes (size, generation, hash).
+    pub attr: Attr,
+    /// Live, good replicas of the current generation.
+    pub replicas: Vec<ServerLoc>,
+    /// Read capability for the caller; None when the file is empty.
+    pub cap: Option<SignedCapability>,
+}
+
+/// Permission to write a new generation of a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteGrant {
+    /// Attributes before the write.
+    pub attr: Attr,
+    /// The generation the write will create.
+    pub gen: Gen,
+    /// File server to send the bytes to (at the caller's site when possible).
+    pub target: ServerLoc,
+    /// Write capability for the caller.
+    pub cap: SignedCapability,
+    /// When the file has contents: the current generation as a base the
+    /// target server may copy from, with a read capability issued to the
+    /// target server and the replicas that hold it.
+    pub base: Option<BaseGrant>,
+}
+
+/// Where the bytes of a base generation can be fetched, and the permission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseGrant {
+    /// Generation.
+    pub gen: Gen,
+    /// Read capability whose principal is the target server.
+    pub cap: SignedCapability,
+    /// Replicas holding it.
+    pub replicas: Vec<ServerLoc>,
+}
+
+/// The requests of the metadata service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MetaRequest {
+    /// Who am I (identity, uid, gid, groups, admin).
+    WhoAmI,
+    /// Look up one name in a directory.
+    Lookup {
+        /// Directory.
+        parent: Ino,
+        /// Name.
+        name: String,
+    },
+    /// Attributes of an inode.
+    GetAttr {
+        /// Inode.
+        ino: Ino,
+    },
+    /// Resolve an absolute path in one round trip (no symlinks followed).
+    Resolve {
+        /// `/a/b/c`.
+        path: String,
+    },
+    /// A page of directory entries after `after`, optionally with attributes.
+    ReadDir {
+        /// Directory.
+        ino: Ino,
+        /// Resume after this name (None: from the start).
+        after: Option<String>,
+        /// Maximum entries in this page.
+        limit: u32,
+        /// Include each child's attributes (readdir-plus).
+        plus: bool,
+    },
+    /// Target of a symlink.
+    ReadLink {
+        /// Inode.
+        ino: Ino,
+    },
+    /// Create a non-directory node (regular file, fifo, socket, device).
+    Create {
+        /// Directory.
+        parent: Ino,
+        /// Name.
+        name: String,
+        /// Kind (not Directory or Symlink).
+        kind: FileKind,
+        /// Permission bits (umask already applied).
+        perm: u32,
+        /// Device number for device nodes.
+        rdev: u32,
+        /// Fail with `Exists` if the name exists; otherwise return it.
+        exclusive: bool,
+    },
+    /// Create a directory.
+    Mkdir {
+        /// Parent.
+        parent: Ino,
+        /// Name.
+        name: String,
+        /// Permission bits.
+        perm: u32,
+    },
+    /// Create a symlink.
+    Symlink {
+        /// Directory.
+        parent: Ino,
+        /// Name.
+        name: String,
+        /// Target path (stored verbatim).
+        target: String,
+    },
+    /// Create a hard link.
+    Link {
+        /// Existing inode.
+        ino: Ino,
+        /// Directory of the new name.
+        new_parent: Ino,
+        /// New name.
+        new_name: String,
+    },
+    /// Remove a non-directory name.
+    Unlink {
+        /// Directory.
+        parent: Ino,
+        /// Name.
+        name: String,
+    },
+    /// Remove an empty directory.
+    Rmdir {
+        /// Parent.
+        parent: Ino,
+        /// Name.
+        name: String,
+    },
+    /// Rename (atomically).
+    Rename {
+        /// Source directory.
+        parent: Ino,
+        /// Source name.
+        name: String,
+        /// Target directory.
+        new_parent: Ino,
+        /// Target name.
+        new_name: String,
+        /// Flags.
+        flags: RenameFlags,
+    },
+    /// Change attributes.
+    SetAttr {
+        /// Inode.
+        ino: Ino,
+        /// Changes.
+        set: SetAttr,
+    },
+    /// Read an extended attribute.
+    GetXattr {
+        /// Inode.
+        ino: Ino,
+        /// Name (e.g. `user.comment`).
+        name: String,
+    },
+    /// Set an extended attribute.
+    SetXattr {
+        /// Inode.
+        ino: Ino,
+        /// Name.
+        name: String,
+        /// Value.
+        value: Vec<u8>,
+        /// Create/replace flags.
+        flags: XattrFlags,
+    },
+    /// List extended attribute names.
+    ListXattr {
+        /// Inode.
+        ino: Ino,
+    },
+    /// Remove an extended attribute.
+    RemoveXattr {
+        /// Inode.
+        ino: Ino,
+        /// Name.
+        name: String,
+    },
+    /// Open the current generation for reading.
+    OpenRead {
+        /// Inode.
+        ino: Ino,
+    },
+    /// Open for writing a new generation, on a server at `site` if possible.
+    OpenWrite {
+        /// Inode.
+        ino: Ino,
+        /// The caller's site.
+        site: String,
+    },
+    /// Replicas of a file and their hosts.
+    Where {
+        /// Inode.
+        ino: Ino,
+    },
+    /// Set the wanted copy count of a file or directory (inherited by new
+    /// files in a directory).
+    SetNcopy {
+        /// Inode.
+        ino: Ino,
+        /// Copies (0 = federation default).
+        ncopy: u32,
+    },
+    /// Capacity and usage totals.
+    StatFs,
+    /// The host registry.
+    ListHosts,
+    /// File server: periodic report; the answer lists replicas to delete.
+    Heartbeat(HeartbeatReport),
+    /// File server: a replica is complete, fsynced and verified.
+    RegisterReplica {
+        /// The write capability the client presented.
+        cap: SignedCapability,
+        /// Bytes stored.
+        size: u64,
+        /// Their BLAKE3.
+        hash: Hash,
+    },
+    /// File server: a replica failed verification; stop handing it out.
+    ReportBadReplica {
+        /// Inode.
+        ino: Ino,
+        /// Generation.
+        gen: Gen,
+        /// What was wrong.
+        reason: String,
+    },
+    /// File server at start: the replicas in its spool (paged). The answer
+    /// lists those the meta server does not know (to delete); after the last
+    /// page (`done`), registrations of this host that were not listed are
+    /// dropped.
+    Inventory {
+        /// `(ino, gen)` of replicas on disk.
+        replicas: Vec<(Ino, Gen)>,
+        /// This is the last page.
+        done: bool,
+    },
+    /// Several requests in one round trip, executed in order; each gets its
+    /// own result.
+    Batch(Vec<MetaRequest>),
+}
+
+impl MetaRequest {
+    /// A stable name per variant, for request counters and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MetaRequest::WhoAmI => "whoami",
+            MetaRequest::Lookup { .. } => "lookup",
+            MetaRequest::GetAttr { .. } => "getattr",
+            MetaRequest::Resolve { .. } => "resolve",
+            MetaRequest::ReadDir { .. } => "readdir",
+            MetaRequest::ReadLink { .. } => "readlink",
+            MetaRequest::Create { .. } => "create",
+            MetaRequest::Mkdir { .. } => "mkdir",
+            MetaRequest::Symlink { .. } => "symlink",
+            MetaRequest::Link { .. } => "link",
+            MetaRequest::Unlink { .. } => "unlink",
+            MetaRequest::Rmdir { .. } => "rmdir",
+            MetaRequest::Rename { .. } => "rename",
+            MetaRequest::SetAttr { .. } => "setattr",
+            MetaRequest::GetXattr { .. } => "getxattr",
+            MetaRequest::SetXattr { .. } => "setxattr",
+            MetaRequest::ListXattr { .. } => "listxattr",
+            MetaRequest::RemoveXattr { .. } => "removexattr",
+            MetaRequest::OpenRead { .. } => "open_read",
+            MetaRequest::OpenWrite { .. } => "open_write",
+            MetaRequest::Where { .. } => "where",
+            MetaRequest::SetNcopy { .. } => "set_ncopy",
+            MetaRequest::StatFs => "statfs",
+            MetaRequest::ListHosts => "list_hosts",
+            MetaRequest::Heartbeat(_) => "heartbeat",
+            MetaRequest::RegisterReplica { .. } => "register_replica",
+            MetaRequest::ReportBadReplica { .. } => "report_bad_replica",
+            MetaRequest::Inventory { .. } => "inventory",
+            MetaRequest::Batch(_) => "batch",
+        }
+    }
+
+    /// Whether the request changes persistent state (and so must be durable
+    /// before it is acknowledged).
+    pub fn is_mutation(&self) -> bool {
+        !matches!(
+            self,
+            MetaRequest::WhoAmI
+                | MetaRequest::Lookup { .. }
+                | MetaRequest::GetAttr { .. }
+                | MetaRequest::Resolve { .. }
+                | MetaRequest::ReadDir { .. }
+                | MetaRequest::ReadLink { .. }
+                | MetaRequest::GetXattr { .. }
+                | MetaRequest::ListXattr { .. }
+                | MetaRequest::OpenRead { .. }
+                | MetaRequest::Where { .. }
+                | MetaRequest::StatFs
+                | MetaRequest::ListHosts
+        )
+    }
+}
+
+/// Who the caller is, as the meta server sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    /// Federation user or host name.
+    pub name: String,
+    /// uid.
+    pub uid: u32,
+    /// Primary gid.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+    /// May act as other uids (root-equivalent in the namespace).
+    pub admin: bool,
+}
+
+/// The responses of the metadata service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MetaResponse {
+    /// Success with nothing to return.
+    Done,
+    /// Who the caller is.
+    WhoAmI(WhoAmI),
+    /// Attributes of one inode.
+    Attr(Attr),
+    /// A page of entries; `more` when another page follows.
+    Entries {
+        /// Entries, sorted by name.
+        entries: Vec<DirEntry>,
+        /// Whether more entries follow.
+        more: bool,
+    },
+    /// A symlink target.
+    Target(String),
+    /// Permission to read.
+    Read(ReadGrant),
+    /// Permission to write.
+    Write(WriteGrant),
+    /// Replicas of a file.
+    Replicas {
+        /// Attributes.
+        attr: Attr,
+        /// Every registered replica, of every host, alive or not.
+        replicas: Vec<ReplicaInfo>,
+    },
+    /// An xattr value.
+    Xattr(Vec<u8>),
+    /// xattr names.
+    XattrNames(Vec<String>),
+    /// Totals.
+    StatFs(StatFs),
+    /// The host registry.
+    Hosts(Vec<HostInfo>),
+    /// Heartbeat answer.
+    HeartbeatAck {
+        /// Replicas this server must delete.
+        delete: Vec<(Ino, Gen)>,
+        /// Meta server time (ms since the epoch), for clock-skew checks.
+        now_ms: u64,
+    },
+    /// Inventory answer: replicas the meta server does not know.
+    Unknown(Vec<(Ino, Gen)>),
+    /// Batch answer, one result per request.
+    Batch(Vec<MetaReply>),
+}

@@ -1,0 +1,92 @@
+//! The data service of a file server: requests clients and other servers
+//! send to `renkei-server`, and its responses.
+//!
+//! One request per QUIC bidirectional stream. A read is one
+//! [`ServerRequest::Read`] frame answered by a [`ServerResponse::Reading`]
+//! frame followed by exactly `len` raw bytes. A write is one
+//! [`ServerRequest::Write`] frame followed by [`WriteFrame`]s (each `Data`
+//! frame followed by its raw bytes) up to `Commit`, answered by one
+//! `Stored` frame once the replica is durable and registered. If the server
+//! detects corruption in the middle of a read it resets the stream with
+//! [`crate::error::quic_codes::CORRUPT`] instead of sending bad bytes.
+
+use crate::capability::SignedCapability;
+use crate::error::RemoteError;
+use crate::meta::BaseGrant;
+use crate::types::{Gen, Hash};
+use serde::{Deserialize, Serialize};
+
+/// The requests of the data service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerRequest {
+    /// Read `len` bytes at `offset` of the replica the capability names
+    /// (`len` is clipped at end of file).
+    Read {
+        /// Read capability.
+        cap: SignedCapability,
+        /// Start.
+        offset: u64,
+        /// Length.
+        len: u64,
+    },
+    /// Write a new generation. If `base` is given the new replica starts as a
+    /// copy of that generation (fetched from a peer if not held locally).
+    Write {
+        /// Write capability.
+        cap: SignedCapability,
+        /// Where the current bytes are.
+        base: Option<BaseGrant>,
+    },
+    /// Liveness and identity check.
+    Ping,
+}
+
+/// One step of a write session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteFrame {
+    /// `len` raw bytes follow, to be written at `offset`.
+    Data {
+        /// Offset.
+        offset: u64,
+        /// Number of raw bytes that follow this frame.
+        len: u64,
+    },
+    /// Set the file length (truncate or extend with zeros).
+    SetLen {
+        /// New length.
+        size: u64,
+    },
+    /// Finish: make the replica durable, verify, register it.
+    Commit,
+}
+
+/// The responses of the data service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerResponse {
+    /// `len` raw bytes follow.
+    Reading {
+        /// Bytes that follow.
+        len: u64,
+        /// Size of the whole replica.
+        size: u64,
+    },
+    /// The new generation is durable and registered.
+    Stored {
+        /// Generation.
+        gen: Gen,
+        /// Size.
+        size: u64,
+        /// BLAKE3 of the whole replica.
+        hash: Hash,
+    },
+    /// Answer to `Ping`.
+    Pong {
+        /// Host name.
+        host: String,
+        /// Site.
+        site: String,
+    },
+}
+
+/// A data service reply frame.
+pub type ServerReply = Result<ServerResponse, RemoteError>;

@@ -1,0 +1,14 @@
+//! Protocol and on-disk format versions.
+
+/// ALPN protocol name for the current wire version. A peer speaking another
+/// version fails the TLS handshake with "no application protocol" instead of
+/// misreading frames.
+pub const ALPN: &[u8] = b"renkei/1";
+
+/// Human-readable form of [`ALPN`], for messages.
+pub const ALPN_STR: &str = "renkei/1";
+
+/// Largest framed message accepted on any stream (16 MiB). Bulk file bytes
+/// never travel inside a frame, so only large directory pages or metadata
+/// batches come near this.
+pub const MAX_FRAME: usize = 16 << 20;
