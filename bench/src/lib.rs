@@ -1,1 +1,8 @@
-//! placeholder
+//! renkei's benchmark kit. Today it holds the WAN emulator and multi-site test bed ([`wan`]): real
+//! processes in network namespaces ("sites") joined by a userspace router that applies each
+//! directed link's delay, rate, queue and loss. Read [`wan::Wan`] and [`wan::Topology`] first.
+//!
+//! # Layout
+//! - [`wan`]: the emulator library, used by `renkei-bench wan` and by the `tests` crate.
+
+pub mod wan;

@@ -1,1 +1,23 @@
-fn main() {}
+//! `renkei-bench`: renkei's benchmark and test-bed tool. Each subcommand lives in `cli/`.
+
+mod cli;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// renkei benchmarks and the WAN test bed.
+#[derive(Debug, Parser)]
+#[command(name = "renkei-bench", version, about)]
+struct Args {
+    #[command(subcommand)]
+    command: cli::Command,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    cli::run(args.command)
+}
