@@ -82,6 +82,10 @@ pub(crate) mod fake {
         pub(crate) unreachable: bool,
         pub(crate) reject_define: bool,
         pub(crate) fail_start: bool,
+        /// The "guest" never prints its boot marker.
+        pub(crate) silent_guest: bool,
+        /// The "guest" dies at once (kernel panic, qemu crash): the domain shuts off.
+        pub(crate) guest_crashes: bool,
     }
 
     #[derive(Debug, Default)]
@@ -113,12 +117,6 @@ pub(crate) mod fake {
             }
             f(&mut s)
         }
-
-        pub(crate) fn set_state(&self, name: &str, state: DomainState) {
-            if let Some(d) = self.state.lock().unwrap().domains.get_mut(name) {
-                d.1 = state;
-            }
-        }
     }
 
     impl Hypervisor for FakeHypervisor {
@@ -136,8 +134,19 @@ pub(crate) mod fake {
                 if s.faults.fail_start {
                     return Err(HypervisorError::Operation { operation: "start", name: name.into(), message: "fake".into() });
                 }
+                let silent = s.faults.silent_guest || s.faults.guest_crashes;
+                let crashes = s.faults.guest_crashes;
                 let d = s.domains.get_mut(name).ok_or_else(|| HypervisorError::NotFound(name.into()))?;
-                d.1 = DomainState::Running;
+                d.1 = if crashes { DomainState::ShutOff } else { DomainState::Running };
+                // The "guest" boots at once: its console shows the boot marker.
+                if let Some(log) = console_path_from_xml(&d.0) {
+                    let text = if silent { "SeaBIOS\n" } else { "RENKEI-NICS 0\nRENKEI-BOOT-OK uptime=1.50\n" };
+                    std::fs::write(log, text).map_err(|e| HypervisorError::Operation {
+                        operation: "start",
+                        name: name.into(),
+                        message: e.to_string(),
+                    })?;
+                }
                 Ok(())
             })
         }
