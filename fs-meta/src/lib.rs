@@ -1,1 +1,63 @@
-//! placeholder
+//! `renkei-meta`: the metadata server of a renkei federation.
+//!
+//! One per federation. It owns the namespace (inodes, directory entries,
+//! attributes, xattrs), the replica locations of every file generation with
+//! their BLAKE3 hashes, the host registry with liveness, and the user table.
+//! It enforces permissions against the identity each peer's certificate
+//! proves, and signs the short-lived [`fs_proto::Capability`]s that file
+//! servers check. It never touches file bytes.
+//!
+//! Read [`MetaNode`] (open + serve), then [`service::MetaService`] (request
+//! dispatch) and [`namespace::Namespace`] (the POSIX semantics).
+//!
+//! # Layout
+//! - [`config`]: the TOML configuration.
+//! - [`node`]: QUIC accept loop, one request per stream, durability.
+//! - [`service`]: dispatch and capability issuing.
+//! - [`namespace`]: namespace operations as atomic transactions.
+//! - [`perm`]: permission checks.
+//! - [`hosts`]: host registry and write placement.
+//! - [`users`]: certificate name to uid/gid.
+//! - [`record`], [`keys`], [`txn`]: on-disk layout and transactions.
+
+pub mod config;
+pub mod hosts;
+pub mod keys;
+pub mod namespace;
+pub mod node;
+pub mod perm;
+pub mod record;
+pub mod service;
+pub mod txn;
+pub mod users;
+
+pub use config::MetaConfig;
+pub use node::MetaNode;
+
+use std::path::PathBuf;
+
+/// Failures starting or running the meta server.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    /// The database could not be opened or flushed.
+    #[error("metadata database: {0}")]
+    Db(sled::Error),
+    /// A directory could not be created.
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    /// Setting up the namespace failed.
+    #[error("{0}")]
+    Remote(fs_proto::RemoteError),
+    /// TLS or QUIC setup failed.
+    #[error(transparent)]
+    Endpoint(#[from] fs_proto::endpoint::EndpointError),
+}
+
+/// Load identity, bind the endpoint, open the database and serve until
+/// `shutdown` completes: the whole meta server.
+pub async fn run(config: MetaConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), MetaError> {
+    let tls = fs_proto::endpoint::TlsIdentity::load(&config.tls)?;
+    let endpoint = fs_proto::endpoint::server_endpoint(config.listen, &tls, &config.transport)?;
+    let node = MetaNode::open(config, &tls)?;
+    node.serve(endpoint, shutdown).await
+}

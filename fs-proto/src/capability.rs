@@ -52,6 +52,15 @@ pub struct SignedCapability {
     pub sig: Vec<u8>,
 }
 
+impl SignedCapability {
+    /// Read the statement without checking the signature: for the holder's
+    /// own information (e.g. the expected hash of a base to fetch), never for
+    /// granting access.
+    pub fn peek(&self) -> Option<Capability> {
+        postcard::from_bytes(&self.body).ok()
+    }
+}
+
 /// Signs capabilities (meta server side).
 pub struct CapabilitySigner {
     key: EcdsaKeyPair,
@@ -94,14 +103,21 @@ impl CapabilityVerifier {
         CapabilityVerifier { public_key }
     }
 
-    /// Check signature, principal and expiry; return the capability.
-    pub fn verify(&self, signed: &SignedCapability, principal: &str, now_ms: u64) -> Result<Capability, RemoteError> {
+    /// Check only that the meta server signed this capability (not who holds
+    /// it, nor its expiry): what the meta server itself needs when a file
+    /// server registers the replica a long upload produced.
+    pub fn check_signature(&self, signed: &SignedCapability) -> Result<Capability, RemoteError> {
         let key = UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_ASN1, &self.public_key);
         key.verify(&signed.body, &signed.sig).map_err(|_| {
             RemoteError::new(ErrorCode::BadCapability, "signature does not verify with the meta server's key")
         })?;
-        let cap: Capability = postcard::from_bytes(&signed.body)
-            .map_err(|e| RemoteError::new(ErrorCode::BadCapability, format!("undecodable capability: {e}")))?;
+        postcard::from_bytes(&signed.body)
+            .map_err(|e| RemoteError::new(ErrorCode::BadCapability, format!("undecodable capability: {e}")))
+    }
+
+    /// Check signature, principal and expiry; return the capability.
+    pub fn verify(&self, signed: &SignedCapability, principal: &str, now_ms: u64) -> Result<Capability, RemoteError> {
+        let cap = self.check_signature(signed)?;
         if cap.principal != principal {
             return Err(RemoteError::new(
                 ErrorCode::BadCapability,

@@ -21,6 +21,7 @@
 //! - [`capability`]: what the meta server signs and file servers verify.
 //! - [`identity`]: the federation CA and certificates.
 //! - [`endpoint`]: rustls + quinn configuration with WAN-sized windows.
+//! - [`rpc`]: connection cache and the request/reply exchange.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod capability;
@@ -29,6 +30,8 @@ pub mod error;
 pub mod frame;
 pub mod identity;
 pub mod meta;
+pub mod process;
+pub mod rpc;
 pub mod server;
 pub mod types;
 pub mod version;

@@ -1,1 +1,51 @@
-//! placeholder
+//! `renkei-server`: the file server of one PoP.
+//!
+//! It keeps whole-file replicas in a local spool, serves streamed reads and
+//! writes authorised by capabilities the meta server signed, verifies every
+//! byte against BLAKE3 chunk hashes before sending it, registers each new
+//! replica at the meta server only once it is durable, and heartbeats its
+//! capacity and load. File bytes travel raw on QUIC streams.
+//!
+//! Read [`node::serve`] first, then [`data`] (the read and write paths) and
+//! [`replica`] (the on-disk format).
+//!
+//! # Layout
+//! - [`config`]: the TOML configuration.
+//! - [`node`]: joining the federation, heartbeats, accept loop.
+//! - [`data`]: read and write sessions.
+//! - [`replica`] and [`tree_hash`]: replica files and their verification.
+//! - [`spool`]: where replicas live on disk.
+//! - [`metalink`]: calls to the meta server and the capability verifier.
+
+pub mod config;
+pub mod data;
+pub mod metalink;
+pub mod node;
+pub mod replica;
+pub mod spool;
+pub mod tree_hash;
+
+pub use config::ServerConfig;
+
+use std::path::PathBuf;
+
+/// Failures starting or running a file server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The spool (or another path) is unusable.
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    /// The configuration is inconsistent.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// TLS or QUIC setup failed.
+    #[error(transparent)]
+    Endpoint(#[from] fs_proto::endpoint::EndpointError),
+}
+
+/// Load identity, bind and serve until `shutdown` completes.
+pub async fn run(config: ServerConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ServerError> {
+    let tls = fs_proto::endpoint::TlsIdentity::load(&config.tls)?;
+    let endpoint = fs_proto::endpoint::server_endpoint(config.listen, &tls, &config.transport)?;
+    node::serve(config, tls.identity.clone(), endpoint, shutdown).await
+}

@@ -1,0 +1,110 @@
+//! Configuration of `renkei-meta`, read from TOML. Every field is documented
+//! and has a default except the TLS files; see `fs-meta/meta.toml`.
+
+use fs_proto::endpoint::{TlsFiles, Tuning};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// A user with fixed ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserConfig {
+    /// Federation user name (the certificate's common name).
+    pub name: String,
+    /// uid in the namespace.
+    pub uid: u32,
+    /// Primary gid (defaults to the uid).
+    #[serde(default)]
+    pub gid: Option<u32>,
+    /// Supplementary groups.
+    #[serde(default)]
+    pub groups: Vec<u32>,
+    /// May assert other uids (root-equivalent); for mounts shared by several
+    /// local users and for pjdfstest.
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// `renkei-meta` configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetaConfig {
+    /// UDP address of the QUIC endpoint.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Directory of the sled database.
+    pub db: PathBuf,
+    /// This host's certificate, key and the federation CA.
+    pub tls: TlsFiles,
+    /// A file server whose heartbeat is older than this (ms) is down.
+    #[serde(default = "default_host_timeout_ms")]
+    pub host_timeout_ms: u64,
+    /// Lifetime of capabilities handed to clients (s).
+    #[serde(default = "default_capability_ttl_secs")]
+    pub capability_ttl_secs: u64,
+    /// How long (ms) a replica of an old generation is kept before its server
+    /// is told to delete it, so readers that opened it can finish.
+    #[serde(default = "default_gc_grace_ms")]
+    pub gc_grace_ms: u64,
+    /// Permission bits of the root directory when the namespace is created.
+    #[serde(default = "default_root_mode")]
+    pub root_mode: u32,
+    /// Register unknown user certificates on first contact.
+    #[serde(default = "default_true")]
+    pub auto_register_users: bool,
+    /// Users with fixed ids or admin rights.
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    /// QUIC transport tuning.
+    #[serde(default)]
+    pub transport: Tuning,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 7470))
+}
+fn default_host_timeout_ms() -> u64 {
+    6_000
+}
+fn default_capability_ttl_secs() -> u64 {
+    600
+}
+fn default_gc_grace_ms() -> u64 {
+    10_000
+}
+fn default_root_mode() -> u32 {
+    0o1777
+}
+fn default_true() -> bool {
+    true
+}
+
+impl MetaConfig {
+    /// A config with defaults for everything but the paths.
+    pub fn new(db: PathBuf, tls: TlsFiles) -> Self {
+        MetaConfig {
+            listen: default_listen(),
+            db,
+            tls,
+            host_timeout_ms: default_host_timeout_ms(),
+            capability_ttl_secs: default_capability_ttl_secs(),
+            gc_grace_ms: default_gc_grace_ms(),
+            root_mode: default_root_mode(),
+            auto_register_users: true,
+            users: Vec::new(),
+            transport: Tuning::default(),
+        }
+    }
+
+    /// Read from a TOML file; relative paths are relative to its directory.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut cfg: MetaConfig = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.tls.resolve(base);
+        if cfg.db.is_relative() {
+            cfg.db = base.join(&cfg.db);
+        }
+        Ok(cfg)
+    }
+}

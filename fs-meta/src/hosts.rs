@@ -1,0 +1,133 @@
+//! The host registry: file servers, their sites, addresses, capacity, load
+//! and liveness (a host is alive while its heartbeats arrive within the
+//! configured bound). Also chooses where a write goes.
+
+use crate::keys::TREE_HOSTS;
+use crate::record::{self, HostRecord};
+use fs_proto::meta::HeartbeatReport;
+use fs_proto::{ErrorCode, HostInfo, RemoteError, ServerLoc, Timestamp};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::RwLock;
+
+/// The registry, cached in memory and persisted in sled.
+pub struct Hosts {
+    tree: sled::Tree,
+    map: RwLock<HashMap<String, HostRecord>>,
+    timeout_ms: u64,
+    rotate: AtomicUsize,
+}
+
+fn internal(e: impl std::fmt::Display) -> RemoteError {
+    RemoteError::new(ErrorCode::Internal, e.to_string())
+}
+
+impl Hosts {
+    /// Load the registry. Hosts start as not alive until they heartbeat.
+    pub fn open(db: &sled::Db, timeout_ms: u64) -> Result<Self, RemoteError> {
+        let tree = db.open_tree(TREE_HOSTS).map_err(internal)?;
+        let mut map = HashMap::new();
+        for kv in tree.iter() {
+            let (k, v) = kv.map_err(internal)?;
+            let mut rec: HostRecord = record::decode(&v).map_err(internal)?;
+            rec.last_heartbeat_ms = 0;
+            map.insert(String::from_utf8_lossy(&k).into_owned(), rec);
+        }
+        Ok(Hosts { tree, map: RwLock::new(map), timeout_ms, rotate: AtomicUsize::new(0) })
+    }
+
+    fn alive_at(&self, rec: &HostRecord, now: u64) -> bool {
+        rec.last_heartbeat_ms != 0 && now.saturating_sub(rec.last_heartbeat_ms) <= self.timeout_ms
+    }
+
+    /// Record a heartbeat.
+    pub fn heartbeat(&self, host: &str, site: &str, r: &HeartbeatReport) -> Result<(), RemoteError> {
+        let now = Timestamp::now().as_millis();
+        let rec = HostRecord {
+            site: site.to_string(),
+            addr: r.addr,
+            capacity: r.capacity,
+            free: r.free,
+            load: r.load,
+            last_heartbeat_ms: now,
+            problems: r.problems.clone(),
+            bytes_in: r.bytes_in,
+            bytes_out: r.bytes_out,
+        };
+        let changed = {
+            let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+            let prev = map.insert(host.to_string(), rec.clone());
+            prev.is_none_or(|p| p.site != rec.site || p.addr != rec.addr)
+        };
+        if changed {
+            tracing::info!(host, site, addr = %r.addr, "file server registered");
+        }
+        // Persist so `hosts` lists known hosts after a meta restart; the
+        // heartbeat time itself needs no durability.
+        self.tree.insert(host.as_bytes(), record::encode(&rec)).map_err(internal)?;
+        Ok(())
+    }
+
+    /// Where a host can be reached, if it is alive.
+    pub fn live_loc(&self, host: &str) -> Option<ServerLoc> {
+        let now = Timestamp::now().as_millis();
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        map.get(host).filter(|r| self.alive_at(r, now)).map(|r| ServerLoc {
+            host: host.to_string(),
+            site: r.site.clone(),
+            addr: r.addr,
+        })
+    }
+
+    /// Where a host was last seen, alive or not.
+    pub fn loc(&self, host: &str) -> Option<(ServerLoc, bool)> {
+        let now = Timestamp::now().as_millis();
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        map.get(host)
+            .map(|r| (ServerLoc { host: host.to_string(), site: r.site.clone(), addr: r.addr }, self.alive_at(r, now)))
+    }
+
+    /// Pick a live server for a write by a client at `site`: the local site
+    /// if it has one with room, else any; most free space first, ties
+    /// rotated so equal servers share the load.
+    pub fn choose_write_target(&self, site: &str) -> Result<ServerLoc, RemoteError> {
+        let now = Timestamp::now().as_millis();
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        let mut live: Vec<(&String, &HostRecord)> =
+            map.iter().filter(|(_, r)| self.alive_at(r, now) && r.free > 0).collect();
+        if live.is_empty() {
+            return Err(RemoteError::new(ErrorCode::NoServer, "no live file server with free space"));
+        }
+        live.sort_by(|a, b| a.0.cmp(b.0));
+        let local: Vec<_> = live.iter().filter(|(_, r)| r.site == site).cloned().collect();
+        let pool = if local.is_empty() { live } else { local };
+        let best = pool.iter().map(|(_, r)| r.free).max().unwrap_or(0);
+        // Servers within 10% of the best free space count as equal.
+        let near: Vec<_> = pool.iter().filter(|(_, r)| r.free >= best - best / 10).collect();
+        let pick = near[self.rotate.fetch_add(1, Ordering::Relaxed) % near.len()];
+        Ok(ServerLoc { host: pick.0.clone(), site: pick.1.site.clone(), addr: pick.1.addr })
+    }
+
+    /// Every known host, with replica counts per host.
+    pub fn list(&self, counts: &HashMap<String, u64>) -> Vec<HostInfo> {
+        let now = Timestamp::now().as_millis();
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<HostInfo> = map
+            .iter()
+            .map(|(h, r)| HostInfo {
+                host: h.clone(),
+                site: r.site.clone(),
+                addr: r.addr,
+                capacity: r.capacity,
+                free: r.free,
+                load: r.load,
+                last_heartbeat_ms: r.last_heartbeat_ms,
+                alive: self.alive_at(r, now),
+                replicas: counts.get(h).copied().unwrap_or(0),
+                problems: r.problems.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.site, &a.host).cmp(&(&b.site, &b.host)));
+        out
+    }
+}

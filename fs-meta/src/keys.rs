@@ -1,0 +1,118 @@
+//! Key layout of the namespace tree. One sled tree holds every namespace
+//! record so that each operation commits as one atomic batch; a one-byte
+//! prefix says what a key is, integers are big-endian so scans are ordered.
+
+use fs_proto::{Gen, Ino};
+
+/// Name of the sled tree holding inodes, entries, replicas, xattrs and GC.
+pub const TREE_NAMESPACE: &str = "namespace.v1";
+/// Name of the sled tree holding the host registry.
+pub const TREE_HOSTS: &str = "hosts.v1";
+/// Name of the sled tree holding users.
+pub const TREE_USERS: &str = "users.v1";
+
+const INODE: u8 = b'i';
+const DENTRY: u8 = b'd';
+const REPLICA: u8 = b'r';
+const XATTR: u8 = b'x';
+const GC: u8 = b'g';
+/// Key of the inode allocation counter.
+pub const NEXT_INO: &[u8] = b"c:next_ino";
+
+/// `i` + ino.
+pub fn inode(ino: Ino) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(INODE);
+    k.extend_from_slice(&ino.to_be_bytes());
+    k
+}
+
+/// `d` + parent: prefix of all entries of a directory.
+pub fn dentry_prefix(parent: Ino) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(DENTRY);
+    k.extend_from_slice(&parent.to_be_bytes());
+    k
+}
+
+/// `d` + parent + name.
+pub fn dentry(parent: Ino, name: &str) -> Vec<u8> {
+    let mut k = dentry_prefix(parent);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// The name part of a dentry key.
+pub fn dentry_name(key: &[u8]) -> Option<&str> {
+    key.get(9..).and_then(|b| std::str::from_utf8(b).ok())
+}
+
+/// `r` + ino: prefix of all replicas of a file.
+pub fn replica_prefix(ino: Ino) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(REPLICA);
+    k.extend_from_slice(&ino.to_be_bytes());
+    k
+}
+
+/// `r` + ino + host.
+pub fn replica(ino: Ino, host: &str) -> Vec<u8> {
+    let mut k = replica_prefix(ino);
+    k.extend_from_slice(host.as_bytes());
+    k
+}
+
+/// Prefix of every replica record.
+pub fn all_replicas() -> Vec<u8> {
+    vec![REPLICA]
+}
+
+/// `(ino, host)` of a replica key.
+pub fn replica_parts(key: &[u8]) -> Option<(Ino, &str)> {
+    let ino = Ino::from_be_bytes(key.get(1..9)?.try_into().ok()?);
+    let host = std::str::from_utf8(key.get(9..)?).ok()?;
+    Some((ino, host))
+}
+
+/// `x` + ino: prefix of a file's xattrs.
+pub fn xattr_prefix(ino: Ino) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(XATTR);
+    k.extend_from_slice(&ino.to_be_bytes());
+    k
+}
+
+/// `x` + ino + name.
+pub fn xattr(ino: Ino, name: &str) -> Vec<u8> {
+    let mut k = xattr_prefix(ino);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// `g` + host + 0: prefix of a host's pending deletions.
+pub fn gc_prefix(host: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + host.len());
+    k.push(GC);
+    k.extend_from_slice(host.as_bytes());
+    k.push(0);
+    k
+}
+
+/// `g` + host + 0 + ino + gen.
+pub fn gc(host: &str, ino: Ino, gen: Gen) -> Vec<u8> {
+    let mut k = gc_prefix(host);
+    k.extend_from_slice(&ino.to_be_bytes());
+    k.extend_from_slice(&gen.to_be_bytes());
+    k
+}
+
+/// `(ino, gen)` of a GC key.
+pub fn gc_parts(key: &[u8]) -> Option<(Ino, Gen)> {
+    let n = key.len();
+    if n < 17 {
+        return None;
+    }
+    let ino = Ino::from_be_bytes(key[n - 16..n - 8].try_into().ok()?);
+    let gen = Gen::from_be_bytes(key[n - 8..].try_into().ok()?);
+    Some((ino, gen))
+}

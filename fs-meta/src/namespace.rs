@@ -1,0 +1,992 @@
+//! The namespace: inodes, directory entries, attributes, xattrs and replica
+//! registrations, with POSIX semantics and permission checks.
+//!
+//! Every mutating operation runs under one lock as a [`Txn`] and commits as a
+//! single atomic sled batch, so a crash leaves either all or nothing of it.
+//! Durability (flushing sled) is the caller's job, done once per request so
+//! concurrent requests share a flush.
+
+use crate::keys;
+use crate::perm::{Caller, R, S_ISGID, S_ISUID, W, X};
+use crate::record::{DentryRecord, GcRecord, InodeRecord, ReplicaRecord};
+use crate::txn::{Txn, TxnError};
+use fs_proto::meta::{RenameFlags, SetAttr, TimeSet, XattrFlags};
+use fs_proto::{Attr, DirEntry, ErrorCode, FileKind, Gen, Hash, Ino, RemoteError, Timestamp, MAX_NAME, ROOT_INO};
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+type R<T> = Result<T, RemoteError>;
+
+/// Most hard links one inode may have.
+pub const MAX_LINKS: u32 = 65_000;
+/// Longest symlink target.
+pub const MAX_TARGET: usize = 4095;
+/// Largest xattr value.
+pub const MAX_XATTR: usize = 64 * 1024;
+
+impl From<TxnError> for RemoteError {
+    fn from(e: TxnError) -> Self {
+        RemoteError::new(ErrorCode::Internal, e.to_string())
+    }
+}
+
+fn err(code: ErrorCode, msg: impl Into<String>) -> RemoteError {
+    RemoteError::new(code, msg)
+}
+
+fn now_ms() -> u64 {
+    Timestamp::now().as_millis()
+}
+
+/// Validate one name component for creation.
+pub fn check_name(name: &str) -> R<()> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(err(ErrorCode::InvalidArgument, format!("invalid name {name:?}")));
+    }
+    if name.len() > MAX_NAME {
+        return Err(err(ErrorCode::NameTooLong, format!("{} bytes", name.len())));
+    }
+    Ok(())
+}
+
+/// A replica as stored, with its host.
+pub type HostReplica = (String, ReplicaRecord);
+
+/// The namespace store.
+pub struct Namespace {
+    tree: sled::Tree,
+    lock: Mutex<()>,
+}
+
+impl Namespace {
+    /// Open the namespace tree, creating the root directory on first use.
+    pub fn open(tree: sled::Tree, root_perm: u32) -> R<Self> {
+        let ns = Namespace { tree, lock: Mutex::new(()) };
+        ns.write(|txn| {
+            if txn.get::<InodeRecord>(&keys::inode(ROOT_INO))?.is_none() {
+                let now = Timestamp::now();
+                let root = new_inode(FileKind::Directory, root_perm, 0, 0, now, ROOT_INO);
+                txn.put(keys::inode(ROOT_INO), &InodeRecord { nlink: 2, ..root });
+                txn.put_raw(keys::NEXT_INO.to_vec(), (ROOT_INO + 1).to_be_bytes().to_vec());
+            }
+            Ok(())
+        })?;
+        Ok(ns)
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&mut Txn<'_>) -> R<T>) -> R<T> {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut txn = Txn::new(&self.tree);
+        let out = f(&mut txn)?;
+        txn.commit()?;
+        Ok(out)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Txn<'_>) -> R<T>) -> R<T> {
+        let txn = Txn::new(&self.tree);
+        f(&txn)
+    }
+
+    // ----- reads -------------------------------------------------------
+
+    /// Attributes of an inode.
+    pub fn getattr(&self, ino: Ino) -> R<Attr> {
+        self.read(|t| Ok(load(t, ino)?.attr(ino)))
+    }
+
+    /// The stored inode.
+    pub fn inode(&self, ino: Ino) -> R<InodeRecord> {
+        self.read(|t| load(t, ino))
+    }
+
+    /// Look up `name` in `parent`.
+    pub fn lookup(&self, c: &Caller, parent: Ino, name: &str) -> R<Attr> {
+        self.read(|t| {
+            let dir = load_dir(t, parent)?;
+            c.check(&dir, X, "search permission on the directory")?;
+            let ino = match name {
+                "." => parent,
+                ".." => dir.parent.max(ROOT_INO),
+                _ => entry(t, parent, name)?.ok_or_else(|| err(ErrorCode::NotFound, name.to_string()))?.ino,
+            };
+            Ok(load(t, ino)?.attr(ino))
+        })
+    }
+
+    /// Resolve an absolute path component by component.
+    pub fn resolve(&self, c: &Caller, path: &str) -> R<Attr> {
+        self.read(|t| {
+            let mut ino = ROOT_INO;
+            let mut cur = load(t, ino)?;
+            for comp in path.split('/').filter(|s| !s.is_empty() && *s != ".") {
+                if cur.kind != FileKind::Directory {
+                    return Err(err(ErrorCode::NotADirectory, path.to_string()));
+                }
+                c.check(&cur, X, &format!("search permission on a directory of {path}"))?;
+                ino = if comp == ".." {
+                    cur.parent.max(ROOT_INO)
+                } else {
+                    entry(t, ino, comp)?.ok_or_else(|| err(ErrorCode::NotFound, path.to_string()))?.ino
+                };
+                cur = load(t, ino)?;
+            }
+            Ok(cur.attr(ino))
+        })
+    }
+
+    /// A page of a directory, sorted by name.
+    pub fn readdir(
+        &self,
+        c: &Caller,
+        ino: Ino,
+        after: Option<&str>,
+        limit: u32,
+        plus: bool,
+    ) -> R<(Vec<DirEntry>, bool)> {
+        let dir = self.read(|t| load_dir(t, ino))?;
+        c.check(&dir, R, "read permission on the directory")?;
+        let prefix = keys::dentry_prefix(ino);
+        let start = match after {
+            Some(name) => {
+                let mut k = keys::dentry(ino, name);
+                k.push(0); // strictly after `name`
+                k
+            }
+            None => prefix.clone(),
+        };
+        let limit = limit.clamp(1, 10_000) as usize;
+        let mut out = Vec::new();
+        let mut more = false;
+        for kv in self.tree.range(start..) {
+            let (k, v) = kv.map_err(TxnError::from)?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if out.len() == limit {
+                more = true;
+                break;
+            }
+            let Some(name) = keys::dentry_name(&k) else { continue };
+            let d: DentryRecord = crate::record::decode(&v).map_err(TxnError::from)?;
+            let attr = if plus {
+                self.tree
+                    .get(keys::inode(d.ino))
+                    .map_err(TxnError::from)?
+                    .map(|v| crate::record::decode::<InodeRecord>(&v).map(|r| r.attr(d.ino)))
+                    .transpose()
+                    .map_err(TxnError::from)?
+            } else {
+                None
+            };
+            out.push(DirEntry { name: name.to_string(), ino: d.ino, kind: d.kind, attr });
+        }
+        Ok((out, more))
+    }
+
+    /// Target of a symlink.
+    pub fn readlink(&self, ino: Ino) -> R<String> {
+        let i = self.inode(ino)?;
+        i.target.ok_or_else(|| err(ErrorCode::InvalidArgument, "not a symlink"))
+    }
+
+    /// Replicas of a file.
+    pub fn replicas(&self, ino: Ino) -> R<Vec<HostReplica>> {
+        self.read(|t| replicas_of(t, ino))
+    }
+
+    /// Number of inodes (for statfs).
+    pub fn count_inodes(&self) -> u64 {
+        self.tree.scan_prefix([b'i']).count() as u64
+    }
+
+    /// Every replica record (host, ino, record); used at start-up to count.
+    pub fn all_replicas(&self) -> R<Vec<(String, Ino, ReplicaRecord)>> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(keys::all_replicas()) {
+            let (k, v) = kv.map_err(TxnError::from)?;
+            if let Some((ino, host)) = keys::replica_parts(&k) {
+                out.push((host.to_string(), ino, crate::record::decode(&v).map_err(TxnError::from)?));
+            }
+        }
+        Ok(out)
+    }
+
+    // ----- creation ----------------------------------------------------
+
+    /// Create a non-directory, non-symlink node.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create(
+        &self,
+        c: &Caller,
+        parent: Ino,
+        name: &str,
+        kind: FileKind,
+        perm: u32,
+        rdev: u32,
+        exclusive: bool,
+    ) -> R<(Attr, bool)> {
+        check_name(name)?;
+        if matches!(kind, FileKind::Directory | FileKind::Symlink) {
+            return Err(err(ErrorCode::InvalidArgument, "use mkdir/symlink"));
+        }
+        self.write(|t| {
+            let dir = load_dir(t, parent)?;
+            if let Some(existing) = entry(t, parent, name)? {
+                c.check(&dir, X, "search permission on the directory")?;
+                if exclusive {
+                    return Err(err(ErrorCode::Exists, name.to_string()));
+                }
+                if existing.kind == FileKind::Directory {
+                    return Err(err(ErrorCode::IsADirectory, name.to_string()));
+                }
+                return Ok((load(t, existing.ino)?.attr(existing.ino), false));
+            }
+            c.check(&dir, W | X, "write permission on the directory")?;
+            let attr = insert_child(t, c, parent, dir, name, kind, perm, |i| i.rdev = rdev)?;
+            Ok((attr, true))
+        })
+    }
+
+    /// Create a directory.
+    pub fn mkdir(&self, c: &Caller, parent: Ino, name: &str, perm: u32) -> R<Attr> {
+        check_name(name)?;
+        self.write(|t| {
+            let dir = load_dir(t, parent)?;
+            c.check(&dir, W | X, "write permission on the directory")?;
+            if entry(t, parent, name)?.is_some() {
+                return Err(err(ErrorCode::Exists, name.to_string()));
+            }
+            if dir.nlink >= MAX_LINKS {
+                return Err(err(ErrorCode::TooManyLinks, "parent has too many subdirectories"));
+            }
+            let sgid = dir.perm & S_ISGID;
+            insert_child(t, c, parent, dir, name, FileKind::Directory, perm, |i| {
+                i.nlink = 2;
+                i.parent = parent;
+                i.perm |= sgid;
+            })
+        })
+    }
+
+    /// Create a symlink.
+    pub fn symlink(&self, c: &Caller, parent: Ino, name: &str, target: &str) -> R<Attr> {
+        check_name(name)?;
+        if target.is_empty() || target.len() > MAX_TARGET {
+            return Err(err(ErrorCode::NameTooLong, "symlink target length"));
+        }
+        self.write(|t| {
+            let dir = load_dir(t, parent)?;
+            c.check(&dir, W | X, "write permission on the directory")?;
+            if entry(t, parent, name)?.is_some() {
+                return Err(err(ErrorCode::Exists, name.to_string()));
+            }
+            insert_child(t, c, parent, dir, name, FileKind::Symlink, 0o777, |i| {
+                i.size = target.len() as u64;
+                i.target = Some(target.to_string());
+            })
+        })
+    }
+
+    /// Create a hard link.
+    pub fn link(&self, c: &Caller, ino: Ino, new_parent: Ino, new_name: &str) -> R<Attr> {
+        check_name(new_name)?;
+        self.write(|t| {
+            let mut inode = load(t, ino)?;
+            if inode.kind == FileKind::Directory {
+                return Err(err(ErrorCode::NotPermitted, "hard links to directories are not allowed"));
+            }
+            let mut dir = load_dir(t, new_parent)?;
+            c.check(&dir, W | X, "write permission on the directory")?;
+            if entry(t, new_parent, new_name)?.is_some() {
+                return Err(err(ErrorCode::Exists, new_name.to_string()));
+            }
+            if inode.nlink >= MAX_LINKS {
+                return Err(err(ErrorCode::TooManyLinks, format!("{} links", inode.nlink)));
+            }
+            let now = Timestamp::now();
+            inode.nlink += 1;
+            inode.ctime = now;
+            dir.mtime = now;
+            dir.ctime = now;
+            t.put(keys::dentry(new_parent, new_name), &DentryRecord { ino, kind: inode.kind });
+            t.put(keys::inode(new_parent), &dir);
+            t.put(keys::inode(ino), &inode);
+            Ok(inode.attr(ino))
+        })
+    }
+
+    // ----- removal -----------------------------------------------------
+
+    /// Remove a non-directory name.
+    pub fn unlink(&self, c: &Caller, parent: Ino, name: &str) -> R<()> {
+        self.write(|t| {
+            let mut dir = load_dir(t, parent)?;
+            c.check(&dir, W | X, "write permission on the directory")?;
+            let d = entry(t, parent, name)?.ok_or_else(|| err(ErrorCode::NotFound, name.to_string()))?;
+            let child = load(t, d.ino)?;
+            if child.kind == FileKind::Directory {
+                return Err(err(ErrorCode::IsADirectory, name.to_string()));
+            }
+            if !c.may_delete_in(&dir, &child) {
+                return Err(err(ErrorCode::NotPermitted, "sticky directory: not the owner"));
+            }
+            let now = Timestamp::now();
+            t.del(keys::dentry(parent, name));
+            drop_link(t, d.ino, child, now)?;
+            dir.mtime = now;
+            dir.ctime = now;
+            t.put(keys::inode(parent), &dir);
+            Ok(())
+        })
+    }
+
+    /// Remove an empty directory.
+    pub fn rmdir(&self, c: &Caller, parent: Ino, name: &str) -> R<()> {
+        if name == "." {
+            return Err(err(ErrorCode::InvalidArgument, "cannot remove '.'"));
+        }
+        if name == ".." {
+            return Err(err(ErrorCode::NotEmpty, "cannot remove '..'"));
+        }
+        self.write(|t| {
+            let mut dir = load_dir(t, parent)?;
+            c.check(&dir, W | X, "write permission on the directory")?;
+            let d = entry(t, parent, name)?.ok_or_else(|| err(ErrorCode::NotFound, name.to_string()))?;
+            let child = load(t, d.ino)?;
+            if child.kind != FileKind::Directory {
+                return Err(err(ErrorCode::NotADirectory, name.to_string()));
+            }
+            if !c.may_delete_in(&dir, &child) {
+                return Err(err(ErrorCode::NotPermitted, "sticky directory: not the owner"));
+            }
+            if !t.keys_with_prefix(&keys::dentry_prefix(d.ino))?.is_empty() {
+                return Err(err(ErrorCode::NotEmpty, name.to_string()));
+            }
+            let now = Timestamp::now();
+            t.del(keys::dentry(parent, name));
+            remove_inode(t, d.ino)?;
+            dir.nlink = dir.nlink.saturating_sub(1).max(2);
+            dir.mtime = now;
+            dir.ctime = now;
+            t.put(keys::inode(parent), &dir);
+            Ok(())
+        })
+    }
+
+    /// Rename, with POSIX semantics plus RENAME_NOREPLACE and RENAME_EXCHANGE.
+    pub fn rename(
+        &self,
+        c: &Caller,
+        parent: Ino,
+        name: &str,
+        new_parent: Ino,
+        new_name: &str,
+        flags: RenameFlags,
+    ) -> R<()> {
+        if flags.exchange && flags.noreplace {
+            return Err(err(ErrorCode::InvalidArgument, "RENAME_EXCHANGE with RENAME_NOREPLACE"));
+        }
+        for n in [name, new_name] {
+            if n == "." || n == ".." {
+                return Err(err(ErrorCode::InvalidArgument, "cannot rename '.' or '..'"));
+            }
+        }
+        check_name(new_name)?;
+        self.write(|t| {
+            let sp = load_dir(t, parent)?;
+            let tp = load_dir(t, new_parent)?;
+            c.check(&sp, W | X, "write permission on the source directory")?;
+            c.check(&tp, W | X, "write permission on the target directory")?;
+            let src_ent = entry(t, parent, name)?.ok_or_else(|| err(ErrorCode::NotFound, name.to_string()))?;
+            let src = load(t, src_ent.ino)?;
+            if !c.may_delete_in(&sp, &src) {
+                return Err(err(ErrorCode::NotPermitted, "sticky directory: not the owner of the source"));
+            }
+            let dst_ent = entry(t, new_parent, new_name)?;
+            let now = Timestamp::now();
+            let moving_dir_across = |inode: &InodeRecord, from: Ino, to: Ino| -> R<()> {
+                if inode.kind == FileKind::Directory && from != to {
+                    if !c.is_root() && !c.may(inode, W) {
+                        return Err(err(
+                            ErrorCode::PermissionDenied,
+                            "moving a directory needs write permission on it",
+                        ));
+                    }
+                }
+                Ok(())
+            };
+
+            if flags.exchange {
+                let dst_ent = dst_ent.ok_or_else(|| err(ErrorCode::NotFound, new_name.to_string()))?;
+                if dst_ent.ino == src_ent.ino {
+                    return Ok(());
+                }
+                let dst = load(t, dst_ent.ino)?;
+                if !c.may_delete_in(&tp, &dst) {
+                    return Err(err(ErrorCode::NotPermitted, "sticky directory: not the owner of the target"));
+                }
+                if src.kind == FileKind::Directory {
+                    check_not_under(t, new_parent, src_ent.ino)?;
+                }
+                if dst.kind == FileKind::Directory {
+                    check_not_under(t, parent, dst_ent.ino)?;
+                }
+                moving_dir_across(&src, parent, new_parent)?;
+                moving_dir_across(&dst, new_parent, parent)?;
+                t.put(keys::dentry(parent, name), &dst_ent);
+                t.put(keys::dentry(new_parent, new_name), &src_ent);
+                move_inode(t, src_ent.ino, parent, new_parent, now)?;
+                move_inode(t, dst_ent.ino, new_parent, parent, now)?;
+                touch_dirs(t, parent, new_parent, now)?;
+                return Ok(());
+            }
+
+            if let Some(dst_ent) = dst_ent {
+                if dst_ent.ino == src_ent.ino {
+                    return Ok(());
+                }
+                if flags.noreplace {
+                    return Err(err(ErrorCode::Exists, new_name.to_string()));
+                }
+                let dst = load(t, dst_ent.ino)?;
+                match (src.kind == FileKind::Directory, dst.kind == FileKind::Directory) {
+                    (true, false) => return Err(err(ErrorCode::NotADirectory, new_name.to_string())),
+                    (false, true) => return Err(err(ErrorCode::IsADirectory, new_name.to_string())),
+                    (true, true) => {
+                        if !t.keys_with_prefix(&keys::dentry_prefix(dst_ent.ino))?.is_empty() {
+                            return Err(err(ErrorCode::NotEmpty, new_name.to_string()));
+                        }
+                    }
+                    (false, false) => {}
+                }
+                if !c.may_delete_in(&tp, &dst) {
+                    return Err(err(ErrorCode::NotPermitted, "sticky directory: not the owner of the target"));
+                }
+                if src.kind == FileKind::Directory {
+                    check_not_under(t, new_parent, src_ent.ino)?;
+                }
+                moving_dir_across(&src, parent, new_parent)?;
+                t.del(keys::dentry(new_parent, new_name));
+                if dst.kind == FileKind::Directory {
+                    remove_inode(t, dst_ent.ino)?;
+                    let mut tp = load(t, new_parent)?;
+                    tp.nlink = tp.nlink.saturating_sub(1).max(2);
+                    t.put(keys::inode(new_parent), &tp);
+                } else {
+                    drop_link(t, dst_ent.ino, dst, now)?;
+                }
+            } else {
+                if src.kind == FileKind::Directory {
+                    check_not_under(t, new_parent, src_ent.ino)?;
+                }
+                moving_dir_across(&src, parent, new_parent)?;
+            }
+            t.del(keys::dentry(parent, name));
+            t.put(keys::dentry(new_parent, new_name), &src_ent);
+            move_inode(t, src_ent.ino, parent, new_parent, now)?;
+            touch_dirs(t, parent, new_parent, now)?;
+            Ok(())
+        })
+    }
+
+    // ----- attributes --------------------------------------------------
+
+    /// Change attributes. Returns the new attributes and the replicas that
+    /// became garbage (when truncating to zero).
+    pub fn setattr(&self, c: &Caller, ino: Ino, set: &SetAttr) -> R<Attr> {
+        self.write(|t| {
+            let mut i = load(t, ino)?;
+            let now = Timestamp::now();
+            let mut changed = false;
+            if let Some(perm) = set.perm {
+                if !c.owns(&i) {
+                    return Err(err(ErrorCode::NotPermitted, "only the owner may change the mode"));
+                }
+                let mut p = perm & 0o7777;
+                if !c.is_root() && i.kind != FileKind::Directory && !c.in_group(i.gid) {
+                    p &= !S_ISGID;
+                }
+                i.perm = p;
+                changed = true;
+            }
+            if set.uid.is_some() || set.gid.is_some() {
+                let new_uid = set.uid.unwrap_or(i.uid);
+                let new_gid = set.gid.unwrap_or(i.gid);
+                if new_uid != i.uid && !c.is_root() {
+                    return Err(err(ErrorCode::NotPermitted, "only root may change the owner"));
+                }
+                if new_gid != i.gid && !c.is_root() && !(c.uid == i.uid && c.in_group(new_gid)) {
+                    return Err(err(ErrorCode::NotPermitted, "may only change the group to one of your own groups"));
+                }
+                if !c.is_root() && c.uid != i.uid {
+                    return Err(err(ErrorCode::NotPermitted, "not the owner"));
+                }
+                if i.kind != FileKind::Directory {
+                    i.perm &= !S_ISUID;
+                    if i.perm & 0o010 != 0 {
+                        i.perm &= !S_ISGID;
+                    }
+                }
+                i.uid = new_uid;
+                i.gid = new_gid;
+                changed = true;
+            }
+            if let Some(size) = set.size {
+                match i.kind {
+                    FileKind::Regular => {}
+                    FileKind::Directory => return Err(err(ErrorCode::IsADirectory, "truncate")),
+                    _ => return Err(err(ErrorCode::InvalidArgument, "truncate of a special file")),
+                }
+                if !c.may(&i, W) {
+                    return Err(err(ErrorCode::PermissionDenied, "write permission needed to truncate"));
+                }
+                if size == 0 && (i.size != 0 || i.gen != 0) {
+                    let gen = i.next_gen.max(i.gen) + 1;
+                    gc_all_replicas(t, ino, now)?;
+                    i.gen = gen;
+                    i.next_gen = gen;
+                    i.size = 0;
+                    i.hash = None;
+                } else if size != i.size {
+                    return Err(err(
+                        ErrorCode::Unsupported,
+                        "resizing to a non-zero length goes through a file server",
+                    ));
+                }
+                i.mtime = now;
+                changed = true;
+            }
+            for (which, ts) in [(0, set.atime), (1, set.mtime)] {
+                let Some(ts) = ts else { continue };
+                match ts {
+                    TimeSet::At(_) if !c.owns(&i) => {
+                        return Err(err(ErrorCode::NotPermitted, "only the owner may set explicit times"));
+                    }
+                    TimeSet::Now if !c.owns(&i) && !c.may(&i, W) => {
+                        return Err(err(ErrorCode::PermissionDenied, "write permission needed to touch"));
+                    }
+                    _ => {}
+                }
+                let v = match ts {
+                    TimeSet::Now => now,
+                    TimeSet::At(v) => v,
+                };
+                if which == 0 {
+                    i.atime = v;
+                } else {
+                    i.mtime = v;
+                }
+                changed = true;
+            }
+            if changed {
+                i.ctime = now;
+                t.put(keys::inode(ino), &i);
+            }
+            Ok(i.attr(ino))
+        })
+    }
+
+    /// Set the wanted copy count (owner or root).
+    pub fn set_ncopy(&self, c: &Caller, ino: Ino, ncopy: u32) -> R<Attr> {
+        self.write(|t| {
+            let mut i = load(t, ino)?;
+            if !c.owns(&i) {
+                return Err(err(ErrorCode::NotPermitted, "only the owner may set the copy count"));
+            }
+            i.ncopy = ncopy;
+            t.put(keys::inode(ino), &i);
+            Ok(i.attr(ino))
+        })
+    }
+
+    // ----- xattrs ------------------------------------------------------
+
+    fn xattr_access(c: &Caller, i: &InodeRecord, name: &str, write: bool) -> R<()> {
+        if name.starts_with("user.") {
+            if matches!(i.kind, FileKind::Regular | FileKind::Directory) {
+                return c.check(i, if write { W } else { R }, "xattr permission");
+            }
+            return Err(err(ErrorCode::NotPermitted, "user xattrs only on files and directories"));
+        }
+        if name.starts_with("trusted.") || name.starts_with("security.") {
+            if write && !c.is_root() && !(name.starts_with("security.") && c.owns(i)) {
+                return Err(err(ErrorCode::NotPermitted, "privileged xattr namespace"));
+            }
+            return Ok(());
+        }
+        Err(err(ErrorCode::Unsupported, format!("xattr namespace of {name:?}")))
+    }
+
+    /// Read an xattr.
+    pub fn getxattr(&self, c: &Caller, ino: Ino, name: &str) -> R<Vec<u8>> {
+        self.read(|t| {
+            let i = load(t, ino)?;
+            Self::xattr_access(c, &i, name, false)?;
+            t.get_raw(&keys::xattr(ino, name))?.ok_or_else(|| err(ErrorCode::NoAttr, name.to_string()))
+        })
+    }
+
+    /// Set an xattr.
+    pub fn setxattr(&self, c: &Caller, ino: Ino, name: &str, value: &[u8], flags: XattrFlags) -> R<()> {
+        if name.is_empty() || name.len() > 255 {
+            return Err(err(ErrorCode::InvalidArgument, "xattr name length"));
+        }
+        if value.len() > MAX_XATTR {
+            return Err(err(ErrorCode::TooLarge, "xattr value larger than 64 KiB"));
+        }
+        self.write(|t| {
+            let mut i = load(t, ino)?;
+            Self::xattr_access(c, &i, name, true)?;
+            let exists = t.get_raw(&keys::xattr(ino, name))?.is_some();
+            if flags.create && exists {
+                return Err(err(ErrorCode::Exists, name.to_string()));
+            }
+            if flags.replace && !exists {
+                return Err(err(ErrorCode::NoAttr, name.to_string()));
+            }
+            t.put_raw(keys::xattr(ino, name), value.to_vec());
+            i.ctime = Timestamp::now();
+            t.put(keys::inode(ino), &i);
+            Ok(())
+        })
+    }
+
+    /// List xattr names.
+    pub fn listxattr(&self, ino: Ino) -> R<Vec<String>> {
+        self.read(|t| {
+            load(t, ino)?;
+            let prefix = keys::xattr_prefix(ino);
+            Ok(t.keys_with_prefix(&prefix)?
+                .into_iter()
+                .filter_map(|k| std::str::from_utf8(&k[prefix.len()..]).ok().map(str::to_string))
+                .collect())
+        })
+    }
+
+    /// Remove an xattr.
+    pub fn removexattr(&self, c: &Caller, ino: Ino, name: &str) -> R<()> {
+        self.write(|t| {
+            let mut i = load(t, ino)?;
+            Self::xattr_access(c, &i, name, true)?;
+            if t.get_raw(&keys::xattr(ino, name))?.is_none() {
+                return Err(err(ErrorCode::NoAttr, name.to_string()));
+            }
+            t.del(keys::xattr(ino, name));
+            i.ctime = Timestamp::now();
+            t.put(keys::inode(ino), &i);
+            Ok(())
+        })
+    }
+
+    // ----- contents and replicas ---------------------------------------
+
+    /// Check read access and return the inode with its replicas.
+    pub fn open_read(&self, c: &Caller, ino: Ino) -> R<(InodeRecord, Vec<HostReplica>)> {
+        self.read(|t| {
+            let i = load(t, ino)?;
+            match i.kind {
+                FileKind::Regular => {}
+                FileKind::Directory => return Err(err(ErrorCode::IsADirectory, "open for reading")),
+                _ => return Err(err(ErrorCode::InvalidArgument, "not a regular file")),
+            }
+            c.check(&i, R, "read permission on the file")?;
+            let reps = replicas_of(t, ino)?;
+            Ok((i, reps))
+        })
+    }
+
+    /// Check write access and allocate the next generation.
+    pub fn begin_write(&self, c: &Caller, ino: Ino) -> R<(InodeRecord, Gen, Vec<HostReplica>)> {
+        self.write(|t| {
+            let mut i = load(t, ino)?;
+            match i.kind {
+                FileKind::Regular => {}
+                FileKind::Directory => return Err(err(ErrorCode::IsADirectory, "open for writing")),
+                _ => return Err(err(ErrorCode::InvalidArgument, "not a regular file")),
+            }
+            c.check(&i, W, "write permission on the file")?;
+            let before = i.clone();
+            let gen = i.next_gen.max(i.gen) + 1;
+            i.next_gen = gen;
+            t.put(keys::inode(ino), &i);
+            Ok((before, gen, replicas_of(t, ino)?))
+        })
+    }
+
+    /// Record a complete, verified replica of `gen` on `host`. A newer
+    /// generation replaces the contents and turns older replicas into garbage.
+    pub fn register_replica(&self, ino: Ino, gen: Gen, host: &str, size: u64, hash: Hash) -> R<Attr> {
+        self.write(|t| {
+            let mut i = load(t, ino)?;
+            if i.kind != FileKind::Regular {
+                return Err(err(ErrorCode::InvalidArgument, "not a regular file"));
+            }
+            let now = Timestamp::now();
+            if gen < i.gen {
+                return Err(err(ErrorCode::Stale, format!("generation {gen} is older than the current {}", i.gen)));
+            }
+            if gen == i.gen {
+                if i.hash != Some(hash) || i.size != size {
+                    return Err(err(ErrorCode::Stale, "replica differs from the current generation"));
+                }
+            } else {
+                gc_all_replicas(t, ino, now)?;
+                i.gen = gen;
+                i.next_gen = i.next_gen.max(gen);
+                i.size = size;
+                i.hash = Some(hash);
+                i.mtime = now;
+                i.ctime = now;
+                t.put(keys::inode(ino), &i);
+            }
+            if let Some(old) = t.get::<ReplicaRecord>(&keys::replica(ino, host))? {
+                if old.gen != gen {
+                    t.put(keys::gc(host, ino, old.gen), &GcRecord { since_ms: now.as_millis() });
+                }
+            }
+            t.put(
+                keys::replica(ino, host),
+                &ReplicaRecord { gen, size, hash, bad: false, registered_ms: now.as_millis() },
+            );
+            Ok(i.attr(ino))
+        })
+    }
+
+    /// Mark a replica bad so it is never handed out again.
+    pub fn mark_bad(&self, ino: Ino, gen: Gen, host: &str) -> R<()> {
+        self.write(|t| {
+            if let Some(mut r) = t.get::<ReplicaRecord>(&keys::replica(ino, host))? {
+                if r.gen == gen && !r.bad {
+                    r.bad = true;
+                    t.put(keys::replica(ino, host), &r);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Pending deletions for a host older than `grace_ms`; acknowledged ones
+    /// (`done`) are forgotten first.
+    pub fn take_gc(&self, host: &str, done: &[(Ino, Gen)], grace_ms: u64) -> R<Vec<(Ino, Gen)>> {
+        if !done.is_empty() {
+            self.write(|t| {
+                for (ino, gen) in done {
+                    t.del(keys::gc(host, *ino, *gen));
+                }
+                Ok(())
+            })?;
+        }
+        let now = now_ms();
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(keys::gc_prefix(host)) {
+            let (k, v) = kv.map_err(TxnError::from)?;
+            let rec: GcRecord = crate::record::decode(&v).map_err(TxnError::from)?;
+            if rec.since_ms + grace_ms <= now {
+                if let Some(p) = keys::gc_parts(&k) {
+                    out.push(p);
+                }
+            }
+            if out.len() >= 10_000 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Which of the listed replicas on `host` are not registered (to delete).
+    pub fn unknown_replicas(&self, host: &str, listed: &[(Ino, Gen)]) -> R<Vec<(Ino, Gen)>> {
+        self.read(|t| {
+            let mut out = Vec::new();
+            for &(ino, gen) in listed {
+                match t.get::<ReplicaRecord>(&keys::replica(ino, host))? {
+                    Some(r) if r.gen == gen => {}
+                    _ => out.push((ino, gen)),
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Drop registrations on `host` made before `before_ms` that the host no
+    /// longer has (its spool lost them). Returns how many were dropped.
+    pub fn drop_missing(&self, host: &str, present: &HashSet<(Ino, Gen)>, before_ms: u64) -> R<usize> {
+        let all = self.all_replicas()?;
+        self.write(|t| {
+            let mut n = 0;
+            for (h, ino, r) in all {
+                if h == host && r.registered_ms < before_ms && !present.contains(&(ino, r.gen)) {
+                    t.del(keys::replica(ino, host));
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
+    }
+}
+
+// ----- helpers working inside a transaction ----------------------------
+
+fn new_inode(kind: FileKind, perm: u32, uid: u32, gid: u32, now: Timestamp, parent: Ino) -> InodeRecord {
+    InodeRecord {
+        kind,
+        perm: perm & 0o7777,
+        uid,
+        gid,
+        nlink: 1,
+        size: 0,
+        atime: now,
+        mtime: now,
+        ctime: now,
+        crtime: now,
+        rdev: 0,
+        gen: 0,
+        next_gen: 0,
+        hash: None,
+        target: None,
+        ncopy: 0,
+        parent,
+    }
+}
+
+fn load(t: &Txn<'_>, ino: Ino) -> R<InodeRecord> {
+    t.get(&keys::inode(ino))?.ok_or_else(|| err(ErrorCode::NotFound, format!("inode {ino}")))
+}
+
+fn load_dir(t: &Txn<'_>, ino: Ino) -> R<InodeRecord> {
+    let i = load(t, ino)?;
+    if i.kind != FileKind::Directory {
+        return Err(err(ErrorCode::NotADirectory, format!("inode {ino}")));
+    }
+    Ok(i)
+}
+
+fn entry(t: &Txn<'_>, parent: Ino, name: &str) -> R<Option<DentryRecord>> {
+    if name.len() > MAX_NAME {
+        return Err(err(ErrorCode::NameTooLong, format!("{} bytes", name.len())));
+    }
+    Ok(t.get(&keys::dentry(parent, name))?)
+}
+
+fn alloc_ino(t: &mut Txn<'_>) -> R<Ino> {
+    let cur = t
+        .get_raw(keys::NEXT_INO)?
+        .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
+        .ok_or_else(|| err(ErrorCode::Internal, "inode counter missing"))?;
+    t.put_raw(keys::NEXT_INO.to_vec(), (cur + 1).to_be_bytes().to_vec());
+    Ok(cur)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn insert_child(
+    t: &mut Txn<'_>,
+    c: &Caller,
+    parent: Ino,
+    mut dir: InodeRecord,
+    name: &str,
+    kind: FileKind,
+    perm: u32,
+    customise: impl FnOnce(&mut InodeRecord),
+) -> R<Attr> {
+    let now = Timestamp::now();
+    let ino = alloc_ino(t)?;
+    let gid = if dir.perm & S_ISGID != 0 { dir.gid } else { c.gid };
+    let mut i = new_inode(kind, perm, c.uid, gid, now, parent);
+    if kind != FileKind::Directory && !c.is_root() && !c.in_group(gid) {
+        i.perm &= !S_ISGID;
+    }
+    i.ncopy = dir.ncopy;
+    customise(&mut i);
+    if kind == FileKind::Directory {
+        dir.nlink += 1;
+    }
+    dir.mtime = now;
+    dir.ctime = now;
+    t.put(keys::inode(ino), &i);
+    t.put(keys::dentry(parent, name), &DentryRecord { ino, kind });
+    t.put(keys::inode(parent), &dir);
+    Ok(i.attr(ino))
+}
+
+fn replicas_of(t: &Txn<'_>, ino: Ino) -> R<Vec<HostReplica>> {
+    let prefix = keys::replica_prefix(ino);
+    let mut out = Vec::new();
+    for k in t.keys_with_prefix(&prefix)? {
+        if let (Some((_, host)), Some(r)) = (keys::replica_parts(&k), t.get::<ReplicaRecord>(&k)?) {
+            out.push((host.to_string(), r));
+        }
+    }
+    Ok(out)
+}
+
+/// Turn every replica of `ino` into garbage on its host.
+fn gc_all_replicas(t: &mut Txn<'_>, ino: Ino, now: Timestamp) -> R<()> {
+    for (host, r) in replicas_of(t, ino)? {
+        t.put(keys::gc(&host, ino, r.gen), &GcRecord { since_ms: now.as_millis() });
+        t.del(keys::replica(ino, &host));
+    }
+    Ok(())
+}
+
+/// Delete an inode record with its xattrs and replicas.
+fn remove_inode(t: &mut Txn<'_>, ino: Ino) -> R<()> {
+    gc_all_replicas(t, ino, Timestamp::now())?;
+    for k in t.keys_with_prefix(&keys::xattr_prefix(ino))? {
+        t.del(k);
+    }
+    t.del(keys::inode(ino));
+    Ok(())
+}
+
+/// One name of a non-directory went away.
+fn drop_link(t: &mut Txn<'_>, ino: Ino, mut inode: InodeRecord, now: Timestamp) -> R<()> {
+    if inode.nlink <= 1 {
+        remove_inode(t, ino)
+    } else {
+        inode.nlink -= 1;
+        inode.ctime = now;
+        t.put(keys::inode(ino), &inode);
+        Ok(())
+    }
+}
+
+/// Fail with `InvalidArgument` if `dir` is `ancestor` or below it.
+fn check_not_under(t: &Txn<'_>, dir: Ino, ancestor: Ino) -> R<()> {
+    let mut cur = dir;
+    for _ in 0..100_000 {
+        if cur == ancestor {
+            return Err(err(ErrorCode::InvalidArgument, "cannot move a directory into itself"));
+        }
+        if cur == ROOT_INO {
+            return Ok(());
+        }
+        cur = load(t, cur)?.parent;
+    }
+    Err(err(ErrorCode::Loop, "directory tree too deep"))
+}
+
+/// An inode changed directory: fix its parent pointer, link counts, ctime.
+fn move_inode(t: &mut Txn<'_>, ino: Ino, from: Ino, to: Ino, now: Timestamp) -> R<()> {
+    let mut i = load(t, ino)?;
+    i.ctime = now;
+    if i.kind == FileKind::Directory && from != to {
+        i.parent = to;
+        let mut f = load(t, from)?;
+        f.nlink = f.nlink.saturating_sub(1).max(2);
+        t.put(keys::inode(from), &f);
+        let mut d = load(t, to)?;
+        d.nlink += 1;
+        t.put(keys::inode(to), &d);
+    }
+    t.put(keys::inode(ino), &i);
+    Ok(())
+}
+
+fn touch_dirs(t: &mut Txn<'_>, a: Ino, b: Ino, now: Timestamp) -> R<()> {
+    for ino in if a == b { vec![a] } else { vec![a, b] } {
+        let mut d = load(t, ino)?;
+        d.mtime = now;
+        d.ctime = now;
+        t.put(keys::inode(ino), &d);
+    }
+    Ok(())
+}

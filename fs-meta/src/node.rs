@@ -1,0 +1,165 @@
+//! The running meta server: accepts QUIC connections, authenticates peers by
+//! certificate, and serves one request per bidirectional stream.
+
+use crate::config::MetaConfig;
+use crate::hosts::Hosts;
+use crate::namespace::Namespace;
+use crate::service::MetaService;
+use crate::users::Users;
+use crate::MetaError;
+use fs_proto::endpoint::{explain_connection_error, peer_identity, TlsIdentity};
+use fs_proto::error::quic_codes;
+use fs_proto::frame::{read_msg, write_msg};
+use fs_proto::meta::{MetaCall, MetaRequest};
+use fs_proto::{CapabilitySigner, Identity};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{debug, info, warn, Instrument};
+
+/// How long a peer may take to send a complete request frame.
+const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An opened meta server, ready to serve.
+pub struct MetaNode {
+    service: Arc<MetaService>,
+    db: sled::Db,
+}
+
+impl MetaNode {
+    /// Open the database and build the service. `tls` is the meta server's
+    /// own identity; its key signs capabilities.
+    pub fn open(config: MetaConfig, tls: &TlsIdentity) -> Result<Self, MetaError> {
+        std::fs::create_dir_all(&config.db).map_err(|e| MetaError::Io(config.db.clone(), e))?;
+        let db = sled::Config::new().path(&config.db).flush_every_ms(Some(200)).open().map_err(MetaError::Db)?;
+        let tree = db.open_tree(crate::keys::TREE_NAMESPACE).map_err(MetaError::Db)?;
+        let ns = Namespace::open(tree, config.root_mode).map_err(MetaError::Remote)?;
+        let hosts = Hosts::open(&db, config.host_timeout_ms).map_err(MetaError::Remote)?;
+        let users = Users::open(&db, &config.users, config.auto_register_users).map_err(MetaError::Remote)?;
+        let signer = CapabilitySigner::from_pkcs8(tls.key_der()).map_err(MetaError::Remote)?;
+        db.flush().map_err(MetaError::Db)?;
+        let service = Arc::new(MetaService::new(ns, hosts, users, signer, config));
+        Ok(MetaNode { service, db })
+    }
+
+    /// The service (for in-process inspection in tests).
+    pub fn service(&self) -> Arc<MetaService> {
+        self.service.clone()
+    }
+
+    /// Serve until `shutdown` completes.
+    pub async fn serve(self, endpoint: quinn::Endpoint, shutdown: impl Future<Output = ()>) -> Result<(), MetaError> {
+        let local = endpoint.local_addr().ok();
+        info!(addr = ?local, "meta server serving");
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                incoming = endpoint.accept() => {
+                    let Some(incoming) = incoming else { break };
+                    let svc = self.service.clone();
+                    let db = self.db.clone();
+                    tokio::spawn(handle_connection(svc, db, incoming));
+                }
+            }
+        }
+        info!("meta server shutting down");
+        endpoint.close(quic_codes::SHUTDOWN, b"meta server shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+        self.db.flush_async().await.map_err(MetaError::Db)?;
+        Ok(())
+    }
+}
+
+async fn handle_connection(svc: Arc<MetaService>, db: sled::Db, incoming: quinn::Incoming) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(%remote, "refused connection: {}", explain_connection_error(&e));
+            return;
+        }
+    };
+    let id = match peer_identity(&conn) {
+        Ok((id, _)) => id,
+        Err(e) => {
+            warn!(%remote, "refused connection: {e}");
+            conn.close(quic_codes::FORBIDDEN, format!("refused: {e}").as_bytes());
+            return;
+        }
+    };
+    let span = tracing::info_span!("conn", peer = %id, %remote);
+    async move {
+        debug!("connected");
+        loop {
+            let (send, recv) = match conn.accept_bi().await {
+                Ok(s) => s,
+                Err(e) => {
+                    debug!("connection ended: {e}");
+                    break;
+                }
+            };
+            let svc = svc.clone();
+            let db = db.clone();
+            let conn = conn.clone();
+            let id = id.clone();
+            tokio::spawn(handle_stream(svc, db, conn, id, send, recv).in_current_span());
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn handle_stream(
+    svc: Arc<MetaService>,
+    db: sled::Db,
+    conn: quinn::Connection,
+    id: Identity,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let call: MetaCall = match tokio::time::timeout(REQUEST_READ_TIMEOUT, read_msg(&mut recv)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) if e.is_protocol_violation() => {
+            warn!("closing connection: {e}");
+            conn.close(quic_codes::PROTOCOL, format!("protocol violation: {e}").as_bytes());
+            return;
+        }
+        Ok(Err(e)) => {
+            debug!("request stream failed: {e}");
+            return;
+        }
+        Err(_) => {
+            warn!("request frame not received within {:?}; resetting stream", REQUEST_READ_TIMEOUT);
+            let _ = send.reset(quic_codes::PROTOCOL);
+            return;
+        }
+    };
+    let kind = call.req.kind();
+    let needs_flush = call.req.is_mutation() && !matches!(call.req, MetaRequest::Heartbeat(_));
+    let span = tracing::debug_span!("request", kind);
+    let reply = span.in_scope(|| svc.handle(&id, call));
+    if let Err(e) = &reply {
+        debug!(kind, "request failed: {e}");
+    }
+    if needs_flush {
+        if let Err(e) = db.flush_async().await {
+            warn!("database flush failed: {e}");
+            let _ = write_msg(
+                &mut send,
+                &fs_proto::meta::MetaReply::Err(fs_proto::RemoteError::new(
+                    fs_proto::ErrorCode::Internal,
+                    format!("metadata not durable: {e}"),
+                )),
+            )
+            .await;
+            let _ = send.finish();
+            return;
+        }
+    }
+    if let Err(e) = write_msg(&mut send, &reply).await {
+        debug!(kind, "reply not delivered: {e}");
+        return;
+    }
+    let _ = send.finish();
+}

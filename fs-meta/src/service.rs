@@ -1,0 +1,292 @@
+//! Request dispatch: turns one [`MetaCall`] from an authenticated peer into
+//! one [`MetaReply`], enforcing who may do what.
+
+use crate::config::MetaConfig;
+use crate::hosts::Hosts;
+use crate::namespace::Namespace;
+use crate::perm::Caller;
+use crate::users::Users;
+use fs_proto::meta::{
+    BaseGrant, MetaCall, MetaReply, MetaRequest, MetaResponse, ReadGrant, StatFs, WhoAmI, WriteGrant,
+};
+use fs_proto::{
+    Access, Capability, CapabilitySigner, CapabilityVerifier, ErrorCode, Identity, Ino, RemoteError, ReplicaInfo, Role,
+    ServerLoc, Timestamp,
+};
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+type R<T> = Result<T, RemoteError>;
+
+/// Everything a request may touch.
+pub struct MetaService {
+    /// The namespace.
+    pub ns: Namespace,
+    /// The host registry.
+    pub hosts: Hosts,
+    users: Users,
+    signer: CapabilitySigner,
+    own_verifier: CapabilityVerifier,
+    config: MetaConfig,
+    inventories: Mutex<HashMap<String, (u64, HashSet<(Ino, u64)>)>>,
+    inode_count: Mutex<Option<(Instant, u64)>>,
+}
+
+fn forbid(what: &str) -> RemoteError {
+    RemoteError::new(ErrorCode::NotPermitted, format!("{what} is reserved for file servers"))
+}
+
+impl MetaService {
+    /// Assemble the service.
+    pub fn new(ns: Namespace, hosts: Hosts, users: Users, signer: CapabilitySigner, config: MetaConfig) -> Self {
+        let own_verifier = CapabilityVerifier::new(signer.public_key().to_vec());
+        MetaService {
+            ns,
+            hosts,
+            users,
+            signer,
+            own_verifier,
+            config,
+            inventories: Mutex::new(HashMap::new()),
+            inode_count: Mutex::new(None),
+        }
+    }
+
+    fn expiry(&self) -> u64 {
+        Timestamp::now().as_millis() + self.config.capability_ttl_secs * 1000
+    }
+
+    /// Handle one call from `id`.
+    pub fn handle(&self, id: &Identity, call: MetaCall) -> MetaReply {
+        let (caller, admin) = self.users.caller(id, call.cred.as_ref())?;
+        self.dispatch(id, &caller, admin, call.req)
+    }
+
+    fn dispatch(&self, id: &Identity, c: &Caller, admin: bool, req: MetaRequest) -> MetaReply {
+        use MetaRequest as Q;
+        use MetaResponse as A;
+        let host_only = |what: &str| -> R<()> {
+            if id.role == Role::Host {
+                Ok(())
+            } else {
+                Err(forbid(what))
+            }
+        };
+        Ok(match req {
+            Q::WhoAmI => {
+                A::WhoAmI(WhoAmI { name: id.name.clone(), uid: c.uid, gid: c.gid, groups: c.groups.clone(), admin })
+            }
+            Q::Lookup { parent, name } => A::Attr(self.ns.lookup(c, parent, &name)?),
+            Q::GetAttr { ino } => A::Attr(self.ns.getattr(ino)?),
+            Q::Resolve { path } => A::Attr(self.ns.resolve(c, &path)?),
+            Q::ReadDir { ino, after, limit, plus } => {
+                let (entries, more) = self.ns.readdir(c, ino, after.as_deref(), limit, plus)?;
+                A::Entries { entries, more }
+            }
+            Q::ReadLink { ino } => A::Target(self.ns.readlink(ino)?),
+            Q::Create { parent, name, kind, perm, rdev, exclusive } => {
+                A::Attr(self.ns.create(c, parent, &name, kind, perm, rdev, exclusive)?.0)
+            }
+            Q::Mkdir { parent, name, perm } => A::Attr(self.ns.mkdir(c, parent, &name, perm)?),
+            Q::Symlink { parent, name, target } => A::Attr(self.ns.symlink(c, parent, &name, &target)?),
+            Q::Link { ino, new_parent, new_name } => A::Attr(self.ns.link(c, ino, new_parent, &new_name)?),
+            Q::Unlink { parent, name } => {
+                self.ns.unlink(c, parent, &name)?;
+                A::Done
+            }
+            Q::Rmdir { parent, name } => {
+                self.ns.rmdir(c, parent, &name)?;
+                A::Done
+            }
+            Q::Rename { parent, name, new_parent, new_name, flags } => {
+                self.ns.rename(c, parent, &name, new_parent, &new_name, flags)?;
+                A::Done
+            }
+            Q::SetAttr { ino, set } => A::Attr(self.ns.setattr(c, ino, &set)?),
+            Q::GetXattr { ino, name } => A::Xattr(self.ns.getxattr(c, ino, &name)?),
+            Q::SetXattr { ino, name, value, flags } => {
+                self.ns.setxattr(c, ino, &name, &value, flags)?;
+                A::Done
+            }
+            Q::ListXattr { ino } => A::XattrNames(self.ns.listxattr(ino)?),
+            Q::RemoveXattr { ino, name } => {
+                self.ns.removexattr(c, ino, &name)?;
+                A::Done
+            }
+            Q::OpenRead { ino } => A::Read(self.open_read(id, c, ino)?),
+            Q::OpenWrite { ino, site } => A::Write(self.open_write(id, c, ino, &site)?),
+            Q::Where { ino } => {
+                let attr = self.ns.getattr(ino)?;
+                let replicas = self
+                    .ns
+                    .replicas(ino)?
+                    .into_iter()
+                    .filter_map(|(host, r)| {
+                        let (server, alive) = self.hosts.loc(&host)?;
+                        Some(ReplicaInfo { server, gen: r.gen, size: r.size, hash: r.hash, alive: alive && !r.bad })
+                    })
+                    .collect();
+                A::Replicas { attr, replicas }
+            }
+            Q::SetNcopy { ino, ncopy } => A::Attr(self.ns.set_ncopy(c, ino, ncopy)?),
+            Q::StatFs => A::StatFs(self.statfs()),
+            Q::ListHosts => A::Hosts(self.hosts.list(&self.replica_counts()?)),
+            Q::Heartbeat(report) => {
+                host_only("heartbeat")?;
+                let site = id.site.clone().unwrap_or_default();
+                self.hosts.heartbeat(&id.name, &site, &report)?;
+                let delete = self.ns.take_gc(&id.name, &report.deleted, self.config.gc_grace_ms)?;
+                A::HeartbeatAck { delete, now_ms: Timestamp::now().as_millis() }
+            }
+            Q::RegisterReplica { cap, size, hash } => {
+                host_only("registering replicas")?;
+                let cap = self.own_verifier.check_signature(&cap)?;
+                if cap.access != Access::Write {
+                    return Err(RemoteError::new(ErrorCode::BadCapability, "not a write capability"));
+                }
+                A::Attr(self.ns.register_replica(cap.ino, cap.gen, &id.name, size, hash)?)
+            }
+            Q::ReportBadReplica { ino, gen, reason } => {
+                host_only("reporting bad replicas")?;
+                tracing::warn!(host = %id.name, ino, gen, %reason, "replica reported bad");
+                self.ns.mark_bad(ino, gen, &id.name)?;
+                A::Done
+            }
+            Q::Inventory { replicas, done } => {
+                host_only("inventory")?;
+                let unknown = self.ns.unknown_replicas(&id.name, &replicas)?;
+                let mut inv = self.inventories.lock().unwrap_or_else(|p| p.into_inner());
+                let entry =
+                    inv.entry(id.name.clone()).or_insert_with(|| (Timestamp::now().as_millis(), HashSet::new()));
+                entry.1.extend(replicas.iter().copied());
+                if done {
+                    if let Some((started, present)) = inv.remove(&id.name) {
+                        let dropped = self.ns.drop_missing(&id.name, &present, started)?;
+                        if dropped > 0 {
+                            tracing::warn!(host = %id.name, dropped, "registered replicas missing from the spool were dropped");
+                        }
+                    }
+                }
+                A::Unknown(unknown)
+            }
+            Q::Batch(reqs) => {
+                let mut out = Vec::with_capacity(reqs.len());
+                for r in reqs {
+                    if matches!(r, Q::Batch(_)) {
+                        out.push(Err(RemoteError::new(ErrorCode::InvalidArgument, "nested batch")));
+                        continue;
+                    }
+                    out.push(self.dispatch(id, c, admin, r));
+                }
+                A::Batch(out)
+            }
+        })
+    }
+
+    fn open_read(&self, id: &Identity, c: &Caller, ino: Ino) -> R<ReadGrant> {
+        let (inode, reps) = self.ns.open_read(c, ino)?;
+        let attr = inode.attr(ino);
+        if inode.size == 0 || inode.gen == 0 {
+            return Ok(ReadGrant { attr, replicas: Vec::new(), cap: None });
+        }
+        let hash = inode.hash.ok_or_else(|| RemoteError::new(ErrorCode::Internal, "file has a size but no hash"))?;
+        let mut replicas = Vec::new();
+        let mut down = Vec::new();
+        for (host, r) in &reps {
+            if r.gen != inode.gen || r.bad {
+                continue;
+            }
+            match self.hosts.live_loc(host) {
+                Some(loc) => replicas.push(loc),
+                None => down.push(host.clone()),
+            }
+        }
+        if replicas.is_empty() {
+            return Err(RemoteError::new(
+                ErrorCode::NoServer,
+                if down.is_empty() {
+                    format!("inode {ino} has no good replica")
+                } else {
+                    format!("every replica of inode {ino} is on a server that is down ({})", down.join(", "))
+                },
+            ));
+        }
+        let cap = self.signer.sign(&Capability {
+            ino,
+            gen: inode.gen,
+            access: Access::Read,
+            principal: id.name.clone(),
+            expires_ms: self.expiry(),
+            base_gen: None,
+            expect: Some((inode.size, hash)),
+        });
+        Ok(ReadGrant { attr, replicas, cap: Some(cap) })
+    }
+
+    fn open_write(&self, id: &Identity, c: &Caller, ino: Ino, site: &str) -> R<WriteGrant> {
+        let target = self.hosts.choose_write_target(site)?;
+        let (before, gen, reps) = self.ns.begin_write(c, ino)?;
+        let base = match (before.gen, before.size, before.hash) {
+            (g, size, Some(hash)) if g > 0 && size > 0 => {
+                let replicas: Vec<ServerLoc> = reps
+                    .iter()
+                    .filter(|(_, r)| r.gen == g && !r.bad)
+                    .filter_map(|(h, _)| self.hosts.live_loc(h))
+                    .collect();
+                let cap = self.signer.sign(&Capability {
+                    ino,
+                    gen: g,
+                    access: Access::Read,
+                    principal: target.host.clone(),
+                    expires_ms: self.expiry(),
+                    base_gen: None,
+                    expect: Some((size, hash)),
+                });
+                Some(BaseGrant { gen: g, cap, replicas })
+            }
+            _ => None,
+        };
+        let cap = self.signer.sign(&Capability {
+            ino,
+            gen,
+            access: Access::Write,
+            principal: id.name.clone(),
+            expires_ms: self.expiry(),
+            base_gen: base.as_ref().map(|b| b.gen),
+            expect: None,
+        });
+        Ok(WriteGrant { attr: before.attr(ino), gen, target, cap, base })
+    }
+
+    fn statfs(&self) -> StatFs {
+        let counts = HashMap::new();
+        let hosts = self.hosts.list(&counts);
+        let live: Vec<_> = hosts.iter().filter(|h| h.alive).collect();
+        let files = {
+            let mut cache = self.inode_count.lock().unwrap_or_else(|p| p.into_inner());
+            match *cache {
+                Some((at, n)) if at.elapsed() < Duration::from_secs(2) => n,
+                _ => {
+                    let n = self.ns.count_inodes();
+                    *cache = Some((Instant::now(), n));
+                    n
+                }
+            }
+        };
+        StatFs {
+            capacity: live.iter().map(|h| h.capacity).sum(),
+            free: live.iter().map(|h| h.free).sum(),
+            files,
+            servers: live.len() as u32,
+        }
+    }
+
+    fn replica_counts(&self) -> R<HashMap<String, u64>> {
+        let mut counts = HashMap::new();
+        for (host, _, _) in self.ns.all_replicas()? {
+            *counts.entry(host).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+}

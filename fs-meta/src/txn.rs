@@ -1,0 +1,104 @@
+//! A small write transaction over the namespace tree: reads see the
+//! transaction's own writes, and commit applies everything as one atomic sled
+//! batch. Callers serialise transactions with the namespace lock, so there
+//! are no conflicts to retry.
+
+use crate::record::{self, RecordError};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Pending writes over a tree.
+pub struct Txn<'a> {
+    tree: &'a sled::Tree,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+/// Failure inside a transaction.
+#[derive(Debug, thiserror::Error)]
+pub enum TxnError {
+    /// sled failed.
+    #[error("database: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored value is unreadable.
+    #[error("{0}")]
+    Record(#[from] RecordError),
+}
+
+impl<'a> Txn<'a> {
+    /// Start a transaction.
+    pub fn new(tree: &'a sled::Tree) -> Self {
+        Txn { tree, writes: BTreeMap::new() }
+    }
+
+    /// Raw read, seeing pending writes.
+    pub fn get_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>, TxnError> {
+        if let Some(v) = self.writes.get(key) {
+            return Ok(v.clone());
+        }
+        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// Typed read.
+    pub fn get<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, TxnError> {
+        match self.get_raw(key)? {
+            Some(v) => Ok(Some(record::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Typed write.
+    pub fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
+        self.writes.insert(key, Some(record::encode(value)));
+    }
+
+    /// Raw write (value stored verbatim).
+    pub fn put_raw(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.writes.insert(key, Some(value));
+    }
+
+    /// Delete.
+    pub fn del(&mut self, key: Vec<u8>) {
+        self.writes.insert(key, None);
+    }
+
+    /// Keys under a prefix, merging committed data with pending writes.
+    pub fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, TxnError> {
+        let mut keys: BTreeMap<Vec<u8>, ()> = BTreeMap::new();
+        for kv in self.tree.scan_prefix(prefix) {
+            let (k, _) = kv?;
+            keys.insert(k.to_vec(), ());
+        }
+        for (k, v) in self.writes.range(prefix.to_vec()..) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            match v {
+                Some(_) => keys.insert(k.clone(), ()),
+                None => keys.remove(k),
+            };
+        }
+        Ok(keys.into_keys().collect())
+    }
+
+    /// Whether anything was written.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    /// Apply all writes atomically.
+    pub fn commit(self) -> Result<(), TxnError> {
+        if self.writes.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for (k, v) in self.writes {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+}

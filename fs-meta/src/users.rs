@@ -1,0 +1,86 @@
+//! Federation users: certificate name -> uid, gid, groups, admin flag.
+//! Users listed in the config keep the ids given there; others are
+//! registered on first contact with the next free uid (from 10000) and a
+//! private group of the same number.
+
+use crate::config::UserConfig;
+use crate::keys::TREE_USERS;
+use crate::perm::Caller;
+use crate::record::{self, UserRecord};
+use fs_proto::{Cred, ErrorCode, Identity, RemoteError, Role};
+use std::sync::Mutex;
+
+const FIRST_AUTO_UID: u32 = 10_000;
+
+/// The user table.
+pub struct Users {
+    tree: sled::Tree,
+    lock: Mutex<()>,
+    auto_register: bool,
+}
+
+fn internal(e: impl std::fmt::Display) -> RemoteError {
+    RemoteError::new(ErrorCode::Internal, e.to_string())
+}
+
+impl Users {
+    /// Open the table and apply the configured users.
+    pub fn open(db: &sled::Db, configured: &[UserConfig], auto_register: bool) -> Result<Self, RemoteError> {
+        let tree = db.open_tree(TREE_USERS).map_err(internal)?;
+        for u in configured {
+            let rec = UserRecord { uid: u.uid, gid: u.gid.unwrap_or(u.uid), groups: u.groups.clone(), admin: u.admin };
+            tree.insert(u.name.as_bytes(), record::encode(&rec)).map_err(internal)?;
+        }
+        Ok(Users { tree, lock: Mutex::new(()), auto_register })
+    }
+
+    /// The record of a user, registering them if allowed.
+    pub fn get_or_register(&self, name: &str) -> Result<UserRecord, RemoteError> {
+        if let Some(v) = self.tree.get(name.as_bytes()).map_err(internal)? {
+            return record::decode(&v).map_err(internal);
+        }
+        if !self.auto_register {
+            return Err(RemoteError::new(ErrorCode::PermissionDenied, format!("user {name:?} is not registered")));
+        }
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = self.tree.get(name.as_bytes()).map_err(internal)? {
+            return record::decode(&v).map_err(internal);
+        }
+        let mut next = FIRST_AUTO_UID;
+        for kv in self.tree.iter() {
+            let (_, v) = kv.map_err(internal)?;
+            let r: UserRecord = record::decode(&v).map_err(internal)?;
+            if r.uid >= next {
+                next = r.uid + 1;
+            }
+        }
+        let rec = UserRecord { uid: next, gid: next, groups: Vec::new(), admin: false };
+        self.tree.insert(name.as_bytes(), record::encode(&rec)).map_err(internal)?;
+        tracing::info!(user = name, uid = next, "registered new federation user");
+        Ok(rec)
+    }
+
+    /// The principal a request runs as. Hosts are trusted services and act as
+    /// root; users act as themselves, and admins may assert credentials.
+    pub fn caller(&self, id: &Identity, cred: Option<&Cred>) -> Result<(Caller, bool), RemoteError> {
+        match id.role {
+            Role::Host => {
+                let c = match cred {
+                    Some(cr) => Caller { name: id.name.clone(), uid: cr.uid, gid: cr.gid, groups: cr.groups.clone() },
+                    None => Caller { name: id.name.clone(), uid: 0, gid: 0, groups: vec![] },
+                };
+                Ok((c, true))
+            }
+            Role::User => {
+                let rec = self.get_or_register(&id.name)?;
+                let c = match cred {
+                    Some(cr) if rec.admin => {
+                        Caller { name: id.name.clone(), uid: cr.uid, gid: cr.gid, groups: cr.groups.clone() }
+                    }
+                    _ => Caller { name: id.name.clone(), uid: rec.uid, gid: rec.gid, groups: rec.groups.clone() },
+                };
+                Ok((c, rec.admin))
+            }
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Calling a peer: a cache of QUIC connections by peer (dialled on demand,
+//! re-dialled after they die), and the request/reply exchange on one stream.
+//!
+//! Every call has a bound: connecting is bounded by [`Dialer`]'s connect
+//! timeout, a dead connection is noticed by QUIC keepalive and idle timeout,
+//! and [`call`] bounds the whole exchange. Nothing waits forever.
+
+use crate::endpoint::explain_connection_error;
+use crate::error::{ProtoError, RemoteError};
+use crate::frame::{read_msg, write_msg};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Where a peer is and the name its certificate must carry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PeerAddr {
+    /// UDP address.
+    pub addr: SocketAddr,
+    /// Host name (TLS server name).
+    pub name: String,
+}
+
+impl std::fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name, self.addr)
+    }
+}
+
+/// A failed call.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// Could not reach or authenticate to the peer.
+    #[error("cannot connect to {peer}: {reason}")]
+    Connect {
+        /// Who.
+        peer: String,
+        /// Why, in words a user can act on.
+        reason: String,
+    },
+    /// The exchange failed at the transport or framing level.
+    #[error("request to {peer} failed: {source}")]
+    Proto {
+        /// Who.
+        peer: String,
+        /// Cause.
+        source: ProtoError,
+    },
+    /// The peer answered with an error.
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    /// No answer within the bound.
+    #[error("no answer from {peer} within {secs} s")]
+    Timeout {
+        /// Who.
+        peer: String,
+        /// Bound.
+        secs: u64,
+    },
+}
+
+impl CallError {
+    /// The remote error code, if the peer answered with one.
+    pub fn code(&self) -> Option<crate::ErrorCode> {
+        match self {
+            CallError::Remote(r) => Some(r.code),
+            _ => None,
+        }
+    }
+
+    /// True when the peer could not be reached at all (worth trying another).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, CallError::Connect { .. } | CallError::Timeout { .. } | CallError::Proto { .. })
+    }
+}
+
+/// Open a stream and send a request frame (the send side stays open for any
+/// raw bytes the caller streams after it).
+pub async fn request<Q: Serialize>(
+    conn: &quinn::Connection,
+    req: &Q,
+) -> Result<(quinn::SendStream, quinn::RecvStream), ProtoError> {
+    let (mut send, recv) = conn.open_bi().await?;
+    write_msg(&mut send, req).await?;
+    Ok((send, recv))
+}
+
+/// Read a reply frame (`Result<A, RemoteError>`).
+pub async fn reply<A: DeserializeOwned>(recv: &mut quinn::RecvStream) -> Result<Result<A, RemoteError>, ProtoError> {
+    read_msg::<Result<A, RemoteError>>(recv).await
+}
+
+/// One request, one reply, on a fresh stream.
+pub async fn call<Q: Serialize, A: DeserializeOwned>(
+    conn: &quinn::Connection,
+    peer: &str,
+    req: &Q,
+    timeout: Duration,
+) -> Result<A, CallError> {
+    let fut = async {
+        let (mut send, mut recv) = request(conn, req).await?;
+        send.finish()?;
+        reply::<A>(&mut recv).await
+    };
+    match tokio::time::timeout(timeout, fut).await {
+        Err(_) => Err(CallError::Timeout { peer: peer.to_string(), secs: timeout.as_secs() }),
+        Ok(Err(source)) => Err(CallError::Proto { peer: peer.to_string(), source }),
+        Ok(Ok(r)) => Ok(r?),
+    }
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<quinn::Connection>>>;
+
+/// A cache of connections to peers, dialled on demand.
+#[derive(Clone)]
+pub struct Dialer {
+    endpoint: quinn::Endpoint,
+    slots: Arc<Mutex<HashMap<PeerAddr, Slot>>>,
+    connect_timeout: Duration,
+}
+
+impl Dialer {
+    /// Dial through `endpoint` (whose default client config carries our identity).
+    pub fn new(endpoint: quinn::Endpoint, connect_timeout: Duration) -> Self {
+        Dialer { endpoint, slots: Arc::new(Mutex::new(HashMap::new())), connect_timeout }
+    }
+
+    /// The endpoint.
+    pub fn endpoint(&self) -> &quinn::Endpoint {
+        &self.endpoint
+    }
+
+    fn slot(&self, peer: &PeerAddr) -> Slot {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.entry(peer.clone()).or_default().clone()
+    }
+
+    /// A live connection to `peer`, dialling if needed.
+    pub async fn connect(&self, peer: &PeerAddr) -> Result<quinn::Connection, CallError> {
+        let slot = self.slot(peer);
+        let mut guard = slot.lock().await;
+        if let Some(c) = guard.as_ref() {
+            if c.close_reason().is_none() {
+                return Ok(c.clone());
+            }
+        }
+        let err = |reason: String| CallError::Connect { peer: peer.to_string(), reason };
+        let connecting = self.endpoint.connect(peer.addr, &peer.name).map_err(|e| err(e.to_string()))?;
+        let conn = match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Err(_) => return Err(err(format!("no answer within {} s", self.connect_timeout.as_secs()))),
+            Ok(Err(e)) => return Err(err(explain_connection_error(&e))),
+            Ok(Ok(c)) => c,
+        };
+        *guard = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Drop the cached connection to `peer` (after it failed).
+    pub async fn forget(&self, peer: &PeerAddr) {
+        let slot = self.slot(peer);
+        let mut guard = slot.lock().await;
+        if let Some(c) = guard.take() {
+            c.close(crate::error::quic_codes::OK, b"reconnecting");
+        }
+    }
+
+    /// Connect (re-dialling a dead connection once) and call.
+    pub async fn call<Q: Serialize, A: DeserializeOwned>(
+        &self,
+        peer: &PeerAddr,
+        req: &Q,
+        timeout: Duration,
+    ) -> Result<A, CallError> {
+        let conn = self.connect(peer).await?;
+        match call(&conn, &peer.name, req, timeout).await {
+            Err(CallError::Proto { source: ProtoError::Connection(_), .. }) => {
+                // The cached connection was dead before the request left;
+                // dial again once.
+                self.forget(peer).await;
+                let conn = self.connect(peer).await?;
+                call(&conn, &peer.name, req, timeout).await
+            }
+            other => other,
+        }
+    }
+}

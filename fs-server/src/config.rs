@@ -1,0 +1,71 @@
+//! Configuration of `renkei-server`, read from TOML; see
+//! `fs-server/server.toml` for a documented sample.
+
+use fs_proto::endpoint::{TlsFiles, Tuning};
+use fs_proto::rpc::PeerAddr;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// `renkei-server` configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerConfig {
+    /// UDP address of the QUIC endpoint.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Address clients should dial (defaults to `listen`, which must then
+    /// be a concrete address, not 0.0.0.0).
+    #[serde(default)]
+    pub advertise: Option<SocketAddr>,
+    /// Spool directory holding the replicas.
+    pub spool: PathBuf,
+    /// The meta server.
+    pub meta: PeerAddr,
+    /// This host's certificate, key and the federation CA.
+    pub tls: TlsFiles,
+    /// Heartbeat interval (ms).
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// Capacity to report, in bytes (defaults to the spool file system's).
+    #[serde(default)]
+    pub capacity: Option<u64>,
+    /// QUIC transport tuning.
+    #[serde(default)]
+    pub transport: Tuning,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 7471))
+}
+fn default_heartbeat_ms() -> u64 {
+    1_000
+}
+
+impl ServerConfig {
+    /// A config with defaults for everything but what must be given.
+    pub fn new(spool: PathBuf, meta: PeerAddr, tls: TlsFiles) -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            advertise: None,
+            spool,
+            meta,
+            tls,
+            heartbeat_ms: default_heartbeat_ms(),
+            capacity: None,
+            transport: Tuning::default(),
+        }
+    }
+
+    /// Read from a TOML file; relative paths are relative to its directory.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut cfg: ServerConfig = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.tls.resolve(base);
+        if cfg.spool.is_relative() {
+            cfg.spool = base.join(&cfg.spool);
+        }
+        Ok(cfg)
+    }
+}

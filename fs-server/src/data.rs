@@ -1,0 +1,379 @@
+//! The data service: verified streamed reads, and write sessions that end
+//! with a durable, hashed replica registered at the meta server.
+//!
+//! Disk work runs on blocking threads fed through bounded channels, so one
+//! slow disk operation never stalls other requests, and memory per stream
+//! stays bounded.
+
+use crate::node::Ctx;
+use crate::replica::{ReplicaError, ReplicaFile, ReplicaWriter};
+use bytes::Bytes;
+use fs_proto::error::quic_codes;
+use fs_proto::frame::{read_msg, write_msg};
+use fs_proto::meta::{BaseGrant, MetaRequest, MetaResponse};
+use fs_proto::rpc::{reply, request, CallError, PeerAddr};
+use fs_proto::server::{ServerReply, ServerRequest, ServerResponse, WriteFrame};
+use fs_proto::{Access, Capability, ErrorCode, Gen, Hash, Identity, Ino, RemoteError, SignedCapability, Timestamp};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+type R<T> = Result<T, RemoteError>;
+
+/// Size of the pieces a read streams.
+const READ_PIECE: u64 = 1 << 20;
+/// Bytes gathered before handing them to the disk thread.
+const WRITE_BATCH: usize = 1 << 20;
+
+fn io_to_remote(e: &ReplicaError) -> RemoteError {
+    match e {
+        ReplicaError::Corrupt { .. } => RemoteError::new(ErrorCode::Corrupt, e.to_string()),
+        ReplicaError::Io { source, .. } => match source.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => RemoteError::new(ErrorCode::NoSpace, e.to_string()),
+            _ if source.kind() == std::io::ErrorKind::NotFound => RemoteError::new(ErrorCode::NotFound, e.to_string()),
+            _ => RemoteError::new(ErrorCode::Internal, e.to_string()),
+        },
+    }
+}
+
+fn verify_cap(ctx: &Ctx, peer: &Identity, cap: &SignedCapability, access: Access) -> R<Capability> {
+    let v = ctx
+        .meta
+        .verifier()
+        .ok_or_else(|| RemoteError::new(ErrorCode::Unavailable, "server has not reached the meta server yet"))?;
+    let cap = v.verify(cap, &peer.name, Timestamp::now().as_millis())?;
+    if cap.access != access {
+        return Err(RemoteError::new(
+            ErrorCode::BadCapability,
+            format!("capability grants {:?}, not {access:?}", cap.access),
+        ));
+    }
+    Ok(cap)
+}
+
+/// Tell the meta server a replica is bad (in the background).
+pub fn report_bad(ctx: &Arc<Ctx>, ino: Ino, gen: Gen, reason: String) {
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        if let Err(e) = ctx.meta.call(MetaRequest::ReportBadReplica { ino, gen, reason }).await {
+            warn!(ino, gen, "could not report bad replica: {e}");
+        }
+    });
+}
+
+/// Serve a read request.
+pub async fn read(
+    ctx: Arc<Ctx>,
+    peer: &Identity,
+    cap: SignedCapability,
+    offset: u64,
+    len: u64,
+    mut send: quinn::SendStream,
+) {
+    let cap = match verify_cap(&ctx, peer, &cap, Access::Read) {
+        Ok(c) => c,
+        Err(e) => return refuse(&mut send, e).await,
+    };
+    let path = ctx.spool.replica_path(cap.ino, cap.gen);
+    let opened = tokio::task::spawn_blocking(move || ReplicaFile::open(&path)).await;
+    let file = match opened {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => {
+            if matches!(e, ReplicaError::Corrupt { .. }) {
+                report_bad(&ctx, cap.ino, cap.gen, e.to_string());
+            }
+            return refuse(&mut send, io_to_remote(&e)).await;
+        }
+        Err(e) => return refuse(&mut send, RemoteError::new(ErrorCode::Internal, e.to_string())).await,
+    };
+    if let Some((size, hash)) = cap.expect {
+        if file.size() != size || file.hash() != hash {
+            let why =
+                format!("replica holds {} bytes with another hash than the {} bytes registered", file.size(), size);
+            report_bad(&ctx, cap.ino, cap.gen, why.clone());
+            return refuse(&mut send, RemoteError::new(ErrorCode::Corrupt, why)).await;
+        }
+    }
+    let size = file.size();
+    let end = offset.saturating_add(len).min(size);
+    let n = end.saturating_sub(offset);
+    if write_msg(&mut send, &ServerReply::Ok(ServerResponse::Reading { len: n, size })).await.is_err() {
+        return;
+    }
+    let (tx, mut rx) = mpsc::channel::<Result<Bytes, ReplicaError>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut off = offset;
+        while off < end {
+            let want = READ_PIECE.min(end - off);
+            let mut buf = Vec::with_capacity(want as usize);
+            let r = file.read_verified(off, want, &mut buf).map(|_| Bytes::from(buf));
+            let failed = r.is_err();
+            if tx.blocking_send(r).is_err() || failed {
+                return;
+            }
+            off += want;
+        }
+    });
+    while let Some(piece) = rx.recv().await {
+        match piece {
+            Ok(b) => {
+                let l = b.len() as u64;
+                if send.write_chunk(b).await.is_err() {
+                    return;
+                }
+                ctx.bytes_out.fetch_add(l, Ordering::Relaxed);
+            }
+            Err(e) => {
+                warn!(ino = cap.ino, gen = cap.gen, "refusing to send corrupt data: {e}");
+                let code = if matches!(e, ReplicaError::Corrupt { .. }) { quic_codes::CORRUPT } else { quic_codes::IO };
+                if code == quic_codes::CORRUPT {
+                    report_bad(&ctx, cap.ino, cap.gen, e.to_string());
+                }
+                let _ = send.reset(code);
+                return;
+            }
+        }
+    }
+    let _ = send.finish();
+}
+
+async fn refuse(send: &mut quinn::SendStream, e: RemoteError) {
+    debug!("refused: {e}");
+    let _ = write_msg(send, &ServerReply::Err(e)).await;
+    let _ = send.finish();
+}
+
+enum DiskOp {
+    Write(u64, Vec<Bytes>),
+    SetLen(u64),
+    Finish(std::path::PathBuf, oneshot::Sender<Result<(u64, Hash), ReplicaError>>),
+}
+
+/// The disk side of one write session, on a blocking thread.
+struct DiskWorker {
+    tx: mpsc::Sender<DiskOp>,
+    error: Arc<std::sync::Mutex<Option<ReplicaError>>>,
+}
+
+impl DiskWorker {
+    fn start(writer: ReplicaWriter, base: Option<ReplicaFile>) -> Self {
+        let (tx, mut rx) = mpsc::channel::<DiskOp>(8);
+        let error = Arc::new(std::sync::Mutex::new(None));
+        let err_slot = error.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut w = writer;
+            let fail = |e: ReplicaError, w: ReplicaWriter| {
+                *err_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                w.abort();
+            };
+            if let Some(base) = base {
+                if let Err(e) = base.copy_data_to(&mut w) {
+                    return fail(e, w);
+                }
+            }
+            while let Some(op) = rx.blocking_recv() {
+                let r = match op {
+                    DiskOp::Write(mut off, pieces) => pieces.iter().try_for_each(|p| {
+                        let r = w.write_at(off, p);
+                        off += p.len() as u64;
+                        r
+                    }),
+                    DiskOp::SetLen(n) => w.set_len(n),
+                    DiskOp::Finish(dst, done) => {
+                        let _ = done.send(w.finish(&dst));
+                        return;
+                    }
+                };
+                if let Err(e) = r {
+                    return fail(e, w);
+                }
+            }
+            // The session ended without Finish: drop the partial file.
+            w.abort();
+        });
+        DiskWorker { tx, error }
+    }
+
+    fn take_error(&self) -> RemoteError {
+        match self.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(e) => io_to_remote(&e),
+            None => RemoteError::new(ErrorCode::Internal, "disk worker stopped"),
+        }
+    }
+
+    async fn send(&self, op: DiskOp) -> R<()> {
+        self.tx.send(op).await.map_err(|_| self.take_error())
+    }
+}
+
+/// Serve a write session.
+pub async fn write(
+    ctx: Arc<Ctx>,
+    peer: &Identity,
+    cap: SignedCapability,
+    base: Option<BaseGrant>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    match write_session(&ctx, peer, &cap, base, &mut recv).await {
+        Ok(resp) => {
+            let _ = write_msg(&mut send, &ServerReply::Ok(resp)).await;
+            let _ = send.finish();
+        }
+        Err(e) => {
+            let _ = recv.stop(quic_codes::IO);
+            refuse(&mut send, e).await;
+        }
+    }
+}
+
+async fn write_session(
+    ctx: &Arc<Ctx>,
+    peer: &Identity,
+    signed: &SignedCapability,
+    base: Option<BaseGrant>,
+    recv: &mut quinn::RecvStream,
+) -> R<ServerResponse> {
+    let cap = verify_cap(ctx, peer, signed, Access::Write)?;
+    // A writer may ignore the base (replacing the whole contents), but may
+    // not name a base other than the one the meta server granted.
+    if let Some(b) = &base {
+        if Some(b.gen) != cap.base_gen {
+            return Err(RemoteError::new(ErrorCode::BadCapability, "base generation differs from the capability's"));
+        }
+    }
+    let writer = {
+        let tmp = ctx.spool.tmp_path(cap.ino, cap.gen);
+        tokio::task::spawn_blocking(move || ReplicaWriter::create(tmp))
+            .await
+            .map_err(|e| RemoteError::new(ErrorCode::Internal, e.to_string()))?
+            .map_err(|e| io_to_remote(&e))?
+    };
+    // A base held locally is copied on the disk thread; one held elsewhere
+    // is fetched from a peer before the client's frames are applied.
+    let (local_base, remote_base) = match base {
+        None => (None, None),
+        Some(b) => {
+            let path = ctx.spool.replica_path(cap.ino, b.gen);
+            match tokio::task::spawn_blocking(move || ReplicaFile::open(&path)).await {
+                Ok(Ok(f)) => (Some(f), None),
+                _ => (None, Some(b)),
+            }
+        }
+    };
+    let disk = DiskWorker::start(writer, local_base);
+    if let Some(b) = remote_base {
+        fetch_base(ctx, cap.ino, &b, &disk).await?;
+    }
+    loop {
+        let frame: WriteFrame = match read_msg(recv).await {
+            Ok(f) => f,
+            Err(fs_proto::ProtoError::Eof) => {
+                return Err(RemoteError::new(ErrorCode::Interrupted, "write session ended without commit"));
+            }
+            Err(e) => return Err(RemoteError::new(ErrorCode::Interrupted, format!("write session broken: {e}"))),
+        };
+        match frame {
+            WriteFrame::Data { offset, len } => {
+                let mut left = len;
+                let mut off = offset;
+                while left > 0 {
+                    let mut pieces = Vec::new();
+                    let mut got = 0usize;
+                    while left > 0 && got < WRITE_BATCH {
+                        let chunk = recv
+                            .read_chunk(left.min(usize::MAX as u64) as usize, true)
+                            .await
+                            .map_err(|e| RemoteError::new(ErrorCode::Interrupted, format!("data stream broken: {e}")))?
+                            .ok_or_else(|| RemoteError::new(ErrorCode::Interrupted, "data ended early"))?;
+                        let n = chunk.bytes.len();
+                        got += n;
+                        left -= n as u64;
+                        pieces.push(chunk.bytes);
+                    }
+                    ctx.bytes_in.fetch_add(got as u64, Ordering::Relaxed);
+                    disk.send(DiskOp::Write(off, pieces)).await?;
+                    off += got as u64;
+                }
+            }
+            WriteFrame::SetLen { size } => disk.send(DiskOp::SetLen(size)).await?,
+            WriteFrame::Commit => break,
+        }
+    }
+    let dst = ctx.spool.replica_path(cap.ino, cap.gen);
+    let (done_tx, done_rx) = oneshot::channel();
+    disk.send(DiskOp::Finish(dst, done_tx)).await?;
+    let (size, hash) = done_rx.await.map_err(|_| disk.take_error())?.map_err(|e| io_to_remote(&e))?;
+    register(ctx, signed, &cap, size, hash).await?;
+    Ok(ServerResponse::Stored { gen: cap.gen, size, hash })
+}
+
+/// Register a finished replica; on refusal delete it so no orphan stays.
+pub async fn register(ctx: &Arc<Ctx>, signed: &SignedCapability, cap: &Capability, size: u64, hash: Hash) -> R<()> {
+    let res = ctx.meta.call(MetaRequest::RegisterReplica { cap: signed.clone(), size, hash }).await;
+    match res {
+        Ok(MetaResponse::Attr(_)) => Ok(()),
+        other => {
+            let _ = ctx.spool.delete(cap.ino, cap.gen);
+            Err(match other {
+                Err(CallError::Remote(e)) => e,
+                Err(e) => RemoteError::new(ErrorCode::Unavailable, format!("replica stored but not registered: {e}")),
+                Ok(r) => RemoteError::new(ErrorCode::Internal, format!("unexpected meta reply {r:?}")),
+            })
+        }
+    }
+}
+
+/// Copy a base generation from a peer holding it.
+async fn fetch_base(ctx: &Arc<Ctx>, ino: Ino, base: &BaseGrant, disk: &DiskWorker) -> R<()> {
+    let mut last = RemoteError::new(ErrorCode::NoServer, format!("no live replica of inode {ino} to start from"));
+    for loc in &base.replicas {
+        if loc.host == ctx.identity.name {
+            continue;
+        }
+        let peer = PeerAddr { addr: loc.addr, name: loc.host.clone() };
+        match fetch_from(ctx, &peer, base, disk).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                warn!(ino, from = %peer, "fetching the base generation failed: {e}");
+                last = e;
+            }
+        }
+    }
+    Err(last)
+}
+
+async fn fetch_from(ctx: &Arc<Ctx>, peer: &PeerAddr, base: &BaseGrant, disk: &DiskWorker) -> R<()> {
+    let remote = |e: String| RemoteError::new(ErrorCode::Unavailable, e);
+    let conn = ctx.peers.connect(peer).await.map_err(|e| remote(e.to_string()))?;
+    let (mut send, mut recv) = request(&conn, &ServerRequest::Read { cap: base.cap.clone(), offset: 0, len: u64::MAX })
+        .await
+        .map_err(|e| remote(e.to_string()))?;
+    let _ = send.finish();
+    let len = match reply::<ServerResponse>(&mut recv).await.map_err(|e| remote(e.to_string()))? {
+        Ok(ServerResponse::Reading { len, .. }) => len,
+        Ok(other) => return Err(RemoteError::new(ErrorCode::Internal, format!("unexpected reply {other:?}"))),
+        Err(e) => return Err(e),
+    };
+    let mut off = 0u64;
+    let mut hasher = blake3::Hasher::new();
+    while off < len {
+        let chunk = recv
+            .read_chunk(WRITE_BATCH, true)
+            .await
+            .map_err(|e| RemoteError::new(ErrorCode::Interrupted, format!("base transfer broken: {e}")))?
+            .ok_or_else(|| RemoteError::new(ErrorCode::Interrupted, "base transfer ended early"))?;
+        hasher.update(&chunk.bytes);
+        let n = chunk.bytes.len() as u64;
+        disk.send(DiskOp::Write(off, vec![chunk.bytes])).await?;
+        off += n;
+    }
+    let expect = base.cap.peek().and_then(|c| c.expect);
+    if let Some((_, hash)) = expect {
+        if *hasher.finalize().as_bytes() != hash {
+            return Err(RemoteError::new(ErrorCode::Corrupt, "base generation fetched from a peer fails its hash"));
+        }
+    }
+    Ok(())
+}

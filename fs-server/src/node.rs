@@ -1,0 +1,279 @@
+//! The running file server: joins the federation (reaches the meta server,
+//! reconciles its spool), heartbeats, and serves data requests, one per
+//! QUIC bidirectional stream.
+
+use crate::config::ServerConfig;
+use crate::metalink::MetaLink;
+use crate::spool::{load_average, Spool};
+use crate::{data, ServerError};
+use fs_proto::endpoint::{explain_connection_error, peer_identity};
+use fs_proto::error::quic_codes;
+use fs_proto::frame::{read_msg, write_msg};
+use fs_proto::meta::{HeartbeatReport, MetaRequest, MetaResponse};
+use fs_proto::rpc::Dialer;
+use fs_proto::server::{ServerReply, ServerRequest, ServerResponse};
+use fs_proto::{Gen, Identity, Ino};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tracing::{debug, info, warn, Instrument};
+
+/// Bound on one call to the meta server.
+const META_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a peer may take to send its request frame.
+const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// State shared by every request of a server.
+pub struct Ctx {
+    /// The spool.
+    pub spool: Spool,
+    /// The meta server.
+    pub meta: MetaLink,
+    /// Connections to other file servers.
+    pub peers: Dialer,
+    /// Who this server is.
+    pub identity: Identity,
+    /// Bytes received.
+    pub bytes_in: AtomicU64,
+    /// Bytes sent.
+    pub bytes_out: AtomicU64,
+    deleted: Mutex<Vec<(Ino, Gen)>>,
+    config: ServerConfig,
+    advertise: SocketAddr,
+}
+
+/// Serve until `shutdown` completes: the whole file server.
+pub async fn serve(
+    config: ServerConfig,
+    identity: Identity,
+    endpoint: quinn::Endpoint,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let spool = Spool::open(&config.spool).map_err(|e| ServerError::Io(config.spool.clone(), e))?;
+    let local = endpoint.local_addr().map_err(|e| ServerError::Io("endpoint".into(), e))?;
+    let advertise = match config.advertise {
+        Some(a) => a,
+        None if !local.ip().is_unspecified() => local,
+        None => {
+            return Err(ServerError::Config(format!(
+                "listening on {local}: set `advertise` to the address clients should dial"
+            )))
+        }
+    };
+    let dialer = Dialer::new(endpoint.clone(), Duration::from_secs(10));
+    let ctx = Arc::new(Ctx {
+        spool,
+        meta: MetaLink::new(dialer.clone(), config.meta.clone(), META_TIMEOUT),
+        peers: dialer,
+        identity,
+        bytes_in: AtomicU64::new(0),
+        bytes_out: AtomicU64::new(0),
+        deleted: Mutex::new(Vec::new()),
+        advertise,
+        config,
+    });
+    let span =
+        tracing::info_span!("server", host = %ctx.identity.name, site = ctx.identity.site.as_deref().unwrap_or(""));
+    async move {
+        tokio::pin!(shutdown);
+        // Join: reach the meta server and reconcile the spool before serving,
+        // so no unregistered replica is ever handed out or kept.
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            r = join(&ctx) => r?,
+        }
+        info!(addr = %ctx.advertise, "file server serving");
+        let hb = tokio::spawn(heartbeat_loop(ctx.clone()).in_current_span());
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                incoming = endpoint.accept() => {
+                    let Some(incoming) = incoming else { break };
+                    tokio::spawn(handle_connection(ctx.clone(), incoming).in_current_span());
+                }
+            }
+        }
+        hb.abort();
+        info!("file server shutting down");
+        endpoint.close(quic_codes::SHUTDOWN, b"file server shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+async fn join(ctx: &Arc<Ctx>) -> Result<(), ServerError> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match heartbeat(ctx).await {
+            Ok(()) => break,
+            Err(e) => {
+                warn!("meta server {} not reachable yet: {e}", ctx.meta.peer());
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    let spool_list = {
+        let c = ctx.clone();
+        tokio::task::spawn_blocking(move || c.spool.list()).await.map_err(|e| ServerError::Config(e.to_string()))?
+    }
+    .map_err(|e| ServerError::Io(ctx.spool.root().to_path_buf(), e))?;
+    let pages: Vec<_> = spool_list.chunks(10_000).map(|c| c.to_vec()).collect();
+    let total = pages.len().max(1);
+    let mut removed = 0;
+    for i in 0..total {
+        let page = pages.get(i).cloned().unwrap_or_default();
+        let req = MetaRequest::Inventory { replicas: page, done: i + 1 == total };
+        match ctx.meta.call(req).await {
+            Ok(MetaResponse::Unknown(unknown)) => {
+                for (ino, gen) in unknown {
+                    if ctx.spool.delete(ino, gen).unwrap_or(false) {
+                        removed += 1;
+                    }
+                }
+            }
+            Ok(other) => warn!("unexpected inventory reply {other:?}"),
+            Err(e) => {
+                warn!("inventory failed, keeping the spool as is: {e}");
+                break;
+            }
+        }
+    }
+    info!(replicas = spool_list.len(), removed, "spool reconciled with the meta server");
+    Ok(())
+}
+
+async fn heartbeat(ctx: &Arc<Ctx>) -> Result<(), fs_proto::rpc::CallError> {
+    let (mut capacity, free) = ctx.spool.usage().unwrap_or((0, 0));
+    if let Some(c) = ctx.config.capacity {
+        capacity = capacity.min(c);
+    }
+    let problems: Vec<String> = ctx.spool.probe_writable().into_iter().collect();
+    let deleted = std::mem::take(&mut *ctx.deleted.lock().unwrap_or_else(|p| p.into_inner()));
+    let report = HeartbeatReport {
+        addr: ctx.advertise,
+        capacity,
+        free: free.min(capacity),
+        load: load_average(),
+        deleted: deleted.clone(),
+        problems,
+        bytes_in: ctx.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
+        bytes_out: ctx.bytes_out.load(std::sync::atomic::Ordering::Relaxed),
+    };
+    match ctx.meta.call(MetaRequest::Heartbeat(report)).await {
+        Ok(MetaResponse::HeartbeatAck { delete, .. }) => {
+            let mut done = Vec::new();
+            for (ino, gen) in delete {
+                match ctx.spool.delete(ino, gen) {
+                    Ok(_) => done.push((ino, gen)),
+                    Err(e) => warn!(ino, gen, "cannot delete replica: {e}"),
+                }
+            }
+            if !done.is_empty() {
+                debug!(n = done.len(), "deleted replicas of old generations");
+            }
+            ctx.deleted.lock().unwrap_or_else(|p| p.into_inner()).extend(done);
+            Ok(())
+        }
+        Ok(other) => {
+            warn!("unexpected heartbeat reply {other:?}");
+            Ok(())
+        }
+        Err(e) => {
+            // Not acknowledged: report them again next time.
+            ctx.deleted.lock().unwrap_or_else(|p| p.into_inner()).extend(deleted);
+            Err(e)
+        }
+    }
+}
+
+async fn heartbeat_loop(ctx: Arc<Ctx>) {
+    let every = Duration::from_millis(ctx.config.heartbeat_ms.max(50));
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = heartbeat(&ctx).await {
+            warn!("heartbeat failed: {e}");
+        }
+    }
+}
+
+async fn handle_connection(ctx: Arc<Ctx>, incoming: quinn::Incoming) {
+    let remote = incoming.remote_address();
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(%remote, "refused connection: {}", explain_connection_error(&e));
+            return;
+        }
+    };
+    let peer = match peer_identity(&conn) {
+        Ok((id, _)) => id,
+        Err(e) => {
+            warn!(%remote, "refused connection: {e}");
+            conn.close(quic_codes::FORBIDDEN, format!("refused: {e}").as_bytes());
+            return;
+        }
+    };
+    let span = tracing::debug_span!("conn", peer = %peer, %remote);
+    async move {
+        loop {
+            let (send, recv) = match conn.accept_bi().await {
+                Ok(s) => s,
+                Err(e) => {
+                    debug!("connection ended: {e}");
+                    break;
+                }
+            };
+            tokio::spawn(handle_stream(ctx.clone(), conn.clone(), peer.clone(), send, recv).in_current_span());
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn handle_stream(
+    ctx: Arc<Ctx>,
+    conn: quinn::Connection,
+    peer: Identity,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let req: ServerRequest = match tokio::time::timeout(REQUEST_READ_TIMEOUT, read_msg(&mut recv)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) if e.is_protocol_violation() => {
+            warn!("closing connection: {e}");
+            conn.close(quic_codes::PROTOCOL, format!("protocol violation: {e}").as_bytes());
+            return;
+        }
+        Ok(Err(e)) => {
+            debug!("request stream failed: {e}");
+            return;
+        }
+        Err(_) => {
+            let _ = send.reset(quic_codes::PROTOCOL);
+            return;
+        }
+    };
+    match req {
+        ServerRequest::Read { cap, offset, len } => {
+            let span = tracing::debug_span!("read", offset, len);
+            data::read(ctx, &peer, cap, offset, len, send).instrument(span).await
+        }
+        ServerRequest::Write { cap, base } => {
+            let span = tracing::debug_span!("write");
+            data::write(ctx, &peer, cap, base, send, recv).instrument(span).await
+        }
+        ServerRequest::Ping => {
+            let pong = ServerResponse::Pong {
+                host: ctx.identity.name.clone(),
+                site: ctx.identity.site.clone().unwrap_or_default(),
+            };
+            let _ = write_msg(&mut send, &ServerReply::Ok(pong)).await;
+            let _ = send.finish();
+        }
+    }
+}
