@@ -114,7 +114,7 @@ fn probe_kvm(probe: &AccelProbe) -> (Accel, String) {
     };
     let start = Instant::now();
     let child = Command::new(&probe.qemu)
-        .args(["-accel", "kvm", "-machine", "q35", "-m", "128", "-nodefaults", "-display", "none"])
+        .args(["-accel", "kvm", "-machine", "pc", "-m", "128", "-nodefaults", "-display", "none"])
         .args(["-monitor", "none", "-no-reboot", "-kernel"])
         .arg(&probe.kernel)
         .args(["-append", "console=ttyS0 earlyprintk=ttyS0 panic=-1", "-serial"])

@@ -87,7 +87,7 @@ impl DomainDef {
         let _ = writeln!(x, "  <name>{}</name>", xml_escape(&domain_name(&self.vm)));
         let _ = writeln!(x, "  <memory unit='MiB'>{}</memory>", self.memory_mib);
         let _ = writeln!(x, "  <vcpu>{}</vcpu>", self.cpus);
-        x.push_str("  <os>\n    <type arch='x86_64' machine='q35'>hvm</type>\n");
+        x.push_str("  <os>\n    <type arch='x86_64' machine='pc'>hvm</type>\n");
         let _ = writeln!(x, "    <kernel>{}</kernel>", p(&self.kernel));
         let _ = writeln!(x, "    <initrd>{}</initrd>", p(&self.initrd));
         let _ = writeln!(x, "    <cmdline>{}</cmdline>", xml_escape(&self.cmdline));
