@@ -151,7 +151,8 @@ impl ImageCache {
     /// Fetches every file into a scratch directory, verifying as the bytes
     /// arrive, then renames the directory into place.
     fn fetch(&self, source: &dyn ImageSource, manifest: &ImageManifest, dir: &Path) -> Result<u64, CacheError> {
-        let scratch = tempfile::Builder::new().prefix(".incoming-").tempdir_in(&self.root).map_err(CacheError::io(&self.root))?;
+        let scratch =
+            tempfile::Builder::new().prefix(".incoming-").tempdir_in(&self.root).map_err(CacheError::io(&self.root))?;
         let mut total = 0;
         for role in Role::ALL {
             let (expected, expected_size) = manifest.expected(role).ok_or_else(|| SourceError::Manifest {
@@ -160,7 +161,11 @@ impl ImageCache {
             })?;
             let path = scratch.path().join(role.as_str());
             let file = fs::File::create(&path).map_err(CacheError::io(&path))?;
-            let mut writer = HashingWriter { inner: BufWriter::with_capacity(1 << 20, file), hasher: blake3::Hasher::new(), written: 0 };
+            let mut writer = HashingWriter {
+                inner: BufWriter::with_capacity(1 << 20, file),
+                hasher: blake3::Hasher::new(),
+                written: 0,
+            };
             source.read(role, &mut writer)?;
             writer.flush().map_err(CacheError::io(&path))?;
             let actual = writer.hasher.finalize();
@@ -172,7 +177,8 @@ impl ImageCache {
                     size: writer.written,
                 });
             }
-            let file = writer.inner.into_inner().map_err(|e| CacheError::Io { path: path.clone(), source: e.into_error() })?;
+            let file =
+                writer.inner.into_inner().map_err(|e| CacheError::Io { path: path.clone(), source: e.into_error() })?;
             file.sync_all().map_err(CacheError::io(&path))?;
             set_mode(&path, 0o444)?;
             total += writer.written;

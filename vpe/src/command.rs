@@ -33,9 +33,7 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Output, CommandError>
     let io = |source| CommandError::Io { program: program.clone(), source };
     let mut out = tempfile::tempfile().map_err(io)?;
     let mut err = tempfile::tempfile().map_err(io)?;
-    cmd.stdin(Stdio::null())
-        .stdout(out.try_clone().map_err(io)?)
-        .stderr(err.try_clone().map_err(io)?);
+    cmd.stdin(Stdio::null()).stdout(out.try_clone().map_err(io)?).stderr(err.try_clone().map_err(io)?);
     debug!(?cmd, "running");
     let mut child = cmd.spawn().map_err(|source| CommandError::Spawn { program: program.clone(), source })?;
     let status = match wait_bounded(&mut child, timeout).map_err(io)? {

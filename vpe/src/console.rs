@@ -141,12 +141,15 @@ RENKEI-MARK image-built built from 6.1\r\nRENKEI-WROTE hello\r\nRENKEI-BOOT-OK u
         assert_eq!(r.hostname.as_deref(), Some("vm1"));
         assert_eq!(r.ssh_keys, vec!["ssh-ed25519 AAAA user@x"]);
         assert_eq!(r.nic_count, Some(2));
-        assert_eq!(r.nics[1], GuestNic {
-            ifname: "eth1".into(),
-            mac: "52:54:00:00:00:02".into(),
-            addr: "10.8.0.5/16".into(),
-            segment: "b".into()
-        });
+        assert_eq!(
+            r.nics[1],
+            GuestNic {
+                ifname: "eth1".into(),
+                mac: "52:54:00:00:00:02".into(),
+                addr: "10.8.0.5/16".into(),
+                segment: "b".into()
+            }
+        );
         assert_eq!(r.marks, vec![("image-built".to_string(), "built from 6.1".to_string())]);
         assert_eq!(r.wrote, vec!["hello"]);
         assert_eq!(r.swap_kib, Some(65532));

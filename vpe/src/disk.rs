@@ -21,10 +21,7 @@ const QEMU_IMG: &str = "qemu-img";
 /// base is never written. The guest sees the base's size.
 pub fn create_overlay(base: &Path, overlay: &Path) -> Result<(), CommandError> {
     command::run(
-        Command::new(QEMU_IMG)
-            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-            .arg(base)
-            .arg(overlay),
+        Command::new(QEMU_IMG).args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"]).arg(base).arg(overlay),
         CREATE_TIMEOUT,
     )?;
     Ok(())
@@ -54,7 +51,10 @@ mod tests {
 
     #[test]
     fn overlay_reads_through_to_base_and_flattens() {
-        assert!(Command::new(QEMU_IMG).arg("--version").output().is_ok(), "qemu-img is missing: apt-get install qemu-utils");
+        assert!(
+            Command::new(QEMU_IMG).arg("--version").output().is_ok(),
+            "qemu-img is missing: apt-get install qemu-utils"
+        );
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().join("base.raw");
         let mut bytes = vec![0u8; 1 << 20];

@@ -105,7 +105,10 @@ impl DomainDef {
         for nic in &self.nics {
             let source = match &nic.backing {
                 SegmentBacking::Isolated => {
-                    format!("<interface type='network'>\n      <source network='{}'/>", xml_escape(&network_name(&nic.segment)))
+                    format!(
+                        "<interface type='network'>\n      <source network='{}'/>",
+                        xml_escape(&network_name(&nic.segment))
+                    )
                 }
                 SegmentBacking::Bridge { bridge } => {
                     format!("<interface type='bridge'>\n      <source bridge='{}'/>", xml_escape(bridge))
@@ -170,7 +173,10 @@ mod tests {
             seed: "/v/seed.tar".into(),
             nics: DomainDef::nics_for(
                 "vm1",
-                &[("a".into(), SegmentBacking::Isolated), ("b".into(), SegmentBacking::Bridge { bridge: "br0".into() })],
+                &[
+                    ("a".into(), SegmentBacking::Isolated),
+                    ("b".into(), SegmentBacking::Bridge { bridge: "br0".into() }),
+                ],
             ),
             console_log: "/v/console.log".into(),
         }

@@ -32,7 +32,7 @@ use crate::config::{vm_dir, HostConfig};
 use crate::console::{self, ConsoleReport};
 use crate::disk;
 use crate::domain::{domain_name, DomainDef};
-use crate::error::{VmError};
+use crate::error::VmError;
 use crate::hypervisor::{DomainState, Hypervisor};
 use crate::image::{self, ImageManifest, ImageSource, Role};
 use crate::lifecycle::{Action, Event, Lifecycle, VmState};
@@ -268,7 +268,9 @@ impl<H: Hypervisor> VmHost<H> {
         let segments: Vec<(String, SegmentBacking)> =
             spec.nics.iter().map(|n| (n.segment.clone(), self.config.backing(&n.segment))).collect();
         for (segment, backing) in &segments {
-            if *backing == SegmentBacking::Isolated && self.hv.ensure_network(&network_name(segment), &network_xml(segment))? {
+            if *backing == SegmentBacking::Isolated
+                && self.hv.ensure_network(&network_name(segment), &network_xml(segment))?
+            {
                 info!(segment, "created isolated segment network");
             }
         }
@@ -339,10 +341,9 @@ impl<H: Hypervisor> VmHost<H> {
             if self.config.backing(&nic.segment) != SegmentBacking::Isolated {
                 continue;
             }
-            let in_use = self
-                .vms
-                .values()
-                .any(|vm| vm.record.spec.name != spec.name && vm.record.spec.nics.iter().any(|n| n.segment == nic.segment));
+            let in_use = self.vms.values().any(|vm| {
+                vm.record.spec.name != spec.name && vm.record.spec.nics.iter().any(|n| n.segment == nic.segment)
+            });
             if !in_use {
                 self.hv.remove_network(&network_name(&nic.segment))?;
             }
@@ -375,14 +376,21 @@ impl<H: Hypervisor> VmHost<H> {
     pub fn save(&mut self, name: &str, dest: &Path) -> Result<ImageManifest, VmError> {
         let vm = self.vms.get(name).ok_or_else(|| VmError::Unknown(name.to_string()))?;
         if !vm.lifecycle.can_save() {
-            return Err(crate::error::TransitionError { state: vm.lifecycle.state().to_string(), event: "Save".into() }.into());
+            return Err(crate::error::TransitionError {
+                state: vm.lifecycle.state().to_string(),
+                event: "Save".into(),
+            }
+            .into());
         }
         let dir = self.vm_dir(name);
         let image_hex = vm.record.image.clone();
         let image = blake3::Hash::from_hex(&image_hex)
             .ok()
             .and_then(|h| self.cache.get(image::ImageId(h)))
-            .ok_or_else(|| VmError::Io { path: self.cache.root().join(&image_hex), source: std::io::ErrorKind::NotFound.into() })?;
+            .ok_or_else(|| VmError::Io {
+                path: self.cache.root().join(&image_hex),
+                source: std::io::ErrorKind::NotFound.into(),
+            })?;
         fs::create_dir_all(dest).map_err(VmError::io(dest))?;
         let domain = domain_name(name);
         self.hv.pause(&domain)?;
@@ -436,7 +444,8 @@ impl<H: Hypervisor> VmHost<H> {
             }
         }
         for network in self.hv.list_networks()? {
-            let used = self.vms.values().any(|vm| vm.record.spec.nics.iter().any(|n| network_name(&n.segment) == network));
+            let used =
+                self.vms.values().any(|vm| vm.record.spec.nics.iter().any(|n| network_name(&n.segment) == network));
             if !used {
                 self.hv.remove_network(&network)?;
                 removed.push(network);
@@ -462,7 +471,7 @@ mod tests {
         config: HostConfig,
     }
 
-    fn env() -> Option<Env> {
+    fn env() -> Env {
         // Not a skip: these tests need the real qemu-img, which every PoP has.
         assert!(
             Command::new("qemu-img").arg("--version").output().is_ok(),
@@ -483,7 +492,7 @@ mod tests {
         let mut config = HostConfig::new(dir.path().join("state"));
         config.accel = crate::config::AccelMode::Tcg;
         config.boot_timeout_secs = 1;
-        Some(Env { image: LocalDirSource::open(&img).unwrap(), config, _dir: dir })
+        Env { image: LocalDirSource::open(&img).unwrap(), config, _dir: dir }
     }
 
     fn spec(name: &str, segments: &[&str]) -> VmSpec {
@@ -504,7 +513,7 @@ mod tests {
 
     #[test]
     fn run_then_stop_leaves_nothing_and_reports_timings() {
-        let Some(env) = env() else { return };
+        let env = env();
         let mut host = VmHost::open(env.config.clone(), FakeHypervisor::default()).unwrap();
         let report = host.run(&spec("a", &["s1", "s2"]), &env.image).unwrap();
         assert_eq!(report.record.state, VmState::Running);
@@ -522,10 +531,8 @@ mod tests {
         drop(host);
         let mut host = VmHost::open(env.config.clone(), FakeHypervisor::default()).unwrap();
         assert_eq!(host.list().len(), 2);
-        host.hv.state.lock().unwrap().domains = ["renkei-a", "renkei-b"]
-            .iter()
-            .map(|n| (n.to_string(), (String::new(), DomainState::Running)))
-            .collect();
+        host.hv.state.lock().unwrap().domains =
+            ["renkei-a", "renkei-b"].iter().map(|n| (n.to_string(), (String::new(), DomainState::Running))).collect();
         host.hv.state.lock().unwrap().networks =
             ["renkei-seg-s1", "renkei-seg-s2"].iter().map(|n| (n.to_string(), String::new())).collect();
         host.stop("a").unwrap();
@@ -537,7 +544,7 @@ mod tests {
     }
 
     fn assert_failed_cleanly(faults: Faults, check: impl Fn(&VmError) -> bool) {
-        let Some(env) = env() else { return };
+        let env = env();
         let mut host = VmHost::open(env.config.clone(), FakeHypervisor::with_faults(faults)).unwrap();
         let err = host.run(&spec("bad", &["s1"]), &env.image).unwrap_err();
         assert!(check(&err), "unexpected error: {err}");
@@ -584,7 +591,7 @@ mod tests {
 
     #[test]
     fn corrupt_image_is_never_defined() {
-        let Some(env) = env() else { return };
+        let env = env();
         fs::write(env.image.dir().join("disk"), vec![1u8; 1 << 20]).unwrap();
         let mut host = VmHost::open(env.config.clone(), FakeHypervisor::default()).unwrap();
         let err = host.run(&spec("c", &[]), &env.image).unwrap_err();
@@ -595,7 +602,7 @@ mod tests {
 
     #[test]
     fn duplicate_names_and_bad_specs_are_refused_before_anything_happens() {
-        let Some(env) = env() else { return };
+        let env = env();
         let mut host = VmHost::open(env.config.clone(), FakeHypervisor::default()).unwrap();
         host.run(&spec("dup", &[]), &env.image).unwrap();
         assert!(matches!(host.run(&spec("dup", &[]), &env.image), Err(VmError::Exists(_))));
@@ -607,7 +614,7 @@ mod tests {
 
     #[test]
     fn save_pauses_flattens_resumes_and_seals() {
-        let Some(env) = env() else { return };
+        let env = env();
         let mut host = VmHost::open(env.config.clone(), FakeHypervisor::default()).unwrap();
         host.run(&spec("s", &[]), &env.image).unwrap();
         let dest = env.config.state_dir.join("saved");
@@ -624,7 +631,7 @@ mod tests {
 
     #[test]
     fn orphans_of_a_crashed_agent_are_reaped() {
-        let Some(env) = env() else { return };
+        let env = env();
         let mut host = VmHost::open(env.config.clone(), FakeHypervisor::default()).unwrap();
         host.hv.define("renkei-ghost", "<domain/>").unwrap();
         host.hv.ensure_network("renkei-seg-old", "<network/>").unwrap();

@@ -109,7 +109,11 @@ pub(crate) mod fake {
             fake
         }
 
-        fn op<T>(&self, call: String, f: impl FnOnce(&mut State) -> Result<T, HypervisorError>) -> Result<T, HypervisorError> {
+        fn op<T>(
+            &self,
+            call: String,
+            f: impl FnOnce(&mut State) -> Result<T, HypervisorError>,
+        ) -> Result<T, HypervisorError> {
             let mut s = self.state.lock().unwrap();
             s.calls.push(call);
             if s.faults.unreachable {
@@ -132,7 +136,11 @@ pub(crate) mod fake {
         fn start(&self, name: &str) -> Result<(), HypervisorError> {
             self.op(format!("start {name}"), |s| {
                 if s.faults.fail_start {
-                    return Err(HypervisorError::Operation { operation: "start", name: name.into(), message: "fake".into() });
+                    return Err(HypervisorError::Operation {
+                        operation: "start",
+                        name: name.into(),
+                        message: "fake".into(),
+                    });
                 }
                 let silent = s.faults.silent_guest || s.faults.guest_crashes;
                 let crashes = s.faults.guest_crashes;
@@ -174,7 +182,9 @@ pub(crate) mod fake {
             self.op(format!("state {name}"), |s| Ok(s.domains.get(name).map(|d| d.1)))
         }
         fn console_log(&self, name: &str) -> Result<Option<PathBuf>, HypervisorError> {
-            self.op(format!("console_log {name}"), |s| Ok(s.domains.get(name).and_then(|d| console_path_from_xml(&d.0))))
+            self.op(format!("console_log {name}"), |s| {
+                Ok(s.domains.get(name).and_then(|d| console_path_from_xml(&d.0)))
+            })
         }
         fn list(&self) -> Result<Vec<String>, HypervisorError> {
             self.op("list".into(), |s| Ok(s.domains.keys().cloned().collect()))

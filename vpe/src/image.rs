@@ -107,8 +107,8 @@ impl ImageManifest {
     /// Writes `dir/image.toml`.
     pub fn store(&self, dir: &Path) -> Result<(), SourceError> {
         let path = dir.join(MANIFEST_FILE);
-        let text = toml::to_string(self)
-            .map_err(|e| SourceError::Manifest { path: path.clone(), reason: e.to_string() })?;
+        let text =
+            toml::to_string(self).map_err(|e| SourceError::Manifest { path: path.clone(), reason: e.to_string() })?;
         fs::write(&path, text).map_err(SourceError::io(&path))
     }
 

@@ -53,7 +53,8 @@ impl Libvirt {
     }
 
     fn err(&self, operation: &'static str, name: &str, e: VirtError) -> HypervisorError {
-        if is(&e, ErrorNumber::NoConnect) || is(&e, ErrorNumber::SystemError) && !self.conn.is_alive().unwrap_or(false) {
+        if is(&e, ErrorNumber::NoConnect) || is(&e, ErrorNumber::SystemError) && !self.conn.is_alive().unwrap_or(false)
+        {
             return HypervisorError::Unreachable { uri: self.uri.clone(), message: e.message().to_string() };
         }
         if is(&e, ErrorNumber::NoDomain) || is(&e, ErrorNumber::NoNetwork) {
@@ -77,7 +78,8 @@ impl Libvirt {
 
 impl Hypervisor for Libvirt {
     fn define(&self, name: &str, xml: &str) -> Result<(), HypervisorError> {
-        self.conn.define_domain_xml(xml)
+        self.conn
+            .define_domain_xml(xml)
             .map(|_| ())
             .map_err(|e| HypervisorError::Definition { name: name.to_string(), message: e.message().to_string() })
     }
@@ -151,8 +153,10 @@ impl Hypervisor for Libvirt {
                 Ok(false)
             }
             Err(e) if is(&e, ErrorNumber::NoNetwork) => {
-                self.conn.create_network_xml(xml)
-                    .map_err(|e| HypervisorError::Definition { name: name.to_string(), message: e.message().to_string() })?;
+                self.conn.create_network_xml(xml).map_err(|e| HypervisorError::Definition {
+                    name: name.to_string(),
+                    message: e.message().to_string(),
+                })?;
                 Ok(true)
             }
             Err(e) => Err(self.err("network lookup", name, e)),

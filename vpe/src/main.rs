@@ -77,14 +77,14 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
     let config = match &cli.config {
-        Some(path) => HostConfig::from_toml(&std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?)?,
+        Some(path) => {
+            HostConfig::from_toml(&std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?)?
+        }
         None => HostConfig::default(),
     };
     match cli.command {
@@ -107,7 +107,8 @@ fn main() -> anyhow::Result<()> {
                 spec.nics.push(NicSpec { segment: segment.to_string(), address: addr.parse()? });
             }
             if let Some(path) = ssh_key {
-                spec.ssh_keys = std::fs::read_to_string(&path)?.lines().map(str::to_string).filter(|l| !l.is_empty()).collect();
+                spec.ssh_keys =
+                    std::fs::read_to_string(&path)?.lines().map(str::to_string).filter(|l| !l.is_empty()).collect();
             }
             if let Some(w) = write {
                 let (name, content) = w.split_once('=').context("--write wants NAME=CONTENT")?;

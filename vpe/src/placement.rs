@@ -77,7 +77,8 @@ pub fn place(pops: &[PopLoad], site: &str, strategy: Strategy, last: Option<&str
     if strategy == Strategy::LeastLoaded {
         // Compare vms/max_vms exactly by cross-multiplying.
         let load = |p: &PopLoad| (u64::from(p.vms), u64::from(p.max_vms));
-        let (min_v, min_m) = candidates.iter().map(|p| load(p)).min_by(|a, b| (a.0 * b.1).cmp(&(b.0 * a.1))).unwrap_or((0, 1));
+        let (min_v, min_m) =
+            candidates.iter().map(|p| load(p)).min_by(|a, b| (a.0 * b.1).cmp(&(b.0 * a.1))).unwrap_or((0, 1));
         candidates.retain(|p| {
             let (v, m) = load(p);
             v * min_m == min_v * m

@@ -15,7 +15,9 @@ use anyhow::{ensure, Context, Result};
 use vpe::accel::{self, Accel, AccelProbe};
 use vpe::config::AccelMode;
 use vpe::error::{CacheError, HypervisorError};
-use vpe::{HostConfig, Hypervisor, Libvirt, LocalDirSource, NicSpec, SeedFile, SegmentBacking, VmError, VmHost, VmSpec};
+use vpe::{
+    HostConfig, Hypervisor, Libvirt, LocalDirSource, NicSpec, SeedFile, SegmentBacking, VmError, VmHost, VmSpec,
+};
 
 const URI: &str = "qemu:///system";
 
@@ -129,8 +131,13 @@ fn multihomed_guest_boots_caches_saves_and_leaves_nothing() -> Result<()> {
     let Some(fx) = fixture("multihomed_guest_boots_caches_saves_and_leaves_nothing") else { return Ok(()) };
     let mut host = fx.host(fx.config())?;
     let source = LocalDirSource::open(&fx.image)?;
-    let image_bytes = source.dir().read_dir()?.filter_map(|e| e.ok()).filter(|e| e.file_name() != "image.toml")
-        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0)).sum::<u64>();
+    let image_bytes = source
+        .dir()
+        .read_dir()?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name() != "image.toml")
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum::<u64>();
 
     // 1. First boot: two NICs on two segments, a key, a file to write.
     let mut first = spec("e2e-one", &[("e2e-a", "10.71.0.5/24"), ("e2e-b", "10.72.0.5/16")]);
@@ -160,7 +167,10 @@ fn multihomed_guest_boots_caches_saves_and_leaves_nothing() -> Result<()> {
 
     // 4. Stop both: nothing of theirs is left.
     host.stop("e2e-one")?;
-    ensure!(host.hypervisor().list_networks()?.contains(&"renkei-seg-e2e-a".to_string()), "e2e-a still used by e2e-two");
+    ensure!(
+        host.hypervisor().list_networks()?.contains(&"renkei-seg-e2e-a".to_string()),
+        "e2e-a still used by e2e-two"
+    );
     host.stop("e2e-two")?;
     assert_nothing_left(&host, &["e2e-one", "e2e-two"], &["e2e-a", "e2e-b"])?;
 
@@ -177,9 +187,18 @@ fn multihomed_guest_boots_caches_saves_and_leaves_nothing() -> Result<()> {
 
     let (t1, t2, t3) = (r1.record.timings, r2.record.timings, r3.record.timings);
     eprintln!("accel {:?}", r1.record.accel);
-    eprintln!("uncached: prepare {:?} (fetch {:?}, {} B), boot {:?}, guest boot {:?}", t1.prepare, t1.fetch, t1.fetched_bytes, t1.boot, t1.guest_boot);
-    eprintln!("cached:   prepare {:?} (fetch {:?}, {} B), boot {:?}, guest boot {:?}", t2.prepare, t2.fetch, t2.fetched_bytes, t2.boot, t2.guest_boot);
-    eprintln!("saved:    prepare {:?} (fetch {:?}, {} B), boot {:?}, guest boot {:?}", t3.prepare, t3.fetch, t3.fetched_bytes, t3.boot, t3.guest_boot);
+    eprintln!(
+        "uncached: prepare {:?} (fetch {:?}, {} B), boot {:?}, guest boot {:?}",
+        t1.prepare, t1.fetch, t1.fetched_bytes, t1.boot, t1.guest_boot
+    );
+    eprintln!(
+        "cached:   prepare {:?} (fetch {:?}, {} B), boot {:?}, guest boot {:?}",
+        t2.prepare, t2.fetch, t2.fetched_bytes, t2.boot, t2.guest_boot
+    );
+    eprintln!(
+        "saved:    prepare {:?} (fetch {:?}, {} B), boot {:?}, guest boot {:?}",
+        t3.prepare, t3.fetch, t3.fetched_bytes, t3.boot, t3.guest_boot
+    );
     Ok(())
 }
 
