@@ -139,6 +139,26 @@ impl Netns {
     }
 }
 
+/// Run `f` on a short-lived thread inside the namespace `ns_fd` refers to; the caller's own
+/// namespace is untouched. For work that acts on "the current namespace" (creating a TUN device,
+/// writing `/proc/sys/net`).
+pub fn run_in<R: Send>(ns_fd: &OwnedFd, f: impl FnOnce() -> Result<R, WanError> + Send) -> Result<R, WanError> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            enter(ns_fd.as_fd()).map_err(|e| WanError::errno("entering site netns", e))?;
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(WanError::State("namespace worker thread panicked".into())))
+    })
+}
+
+/// Switch IPv6 off for interfaces created from now on in the current thread's namespace (sites are
+/// IPv4-only; this keeps router solicitations off the emulated links). No-op without IPv6.
+pub fn disable_ipv6_for_new_interfaces() {
+    let _ = std::fs::write("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1");
+}
+
 /// Move the calling thread into the namespace `fd` refers to. Async-signal-safe: usable in
 /// `pre_exec` between `fork` and `exec`.
 pub fn enter(fd: impl AsFd) -> Result<(), nix::errno::Errno> {

@@ -5,7 +5,7 @@
 
 use std::fs::OpenOptions;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
@@ -23,17 +23,11 @@ pub struct Tun {
 
 impl Tun {
     /// Create the TUN device `name` inside the namespace `ns_fd` refers to. The calling thread's own
-    /// namespace is not changed: the work happens on a short-lived thread that enters `ns_fd`.
+    /// namespace is not changed. IPv6 is switched off for it: sites are IPv4-only.
     pub fn create_in(ns_fd: &OwnedFd, name: &str) -> Result<Tun, WanError> {
-        let ns = ns_fd.try_clone().map_err(|e| WanError::io("duplicating netns descriptor", e))?;
-        let name = name.to_string();
-        std::thread::scope(|s| {
-            s.spawn(move || {
-                netns::enter(ns.as_fd()).map_err(|e| WanError::errno("entering site netns", e))?;
-                Tun::create_here(&name)
-            })
-            .join()
-            .unwrap_or_else(|_| Err(WanError::State("TUN creation thread panicked".into())))
+        netns::run_in(ns_fd, || {
+            netns::disable_ipv6_for_new_interfaces();
+            Tun::create_here(name)
         })
     }
 
