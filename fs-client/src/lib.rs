@@ -1,1 +1,33 @@
-//! placeholder
+//! The renkei client: a library (used by the `renkei` command, the FUSE
+//! mount, VM agents, benchmarks and tests) and the `renkei` binary.
+//!
+//! [`Client`] is the entry point: connect with a [`ClientConfig`], then work
+//! by path. Underneath, [`meta_client::MetaClient`] makes typed, counted
+//! metadata calls and [`data::DataPlane`] streams file bytes to and from file
+//! servers, verifying BLAKE3 end to end. [`to_errno`] is the one place a
+//! remote error code becomes an errno.
+//!
+//! # Layout
+//! - [`config`]: client configuration.
+//! - [`client`]: path-level operations.
+//! - [`meta_client`]: metadata calls.
+//! - [`data`]: reads and writes against file servers.
+//! - [`counters`]: requests sent per kind.
+//! - [`local`]: a whole federation on loopback (`renkei local up`).
+//! - [`error`]: errors and errno mapping.
+//! - [`path`]: remote path handling.
+//! - [`cli`]: the command line.
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod counters;
+pub mod data;
+pub mod error;
+pub mod local;
+pub mod meta_client;
+pub mod path;
+
+pub use client::Client;
+pub use config::ClientConfig;
+pub use error::{to_errno, ClientError};

@@ -158,6 +158,13 @@ impl Dialer {
         Ok(conn)
     }
 
+    /// The cached live connection to `peer`, without dialling.
+    pub async fn cached(&self, peer: &PeerAddr) -> Option<quinn::Connection> {
+        let slot = self.slot(peer);
+        let guard = slot.lock().await;
+        guard.as_ref().filter(|c| c.close_reason().is_none()).cloned()
+    }
+
     /// Drop the cached connection to `peer` (after it failed).
     pub async fn forget(&self, peer: &PeerAddr) {
         let slot = self.slot(peer);

@@ -1,0 +1,89 @@
+//! `renkei ca`: the federation CA and certificates.
+
+use clap::{Args, Subcommand};
+use fs_proto::identity::{CaDir, IssueRequest, Role};
+use std::path::PathBuf;
+
+/// CA commands.
+#[derive(Subcommand, Debug)]
+pub enum CaCommand {
+    /// Create a new federation CA in DIR (ca.pem, ca.key). Refuses to
+    /// overwrite an existing one.
+    Init {
+        /// Directory for the CA.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Federation name (the O of every certificate).
+        #[arg(long, default_value = "renkei")]
+        name: String,
+    },
+    /// Issue a host certificate (--host NAME --site SITE) or a user
+    /// certificate (--user NAME), written to DIR/hosts or DIR/users.
+    Issue(IssueArgs),
+}
+
+/// `ca issue` arguments.
+#[derive(Args, Debug)]
+pub struct IssueArgs {
+    /// Directory of the CA.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Host name (meta server, file server or VM agent).
+    #[arg(long, conflicts_with = "user", requires = "site")]
+    host: Option<String>,
+    /// Site of the host.
+    #[arg(long)]
+    site: Option<String>,
+    /// Federation user name.
+    #[arg(long)]
+    user: Option<String>,
+    /// Validity in days.
+    #[arg(long, default_value_t = 365)]
+    days: i64,
+}
+
+pub(crate) fn run(cmd: &CaCommand, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        CaCommand::Init { dir, name } => {
+            let ca = CaDir::new(dir);
+            ca.init(name)?;
+            if json {
+                super::output::print_json(&serde_json::json!({"ca_cert": ca.cert_path(), "ca_key": ca.key_path()}))?;
+            } else {
+                println!(
+                    "created federation CA {name:?}: {} (key {})",
+                    ca.cert_path().display(),
+                    ca.key_path().display()
+                );
+            }
+        }
+        CaCommand::Issue(a) => {
+            let (name, role) = match (&a.host, &a.user) {
+                (Some(h), None) => (h.clone(), Role::Host),
+                (None, Some(u)) => (u.clone(), Role::User),
+                _ => anyhow::bail!("give either --host NAME --site SITE or --user NAME"),
+            };
+            if a.days < 1 {
+                anyhow::bail!("--days must be at least 1");
+            }
+            let files = CaDir::new(&a.dir).issue(&IssueRequest {
+                name: name.clone(),
+                role,
+                site: if role == Role::Host { a.site.clone() } else { None },
+                not_before: None,
+                valid_days: a.days,
+            })?;
+            if json {
+                super::output::print_json(&files)?;
+            } else {
+                println!(
+                    "issued {} certificate for {name}: {} (key {})",
+                    if role == Role::Host { "host" } else { "user" },
+                    files.cert.display(),
+                    files.key.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! Client configuration: which meta server, which site the client is at, and
+//! the user's certificate. Read from the file named by `RENKEI_CONFIG`, else
+//! `~/.config/renkei/client.toml`.
+
+use crate::error::ClientError;
+use fs_proto::endpoint::{TlsFiles, Tuning};
+use fs_proto::rpc::PeerAddr;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// `renkei` client configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientConfig {
+    /// The meta server.
+    pub meta: PeerAddr,
+    /// The site this client is at: writes go to a file server there.
+    pub site: String,
+    /// The user's certificate, key and the federation CA.
+    pub tls: TlsFiles,
+    /// Bound on one metadata call (ms).
+    #[serde(default = "default_meta_timeout_ms")]
+    pub meta_timeout_ms: u64,
+    /// Files transferred at once by recursive put/get.
+    #[serde(default = "default_parallel")]
+    pub parallel: usize,
+    /// QUIC transport tuning.
+    #[serde(default)]
+    pub transport: Tuning,
+}
+
+fn default_meta_timeout_ms() -> u64 {
+    15_000
+}
+fn default_parallel() -> usize {
+    8
+}
+
+impl ClientConfig {
+    /// A config with defaults for the optional fields.
+    pub fn new(meta: PeerAddr, site: String, tls: TlsFiles) -> Self {
+        ClientConfig {
+            meta,
+            site,
+            tls,
+            meta_timeout_ms: default_meta_timeout_ms(),
+            parallel: default_parallel(),
+            transport: Tuning::default(),
+        }
+    }
+
+    /// The file to read: `RENKEI_CONFIG`, else the per-user default.
+    pub fn default_path() -> PathBuf {
+        if let Some(p) = std::env::var_os("RENKEI_CONFIG") {
+            return PathBuf::from(p);
+        }
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        home.join(".config/renkei/client.toml")
+    }
+
+    /// Read from a TOML file; relative paths are relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, ClientError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ClientError::Config(format!(
+            "cannot read client config {}: {e} (set RENKEI_CONFIG, or run `renkei local up` for a local federation)",
+            path.display()
+        ))
+        })?;
+        let mut cfg: ClientConfig =
+            toml::from_str(&text).map_err(|e| ClientError::Config(format!("{}: {e}", path.display())))?;
+        cfg.tls.resolve(path.parent().unwrap_or(Path::new(".")));
+        Ok(cfg)
+    }
+}

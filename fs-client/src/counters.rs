@@ -1,0 +1,39 @@
+//! Counters of requests sent per kind, so tests and `--debug` output can show
+//! exactly what went over the wire (e.g. that a warm `stat` sends nothing).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// Requests sent, by kind, plus data-plane byte counts.
+#[derive(Default)]
+pub struct Counters {
+    by_kind: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Counters {
+    /// Count one request of `kind`.
+    pub fn bump(&self, kind: &'static str) {
+        self.add(kind, 1);
+    }
+
+    /// Add `n` to the counter `kind`.
+    pub fn add(&self, kind: &'static str, n: u64) {
+        *self.by_kind.lock().unwrap_or_else(|p| p.into_inner()).entry(kind).or_insert(0) += n;
+    }
+
+    /// The current value of one counter.
+    pub fn get(&self, kind: &str) -> u64 {
+        self.by_kind.lock().unwrap_or_else(|p| p.into_inner()).get(kind).copied().unwrap_or(0)
+    }
+
+    /// Every counter.
+    pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
+        self.by_kind.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Sum of the metadata request counters (every name not starting with
+    /// `data.`).
+    pub fn meta_requests(&self) -> u64 {
+        self.snapshot().iter().filter(|(k, _)| !k.starts_with("data.")).map(|(_, v)| v).sum()
+    }
+}

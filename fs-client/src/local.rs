@@ -1,0 +1,342 @@
+//! A whole federation on this machine, as real processes: `renkei local up`
+//! makes a CA, certificates and configs under one directory, starts one
+//! `renkei-meta` and one `renkei-server` per site on loopback, and waits
+//! until every server is alive. Running `up` again restarts whatever is not
+//! running; `down` stops everything it started.
+//!
+//! Layout of the directory: `ca/` (CA and certificates), `meta.toml`,
+//! `meta.db/`, `<server>.toml`, `spool/<server>/`, `client.toml` (a client
+//! at the first site) and `client-<site>.toml`, `logs/`, `run/*.pid`,
+//! `federation.json` (what was set up).
+
+use crate::config::ClientConfig;
+use crate::error::ClientError;
+use fs_proto::endpoint::TlsFiles;
+use fs_proto::identity::{CaDir, IssueRequest, Role};
+use fs_proto::rpc::PeerAddr;
+use serde::{Deserialize, Serialize};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+type Result<T> = std::result::Result<T, ClientError>;
+
+/// What to set up.
+#[derive(Debug, Clone)]
+pub struct LocalSpec {
+    /// The directory holding everything.
+    pub dir: PathBuf,
+    /// Number of sites (one file server each, times `servers_per_site`).
+    pub sites: usize,
+    /// File servers per site.
+    pub servers_per_site: usize,
+    /// Federation user to issue a certificate for.
+    pub user: String,
+    /// Where `renkei-meta` and `renkei-server` are (default: next to this
+    /// executable, or `RENKEI_BIN_DIR`).
+    pub bin_dir: Option<PathBuf>,
+}
+
+/// One process of the local federation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalProc {
+    /// Host name.
+    pub name: String,
+    /// Site.
+    pub site: String,
+    /// `meta` or `server`.
+    pub role: String,
+    /// Config file.
+    pub config: PathBuf,
+    /// UDP address.
+    pub addr: SocketAddr,
+}
+
+/// What `up` set up (stored as `federation.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalState {
+    /// Sites in order.
+    pub sites: Vec<String>,
+    /// Processes, meta first.
+    pub procs: Vec<LocalProc>,
+    /// The user certificate issued.
+    pub user: String,
+    /// Client config for the first site.
+    pub client_config: PathBuf,
+}
+
+fn local_err(p: &Path, e: std::io::Error) -> ClientError {
+    ClientError::Local { path: p.to_path_buf(), source: e }
+}
+
+fn cfg_err(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Config(e.to_string())
+}
+
+fn free_udp_port() -> Result<SocketAddr> {
+    let s = UdpSocket::bind("127.0.0.1:0").map_err(|e| local_err(Path::new("udp socket"), e))?;
+    s.local_addr().map_err(|e| local_err(Path::new("udp socket"), e))
+}
+
+/// Directory of the server binaries.
+pub fn bin_dir(spec: Option<&Path>) -> PathBuf {
+    if let Some(d) = spec {
+        return d.to_path_buf();
+    }
+    if let Some(d) = std::env::var_os("RENKEI_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn state_path(dir: &Path) -> PathBuf {
+    dir.join("federation.json")
+}
+
+/// Read `federation.json`.
+pub fn load_state(dir: &Path) -> Result<LocalState> {
+    let p = state_path(dir);
+    let text = std::fs::read_to_string(&p).map_err(|e| local_err(&p, e))?;
+    serde_json::from_str(&text).map_err(cfg_err)
+}
+
+fn toml_str(v: &impl Serialize) -> Result<String> {
+    toml::to_string_pretty(v).map_err(cfg_err)
+}
+
+fn create(spec: &LocalSpec) -> Result<LocalState> {
+    let dir = &spec.dir;
+    let ca = CaDir::new(dir.join("ca"));
+    ca.init("renkei-local").map_err(cfg_err)?;
+    let issue = |name: &str, role: Role, site: Option<&str>| {
+        ca.issue(&IssueRequest {
+            name: name.into(),
+            role,
+            site: site.map(str::to_string),
+            not_before: None,
+            valid_days: 365,
+        })
+        .map_err(cfg_err)
+    };
+    let sites: Vec<String> = (1..=spec.sites).map(|i| format!("site{i}")).collect();
+    let meta_addr = free_udp_port()?;
+    let meta_files = issue("meta", Role::Host, Some(&sites[0]))?;
+    let tls =
+        |f: &fs_proto::identity::IssuedFiles| TlsFiles { ca: ca.cert_path(), cert: f.cert.clone(), key: f.key.clone() };
+
+    let uid = unsafe { libc::getuid() };
+    let gid = unsafe { libc::getgid() };
+    let mut meta = fs_meta_config(dir, tls(&meta_files), meta_addr, &spec.user, uid, gid);
+    meta.push('\n');
+    let meta_cfg = dir.join("meta.toml");
+    std::fs::write(&meta_cfg, meta).map_err(|e| local_err(&meta_cfg, e))?;
+    let mut procs = vec![LocalProc {
+        name: "meta".into(),
+        site: sites[0].clone(),
+        role: "meta".into(),
+        config: meta_cfg,
+        addr: meta_addr,
+    }];
+
+    let meta_peer = PeerAddr { addr: meta_addr, name: "meta".into() };
+    for (i, site) in sites.iter().enumerate() {
+        for j in 0..spec.servers_per_site {
+            let name =
+                if spec.servers_per_site == 1 { format!("pop{}", i + 1) } else { format!("pop{}-{}", i + 1, j + 1) };
+            let files = issue(&name, Role::Host, Some(site))?;
+            let addr = free_udp_port()?;
+            let cfg = ServerToml {
+                listen: addr,
+                spool: dir.join("spool").join(&name),
+                meta: meta_peer.clone(),
+                tls: tls(&files),
+                heartbeat_ms: 1000,
+            };
+            let path = dir.join(format!("{name}.toml"));
+            std::fs::write(&path, toml_str(&cfg)?).map_err(|e| local_err(&path, e))?;
+            procs.push(LocalProc { name, site: site.clone(), role: "server".into(), config: path, addr });
+        }
+    }
+
+    let user_files = issue(&spec.user, Role::User, None)?;
+    let mut client_config = PathBuf::new();
+    for (i, site) in sites.iter().enumerate() {
+        let c = ClientConfig::new(meta_peer.clone(), site.clone(), tls(&user_files));
+        let text = toml_str(&c)?;
+        let p = dir.join(format!("client-{site}.toml"));
+        std::fs::write(&p, &text).map_err(|e| local_err(&p, e))?;
+        if i == 0 {
+            client_config = dir.join("client.toml");
+            std::fs::write(&client_config, &text).map_err(|e| local_err(&client_config, e))?;
+        }
+    }
+    let state = LocalState { sites, procs, user: spec.user.clone(), client_config };
+    let sp = state_path(dir);
+    std::fs::write(&sp, serde_json::to_string_pretty(&state).map_err(cfg_err)?).map_err(|e| local_err(&sp, e))?;
+    Ok(state)
+}
+
+#[derive(Serialize)]
+struct ServerToml {
+    listen: SocketAddr,
+    spool: PathBuf,
+    meta: PeerAddr,
+    tls: TlsFiles,
+    heartbeat_ms: u64,
+}
+
+fn fs_meta_config(dir: &Path, tls: TlsFiles, listen: SocketAddr, user: &str, uid: u32, gid: u32) -> String {
+    // The local user owns what they create; uid 0 would make every file
+    // root's, so root is mapped to 1000 in the namespace. The local user is
+    // an admin so a mount can act for other local users (see the mount docs).
+    let uid = if uid == 0 { 1000 } else { uid };
+    let gid = if gid == 0 { 1000 } else { gid };
+    format!(
+        "# renkei-meta configuration written by `renkei local up`; see fs-meta/meta.toml.\n\
+         listen = \"{listen}\"\ndb = \"{db}\"\nhost_timeout_ms = 5000\n\n\
+         [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
+         [[users]]\nname = \"{user}\"\nuid = {uid}\ngid = {gid}\nadmin = true\n",
+        db = dir.join("meta.db").display(),
+        ca = tls.ca.display(),
+        cert = tls.cert.display(),
+        key = tls.key.display(),
+    )
+}
+
+/// Whether the process in a pid file is running.
+pub fn running_pid(pidfile: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()?;
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let alive = unsafe { libc::kill(pid, 0) } == 0;
+    let not_zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().map(|r| !r.trim_start().starts_with('Z')).unwrap_or(true))
+        .unwrap_or(false);
+    (alive && not_zombie).then_some(pid)
+}
+
+fn pidfile(dir: &Path, name: &str) -> PathBuf {
+    dir.join("run").join(format!("{name}.pid"))
+}
+
+/// Start one process of the federation (if it is not running).
+pub fn start_proc(dir: &Path, p: &LocalProc, bins: &Path) -> Result<Option<i32>> {
+    let pf = pidfile(dir, &p.name);
+    if running_pid(&pf).is_some() {
+        return Ok(None);
+    }
+    let bin = bins.join(if p.role == "meta" { "renkei-meta" } else { "renkei-server" });
+    if !bin.exists() {
+        return Err(ClientError::Config(format!(
+            "{} not found (build the workspace with `cargo build --release`, or set RENKEI_BIN_DIR)",
+            bin.display()
+        )));
+    }
+    for d in ["logs", "run"] {
+        std::fs::create_dir_all(dir.join(d)).map_err(|e| local_err(&dir.join(d), e))?;
+    }
+    let log_path = dir.join("logs").join(format!("{}.log", p.name));
+    let log =
+        std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| local_err(&log_path, e))?;
+    let log2 = log.try_clone().map_err(|e| local_err(&log_path, e))?;
+    let child = std::process::Command::new(&bin)
+        .arg("--config")
+        .arg(&p.config)
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| local_err(&bin, e))?;
+    let pid = child.id() as i32;
+    std::fs::write(&pf, pid.to_string()).map_err(|e| local_err(&pf, e))?;
+    Ok(Some(pid))
+}
+
+/// Bring the federation up (creating it on first use) and wait until every
+/// file server is alive, at most `wait`.
+pub async fn up(spec: &LocalSpec, wait: Duration) -> Result<LocalState> {
+    std::fs::create_dir_all(&spec.dir).map_err(|e| local_err(&spec.dir, e))?;
+    let state = if state_path(&spec.dir).exists() {
+        load_state(&spec.dir)?
+    } else {
+        if spec.sites == 0 || spec.servers_per_site == 0 {
+            return Err(ClientError::Config("need at least one site and one server per site".into()));
+        }
+        create(spec)?
+    };
+    let bins = bin_dir(spec.bin_dir.as_deref());
+    for p in &state.procs {
+        start_proc(&spec.dir, p, &bins)?;
+    }
+    wait_alive(&spec.dir, &state, wait).await?;
+    Ok(state)
+}
+
+/// Wait until every file server of the federation is reported alive.
+pub async fn wait_alive(dir: &Path, state: &LocalState, wait: Duration) -> Result<()> {
+    let client = crate::Client::connect(ClientConfig::load(&state.client_config)?).await?;
+    let want: Vec<&str> = state.procs.iter().filter(|p| p.role == "server").map(|p| p.name.as_str()).collect();
+    let start = Instant::now();
+    let mut last = String::from("no answer yet");
+    while start.elapsed() < wait {
+        match client.hosts().await {
+            Ok(hosts) => {
+                let alive: Vec<&str> = hosts.iter().filter(|h| h.alive).map(|h| h.host.as_str()).collect();
+                if want.iter().all(|w| alive.contains(w)) {
+                    return Ok(());
+                }
+                last = format!("alive: {alive:?}, expected {want:?}");
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(ClientError::Config(format!(
+        "federation in {} did not come up within {} s ({last}); see {}/logs",
+        dir.display(),
+        wait.as_secs(),
+        dir.display()
+    )))
+}
+
+/// Stop every process of the federation; returns how many were running.
+pub fn down(dir: &Path) -> Result<usize> {
+    let state = load_state(dir)?;
+    let mut pids = Vec::new();
+    for p in state.procs.iter().rev() {
+        let pf = pidfile(dir, &p.name);
+        if let Some(pid) = running_pid(&pf) {
+            // SAFETY: sending SIGTERM to a pid we started.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            pids.push((pid, pf));
+        } else {
+            let _ = std::fs::remove_file(&pf);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for (pid, pf) in &pids {
+        while running_pid(pf).is_some() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if running_pid(pf).is_some() {
+            // SAFETY: as above; it ignored SIGTERM for 5 s.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        let _ = std::fs::remove_file(pf);
+    }
+    Ok(pids.len())
+}
+
+/// (process, pid if running) for each process.
+pub fn status(dir: &Path) -> Result<Vec<(LocalProc, Option<i32>)>> {
+    let state = load_state(dir)?;
+    Ok(state
+        .procs
+        .into_iter()
+        .map(|p| {
+            let pid = running_pid(&pidfile(dir, &p.name));
+            (p, pid)
+        })
+        .collect())
+}

@@ -1,0 +1,176 @@
+//! Typed calls to the meta server, counted per kind.
+
+use crate::counters::Counters;
+use crate::error::ClientError;
+use fs_proto::meta::{
+    MetaCall, MetaRequest, MetaResponse, ReadGrant, RenameFlags, SetAttr, StatFs, WhoAmI, WriteGrant,
+};
+use fs_proto::rpc::{CallError, Dialer, PeerAddr};
+use fs_proto::{Attr, Cred, DirEntry, FileKind, HostInfo, Ino, ReplicaInfo};
+use std::sync::Arc;
+use std::time::Duration;
+
+type Result<T> = std::result::Result<T, ClientError>;
+
+/// Entries fetched per readdir page.
+pub const READDIR_PAGE: u32 = 2048;
+
+/// Calls to the meta server.
+#[derive(Clone)]
+pub struct MetaClient {
+    dialer: Dialer,
+    peer: PeerAddr,
+    timeout: Duration,
+    counters: Arc<Counters>,
+    cred: Option<Cred>,
+}
+
+macro_rules! expect {
+    ($resp:expr, $pat:pat => $out:expr) => {
+        match $resp {
+            $pat => Ok($out),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    };
+}
+
+impl MetaClient {
+    /// A client of `peer` through `dialer`.
+    pub fn new(dialer: Dialer, peer: PeerAddr, timeout: Duration, counters: Arc<Counters>) -> Self {
+        MetaClient { dialer, peer, timeout, counters, cred: None }
+    }
+
+    /// The same client acting with asserted credentials (admin identities only).
+    pub fn with_cred(&self, cred: Option<Cred>) -> Self {
+        MetaClient { cred, ..self.clone() }
+    }
+
+    /// The meta server's address.
+    pub fn peer(&self) -> &PeerAddr {
+        &self.peer
+    }
+
+    /// Send one request; errors carry `path` for messages.
+    pub async fn call_at(&self, path: &str, req: MetaRequest) -> Result<MetaResponse> {
+        self.call(req).await.map_err(|e| ClientError::at(path, e))
+    }
+
+    /// Send one request.
+    pub async fn call(&self, req: MetaRequest) -> std::result::Result<MetaResponse, CallError> {
+        let kind = req.kind();
+        self.counters.bump(kind);
+        let span = tracing::debug_span!("meta_call", kind);
+        let _e = span.enter();
+        self.dialer.call(&self.peer, &MetaCall { cred: self.cred.clone(), req }, self.timeout).await
+    }
+
+    /// Who the meta server thinks we are.
+    pub async fn whoami(&self) -> Result<WhoAmI> {
+        expect!(self.call_at("", MetaRequest::WhoAmI).await?, MetaResponse::WhoAmI(w) => w)
+    }
+
+    /// Resolve an absolute path.
+    pub async fn resolve(&self, path: &str) -> Result<Attr> {
+        expect!(self.call_at(path, MetaRequest::Resolve { path: path.to_string() }).await?, MetaResponse::Attr(a) => a)
+    }
+
+    /// Look up one name.
+    pub async fn lookup(&self, parent: Ino, name: &str) -> Result<Attr> {
+        let req = MetaRequest::Lookup { parent, name: name.to_string() };
+        expect!(self.call_at(name, req).await?, MetaResponse::Attr(a) => a)
+    }
+
+    /// Attributes of an inode.
+    pub async fn getattr(&self, ino: Ino) -> Result<Attr> {
+        expect!(self.call_at("", MetaRequest::GetAttr { ino }).await?, MetaResponse::Attr(a) => a)
+    }
+
+    /// One page of a directory.
+    pub async fn readdir_page(&self, ino: Ino, after: Option<String>, plus: bool) -> Result<(Vec<DirEntry>, bool)> {
+        let req = MetaRequest::ReadDir { ino, after, limit: READDIR_PAGE, plus };
+        expect!(self.call_at("", req).await?, MetaResponse::Entries { entries, more } => (entries, more))
+    }
+
+    /// A whole directory, page by page.
+    pub async fn readdir_all(&self, ino: Ino, plus: bool) -> Result<Vec<DirEntry>> {
+        let mut out: Vec<DirEntry> = Vec::new();
+        loop {
+            let after = out.last().map(|e| e.name.clone());
+            let (page, more) = self.readdir_page(ino, after, plus).await?;
+            let empty = page.is_empty();
+            out.extend(page);
+            if !more || empty {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Create (or, non-exclusively, open) a node.
+    pub async fn create(&self, parent: Ino, name: &str, kind: FileKind, perm: u32, exclusive: bool) -> Result<Attr> {
+        let req = MetaRequest::Create { parent, name: name.to_string(), kind, perm, rdev: 0, exclusive };
+        expect!(self.call_at(name, req).await?, MetaResponse::Attr(a) => a)
+    }
+
+    /// Create a directory.
+    pub async fn mkdir(&self, parent: Ino, name: &str, perm: u32) -> Result<Attr> {
+        let req = MetaRequest::Mkdir { parent, name: name.to_string(), perm };
+        expect!(self.call_at(name, req).await?, MetaResponse::Attr(a) => a)
+    }
+
+    /// Remove a file name.
+    pub async fn unlink(&self, parent: Ino, name: &str) -> Result<()> {
+        let req = MetaRequest::Unlink { parent, name: name.to_string() };
+        expect!(self.call_at(name, req).await?, MetaResponse::Done => ())
+    }
+
+    /// Remove an empty directory.
+    pub async fn rmdir(&self, parent: Ino, name: &str) -> Result<()> {
+        let req = MetaRequest::Rmdir { parent, name: name.to_string() };
+        expect!(self.call_at(name, req).await?, MetaResponse::Done => ())
+    }
+
+    /// Rename.
+    pub async fn rename(
+        &self,
+        parent: Ino,
+        name: &str,
+        new_parent: Ino,
+        new_name: &str,
+        flags: RenameFlags,
+    ) -> Result<()> {
+        let req =
+            MetaRequest::Rename { parent, name: name.to_string(), new_parent, new_name: new_name.to_string(), flags };
+        expect!(self.call_at(name, req).await?, MetaResponse::Done => ())
+    }
+
+    /// Change attributes.
+    pub async fn setattr(&self, ino: Ino, set: SetAttr) -> Result<Attr> {
+        expect!(self.call_at("", MetaRequest::SetAttr { ino, set }).await?, MetaResponse::Attr(a) => a)
+    }
+
+    /// Open for reading.
+    pub async fn open_read(&self, ino: Ino) -> Result<ReadGrant> {
+        expect!(self.call_at("", MetaRequest::OpenRead { ino }).await?, MetaResponse::Read(g) => g)
+    }
+
+    /// Open for writing a new generation at `site`.
+    pub async fn open_write(&self, ino: Ino, site: &str) -> Result<WriteGrant> {
+        let req = MetaRequest::OpenWrite { ino, site: site.to_string() };
+        expect!(self.call_at("", req).await?, MetaResponse::Write(g) => g)
+    }
+
+    /// Replicas of a file.
+    pub async fn replicas(&self, ino: Ino) -> Result<(Attr, Vec<ReplicaInfo>)> {
+        expect!(self.call_at("", MetaRequest::Where { ino }).await?, MetaResponse::Replicas { attr, replicas } => (attr, replicas))
+    }
+
+    /// Capacity totals.
+    pub async fn statfs(&self) -> Result<StatFs> {
+        expect!(self.call_at("", MetaRequest::StatFs).await?, MetaResponse::StatFs(s) => s)
+    }
+
+    /// The host registry.
+    pub async fn hosts(&self) -> Result<Vec<HostInfo>> {
+        expect!(self.call_at("", MetaRequest::ListHosts).await?, MetaResponse::Hosts(h) => h)
+    }
+}
