@@ -20,7 +20,10 @@ die() { echo "build.sh: $*" >&2; exit 1; }
 for tool in busybox cpio gzip mke2fs; do
     command -v "$tool" >/dev/null || die "missing $tool (apt-get install busybox-static cpio e2fsprogs)"
 done
-[ -x /bin/busybox ] && file_busybox=/bin/busybox || file_busybox=$(command -v busybox)
+# The initrd has no libc: only Debian's statically linked busybox runs there.
+dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "install ok installed" ||
+    die "busybox-static is not installed (apt-get install busybox-static)"
+file_busybox=/bin/busybox
 
 if [ -z "${KERNEL:-}" ]; then
     KERNEL=$(ls -1 /boot/vmlinuz-*-cloud-amd64 2>/dev/null | sort -V | tail -n 1 || true)
