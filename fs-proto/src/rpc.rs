@@ -42,7 +42,7 @@ pub enum CallError {
         reason: String,
     },
     /// The exchange failed at the transport or framing level.
-    #[error("request to {peer} failed: {source}")]
+    #[error("request to {peer} failed: {}", describe(source))]
     Proto {
         /// Who.
         peer: String,
@@ -74,6 +74,21 @@ impl CallError {
     /// True when the peer could not be reached at all (worth trying another).
     pub fn is_unreachable(&self) -> bool {
         matches!(self, CallError::Connect { .. } | CallError::Timeout { .. } | CallError::Proto { .. })
+    }
+}
+
+/// A transport failure in words a user can act on: when the connection was
+/// lost, say why (e.g. the TLS alert the peer sent).
+pub fn describe(e: &ProtoError) -> String {
+    let lost = match e {
+        ProtoError::Read(quinn::ReadError::ConnectionLost(c)) => Some(c),
+        ProtoError::Write(quinn::WriteError::ConnectionLost(c)) => Some(c),
+        ProtoError::Connection(c) => Some(c),
+        _ => None,
+    };
+    match lost {
+        Some(c) => format!("connection lost: {}", explain_connection_error(c)),
+        None => e.to_string(),
     }
 }
 

@@ -1,1 +1,7 @@
+//! Integration tests: in-process clusters and real processes.
 
+mod crash;
+mod integrity;
+mod malformed;
+mod roundtrip;
+mod trust;

@@ -1,0 +1,267 @@
+//! An in-process federation: one meta server and file servers at several
+//! sites, each on its own QUIC endpoint bound to `127.0.0.1:0`, with a fresh
+//! CA in a temporary directory.
+
+use fs_client::{Client, ClientConfig};
+use fs_meta::{MetaConfig, MetaNode};
+use fs_proto::endpoint::{server_endpoint, TlsFiles, TlsIdentity, Tuning};
+use fs_proto::identity::{CaDir, IssueRequest, Role};
+use fs_proto::rpc::PeerAddr;
+use fs_server::ServerConfig;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A node running in this process.
+struct Node {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+    addr: SocketAddr,
+}
+
+impl Node {
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.task).await;
+        self.task.abort();
+    }
+}
+
+/// A file server of the cluster.
+pub struct ServerHandle {
+    /// Host name.
+    pub name: String,
+    /// Site.
+    pub site: String,
+    /// Spool directory.
+    pub spool: PathBuf,
+    config: ServerConfig,
+    node: Option<Node>,
+}
+
+/// Builder for [`Cluster`].
+pub struct ClusterBuilder {
+    sites: usize,
+    servers_per_site: usize,
+    meta_tweak: Box<dyn FnOnce(&mut MetaConfig) + Send>,
+}
+
+/// An in-process federation.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    ca: CaDir,
+    meta: Option<Node>,
+    meta_service: std::sync::Arc<fs_meta::service::MetaService>,
+    /// File servers.
+    pub servers: Vec<ServerHandle>,
+    /// Sites, in order.
+    pub sites: Vec<String>,
+}
+
+impl ClusterBuilder {
+    /// Number of sites (one server each unless [`Self::servers_per_site`]).
+    pub fn sites(mut self, n: usize) -> Self {
+        self.sites = n;
+        self
+    }
+
+    /// File servers per site.
+    pub fn servers_per_site(mut self, n: usize) -> Self {
+        self.servers_per_site = n;
+        self
+    }
+
+    /// Adjust the meta server's configuration.
+    pub fn meta_config(mut self, f: impl FnOnce(&mut MetaConfig) + Send + 'static) -> Self {
+        self.meta_tweak = Box::new(f);
+        self
+    }
+
+    /// Start everything and wait until every server is alive.
+    pub async fn start(self) -> Cluster {
+        crate::init_logs();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = CaDir::new(dir.path().join("ca"));
+        ca.init("test").expect("ca init");
+        let sites: Vec<String> = (1..=self.sites).map(|i| format!("site{i}")).collect();
+
+        let meta_files = issue(&ca, "meta", Role::Host, Some(&sites[0]));
+        let mut meta_cfg = MetaConfig::new(dir.path().join("meta.db"), meta_files);
+        meta_cfg.listen = "127.0.0.1:0".parse().expect("addr");
+        meta_cfg.host_timeout_ms = 3_000;
+        meta_cfg.gc_grace_ms = 0;
+        (self.meta_tweak)(&mut meta_cfg);
+        let tls = TlsIdentity::load(&meta_cfg.tls).expect("meta tls");
+        let ep = server_endpoint(meta_cfg.listen, &tls, &meta_cfg.transport).expect("meta endpoint");
+        let meta_addr = ep.local_addr().expect("addr");
+        let node = MetaNode::open(meta_cfg, &tls).expect("meta open");
+        let meta_service = node.service();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            if let Err(e) = node
+                .serve(ep, async {
+                    let _ = rx.await;
+                })
+                .await
+            {
+                tracing::error!("meta server: {e}");
+            }
+        });
+        let meta = Node { stop: Some(tx), task, addr: meta_addr };
+
+        let mut servers = Vec::new();
+        for (i, site) in sites.iter().enumerate() {
+            for j in 0..self.servers_per_site {
+                let name = if self.servers_per_site == 1 {
+                    format!("pop{}", i + 1)
+                } else {
+                    format!("pop{}-{}", i + 1, j + 1)
+                };
+                let files = issue(&ca, &name, Role::Host, Some(site));
+                let spool = dir.path().join("spool").join(&name);
+                let mut cfg =
+                    ServerConfig::new(spool.clone(), PeerAddr { addr: meta_addr, name: "meta".into() }, files);
+                cfg.listen = "127.0.0.1:0".parse().expect("addr");
+                cfg.heartbeat_ms = 300;
+                let mut h = ServerHandle { name, site: site.clone(), spool, config: cfg, node: None };
+                h.node = Some(start_server(&h.config).await);
+                servers.push(h);
+            }
+        }
+        let cluster = Cluster { dir, ca, meta: Some(meta), meta_service, servers, sites };
+        cluster.wait_alive(cluster.servers.len(), Duration::from_secs(20)).await;
+        cluster
+    }
+}
+
+async fn start_server(cfg: &ServerConfig) -> Node {
+    let tls = TlsIdentity::load(&cfg.tls).expect("server tls");
+    let ep = server_endpoint(cfg.listen, &tls, &cfg.transport).expect("server endpoint");
+    let addr = ep.local_addr().expect("addr");
+    let mut cfg = cfg.clone();
+    cfg.listen = addr;
+    let (tx, rx) = oneshot::channel();
+    let id = tls.identity.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = fs_server::node::serve(cfg, id, ep, async {
+            let _ = rx.await;
+        })
+        .await
+        {
+            tracing::error!("file server: {e}");
+        }
+    });
+    Node { stop: Some(tx), task, addr }
+}
+
+/// Issue a certificate in a CA directory.
+pub fn issue(ca: &CaDir, name: &str, role: Role, site: Option<&str>) -> TlsFiles {
+    let files = ca
+        .issue(&IssueRequest {
+            name: name.into(),
+            role,
+            site: site.map(str::to_string),
+            not_before: None,
+            valid_days: 30,
+        })
+        .expect("issue certificate");
+    TlsFiles { ca: ca.cert_path(), cert: files.cert, key: files.key }
+}
+
+impl Cluster {
+    /// Start building a cluster (defaults: 2 sites, 1 server each).
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder { sites: 2, servers_per_site: 1, meta_tweak: Box::new(|_| {}) }
+    }
+
+    /// The temporary directory holding everything.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The CA.
+    pub fn ca(&self) -> &CaDir {
+        &self.ca
+    }
+
+    /// The meta server's address.
+    pub fn meta_addr(&self) -> SocketAddr {
+        self.meta.as_ref().map(|m| m.addr).expect("meta running")
+    }
+
+    /// The meta service (to inspect state directly).
+    pub fn meta_service(&self) -> &fs_meta::service::MetaService {
+        &self.meta_service
+    }
+
+    /// Client configuration for `user` at `site` (issuing the certificate).
+    pub fn client_config(&self, user: &str, site: &str) -> ClientConfig {
+        let files = if self.ca.issued_paths(Role::User, user).cert.exists() {
+            let f = self.ca.issued_paths(Role::User, user);
+            TlsFiles { ca: self.ca.cert_path(), cert: f.cert, key: f.key }
+        } else {
+            issue(&self.ca, user, Role::User, None)
+        };
+        let mut c = ClientConfig::new(PeerAddr { addr: self.meta_addr(), name: "meta".into() }, site.into(), files);
+        c.transport = Tuning::default();
+        c
+    }
+
+    /// A connected client for `user` at `site`.
+    pub async fn client(&self, user: &str, site: &str) -> Client {
+        Client::connect(self.client_config(user, site)).await.expect("client connect")
+    }
+
+    /// Wait until `n` servers are alive.
+    pub async fn wait_alive(&self, n: usize, bound: Duration) {
+        let c = self.client("harness", &self.sites[0]).await;
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(h) = c.hosts().await {
+                if h.iter().filter(|h| h.alive).count() >= n {
+                    return;
+                }
+            }
+            assert!(start.elapsed() < bound, "servers not alive within {bound:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stop file server `i` (gracefully: its endpoint closes).
+    pub async fn stop_server(&mut self, i: usize) {
+        if let Some(n) = self.servers[i].node.take() {
+            n.stop().await;
+        }
+    }
+
+    /// Start file server `i` again (on a new port; it re-registers).
+    pub async fn restart_server(&mut self, i: usize) {
+        self.stop_server(i).await;
+        let n = start_server(&self.servers[i].config).await;
+        self.servers[i].node = Some(n);
+    }
+
+    /// Where replica `(ino, gen)` lives in server `i`'s spool.
+    pub fn replica_path(&self, i: usize, ino: u64, gen: u64) -> PathBuf {
+        self.servers[i].spool.join("data").join(format!("{:02x}", ino & 0xff)).join(format!("{ino:016x}.{gen:016x}"))
+    }
+
+    /// Index of the server named `host`.
+    pub fn server_index(&self, host: &str) -> usize {
+        self.servers.iter().position(|s| s.name == host).expect("known server")
+    }
+
+    /// Stop everything.
+    pub async fn shutdown(mut self) {
+        for i in 0..self.servers.len() {
+            self.stop_server(i).await;
+        }
+        if let Some(m) = self.meta.take() {
+            m.stop().await;
+        }
+    }
+}

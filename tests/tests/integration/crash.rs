@@ -1,0 +1,124 @@
+//! Real processes killed with SIGKILL (issue 2, acceptance 2 and 6).
+
+use std::time::{Duration, Instant};
+use tests::procs::ProcFederation;
+use tests::{pattern, with_timeout};
+
+fn hosts_json(fed: &ProcFederation) -> Vec<serde_json::Value> {
+    let out = fed.renkei_ok(None, &["hosts", "--json"]);
+    serde_json::from_str(&out).expect("hosts --json parses")
+}
+
+fn alive(fed: &ProcFederation, host: &str) -> bool {
+    hosts_json(fed).iter().any(|h| h["host"] == host && h["alive"] == true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_reports_a_killed_server_down_and_back() {
+    with_timeout(120, async {
+        let fed = ProcFederation::up(3).await;
+        let hosts = hosts_json(&fed);
+        assert_eq!(hosts.len(), 3);
+        assert!(hosts.iter().all(|h| h["alive"] == true));
+        let mut sites: Vec<&str> = hosts.iter().map(|h| h["site"].as_str().unwrap()).collect();
+        sites.sort();
+        assert_eq!(sites, ["site1", "site2", "site3"]);
+
+        fed.kill("pop2");
+        let t = Instant::now();
+        while alive(&fed, "pop2") {
+            assert!(t.elapsed() < Duration::from_secs(15), "pop2 still reported alive 15 s after SIGKILL");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        eprintln!("pop2 reported down {:.1} s after SIGKILL", t.elapsed().as_secs_f64());
+        fed.restart().await;
+        assert!(alive(&fed, "pop2"), "pop2 back after restart");
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_files_survive_sigkill_of_meta_and_servers() {
+    with_timeout(180, async {
+        let fed = ProcFederation::up(2).await;
+        let c = fed.client(None).await;
+        c.mkdir("/keep", false, 0o755).await.unwrap();
+        let mut files = Vec::new();
+        for i in 0..40 {
+            let data = pattern(i * 1013 % 70_000 + 1, i as u64);
+            c.put_bytes(&data, &format!("/keep/f{i}")).await.expect("put acknowledged");
+            files.push(data);
+        }
+        // Kill everything hard, right after the last acknowledgement.
+        fed.kill("meta");
+        fed.kill("pop1");
+        fed.kill("pop2");
+        fed.restart().await;
+        let c = fed.client(None).await;
+        let listing = c.list("/keep").await.expect("ls after restart");
+        assert_eq!(listing.len(), files.len(), "every acknowledged file is listed");
+        for (i, data) in files.iter().enumerate() {
+            let got = c.get_bytes(&format!("/keep/f{i}")).await.unwrap_or_else(|e| panic!("f{i}: {e}"));
+            assert!(&got == data, "f{i} differs after restart");
+        }
+        // The CLI sees the same.
+        let out = fed.renkei_ok(None, &["ls", "/keep"]);
+        assert_eq!(out.lines().count(), files.len());
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_cut_by_killing_its_server_registers_nothing() {
+    with_timeout(180, async {
+        let fed = ProcFederation::up(1).await;
+        let c = fed.client(None).await;
+        let old = pattern(200_000, 1);
+        c.put_bytes(&old, "/victim").await.unwrap();
+        let before = c.stat("/victim").await.unwrap();
+
+        // Start a large overwrite from a slow source and kill the server
+        // while bytes are flowing.
+        let (tx, rx) = tokio::io::duplex(1 << 16);
+        let writer = {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut rx = rx;
+                c.put_reader(&mut rx, "/victim", 0o644, &|_| {}).await
+            })
+        };
+        let feeder = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut tx = tx;
+            let block = pattern(1 << 20, 9);
+            for _ in 0..400 {
+                if tx.write_all(&block).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        fed.kill("pop1");
+        let res = writer.await.unwrap();
+        assert!(res.is_err(), "the cut write must fail, got {res:?}");
+        feeder.abort();
+
+        fed.restart().await;
+        let c = fed.client(None).await;
+        let after = c.stat("/victim").await.unwrap();
+        assert_eq!(
+            (after.gen, after.size, after.hash),
+            (before.gen, before.size, before.hash),
+            "no new generation registered"
+        );
+        let (_, reps) = c.where_is("/victim").await.unwrap();
+        assert!(reps.iter().all(|r| r.gen == before.gen && r.hash == before.hash.unwrap()));
+        assert!(c.get_bytes("/victim").await.unwrap() == old, "the previous contents are intact");
+        // No partial file is left in the spool.
+        let tmp = fed.dir().join("spool/pop1/tmp");
+        let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().filter_map(Result::ok).collect();
+        assert!(left.is_empty(), "unfinished writes left in {}: {left:?}", tmp.display());
+    })
+    .await
+}
