@@ -1,5 +1,6 @@
 //! Integration tests: in-process clusters and real processes.
 
+mod configs;
 mod crash;
 mod integrity;
 mod malformed;

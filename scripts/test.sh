@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole renkei test suite on a fresh Debian machine, as root: installs
+# what it needs, starts libvirtd/virtlogd, builds, runs every tier (unit,
+# in-process clusters, real processes, FUSE, network namespaces, libvirt),
+# then fmt and clippy. A tier that cannot run here fails instead of skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib/setup.sh
+
+install_packages
+ensure_rust
+start_services
+build_release
+
+export RENKEI_BIN_DIR="$PWD/target/release"
+export RENKEI_TEST_NETNS=1 VPE_TEST_LIBVIRT=1 RENKEI_TEST_FUSE=1 RENKEI_TEST_STRICT=1
+log "cargo test (release)"
+cargo test --release --locked --workspace -- --test-threads=2
+
+log "cargo fmt --check"
+cargo fmt --all --check
+log "cargo clippy"
+cargo clippy --release --locked --workspace --all-targets -- -D warnings
+log "all tests passed"
