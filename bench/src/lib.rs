@@ -5,4 +5,5 @@
 //! # Layout
 //! - [`wan`]: the emulator library, used by `renkei-bench wan` and by the `tests` crate.
 
+pub mod putget;
 pub mod wan;
