@@ -34,6 +34,8 @@ enum WanCommand {
     Status(DirArgs),
     /// Remove namespaces and processes of dead runs (also done by every `up`).
     Sweep,
+    /// Print a topology (a preset or a file) as a table, or as TOML with `--toml`, without running it.
+    Show(ShowArgs),
     /// The daemon itself (started by `up`).
     #[command(hide = true)]
     Serve(ServeArgs),
@@ -122,6 +124,15 @@ struct UpArgs {
 }
 
 #[derive(Debug, Args)]
+struct ShowArgs {
+    #[command(flatten)]
+    topology: TopologyArgs,
+    /// Print TOML that `wan up --topology` reads back.
+    #[arg(long)]
+    toml: bool,
+}
+
+#[derive(Debug, Args)]
 struct ExecArgs {
     /// Site to run in.
     site: String,
@@ -159,6 +170,15 @@ pub fn run(args: WanArgs) -> anyhow::Result<()> {
         WanCommand::Sweep => {
             let r = sweep::sweep_stale()?;
             println!("swept {} namespace(s), {} process(es)", r.namespaces.len(), r.processes);
+            Ok(())
+        }
+        WanCommand::Show(a) => {
+            let topo = a.topology.build()?;
+            if a.toml {
+                print!("{}", topo.to_toml_string()?);
+            } else {
+                print!("{}", describe(&topo)?);
+            }
             Ok(())
         }
         WanCommand::Serve(a) => wan_serve::serve(a.dir.path(), Duration::from_secs(a.ttl_secs)),

@@ -32,7 +32,10 @@ use super::tun::Tun;
 pub const POLL: Duration = Duration::from_millis(100);
 /// A packet due within this much is written now rather than after another sleep: one wake-up then
 /// serves several packets at high rates, at the cost of delivering up to this much early.
-const EARLY: Duration = Duration::from_micros(30);
+const EARLY: Duration = Duration::from_micros(100);
+/// How far behind schedule a delay line may fall (when the machine is too busy to keep up) before
+/// the link drops packets rather than letting its memory grow.
+const LAG_ALLOWANCE: Duration = Duration::from_millis(50);
 /// In-flight budget of a link without a rate limit.
 const UNLIMITED_BUDGET: usize = 64 << 20;
 
@@ -105,9 +108,8 @@ impl Router {
                 let model = LinkModel::new(params, topo.mtu);
                 let budget = match params.rate_bytes_per_sec() {
                     Some(rate) => {
-                        model.queue_limit()
-                            + (rate * model.delay().as_secs_f64() * 2.0) as usize
-                            + 16 * topo.mtu as usize
+                        let span = 2.0 * model.delay().as_secs_f64() + LAG_ALLOWANCE.as_secs_f64();
+                        model.queue_limit() + (rate * span) as usize + 16 * topo.mtu as usize
                     }
                     None => UNLIMITED_BUDGET,
                 };
@@ -146,7 +148,10 @@ impl Router {
     fn spawn(&mut self, name: String, f: impl FnOnce() + Send + 'static) -> Result<(), WanError> {
         let handle = std::thread::Builder::new()
             .name(name.clone())
-            .spawn(f)
+            .spawn(move || {
+                prioritise_this_thread();
+                f()
+            })
             .map_err(|e| WanError::io(format!("spawning router thread {name}"), e))?;
         self.threads.push(handle);
         Ok(())
@@ -189,6 +194,19 @@ impl Router {
 impl Drop for Router {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The router is the network: give its threads a real-time (round-robin, lowest) priority so busy
+/// applications at the sites cannot starve it and distort delays. Its threads block whenever there
+/// is nothing to forward, and the kernel's real-time throttling bounds them anyway. Falls back to
+/// normal scheduling where that is not allowed.
+fn prioritise_this_thread() {
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: plain syscall on the calling thread (pid 0) with a valid parameter block.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_RR, &param) };
+    if rc != 0 {
+        debug!(error = %std::io::Error::last_os_error(), "no real-time priority for router thread");
     }
 }
 

@@ -98,6 +98,8 @@ fn a_panicking_test_leaves_nothing_behind() -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel();
     let outcome = std::panic::catch_unwind(move || {
         let wan = Wan::start(preset::pair(2.0, None, 0.0).expect("preset")).expect("start");
+        // Reaped below with waitpid, after the WAN's teardown has killed it.
+        #[allow(clippy::zombie_processes)]
         let sleeper = wan.site("b").expect("site").command("sleep").arg("300").spawn().expect("spawn");
         tx.send((wan.run_id().to_string(), sleeper.id() as i32)).expect("send");
         panic!("deliberate failure inside a test that uses a WAN");
