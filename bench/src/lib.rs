@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`wan`]: the emulator library, used by `renkei-bench wan` and by the `tests` crate.
+//! - [`putget`]: one large file through `renkei put/get` beside `cp`.
 
 pub mod putget;
 pub mod wan;

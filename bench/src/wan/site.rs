@@ -9,6 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::sync::Arc;
 
+use super::error::WanError;
 use super::netns;
 
 /// Environment variable carrying the site name into processes started there.
@@ -39,6 +40,20 @@ impl Site {
     /// Name of the site's network namespace (for `ip netns exec`).
     pub fn netns(&self) -> &str {
         &self.netns
+    }
+
+    /// Run `f` on a short-lived thread inside this site's namespace and return its result. Sockets
+    /// made there belong to the site for good, whichever thread uses them later: this is how an
+    /// in-process client (a quinn endpoint, say) can live at a site.
+    ///
+    /// ```no_run
+    /// # fn demo(site: &bench::wan::Site) -> Result<(), bench::wan::WanError> {
+    /// let socket = site.run_in(|| std::net::UdpSocket::bind((site.addr(), 0)))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn run_in<R: Send>(&self, f: impl FnOnce() -> std::io::Result<R> + Send) -> Result<R, WanError> {
+        let what = format!("running in site {}", self.name);
+        netns::run_in(&self.ns_fd, || f().map_err(|e| WanError::io(what, e)))
     }
 
     /// A command that runs `program` inside this site. Configure and spawn it as usual; the test

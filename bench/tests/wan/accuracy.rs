@@ -99,3 +99,30 @@ fn emulator_limit() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn sockets_made_in_a_site_cross_the_emulated_link() -> anyhow::Result<()> {
+    let Some(_serial) = gate("sockets_made_in_a_site_cross_the_emulated_link") else { return Ok(()) };
+    let wan = Wan::start(preset::pair(40.0, None, 0.0)?)?;
+    let (a, b) = (wan.site("a")?, wan.site("b")?);
+    let tx = a.run_in(|| std::net::UdpSocket::bind((a.addr(), 0)))?;
+    let rx = b.run_in(|| std::net::UdpSocket::bind((b.addr(), 0)))?;
+    rx.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let sent = std::time::Instant::now();
+    tx.send_to(b"over the WAN", rx.local_addr()?)?;
+    let mut buf = [0u8; 64];
+    let (n, from) = rx.recv_from(&mut buf)?;
+    let one_way = sent.elapsed();
+    assert_eq!(&buf[..n], b"over the WAN");
+    assert_eq!(from.ip(), std::net::IpAddr::V4(a.addr()));
+    assert!(one_way >= Duration::from_millis(20), "one-way delay 20 ms configured, took {one_way:?}");
+    assert!(one_way < Duration::from_millis(30), "one-way delay 20 ms configured, took {one_way:?}");
+    Ok(())
+}
+
+#[test]
+fn wan_can_be_shared_between_threads() {
+    fn is_send_sync<T: Send + Sync>() {}
+    is_send_sync::<Wan>();
+    is_send_sync::<bench::wan::Site>();
+}
