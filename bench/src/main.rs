@@ -14,6 +14,11 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Like any Unix filter: `renkei-bench wan status | head` ends quietly instead of panicking.
+    // SAFETY: setting a signal disposition to its default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))

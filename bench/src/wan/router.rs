@@ -294,15 +294,28 @@ impl DelayLine {
         if let Err(e) = nix::sys::prctl::set_timerslack(1) {
             debug!(error = %e, "PR_SET_TIMERSLACK");
         }
+        // While packets keep coming (a burst), one due within EARLY goes out with the one before;
+        // the first packet after an idle spell always waits for its exact instant.
+        let mut in_burst = false;
         while !self.stop.load(Ordering::Relaxed) {
-            let packet = match self.rx.recv_timeout(POLL) {
+            let next = if in_burst {
+                self.rx.try_recv().map_err(|_| RecvTimeoutError::Timeout)
+            } else {
+                self.rx.recv_timeout(POLL)
+            };
+            let packet = match next {
                 Ok(p) => p,
+                Err(RecvTimeoutError::Timeout) if in_burst => {
+                    in_burst = false;
+                    continue;
+                }
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
-            if !self.wait_until(packet.at) {
+            if !self.wait_until(packet.at, if in_burst { EARLY } else { Duration::ZERO }) {
                 break;
             }
+            in_burst = true;
             let len = packet.data.len();
             match self.dst.send(&packet.data) {
                 Ok(()) => {
@@ -319,11 +332,11 @@ impl DelayLine {
         }
     }
 
-    /// Sleep until `at` (or just before it, see [`EARLY`]); false if told to stop meanwhile.
-    fn wait_until(&self, at: Instant) -> bool {
+    /// Sleep until `at` less `early`; false if told to stop meanwhile.
+    fn wait_until(&self, at: Instant, early: Duration) -> bool {
         loop {
             let now = Instant::now();
-            if at <= now + EARLY {
+            if at <= now + early {
                 return true;
             }
             if self.stop.load(Ordering::Relaxed) {

@@ -372,6 +372,23 @@ mod tests {
     }
 
     #[test]
+    fn checked_in_samples_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).expect("bench/topologies exists") {
+            let path = entry.expect("dir entry").path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Topology::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 3, "expected the sample topologies in {}", dir.display());
+        let sample = Topology::load(&dir.join("renkei2011.toml")).expect("renkei2011 sample");
+        let preset = super::super::preset::renkei2011(0.125).expect("preset");
+        assert_eq!(sample.resolve().expect("resolves").links, preset.resolve().expect("resolves").links);
+    }
+
+    #[test]
     fn addresses_map_both_ways() {
         assert_eq!(Topology::addr_of_index(0), Ipv4Addr::new(10, 77, 0, 1));
         assert_eq!(Topology::index_of_addr(Ipv4Addr::new(10, 77, 0, 3), 3), Some(2));
