@@ -46,6 +46,12 @@ impl DataPlane {
         DataPlane { dialer, site, counters }
     }
 
+    /// The connection cache to file servers (for requests other than
+    /// reads and writes, e.g. copy orders).
+    pub fn dialer(&self) -> &Dialer {
+        &self.dialer
+    }
+
     /// Replicas in the order to try them: our site first, then by the
     /// round-trip time measured on existing connections.
     pub async fn order(&self, replicas: &[ServerLoc]) -> Vec<ServerLoc> {
@@ -57,7 +63,7 @@ impl DataPlane {
             };
             scored.push(((r.site != self.site) as u8, rtt, r.clone()));
         }
-        scored.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        scored.sort_by_key(|a| (a.0, a.1));
         scored.into_iter().map(|s| s.2).collect()
     }
 
