@@ -14,6 +14,7 @@
 //! - [`data`]: reads and writes against file servers.
 //! - [`counters`]: requests sent per kind.
 //! - [`local`]: a whole federation on loopback (`renkei local up`).
+//! - [`mount`]: the FUSE mount (`renkei mount`).
 //! - [`error`]: errors and errno mapping.
 //! - [`path`]: remote path handling.
 //! - [`cli`]: the command line.
@@ -26,6 +27,7 @@ pub mod data;
 pub mod error;
 pub mod local;
 pub mod meta_client;
+pub mod mount;
 pub mod path;
 
 pub use client::Client;

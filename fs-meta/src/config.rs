@@ -54,6 +54,10 @@ pub struct MetaConfig {
     /// Users with fixed ids or admin rights.
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// How long (ms) a caching client (a mount) may trust metadata it was
+    /// sent without asking again; changes within a lease are pushed to it.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
     /// QUIC transport tuning.
     #[serde(default)]
     pub transport: Tuning,
@@ -74,6 +78,9 @@ fn default_gc_grace_ms() -> u64 {
 fn default_root_mode() -> u32 {
     0o1777
 }
+fn default_lease_ms() -> u64 {
+    60_000
+}
 fn default_true() -> bool {
     true
 }
@@ -91,6 +98,7 @@ impl MetaConfig {
             root_mode: default_root_mode(),
             auto_register_users: true,
             users: Vec::new(),
+            lease_ms: default_lease_ms(),
             transport: Tuning::default(),
         }
     }

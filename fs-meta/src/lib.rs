@@ -14,12 +14,14 @@
 //! - [`config`]: the TOML configuration.
 //! - [`node`]: QUIC accept loop, one request per stream, durability.
 //! - [`service`]: dispatch and capability issuing.
+//! - [`callbacks`]: leases of caching clients and pushed invalidations.
 //! - [`namespace`]: namespace operations as atomic transactions.
 //! - [`perm`]: permission checks.
 //! - [`hosts`]: host registry and write placement.
 //! - [`users`]: certificate name to uid/gid.
 //! - [`record`], [`keys`], [`txn`]: on-disk layout and transactions.
 
+pub mod callbacks;
 pub mod config;
 pub mod hosts;
 pub mod keys;

@@ -1,6 +1,7 @@
 //! The running meta server: accepts QUIC connections, authenticates peers by
 //! certificate, and serves one request per bidirectional stream.
 
+use crate::callbacks::{Callbacks, SessionId};
 use crate::config::MetaConfig;
 use crate::hosts::Hosts;
 use crate::namespace::Namespace;
@@ -13,6 +14,7 @@ use fs_proto::frame::{read_msg, write_msg};
 use fs_proto::meta::{MetaCall, MetaRequest};
 use fs_proto::{CapabilitySigner, Identity};
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, info, warn, Instrument};
@@ -23,6 +25,7 @@ const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// An opened meta server, ready to serve.
 pub struct MetaNode {
     service: Arc<MetaService>,
+    callbacks: Arc<Callbacks>,
     db: sled::Db,
 }
 
@@ -38,13 +41,19 @@ impl MetaNode {
         let users = Users::open(&db, &config.users, config.auto_register_users).map_err(MetaError::Remote)?;
         let signer = CapabilitySigner::from_pkcs8(tls.key_der()).map_err(MetaError::Remote)?;
         db.flush().map_err(MetaError::Db)?;
+        let callbacks = Arc::new(Callbacks::new(Duration::from_millis(config.lease_ms)));
         let service = Arc::new(MetaService::new(ns, hosts, users, signer, config));
-        Ok(MetaNode { service, db })
+        Ok(MetaNode { service, callbacks, db })
     }
 
     /// The service (for in-process inspection in tests).
     pub fn service(&self) -> Arc<MetaService> {
         self.service.clone()
+    }
+
+    /// The lease table (for in-process inspection in tests).
+    pub fn callbacks(&self) -> Arc<Callbacks> {
+        self.callbacks.clone()
     }
 
     /// Serve until `shutdown` completes.
@@ -59,7 +68,7 @@ impl MetaNode {
                     let Some(incoming) = incoming else { break };
                     let svc = self.service.clone();
                     let db = self.db.clone();
-                    tokio::spawn(handle_connection(svc, db, incoming));
+                    tokio::spawn(handle_connection(svc, self.callbacks.clone(), db, incoming));
                 }
             }
         }
@@ -71,7 +80,7 @@ impl MetaNode {
     }
 }
 
-async fn handle_connection(svc: Arc<MetaService>, db: sled::Db, incoming: quinn::Incoming) {
+async fn handle_connection(svc: Arc<MetaService>, cbs: Arc<Callbacks>, db: sled::Db, incoming: quinn::Incoming) {
     let remote = incoming.remote_address();
     let conn = match incoming.await {
         Ok(c) => c,
@@ -89,6 +98,8 @@ async fn handle_connection(svc: Arc<MetaService>, db: sled::Db, incoming: quinn:
         }
     };
     let span = tracing::info_span!("conn", peer = %id, %remote);
+    // The callback session of this connection (0: it does not cache).
+    let session = Arc::new(AtomicU64::new(0));
     async move {
         debug!("connected");
         loop {
@@ -103,15 +114,29 @@ async fn handle_connection(svc: Arc<MetaService>, db: sled::Db, incoming: quinn:
             let db = db.clone();
             let conn = conn.clone();
             let id = id.clone();
-            tokio::spawn(handle_stream(svc, db, conn, id, send, recv).in_current_span());
+            let streams = Streams { cbs: cbs.clone(), session: session.clone() };
+            tokio::spawn(handle_stream(svc, streams, db, conn, id, send, recv).in_current_span());
+        }
+        // The connection is gone: so is its callback session.
+        let gone = session.swap(0, Ordering::AcqRel);
+        if gone != 0 {
+            cbs.unsubscribe(gone);
         }
     }
     .instrument(span)
     .await
 }
 
+/// What every stream of a connection shares: the lease table and the
+/// connection's callback session.
+struct Streams {
+    cbs: Arc<Callbacks>,
+    session: Arc<AtomicU64>,
+}
+
 async fn handle_stream(
     svc: Arc<MetaService>,
+    streams: Streams,
     db: sled::Db,
     conn: quinn::Connection,
     id: Identity,
@@ -135,15 +160,23 @@ async fn handle_stream(
             return;
         }
     };
+    if matches!(call.req, MetaRequest::Subscribe) {
+        return serve_subscription(streams, conn, send).await;
+    }
     let kind = call.req.kind();
     let needs_flush = call.req.is_mutation() && !matches!(call.req, MetaRequest::Heartbeat(_));
     let span = tracing::debug_span!("request", kind);
-    let reply = span.in_scope(|| svc.handle(&id, call));
+    let session: SessionId = streams.session.load(Ordering::Acquire);
+    let (reply, pending) = span.in_scope(|| streams.cbs.handle(&svc, &id, session, call));
     if let Err(e) = &reply {
         debug!(kind, "request failed: {e}");
     }
-    if needs_flush {
-        if let Err(e) = db.flush_async().await {
+    let flushed = if needs_flush { Some(db.flush_async().await) } else { None };
+    // Whether or not the flush worked, the change is visible to readers:
+    // tell caching sessions before the caller hears it is done.
+    streams.cbs.push(pending);
+    {
+        if let Some(Err(e)) = flushed {
             warn!("database flush failed: {e}");
             let _ = write_msg(
                 &mut send,
@@ -162,4 +195,35 @@ async fn handle_stream(
         return;
     }
     let _ = send.finish();
+}
+
+/// Serve a callback subscription: answer `Subscribed`, then write each batch
+/// of invalidations for this connection until it or the session ends.
+async fn serve_subscription(streams: Streams, conn: quinn::Connection, mut send: quinn::SendStream) {
+    use fs_proto::callback::CallbackFrame;
+    let (id, mut rx) = streams.cbs.subscribe();
+    let old = streams.session.swap(id, Ordering::AcqRel);
+    if old != 0 {
+        streams.cbs.unsubscribe(old);
+    }
+    debug!(session = id, "callback subscription started");
+    let lease_ms = streams.cbs.lease().as_millis() as u64;
+    if write_msg(&mut send, &CallbackFrame::Subscribed { lease_ms }).await.is_ok() {
+        loop {
+            tokio::select! {
+                batch = rx.recv() => {
+                    let Some(batch) = batch else { break };
+                    if write_msg(&mut send, &CallbackFrame::Invalidate(batch)).await.is_err() {
+                        break;
+                    }
+                }
+                _ = conn.closed() => break,
+                _ = send.stopped() => break,
+            }
+        }
+    }
+    streams.cbs.unsubscribe(id);
+    let _ = streams.session.compare_exchange(id, 0, Ordering::AcqRel, Ordering::Acquire);
+    let _ = send.finish();
+    debug!(session = id, "callback subscription ended");
 }

@@ -170,6 +170,11 @@ impl MetaService {
                 }
                 A::Unknown(unknown)
             }
+            Q::Subscribe => {
+                // The node serves subscriptions on their own stream; one
+                // reaching dispatch was nested in a batch.
+                return Err(RemoteError::new(ErrorCode::InvalidArgument, "subscribe cannot be batched"));
+            }
             Q::Batch(reqs) => {
                 let mut out = Vec::with_capacity(reqs.len());
                 for r in reqs {

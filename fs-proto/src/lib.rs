@@ -18,12 +18,14 @@
 //! - [`error`]: [`ErrorCode`], [`RemoteError`] and local framing errors.
 //! - [`types`]: attributes, file kinds, host and replica descriptions.
 //! - [`meta`] and [`server`]: the two services' requests and responses.
+//! - [`callback`]: invalidations the meta server pushes to caching clients.
 //! - [`capability`]: what the meta server signs and file servers verify.
 //! - [`identity`]: the federation CA and certificates.
 //! - [`endpoint`]: rustls + quinn configuration with WAN-sized windows.
 //! - [`rpc`]: connection cache and the request/reply exchange.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod callback;
 pub mod capability;
 pub mod endpoint;
 pub mod error;

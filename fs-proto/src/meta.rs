@@ -349,6 +349,10 @@ pub enum MetaRequest {
     /// Several requests in one round trip, executed in order; each gets its
     /// own result.
     Batch(Vec<MetaRequest>),
+    /// Open a callback subscription for this connection: the stream stays
+    /// open and carries [`crate::callback::CallbackFrame`]s instead of one
+    /// reply (see [`crate::callback`]).
+    Subscribe,
 }
 
 impl MetaRequest {
@@ -384,6 +388,7 @@ impl MetaRequest {
             MetaRequest::ReportBadReplica { .. } => "report_bad_replica",
             MetaRequest::Inventory { .. } => "inventory",
             MetaRequest::Batch(_) => "batch",
+            MetaRequest::Subscribe => "subscribe",
         }
     }
 
@@ -404,6 +409,7 @@ impl MetaRequest {
                 | MetaRequest::Where { .. }
                 | MetaRequest::StatFs
                 | MetaRequest::ListHosts
+                | MetaRequest::Subscribe
         )
     }
 }

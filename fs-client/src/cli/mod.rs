@@ -4,6 +4,7 @@
 mod ca;
 mod info;
 mod local;
+mod mount;
 mod namespace;
 mod output;
 mod transfer;
@@ -66,6 +67,10 @@ pub enum Command {
     Hosts,
     /// Show who the meta server thinks you are.
     Whoami,
+    /// Mount the federation (or a remote directory of it) like sshfs (FUSE).
+    Mount(mount::MountArgs),
+    /// Unmount a mount point made by `renkei mount`.
+    Umount(mount::UmountArgs),
     /// Run a whole federation on this machine (real processes on loopback).
     #[command(subcommand)]
     Local(local::LocalCommand),
@@ -99,6 +104,8 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Ca(c) => ca::run(c, json),
         Command::Local(c) => local::run(c, json).await,
+        Command::Mount(a) => mount::run(cli.client_config()?, a).await,
+        Command::Umount(a) => mount::umount(a),
         Command::Put(a) => transfer::put(&cli.client().await?, a, json).await,
         Command::Get(a) => transfer::get(&cli.client().await?, a, json).await,
         Command::Ls(a) => namespace::ls(&cli.client().await?, a, json).await,

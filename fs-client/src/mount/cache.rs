@@ -1,0 +1,317 @@
+//! The metadata cache: attributes, names, directory listings, symlink
+//! targets and extended attributes, each trusted until its lease runs out or
+//! the meta server invalidates it (see [`fs_proto::callback`]).
+//!
+//! Something is cached only under a live subscription, and only if no
+//! invalidation arrived while the request that fetched it was in flight: a
+//! [`Ticket`] taken before sending records the subscription and the
+//! invalidation sequence number, and [`Cache`] refuses inserts whose ticket
+//! is out of date. So a reply computed before a change can never be cached
+//! after the change's invalidation was applied.
+//!
+//! Memory is bounded by [`MAX_ENTRIES`]; beyond it the cache starts over.
+
+use fs_proto::callback::Invalidation;
+use fs_proto::{Attr, DirEntry, Ino};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Most objects cached (attributes + names + listings) before starting over.
+pub const MAX_ENTRIES: usize = 2_000_000;
+
+/// What a request was sent under; see the module docs.
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket {
+    sub: u64,
+    seq: u64,
+    sent: Instant,
+    /// The connection the subscription is on (replies must come over it).
+    pub conn: usize,
+}
+
+#[derive(Default)]
+struct State {
+    /// Subscription generation: bumped when one starts or ends.
+    sub: u64,
+    /// Live subscription: connection id and lease.
+    live: Option<(usize, Duration)>,
+    /// Invalidation batches applied.
+    seq: u64,
+    attrs: HashMap<Ino, (Attr, Instant)>,
+    names: HashMap<(Ino, String), (Option<Ino>, Instant)>,
+    listings: HashMap<Ino, (Arc<Vec<DirEntry>>, Instant)>,
+    links: HashMap<Ino, (String, Instant)>,
+    xattrs: HashMap<(Ino, String), (Option<Vec<u8>>, Instant)>,
+    xattr_lists: HashMap<Ino, (Vec<String>, Instant)>,
+}
+
+impl State {
+    fn len(&self) -> usize {
+        self.attrs.len() + self.names.len() + self.listings.len() + self.xattrs.len()
+    }
+
+    fn clear(&mut self) {
+        self.attrs.clear();
+        self.names.clear();
+        self.listings.clear();
+        self.links.clear();
+        self.xattrs.clear();
+        self.xattr_lists.clear();
+    }
+
+    fn drop_attr(&mut self, ino: Ino) {
+        self.attrs.remove(&ino);
+        self.links.remove(&ino);
+        self.xattrs.retain(|(i, _), _| *i != ino);
+        self.xattr_lists.remove(&ino);
+    }
+
+    fn drop_entry(&mut self, parent: Ino, name: &str) {
+        self.names.remove(&(parent, name.to_string()));
+        self.listings.remove(&parent);
+    }
+}
+
+/// The cache.
+#[derive(Default)]
+pub struct Cache {
+    state: Mutex<State>,
+}
+
+/// A valid cached value with the time it stays valid.
+pub type Fresh<T> = Option<(T, Duration)>;
+
+fn fresh<T: Clone>(v: Option<&(T, Instant)>, now: Instant) -> Fresh<T> {
+    v.filter(|(_, until)| *until > now).map(|(t, until)| (t.clone(), *until - now))
+}
+
+impl Cache {
+    fn st(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A ticket for a request about to be sent, if caching is possible.
+    pub fn ticket(&self) -> Option<Ticket> {
+        let st = self.st();
+        st.live.map(|(conn, _)| Ticket { sub: st.sub, seq: st.seq, sent: Instant::now(), conn })
+    }
+
+    /// Until when something fetched under `t` may be trusted (None: not at all).
+    fn until(st: &State, t: Option<Ticket>) -> Option<Instant> {
+        let t = t?;
+        let (_, lease) = st.live?;
+        (t.sub == st.sub && t.seq == st.seq).then(|| t.sent + lease.mul_f64(0.9))
+    }
+
+    fn room(st: &mut State) {
+        if st.len() >= MAX_ENTRIES {
+            tracing::debug!("metadata cache full; starting over");
+            st.clear();
+        }
+    }
+
+    /// A subscription started on connection `conn`.
+    pub fn subscribed(&self, conn: usize, lease: Duration) {
+        let mut st = self.st();
+        st.clear();
+        st.sub += 1;
+        st.live = Some((conn, lease));
+    }
+
+    /// The subscription ended: nothing cached can be trusted any more.
+    pub fn lost(&self) {
+        let mut st = self.st();
+        st.clear();
+        st.sub += 1;
+        st.live = None;
+    }
+
+    /// Whether a subscription is live.
+    pub fn is_live(&self) -> bool {
+        self.st().live.is_some()
+    }
+
+    /// Apply invalidations from the meta server.
+    pub fn apply(&self, list: &[Invalidation]) {
+        let mut st = self.st();
+        st.seq += 1;
+        for inv in list {
+            match inv {
+                Invalidation::Attr { ino } => st.drop_attr(*ino),
+                Invalidation::Entry { parent, name } => st.drop_entry(*parent, name),
+                Invalidation::Reset => st.clear(),
+            }
+        }
+    }
+
+    /// Forget what this client itself just changed.
+    pub fn forget_attr(&self, ino: Ino) {
+        self.st().drop_attr(ino);
+    }
+
+    /// Forget a name (and the listing of its directory).
+    pub fn forget_entry(&self, parent: Ino, name: &str) {
+        self.st().drop_entry(parent, name);
+    }
+
+    /// Forget attributes of every inode with several links (after removing a
+    /// name whose inode was not known).
+    pub fn forget_multilinked(&self) {
+        self.st().attrs.retain(|_, (a, _)| a.nlink <= 1 || a.kind == fs_proto::FileKind::Directory);
+    }
+
+    /// Cached attributes.
+    pub fn attr(&self, ino: Ino) -> Fresh<Attr> {
+        fresh(self.st().attrs.get(&ino), Instant::now())
+    }
+
+    /// Cache attributes.
+    pub fn put_attr(&self, t: Option<Ticket>, attr: &Attr) {
+        let mut st = self.st();
+        if let Some(until) = Self::until(&st, t) {
+            Self::room(&mut st);
+            st.attrs.insert(attr.ino, (attr.clone(), until));
+        }
+    }
+
+    /// Cached name: `Some(Some(ino))` exists, `Some(None)` known absent.
+    pub fn name(&self, parent: Ino, name: &str) -> Fresh<Option<Ino>> {
+        fresh(self.st().names.get(&(parent, name.to_string())), Instant::now())
+    }
+
+    /// Cache a name (None: known absent).
+    pub fn put_name(&self, t: Option<Ticket>, parent: Ino, name: &str, ino: Option<Ino>) {
+        let mut st = self.st();
+        if let Some(until) = Self::until(&st, t) {
+            Self::room(&mut st);
+            st.names.insert((parent, name.to_string()), (ino, until));
+        }
+    }
+
+    /// A cached complete listing.
+    pub fn listing(&self, dir: Ino) -> Fresh<Arc<Vec<DirEntry>>> {
+        fresh(self.st().listings.get(&dir), Instant::now())
+    }
+
+    /// Cache a complete listing, and the names and attributes in it.
+    pub fn put_listing(&self, t: Option<Ticket>, dir: Ino, entries: &[DirEntry]) {
+        let mut st = self.st();
+        let Some(until) = Self::until(&st, t) else { return };
+        Self::room(&mut st);
+        let mut bare = Vec::with_capacity(entries.len());
+        for e in entries {
+            st.names.insert((dir, e.name.clone()), (Some(e.ino), until));
+            if let Some(a) = &e.attr {
+                st.attrs.insert(e.ino, (a.clone(), until));
+            }
+            bare.push(DirEntry { attr: None, ..e.clone() });
+        }
+        st.listings.insert(dir, (Arc::new(bare), until));
+    }
+
+    /// A cached symlink target.
+    pub fn link(&self, ino: Ino) -> Fresh<String> {
+        fresh(self.st().links.get(&ino), Instant::now())
+    }
+
+    /// Cache a symlink target.
+    pub fn put_link(&self, t: Option<Ticket>, ino: Ino, target: &str) {
+        let mut st = self.st();
+        if let Some(until) = Self::until(&st, t) {
+            st.links.insert(ino, (target.to_string(), until));
+        }
+    }
+
+    /// A cached xattr value (`Some(None)`: known absent).
+    pub fn xattr(&self, ino: Ino, name: &str) -> Fresh<Option<Vec<u8>>> {
+        fresh(self.st().xattrs.get(&(ino, name.to_string())), Instant::now())
+    }
+
+    /// Cache an xattr value.
+    pub fn put_xattr(&self, t: Option<Ticket>, ino: Ino, name: &str, value: Option<Vec<u8>>) {
+        let mut st = self.st();
+        if let Some(until) = Self::until(&st, t) {
+            Self::room(&mut st);
+            st.xattrs.insert((ino, name.to_string()), (value, until));
+        }
+    }
+
+    /// Cached xattr names.
+    pub fn xattr_list(&self, ino: Ino) -> Fresh<Vec<String>> {
+        fresh(self.st().xattr_lists.get(&ino), Instant::now())
+    }
+
+    /// Cache xattr names.
+    pub fn put_xattr_list(&self, t: Option<Ticket>, ino: Ino, names: &[String]) {
+        let mut st = self.st();
+        if let Some(until) = Self::until(&st, t) {
+            st.xattr_lists.insert(ino, (names.to_vec(), until));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fs_proto::{FileKind, Timestamp};
+
+    fn attr(ino: Ino) -> Attr {
+        let t = Timestamp::default();
+        Attr {
+            ino,
+            kind: FileKind::Regular,
+            perm: 0o644,
+            nlink: 1,
+            uid: 1,
+            gid: 1,
+            size: 0,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+            rdev: 0,
+            gen: 0,
+            hash: None,
+            ncopy: 0,
+        }
+    }
+
+    #[test]
+    fn nothing_cached_without_subscription() {
+        let c = Cache::default();
+        assert!(c.ticket().is_none());
+        c.put_attr(None, &attr(5));
+        assert!(c.attr(5).is_none());
+    }
+
+    #[test]
+    fn invalidation_in_flight_blocks_insert() {
+        let c = Cache::default();
+        c.subscribed(1, Duration::from_secs(60));
+        let t = c.ticket();
+        c.apply(&[Invalidation::Attr { ino: 9 }]);
+        c.put_attr(t, &attr(5));
+        assert!(c.attr(5).is_none(), "a reply older than an invalidation must not be cached");
+        let t = c.ticket();
+        c.put_attr(t, &attr(5));
+        assert!(c.attr(5).is_some());
+        c.apply(&[Invalidation::Attr { ino: 5 }]);
+        assert!(c.attr(5).is_none());
+    }
+
+    #[test]
+    fn entry_invalidation_drops_name_and_listing() {
+        let c = Cache::default();
+        c.subscribed(1, Duration::from_secs(60));
+        let e = DirEntry { name: "a".into(), ino: 5, kind: FileKind::Regular, attr: Some(attr(5)) };
+        c.put_listing(c.ticket(), 1, &[e]);
+        assert_eq!(c.name(1, "a").map(|v| v.0), Some(Some(5)));
+        assert!(c.listing(1).is_some() && c.attr(5).is_some());
+        c.apply(&[Invalidation::Entry { parent: 1, name: "b".into() }]);
+        assert!(c.listing(1).is_none());
+        assert!(c.name(1, "a").is_some(), "other names stay");
+        c.lost();
+        assert!(c.name(1, "a").is_none() && c.attr(5).is_none());
+    }
+}

@@ -1,0 +1,302 @@
+//! File contents through the mount: open (close-to-open: every open asks
+//! the meta server for the current generation), streamed reads, writes into
+//! the dirty state, commits on flush/fsync/close, truncation, and attribute
+//! changes that must follow the data they describe.
+
+use super::commit;
+use super::dirty::{Dirty, Piece};
+use super::files::{FileState, OpenFile};
+use super::fs::{errno, io_errno, unexpected, Inner, Op};
+use fs_proto::meta::{MetaRequest, MetaResponse, SetAttr, TimeSet};
+use fs_proto::{Attr, Cred, FileKind, Ino, Timestamp};
+use fuser::{Errno, TimeOrNow};
+use std::time::Duration;
+
+/// Changes a `setattr` asks for (FUSE ids, already local).
+#[derive(Debug, Default, Clone)]
+pub struct AttrChange {
+    /// New mode bits.
+    pub mode: Option<u32>,
+    /// New local uid.
+    pub uid: Option<u32>,
+    /// New local gid.
+    pub gid: Option<u32>,
+    /// New size.
+    pub size: Option<u64>,
+    /// New access time.
+    pub atime: Option<TimeOrNow>,
+    /// New modification time.
+    pub mtime: Option<TimeOrNow>,
+}
+
+fn time_set(t: TimeOrNow) -> TimeSet {
+    match t {
+        TimeOrNow::Now => TimeSet::Now,
+        TimeOrNow::SpecificTime(s) => TimeSet::At(Timestamp::from_system(s)),
+    }
+}
+
+impl Inner {
+    /// Open `ino`: fetch its current attributes (and a read grant when
+    /// reading) and register a handle. Returns (fh, keep kernel pages).
+    pub async fn open(&self, cred: Option<&Cred>, ino: Ino, read: bool, write: bool) -> Op<(u64, bool)> {
+        let (attr, grant) = if read {
+            match self.call(cred, MetaRequest::OpenRead { ino }).await? {
+                (MetaResponse::Read(g), t) => {
+                    self.cache.put_attr(t, &g.attr);
+                    (g.attr.clone(), Some(g))
+                }
+                (other, _) => return Err(unexpected(other)),
+            }
+        } else {
+            match self.call(cred, MetaRequest::GetAttr { ino }).await? {
+                (MetaResponse::Attr(a), t) => {
+                    self.cache.put_attr(t, &a);
+                    (a, None)
+                }
+                (other, _) => return Err(unexpected(other)),
+            }
+        };
+        if attr.kind == FileKind::Directory {
+            return Err(Errno::EISDIR);
+        }
+        let (fh, file) = self.files.open(ino, write);
+        let mut st = file.state.lock().await;
+        if st.dirty.is_none() {
+            st.grant = grant;
+            st.attr = Some(attr.clone());
+        }
+        let keep = st.dirty.is_some() || self.keep_pages(ino, attr.gen);
+        Ok((fh, keep))
+    }
+
+    /// Read through handle `fh`.
+    pub async fn read(&self, cred: Option<&Cred>, fh: u64, offset: u64, len: u64) -> Op<Vec<u8>> {
+        let h = self.files.handle(fh).ok_or(Errno::EBADF)?;
+        let mut st = h.file.state.lock().await;
+        if st.dirty.is_some() {
+            return self.read_dirty(cred, &h.file, &mut st, &h.reader, offset, len).await;
+        }
+        let grant = self.grant(cred, &h.file, &mut st).await?;
+        drop(st);
+        let mut reader = h.reader.lock().await;
+        match reader.read(self.remote.dialer(), &self.counters, &grant, offset, len).await {
+            Ok(b) => Ok(b),
+            Err(e) => {
+                // The servers may have moved or the capability expired: ask
+                // the meta server again once.
+                tracing::debug!(ino = h.file.ino, "read failed, refreshing the grant: {e}");
+                let mut st = h.file.state.lock().await;
+                st.grant = None;
+                let grant = self.grant(cred, &h.file, &mut st).await?;
+                drop(st);
+                *reader = Default::default();
+                reader.read(self.remote.dialer(), &self.counters, &grant, offset, len).await.map_err(|e| errno(&e))
+            }
+        }
+    }
+
+    /// The read grant of the current generation (fetched if needed).
+    async fn grant(&self, cred: Option<&Cred>, f: &OpenFile, st: &mut FileState) -> Op<fs_proto::meta::ReadGrant> {
+        if let Some(g) = &st.grant {
+            return Ok(g.clone());
+        }
+        match self.call(cred, MetaRequest::OpenRead { ino: f.ino }).await? {
+            (MetaResponse::Read(g), _) => {
+                st.grant = Some(g.clone());
+                if st.dirty.is_none() {
+                    st.attr = Some(g.attr.clone());
+                }
+                Ok(g)
+            }
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    async fn read_dirty(
+        &self,
+        cred: Option<&Cred>,
+        f: &OpenFile,
+        st: &mut FileState,
+        reader: &super::reader::SharedReader,
+        offset: u64,
+        len: u64,
+    ) -> Op<Vec<u8>> {
+        let plan = st.dirty.as_ref().map(|d| d.plan(offset, len)).unwrap_or_default();
+        let mut out = Vec::with_capacity(len as usize);
+        for piece in plan {
+            match piece {
+                Piece::Spill(a, b) => {
+                    let d = st.dirty.as_ref().ok_or(Errno::EIO)?;
+                    out.extend(d.read_spill(a, b - a).map_err(|e| io_errno(&e))?);
+                }
+                Piece::Zero(a, b) => out.resize(out.len() + (b - a) as usize, 0),
+                Piece::Base(a, b) => {
+                    let grant = self.grant(cred, f, st).await?;
+                    let mut r = reader.lock().await;
+                    let mut bytes = r
+                        .read(self.remote.dialer(), &self.counters, &grant, a, b - a)
+                        .await
+                        .map_err(|e| errno(&e))?;
+                    // The base may have shrunk under us: the rest reads as zeros.
+                    bytes.resize((b - a) as usize, 0);
+                    out.extend(bytes);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Dirty state of a file, created over its current size if needed.
+    async fn dirty<'a>(&self, cred: Option<&Cred>, f: &OpenFile, st: &'a mut FileState) -> Op<&'a mut Dirty> {
+        if st.dirty.is_none() {
+            let size = match &st.attr {
+                Some(a) => a.size,
+                None => self.attr(cred, f.ino).await?.0.size,
+            };
+            st.dirty = Some(Dirty::new(&self.opts.spill_dir, size).map_err(|e| io_errno(&e))?);
+        }
+        st.dirty.as_mut().ok_or(Errno::EIO)
+    }
+
+    /// Write through handle `fh`.
+    pub async fn write(&self, cred: Option<&Cred>, fh: u64, offset: u64, data: &[u8]) -> Op<u32> {
+        let h = self.files.handle(fh).ok_or(Errno::EBADF)?;
+        if !h.write {
+            return Err(Errno::EBADF);
+        }
+        let mut st = h.file.state.lock().await;
+        let d = self.dirty(cred, &h.file, &mut st).await?;
+        d.write(offset, data).map_err(|e| io_errno(&e))?;
+        Ok(data.len() as u32)
+    }
+
+    /// Commit the dirty data of `f`, if any.
+    pub async fn commit_locked(&self, f: &OpenFile, st: &mut FileState) -> Op<()> {
+        let Some(d) = st.dirty.as_ref() else { return Ok(()) };
+        let cred = self.file_cred();
+        let bound = commit::bound(&self.remote, d.bytes());
+        let work = commit::commit(&self.remote, &self.counters, cred.as_ref(), &self.site, f.ino, d);
+        let c = match tokio::time::timeout(bound, work).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::warn!(ino = f.ino, "commit failed: {e}");
+                return Err(errno(&e));
+            }
+            Err(_) => {
+                tracing::warn!(ino = f.ino, "commit did not finish within {bound:?}");
+                return Err(Errno::EIO);
+            }
+        };
+        st.dirty = None;
+        st.grant = None;
+        if let Some(a) = st.attr.as_mut() {
+            a.size = c.size;
+            a.gen = c.gen;
+            a.hash = c.hash;
+        }
+        self.cache.forget_attr(f.ino);
+        self.keep_pages(f.ino, c.gen);
+        Ok(())
+    }
+
+    /// Commit what was written through `fh` (flush, fsync).
+    pub async fn flush(&self, fh: u64) -> Op<()> {
+        let Some(h) = self.files.handle(fh) else { return Ok(()) };
+        let mut st = h.file.state.lock().await;
+        self.commit_locked(&h.file, &mut st).await
+    }
+
+    /// Close `fh`; the last close of an inode commits what is left and
+    /// removes it if it was unlinked while open.
+    pub async fn release(&self, fh: u64) -> Op<()> {
+        if let Some(f) = self.files.close(fh) {
+            let mut st = f.state.lock().await;
+            let hidden = st.hidden.take();
+            let r = if hidden.is_some() {
+                st.dirty = None;
+                Ok(())
+            } else {
+                self.commit_locked(&f, &mut st).await
+            };
+            if let Some((parent, name)) = hidden {
+                let cred = self.file_cred();
+                let req = MetaRequest::Unlink { parent, name: name.clone() };
+                if let Err(e) = self.call(cred.as_ref(), req).await {
+                    tracing::warn!(ino = f.ino, "could not remove {name} (unlinked while open): {e:?}");
+                }
+                self.cache.forget_entry(parent, &name);
+                self.cache.forget_attr(parent);
+            }
+            return r;
+        }
+        Ok(())
+    }
+
+    /// Commit every open file (at unmount).
+    pub async fn commit_all(&self) {
+        for f in self.files.all() {
+            let mut st = f.state.lock().await;
+            if let Err(e) = self.commit_locked(&f, &mut st).await {
+                tracing::error!(ino = f.ino, "dirty data lost at unmount: {e:?}");
+            }
+        }
+    }
+
+    /// Change the size of `ino` now (a new generation, or empty).
+    async fn truncate(&self, cred: Option<&Cred>, ino: Ino, size: u64) -> Op<()> {
+        match self.files.file(ino) {
+            Some(f) => {
+                let mut st = f.state.lock().await;
+                self.dirty(cred, &f, &mut st).await?.truncate(size).map_err(|e| io_errno(&e))?;
+                self.commit_locked(&f, &mut st).await
+            }
+            None => {
+                let current = self.attr(cred, ino).await?.0;
+                if current.size == size && size != 0 {
+                    return Ok(());
+                }
+                let f = OpenFile { ino, state: Default::default() };
+                let mut st = FileState { attr: Some(current), ..Default::default() };
+                self.dirty(cred, &f, &mut st).await?.truncate(size).map_err(|e| io_errno(&e))?;
+                self.commit_locked(&f, &mut st).await
+            }
+        }
+    }
+
+    /// `setattr`: size first (with the data written before it), then the
+    /// rest at the meta server.
+    pub async fn setattr(&self, cred: Option<&Cred>, ino: Ino, ch: AttrChange) -> Op<(Attr, Duration)> {
+        if let Some(size) = ch.size {
+            self.truncate(cred, ino, size).await?;
+        } else if ch.atime.is_some() || ch.mtime.is_some() {
+            // Times set while data is pending must not be overwritten by
+            // the commit that follows: commit first.
+            if let Some(f) = self.files.file(ino) {
+                let mut st = f.state.lock().await;
+                self.commit_locked(&f, &mut st).await?;
+            }
+        }
+        let set = SetAttr {
+            perm: ch.mode.map(|m| m & 0o7777),
+            uid: ch.uid.map(|u| self.idmap.uid_to_fed(u)),
+            gid: ch.gid.map(|g| self.idmap.gid_to_fed(g)),
+            size: None,
+            atime: ch.atime.map(time_set),
+            mtime: ch.mtime.map(time_set),
+        };
+        self.cache.forget_attr(ino);
+        if set == SetAttr::default() {
+            return self.attr(cred, ino).await;
+        }
+        let (a, t) = self.call_attr(cred, MetaRequest::SetAttr { ino, set }).await?;
+        self.cache.put_attr(t, &a);
+        if let Some(f) = self.files.file(ino) {
+            let mut st = f.state.lock().await;
+            if st.dirty.is_none() {
+                st.attr = Some(a.clone());
+            }
+        }
+        Ok((self.overlay(a).await, self.ttl_of(t)))
+    }
+}

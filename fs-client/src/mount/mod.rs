@@ -1,0 +1,192 @@
+//! The FUSE mount (`renkei mount`): the federation as a local directory.
+//!
+//! [`mount`] connects as the certificate's user, resolves the remote
+//! directory, starts the callback subscription, mounts through fuser and
+//! serves until unmounted. Read [`fs::Inner`] first, then
+//! [`filesystem::RenkeiFs`] (dispatch of FUSE requests onto tokio).
+//!
+//! # Consistency
+//! Metadata (attributes, names, listings, symlink targets, xattrs) is cached
+//! under leases and kept coherent by invalidations the meta server pushes
+//! ([`subscription`], [`cache`]); a warm `stat` or `ls -l` sends nothing.
+//! The kernel is told of invalidations too ([`notify`]) and caches at most
+//! `attr_timeout` (1 s) on its own. Contents are close-to-open: every open
+//! asks the meta server for the current generation; writes are committed
+//! as a new generation on flush (close), fsync, truncate and unmount.
+//!
+//! # Identity
+//! See [`idmap`]: by default the certificate's user appears as the local
+//! user; `-o cred` passes each caller's ids (admin certificates only).
+//!
+//! # Failure bounds
+//! A metadata call waits at most `call_timeout` (5 s) per try and is retried
+//! until `timeout` (10 s, `-o timeout=`) from the start of the operation,
+//! then fails with EIO; a read from a dead file server fails over to another
+//! replica or re-asks the meta server; a commit of N bytes is bounded by
+//! `timeout` + N / 4 MiB/s. While the meta server is unreachable, cached
+//! metadata is served until the connection is declared dead (QUIC idle
+//! timeout, 10 s), then nothing is cached until it is back; files already
+//! open keep reading from file servers.
+//!
+//! # Layout
+//! - [`options`]: `-o` options.
+//! - [`idmap`]: id mapping and asserted credentials.
+//! - [`inodes`]: FUSE <-> meta inode numbers.
+//! - [`cache`], [`subscription`], [`notify`]: the lease-backed cache.
+//! - [`remote`]: bounded, retried, counted metadata calls.
+//! - [`entries`], [`dirs`], [`xattr`]: namespace operations.
+//! - [`files`], [`io`], [`reader`], [`dirty`], [`commit`]: file contents.
+
+pub mod cache;
+pub mod commit;
+pub mod dirs;
+pub mod dirty;
+pub mod entries;
+pub mod files;
+pub mod filesystem;
+pub mod fs;
+pub mod idmap;
+pub mod inodes;
+pub mod io;
+pub mod notify;
+pub mod options;
+pub mod reader;
+pub mod remote;
+pub mod subscription;
+pub mod xattr;
+
+pub use options::{IdMapMode, MountOptions};
+
+use crate::config::ClientConfig;
+use crate::counters::Counters;
+use crate::error::ClientError;
+use fs_proto::endpoint::{client_endpoint, TlsIdentity};
+use fs_proto::meta::{MetaRequest, MetaResponse};
+use fs_proto::rpc::Dialer;
+use fs_proto::FileKind;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A live mount.
+pub struct Mounted {
+    inner: Arc<fs::Inner>,
+    session: Option<fuser::BackgroundSession>,
+    unmounter: fuser::SessionUnmounter,
+    subscription: tokio::task::JoinHandle<()>,
+}
+
+impl Mounted {
+    /// Requests sent so far, per kind.
+    pub fn counters(&self) -> Arc<Counters> {
+        self.inner.counters.clone()
+    }
+
+    /// Serve until `shutdown` completes (then unmount) or someone unmounts
+    /// the mount point (`renkei umount`, `fusermount3 -u`).
+    pub async fn serve(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ClientError> {
+        let Some(session) = self.session.take() else { return Ok(()) };
+        let mut done = tokio::task::spawn_blocking(move || session.join());
+        tokio::select! {
+            r = &mut done => {
+                self.subscription.abort();
+                return r.map_err(|e| ClientError::Config(format!("FUSE session: {e}")))?
+                    .map_err(|e| local(&self.inner.opts.mountpoint, e));
+            }
+            _ = shutdown => {}
+        }
+        tracing::info!("unmounting {}", self.inner.opts.mountpoint.display());
+        self.unmounter.unmount().map_err(|e| local(&self.inner.opts.mountpoint, e))?;
+        let r = tokio::time::timeout(Duration::from_secs(30), done).await;
+        self.subscription.abort();
+        match r {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(local(&self.inner.opts.mountpoint, e)),
+            Ok(Err(e)) => Err(ClientError::Config(format!("FUSE session: {e}"))),
+            Err(_) => Err(ClientError::Config("FUSE session did not end within 30 s of unmounting".into())),
+        }
+    }
+}
+
+fn local(p: &std::path::Path, e: std::io::Error) -> ClientError {
+    ClientError::Local { path: p.to_path_buf(), source: e }
+}
+
+/// Connect, resolve the remote directory and mount it; the mount is live
+/// when this returns.
+pub async fn mount(config: ClientConfig, opts: MountOptions) -> Result<Mounted, ClientError> {
+    let tls = TlsIdentity::load(&config.tls)?;
+    let bind: SocketAddr = if config.meta.addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
+        .parse()
+        .map_err(|e| ClientError::Config(format!("{e}")))?;
+    let endpoint = client_endpoint(bind, &tls, &config.transport)?;
+    let dialer = Dialer::new(endpoint, opts.call_timeout.min(Duration::from_secs(3)));
+    let counters = Arc::new(Counters::default());
+    let cache = Arc::new(cache::Cache::default());
+    let remote = remote::Remote::new(dialer, config.meta.clone(), counters.clone(), cache.clone(), &opts);
+
+    let me = match remote.call(None, MetaRequest::WhoAmI).await?.0 {
+        MetaResponse::WhoAmI(w) => w,
+        other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+    };
+    if opts.cred && !me.admin {
+        return Err(ClientError::Config(format!(
+            "-o cred needs an admin certificate; {:?} is not an admin user of this federation",
+            me.name
+        )));
+    }
+    let dir = crate::path::normalize(&opts.remote_dir);
+    let root = match remote.call(None, MetaRequest::Resolve { path: dir.clone() }).await? {
+        (MetaResponse::Attr(a), _) if a.kind == FileKind::Directory => a,
+        (MetaResponse::Attr(_), _) => return Err(ClientError::Config(format!("{dir} is not a directory"))),
+        (other, _) => return Err(ClientError::Unexpected(format!("{other:?}"))),
+    };
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let idmap = idmap::IdMap::new(opts.idmap, opts.cred, uid, gid, &me);
+    let inodes = inodes::Inodes::new(root.ino);
+    let (notes, pending_notes) = notify::channel();
+    let subscription =
+        tokio::spawn(subscription::run(remote.clone(), cache.clone(), notes.clone(), counters.clone()));
+
+    let inner = Arc::new(fs::Inner {
+        remote,
+        cache,
+        files: Default::default(),
+        dirs: Default::default(),
+        inodes,
+        idmap,
+        site: config.site.clone(),
+        counters,
+        notes,
+        page_gens: Default::default(),
+        rt: tokio::runtime::Handle::current(),
+        opts: opts.clone(),
+    });
+    let mut fcfg = fuser::Config::default();
+    fcfg.mount_options = vec![
+        fuser::MountOption::FSName(opts.fsname.clone()),
+        fuser::MountOption::Subtype("renkei".into()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::NoDev,
+        if opts.read_only { fuser::MountOption::RO } else { fuser::MountOption::RW },
+    ];
+    fcfg.acl = if opts.allow_other { fuser::SessionACL::All } else { fuser::SessionACL::Owner };
+    let fsys = filesystem::RenkeiFs(inner.clone());
+    let mp = opts.mountpoint.clone();
+    let session = tokio::task::spawn_blocking(move || fuser::Session::new(fsys, &mp, &fcfg))
+        .await
+        .map_err(|e| ClientError::Config(format!("mount thread: {e}")))?;
+    let mut session = match session {
+        Ok(s) => s,
+        Err(e) => {
+            subscription.abort();
+            return Err(local(&opts.mountpoint, e));
+        }
+    };
+    pending_notes.start(session.notifier(), inodes).map_err(|e| local(&opts.mountpoint, e))?;
+    let unmounter = session.unmount_callable();
+    let session = session.spawn().map_err(|e| local(&opts.mountpoint, e))?;
+    tracing::info!(remote = %dir, mountpoint = %opts.mountpoint.display(), user = %me.name, "mounted");
+    Ok(Mounted { inner, session: Some(session), unmounter, subscription })
+}

@@ -1,0 +1,105 @@
+//! Metadata calls from the mount: counted per kind, bounded, retried while
+//! the meta server is unreachable, and tagged with a cache [`Ticket`] when
+//! the reply came over the connection that holds the callback subscription.
+//!
+//! Bounds: one round trip may take [`MountOptions::call_timeout`]; a request
+//! that changes nothing is retried (re-dialling) until
+//! [`MountOptions::timeout`] has passed since the operation started, then it
+//! fails (EIO). A mutation is retried only if it could not have been sent.
+
+use super::cache::{Cache, Ticket};
+use super::options::MountOptions;
+use crate::counters::Counters;
+use crate::error::ClientError;
+use fs_proto::meta::{MetaCall, MetaRequest, MetaResponse};
+use fs_proto::rpc::{call, CallError, Dialer, PeerAddr};
+use fs_proto::Cred;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The mount's metadata caller.
+#[derive(Clone)]
+pub struct Remote {
+    dialer: Dialer,
+    peer: PeerAddr,
+    counters: Arc<Counters>,
+    cache: Arc<Cache>,
+    call_timeout: Duration,
+    timeout: Duration,
+}
+
+impl Remote {
+    /// A caller of `peer` through `dialer`.
+    pub fn new(dialer: Dialer, peer: PeerAddr, counters: Arc<Counters>, cache: Arc<Cache>, o: &MountOptions) -> Self {
+        Remote { dialer, peer, counters, cache, call_timeout: o.call_timeout, timeout: o.timeout }
+    }
+
+    /// The meta server.
+    pub fn peer(&self) -> &PeerAddr {
+        &self.peer
+    }
+
+    /// The dialer (shared with the data path and the subscription).
+    pub fn dialer(&self) -> &Dialer {
+        &self.dialer
+    }
+
+    /// The bound of one operation.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Send `req` as `cred`; the reply and, if it may be cached, its ticket.
+    pub async fn call(
+        &self,
+        cred: Option<&Cred>,
+        req: MetaRequest,
+    ) -> Result<(MetaResponse, Option<Ticket>), ClientError> {
+        let (r, t) = self.call_t(cred, req).await;
+        r.map(|r| (r, t))
+    }
+
+    /// Like [`Self::call`], with the ticket also for a remote error (a
+    /// missing name may be cached as absent).
+    pub async fn call_t(
+        &self,
+        cred: Option<&Cred>,
+        req: MetaRequest,
+    ) -> (Result<MetaResponse, ClientError>, Option<Ticket>) {
+        let kind = req.kind();
+        let mutation = req.is_mutation();
+        let msg = MetaCall { cred: cred.cloned(), req };
+        let deadline = Instant::now() + self.timeout;
+        let span = tracing::debug_span!("meta", kind);
+        let _e = span.enter();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ticket = self.cache.ticket();
+            let attempt = async {
+                let conn = self.dialer.connect(&self.peer).await?;
+                self.counters.bump(kind);
+                let t = ticket.filter(|t| t.conn == conn.stable_id());
+                let r = call::<_, MetaResponse>(&conn, &self.peer.name, &msg, self.call_timeout.min(left)).await;
+                Ok::<_, CallError>((r, t))
+            };
+            let err = match tokio::time::timeout(left, attempt).await {
+                Ok(Ok((Ok(r), t))) => return (Ok(r), t),
+                Ok(Ok((Err(CallError::Remote(e)), t))) => return (Err(ClientError::Call(CallError::Remote(e))), t),
+                Ok(Ok((Err(e), _))) | Ok(Err(e)) => e,
+                Err(_) => CallError::Timeout { peer: self.peer.name.clone(), secs: self.timeout.as_secs() },
+            };
+            let unsent = matches!(err, CallError::Connect { .. });
+            if !unsent {
+                // The connection may be dead without knowing it yet: dial anew.
+                self.dialer.forget(&self.peer).await;
+            }
+            if (mutation && !unsent) || Instant::now() + pause >= deadline {
+                tracing::debug!(kind, "meta call failed: {err}");
+                return (Err(ClientError::Call(err)), None);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! The mount's callback subscription: one long-lived stream on the
+//! connection to the meta server that carries invalidations, re-opened
+//! after the connection or the meta server goes away. While it is down,
+//! nothing is cached (see [`super::cache`]).
+
+use super::cache::Cache;
+use super::notify::KernelNotes;
+use super::remote::Remote;
+use crate::counters::Counters;
+use fs_proto::callback::CallbackFrame;
+use fs_proto::frame::{read_msg, write_msg};
+use fs_proto::meta::{MetaCall, MetaRequest};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{debug, info};
+
+/// How long the meta server may take to accept a subscription.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Keep a subscription open until the task is aborted.
+pub async fn run(remote: Remote, cache: Arc<Cache>, notes: KernelNotes, counters: Arc<Counters>) {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match subscribe_once(&remote, &cache, &notes, &counters).await {
+            Ok(()) => pause = Duration::from_millis(100),
+            Err(e) => debug!("callback subscription: {e}"),
+        }
+        if cache.is_live() {
+            info!("callback subscription lost; cache dropped until it is back");
+        }
+        cache.lost();
+        notes.send(&[fs_proto::callback::Invalidation::Reset]);
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn subscribe_once(
+    remote: &Remote,
+    cache: &Cache,
+    notes: &KernelNotes,
+    counters: &Counters,
+) -> Result<(), String> {
+    let conn = remote.dialer().connect(remote.peer()).await.map_err(|e| e.to_string())?;
+    counters.bump("subscribe");
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    write_msg(&mut send, &MetaCall { cred: None, req: MetaRequest::Subscribe }).await.map_err(|e| e.to_string())?;
+    let _ = send.finish();
+    let first = tokio::time::timeout(SUBSCRIBE_TIMEOUT, read_msg::<CallbackFrame>(&mut recv))
+        .await
+        .map_err(|_| "no answer to subscribe".to_string())?
+        .map_err(|e| e.to_string())?;
+    let CallbackFrame::Subscribed { lease_ms } = first else {
+        return Err(format!("unexpected first frame {first:?}"));
+    };
+    cache.subscribed(conn.stable_id(), Duration::from_millis(lease_ms));
+    info!(lease_ms, "callback subscription active");
+    loop {
+        match read_msg::<CallbackFrame>(&mut recv).await {
+            Ok(CallbackFrame::Invalidate(list)) => {
+                debug!(n = list.len(), "invalidations");
+                cache.apply(&list);
+                notes.send(&list);
+            }
+            Ok(other) => return Err(format!("unexpected frame {other:?}")),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}

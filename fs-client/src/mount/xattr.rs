@@ -1,0 +1,98 @@
+//! Extended attributes (cached under the inode's lease, absent ones too)
+//! and file system statistics.
+//!
+//! The `system.` namespace (POSIX ACLs) is not supported by the meta server;
+//! the mount answers it locally with `EOPNOTSUPP`, the same answer, so that
+//! `ls -l` probing for ACLs costs no round trip.
+
+use super::fs::{errno, unexpected, Inner, Op};
+use fs_proto::meta::{MetaRequest, MetaResponse, StatFs, XattrFlags};
+use fs_proto::{Cred, ErrorCode, Ino};
+use fuser::Errno;
+
+impl Inner {
+    /// Read an extended attribute.
+    pub async fn getxattr(&self, cred: Option<&Cred>, ino: Ino, name: &str) -> Op<Vec<u8>> {
+        if name.starts_with("system.") {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        // Values are cached only for the certificate's own user: another
+        // caller may not be allowed to read them.
+        if cred.is_none() {
+            if let Some((v, _)) = self.cache.xattr(ino, name) {
+                return v.ok_or(Errno::NO_XATTR);
+            }
+        }
+        match self.remote.call_t(cred, MetaRequest::GetXattr { ino, name: name.to_string() }).await {
+            (Ok(MetaResponse::Xattr(v)), t) => {
+                if cred.is_none() {
+                    self.cache.put_xattr(t, ino, name, Some(v.clone()));
+                }
+                Ok(v)
+            }
+            (Ok(other), _) => Err(unexpected(other)),
+            (Err(e), t) => {
+                if e.code() == Some(ErrorCode::NoAttr) && cred.is_none() {
+                    self.cache.put_xattr(t, ino, name, None);
+                }
+                Err(errno(&e))
+            }
+        }
+    }
+
+    /// List extended attribute names, as the NUL-separated list FUSE wants.
+    pub async fn listxattr(&self, cred: Option<&Cred>, ino: Ino) -> Op<Vec<u8>> {
+        let names = match self.cache.xattr_list(ino) {
+            Some((n, _)) => n,
+            None => match self.call(cred, MetaRequest::ListXattr { ino }).await? {
+                (MetaResponse::XattrNames(n), t) => {
+                    self.cache.put_xattr_list(t, ino, &n);
+                    n
+                }
+                (other, _) => return Err(unexpected(other)),
+            },
+        };
+        let mut out = Vec::new();
+        for n in names {
+            out.extend_from_slice(n.as_bytes());
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    /// Set an extended attribute (`flags`: XATTR_CREATE / XATTR_REPLACE).
+    pub async fn setxattr(&self, cred: Option<&Cred>, ino: Ino, name: &str, value: &[u8], flags: i32) -> Op<()> {
+        if name.starts_with("system.") {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        let flags = XattrFlags { create: flags & libc::XATTR_CREATE != 0, replace: flags & libc::XATTR_REPLACE != 0 };
+        let req = MetaRequest::SetXattr { ino, name: name.to_string(), value: value.to_vec(), flags };
+        let r = self.call(cred, req).await;
+        self.cache.forget_attr(ino);
+        match r? {
+            (MetaResponse::Done, _) => Ok(()),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Remove an extended attribute.
+    pub async fn removexattr(&self, cred: Option<&Cred>, ino: Ino, name: &str) -> Op<()> {
+        if name.starts_with("system.") {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        let r = self.call(cred, MetaRequest::RemoveXattr { ino, name: name.to_string() }).await;
+        self.cache.forget_attr(ino);
+        match r? {
+            (MetaResponse::Done, _) => Ok(()),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// Capacity totals of the live file servers.
+    pub async fn statfs(&self) -> Op<StatFs> {
+        match self.call(None, MetaRequest::StatFs).await? {
+            (MetaResponse::StatFs(s), _) => Ok(s),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+}

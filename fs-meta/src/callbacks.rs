@@ -1,0 +1,303 @@
+//! Callbacks: which caching sessions hold leases on which inodes, and
+//! pushing invalidations to them when those inodes change.
+//!
+//! A *session* is one subscription on one QUIC connection (see
+//! [`fs_proto::callback`]). Every successful reply to a session grants it a
+//! lease of [`Callbacks::lease`] on the inodes the reply described
+//! ([`lease_keys`]); a change to an inode ([`invalidations`]) is pushed to
+//! every other session holding an unexpired lease on it.
+//!
+//! Ordering: reads take the read side of `order` across handling and lease
+//! registration; mutations take the write side across computing what they
+//! change, handling, and choosing whom to tell. So a mutation either
+//! precedes a read entirely (the read sees the new state) or follows its
+//! lease registration (the reader is told). Mutations are serialised by the
+//! namespace lock anyway, so the write side costs no parallelism.
+//!
+//! Memory is bounded: a session may hold [`MAX_LEASES_PER_SESSION`] leases
+//! and have [`QUEUE_DEPTH`] batches waiting; beyond either it is dropped (its
+//! stream ends, the client forgets its cache and subscribes again). Expired
+//! leases and those of dropped sessions are swept every [`SWEEP_EVERY`].
+
+use crate::namespace::Namespace;
+use crate::perm::Caller;
+use crate::service::MetaService;
+use fs_proto::callback::Invalidation;
+use fs_proto::meta::{MetaCall, MetaReply, MetaRequest, MetaResponse};
+use fs_proto::{ErrorCode, Identity, Ino};
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Identifies one subscription (0: none).
+pub type SessionId = u64;
+
+/// Most leases one session may hold before it is dropped.
+pub const MAX_LEASES_PER_SESSION: usize = 1_000_000;
+/// Batches of invalidations that may wait for one session's stream.
+pub const QUEUE_DEPTH: usize = 4096;
+/// How often expired leases are swept.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Invalidations to deliver once the change is durable.
+#[derive(Default)]
+pub struct Pending(Vec<(mpsc::Sender<Vec<Invalidation>>, SessionId, Vec<Invalidation>)>);
+
+struct Session {
+    tx: mpsc::Sender<Vec<Invalidation>>,
+    leases: usize,
+}
+
+#[derive(Default)]
+struct State {
+    next_id: SessionId,
+    sessions: HashMap<SessionId, Session>,
+    holders: HashMap<Ino, HashMap<SessionId, Instant>>,
+    last_sweep: Option<Instant>,
+}
+
+/// The lease table and the subscriptions.
+pub struct Callbacks {
+    lease: Duration,
+    order: RwLock<()>,
+    state: Mutex<State>,
+}
+
+fn root() -> Caller {
+    Caller { name: "callbacks".into(), uid: 0, gid: 0, groups: Vec::new() }
+}
+
+impl Callbacks {
+    /// A table granting leases of `lease`.
+    pub fn new(lease: Duration) -> Self {
+        Callbacks { lease, order: RwLock::new(()), state: Mutex::new(State { next_id: 1, ..Default::default() }) }
+    }
+
+    /// How long a lease lasts.
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Start a session; invalidations for it arrive on the receiver.
+    pub fn subscribe(&self) -> (SessionId, mpsc::Receiver<Vec<Invalidation>>) {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let mut st = self.state();
+        let id = st.next_id;
+        st.next_id += 1;
+        st.sessions.insert(id, Session { tx, leases: 0 });
+        (id, rx)
+    }
+
+    /// End a session (its leases are swept later).
+    pub fn unsubscribe(&self, id: SessionId) {
+        self.state().sessions.remove(&id);
+    }
+
+    /// Number of live sessions.
+    pub fn sessions(&self) -> usize {
+        self.state().sessions.len()
+    }
+
+    /// Number of unexpired leases held by live sessions.
+    pub fn leases(&self) -> usize {
+        let st = self.state();
+        st.sessions.values().map(|s| s.leases).sum()
+    }
+
+    /// Handle one call for `session` (0: the caller does not cache),
+    /// registering leases and computing whom to tell about changes.
+    pub fn handle(&self, svc: &MetaService, id: &Identity, session: SessionId, call: MetaCall) -> (MetaReply, Pending) {
+        if !call.req.is_mutation() {
+            let _read = self.order.read().unwrap_or_else(|p| p.into_inner());
+            let keys = if session != 0 { Some(call.req.clone()) } else { None };
+            let reply = svc.handle(id, call);
+            if let Some(req) = keys {
+                self.grant(session, &lease_keys(&req, &reply));
+            }
+            return (reply, Pending::default());
+        }
+        let _write = self.order.write().unwrap_or_else(|p| p.into_inner());
+        let changes = invalidations(&svc.ns, &call.req);
+        let req = call.req.clone();
+        let reply = svc.handle(id, call);
+        let changes = succeeded(changes, &reply);
+        if session != 0 {
+            self.grant(session, &lease_keys(&req, &reply));
+        }
+        let pending = self.route(session, changes);
+        (reply, pending)
+    }
+
+    fn grant(&self, session: SessionId, inos: &[Ino]) {
+        if inos.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let until = now + self.lease;
+        let mut st = self.state();
+        if !st.sessions.contains_key(&session) {
+            return;
+        }
+        let mut added = 0;
+        for &ino in inos {
+            if st.holders.entry(ino).or_default().insert(session, until).is_none() {
+                added += 1;
+            }
+        }
+        let drop_it = match st.sessions.get_mut(&session) {
+            Some(s) => {
+                s.leases += added;
+                s.leases > MAX_LEASES_PER_SESSION
+            }
+            None => false,
+        };
+        if drop_it {
+            tracing::warn!(session, "session holds too many leases; dropping it (the client will resubscribe)");
+            st.sessions.remove(&session);
+        }
+        if st.last_sweep.is_none_or(|t| now.duration_since(t) >= SWEEP_EVERY) {
+            sweep(&mut st, now);
+        }
+    }
+
+    fn route(&self, origin: SessionId, changes: Vec<Invalidation>) -> Pending {
+        if changes.is_empty() {
+            return Pending::default();
+        }
+        let now = Instant::now();
+        let st = self.state();
+        let mut per: HashMap<SessionId, Vec<Invalidation>> = HashMap::new();
+        for change in changes {
+            let Some(key) = change.lease_key() else { continue };
+            let Some(holders) = st.holders.get(&key) else { continue };
+            for (&sid, &until) in holders {
+                if sid != origin && until > now && st.sessions.contains_key(&sid) {
+                    per.entry(sid).or_default().push(change.clone());
+                }
+            }
+        }
+        Pending(
+            per.into_iter()
+                .filter_map(|(sid, list)| st.sessions.get(&sid).map(|s| (s.tx.clone(), sid, list)))
+                .collect(),
+        )
+    }
+
+    /// Deliver invalidations; a session whose queue is full is dropped.
+    pub fn push(&self, pending: Pending) {
+        for (tx, sid, list) in pending.0 {
+            if tx.try_send(list).is_err() {
+                tracing::warn!(session = sid, "session does not keep up with invalidations; dropping it");
+                self.unsubscribe(sid);
+            }
+        }
+    }
+}
+
+fn sweep(st: &mut State, now: Instant) {
+    st.last_sweep = Some(now);
+    let State { sessions, holders, .. } = st;
+    for s in sessions.values_mut() {
+        s.leases = 0;
+    }
+    holders.retain(|_, h| {
+        h.retain(|sid, until| *until > now && sessions.contains_key(sid));
+        for sid in h.keys() {
+            if let Some(s) = sessions.get_mut(sid) {
+                s.leases += 1;
+            }
+        }
+        !h.is_empty()
+    });
+}
+
+/// The inodes a reply described, on which the caller now holds a lease.
+pub fn lease_keys(req: &MetaRequest, reply: &MetaReply) -> Vec<Ino> {
+    use MetaRequest as Q;
+    use MetaResponse as A;
+    let mut out = Vec::new();
+    match (req, reply) {
+        (Q::Batch(reqs), Ok(A::Batch(replies))) => {
+            for (q, a) in reqs.iter().zip(replies) {
+                out.extend(lease_keys(q, a));
+            }
+        }
+        // A missing name is cached too (negative entry) under the directory.
+        (Q::Lookup { parent, .. }, Err(e)) if e.code == ErrorCode::NotFound => out.push(*parent),
+        (Q::GetXattr { ino, .. }, Err(e)) if e.code == ErrorCode::NoAttr => out.push(*ino),
+        (_, Err(_)) => {}
+        (Q::ReadDir { ino, .. }, Ok(A::Entries { entries, .. })) => {
+            out.push(*ino);
+            out.extend(entries.iter().filter(|e| e.attr.is_some()).map(|e| e.ino));
+        }
+        (Q::Lookup { parent, .. }, Ok(A::Attr(a)))
+        | (Q::Create { parent, .. }, Ok(A::Attr(a)))
+        | (Q::Mkdir { parent, .. }, Ok(A::Attr(a)))
+        | (Q::Symlink { parent, .. }, Ok(A::Attr(a))) => out.extend([*parent, a.ino]),
+        (Q::Link { new_parent, .. }, Ok(A::Attr(a))) => out.extend([*new_parent, a.ino]),
+        (_, Ok(A::Attr(a))) => out.push(a.ino),
+        (Q::OpenRead { ino }, Ok(A::Read(g))) => out.extend([*ino, g.attr.ino]),
+        (Q::ReadLink { ino }, Ok(_)) | (Q::GetXattr { ino, .. }, Ok(_)) | (Q::ListXattr { ino }, Ok(_)) => {
+            out.push(*ino)
+        }
+        _ => {}
+    }
+    out
+}
+
+/// What a mutation will change, computed before it runs (so the inodes that
+/// names pointed to are still known). Requests that change attributes or
+/// directory entries must be listed here; any other request changes nothing
+/// a client caches.
+pub fn invalidations(ns: &Namespace, req: &MetaRequest) -> Vec<Invalidation> {
+    use Invalidation::{Attr, Entry};
+    use MetaRequest as Q;
+    let child = |parent: Ino, name: &str| ns.lookup(&root(), parent, name).ok().map(|a| Attr { ino: a.ino });
+    match req {
+        Q::Create { parent, name, .. } | Q::Mkdir { parent, name, .. } | Q::Symlink { parent, name, .. } => {
+            vec![Entry { parent: *parent, name: name.clone() }, Attr { ino: *parent }]
+        }
+        Q::Link { ino, new_parent, new_name } => {
+            vec![Entry { parent: *new_parent, name: new_name.clone() }, Attr { ino: *new_parent }, Attr { ino: *ino }]
+        }
+        Q::Unlink { parent, name } | Q::Rmdir { parent, name } => {
+            let mut v = vec![Entry { parent: *parent, name: name.clone() }, Attr { ino: *parent }];
+            v.extend(child(*parent, name));
+            v
+        }
+        Q::Rename { parent, name, new_parent, new_name, .. } => {
+            let mut v = vec![
+                Entry { parent: *parent, name: name.clone() },
+                Entry { parent: *new_parent, name: new_name.clone() },
+                Attr { ino: *parent },
+                Attr { ino: *new_parent },
+            ];
+            v.extend(child(*parent, name));
+            v.extend(child(*new_parent, new_name));
+            v
+        }
+        Q::SetAttr { ino, .. }
+        | Q::SetXattr { ino, .. }
+        | Q::RemoveXattr { ino, .. }
+        | Q::SetNcopy { ino, .. } => vec![Attr { ino: *ino }],
+        Q::RegisterReplica { cap, .. } => cap.peek().map(|c| vec![Attr { ino: c.ino }]).unwrap_or_default(),
+        Q::Batch(reqs) => reqs.iter().flat_map(|r| invalidations(ns, r)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Keep the changes of a request only if it succeeded (a batch is kept
+/// whole when any part succeeded: extra invalidations are harmless).
+fn succeeded(changes: Vec<Invalidation>, reply: &MetaReply) -> Vec<Invalidation> {
+    match reply {
+        Ok(MetaResponse::Batch(rs)) if rs.iter().all(|r| r.is_err()) => Vec::new(),
+        Ok(_) => changes,
+        Err(_) => Vec::new(),
+    }
+}
+
