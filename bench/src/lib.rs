@@ -8,3 +8,4 @@
 
 pub mod putget;
 pub mod wan;
+pub mod wanfed;

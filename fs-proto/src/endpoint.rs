@@ -292,6 +292,22 @@ pub fn client_endpoint(bind: SocketAddr, id: &TlsIdentity, tuning: &Tuning) -> R
     Ok(ep)
 }
 
+/// A dial-only endpoint on a socket the caller made: e.g. one bound inside
+/// another network namespace (a test site), which stays there for good.
+pub fn client_endpoint_on(
+    socket: std::net::UdpSocket,
+    id: &TlsIdentity,
+    tuning: &Tuning,
+) -> Result<Endpoint, EndpointError> {
+    let addr = socket.local_addr().map_err(|source| EndpointError::Bind { addr: SocketAddr::from(([0, 0, 0, 0], 0)), source })?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| EndpointError::QuicCrypto("no async runtime to drive the endpoint".into()))?;
+    let mut ep = Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
+        .map_err(|source| EndpointError::Bind { addr, source })?;
+    ep.set_default_client_config(client_config(id, tuning)?);
+    Ok(ep)
+}
+
 /// The verified identity and certificate of the peer of a connection.
 pub fn peer_identity(conn: &quinn::Connection) -> Result<(Identity, CertificateDer<'static>), EndpointError> {
     let any = conn.peer_identity().ok_or_else(|| EndpointError::Peer("peer presented no certificate".into()))?;

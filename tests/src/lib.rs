@@ -34,6 +34,28 @@ pub async fn with_timeout<T>(secs: u64, f: impl Future<Output = T>) -> T {
     }
 }
 
+/// Whether a gated test tier runs: its environment variable is set (and we
+/// are root when `needs_root`). Otherwise print why it is skipped; under
+/// `RENKEI_TEST_STRICT=1` (the project's test command) a skip is a failure.
+pub fn tier_enabled(var: &str, needs_root: bool) -> bool {
+    let strict = std::env::var_os("RENKEI_TEST_STRICT").is_some();
+    let why = if std::env::var_os(var).is_none() {
+        Some(format!("{var} is not set"))
+    } else if needs_root && unsafe { libc::geteuid() } != 0 {
+        Some("not running as root".to_string())
+    } else {
+        None
+    };
+    match why {
+        None => true,
+        Some(why) if strict => panic!("test tier {var} cannot run: {why} (RENKEI_TEST_STRICT=1)"),
+        Some(why) => {
+            eprintln!("skipping: {why} (set {var}=1 and run as root to run this tier)");
+            false
+        }
+    }
+}
+
 /// Deterministic pseudo-random bytes (xorshift), for test files.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

@@ -1,0 +1,198 @@
+//! A renkei federation of real processes at emulated sites: the meta server
+//! in one site's network namespace, file servers in others, all joined by
+//! the [`crate::wan`] emulator, and in-process clients whose sockets live in
+//! a chosen site. Used by WAN tests and benchmarks.
+
+use crate::wan::Wan;
+use anyhow::Context;
+use fs_client::{Client, ClientConfig};
+use fs_proto::endpoint::{client_endpoint_on, TlsFiles, TlsIdentity, Tuning};
+use fs_proto::identity::{CaDir, IssueRequest, Role};
+use fs_proto::rpc::PeerAddr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+/// UDP port of the meta server inside its site.
+pub const META_PORT: u16 = 7470;
+/// UDP port of a file server inside its site.
+pub const SERVER_PORT: u16 = 7471;
+
+/// Where the processes go.
+#[derive(Debug, Clone)]
+pub struct WanFedSpec {
+    /// Site of the meta server.
+    pub meta_site: String,
+    /// Sites that get a file server each (may include the meta site).
+    pub server_sites: Vec<String>,
+    /// Directory of renkei-meta and renkei-server.
+    pub bin_dir: PathBuf,
+    /// Heartbeat interval of the servers (ms).
+    pub heartbeat_ms: u64,
+}
+
+/// The running federation. Dropping it kills its processes (and the
+/// emulator's own teardown removes the sites).
+pub struct WanFederation {
+    dir: tempfile::TempDir,
+    ca: CaDir,
+    meta: PeerAddr,
+    children: Vec<(String, Child)>,
+    spec: WanFedSpec,
+}
+
+fn pop_name(site: &str) -> String {
+    format!("pop-{site}")
+}
+
+impl WanFederation {
+    /// Write certificates and configs and start the processes in their sites.
+    pub fn start(wan: &Wan, spec: WanFedSpec) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let ca = CaDir::new(dir.path().join("ca"));
+        ca.init("wan-test")?;
+        let issue = |name: &str, role: Role, site: Option<&str>| -> anyhow::Result<TlsFiles> {
+            let f = ca.issue(&IssueRequest {
+                name: name.into(),
+                role,
+                site: site.map(str::to_string),
+                not_before: None,
+                valid_days: 7,
+            })?;
+            Ok(TlsFiles { ca: ca.cert_path(), cert: f.cert, key: f.key })
+        };
+        let meta_ip: Ipv4Addr = wan.addr_of(&spec.meta_site)?;
+        let meta = PeerAddr { addr: SocketAddr::from((meta_ip, META_PORT)), name: "meta".into() };
+        let logs = dir.path().join("logs");
+        std::fs::create_dir_all(&logs)?;
+        let mut children = Vec::new();
+
+        let tls = issue("meta", Role::Host, Some(&spec.meta_site))?;
+        let meta_cfg = dir.path().join("meta.toml");
+        std::fs::write(
+            &meta_cfg,
+            format!(
+                "listen = \"{}\"\ndb = \"{}\"\nhost_timeout_ms = {}\n\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                meta.addr,
+                dir.path().join("meta.db").display(),
+                spec.heartbeat_ms * 5,
+                tls.ca.display(),
+                tls.cert.display(),
+                tls.key.display()
+            ),
+        )?;
+        children.push(("meta".to_string(), spawn(wan, &spec.meta_site, &spec.bin_dir.join("renkei-meta"), &meta_cfg, &logs, "meta")?));
+
+        for site in &spec.server_sites {
+            let name = pop_name(site);
+            let tls = issue(&name, Role::Host, Some(site))?;
+            let addr = SocketAddr::from((wan.addr_of(site)?, SERVER_PORT));
+            let cfg = dir.path().join(format!("{name}.toml"));
+            std::fs::write(
+                &cfg,
+                format!(
+                    "listen = \"{addr}\"\nspool = \"{}\"\nheartbeat_ms = {}\n\n[meta]\naddr = \"{}\"\nname = \"meta\"\n\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                    dir.path().join("spool").join(&name).display(),
+                    spec.heartbeat_ms,
+                    meta.addr,
+                    tls.ca.display(),
+                    tls.cert.display(),
+                    tls.key.display()
+                ),
+            )?;
+            children.push((name.clone(), spawn(wan, site, &spec.bin_dir.join("renkei-server"), &cfg, &logs, &name)?));
+        }
+        Ok(WanFederation { dir, ca, meta, children, spec })
+    }
+
+    /// The scratch directory (certificates, configs, spools, logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Host name of the file server at `site`.
+    pub fn server_name(site: &str) -> String {
+        pop_name(site)
+    }
+
+    /// A client configuration for `user` at `site`, written to a file too
+    /// (for running the CLI inside the site); returns (config, path).
+    pub fn client_config(&self, site: &str, user: &str) -> anyhow::Result<(ClientConfig, PathBuf)> {
+        let paths = self.ca.issued_paths(Role::User, user);
+        let files = if paths.cert.exists() {
+            TlsFiles { ca: self.ca.cert_path(), cert: paths.cert, key: paths.key }
+        } else {
+            let f = self.ca.issue(&IssueRequest { name: user.into(), role: Role::User, site: None, not_before: None, valid_days: 7 })?;
+            TlsFiles { ca: self.ca.cert_path(), cert: f.cert, key: f.key }
+        };
+        let cfg = ClientConfig::new(self.meta.clone(), site.to_string(), files);
+        let path = self.dir().join(format!("client-{site}-{user}.toml"));
+        std::fs::write(&path, toml::to_string(&cfg)?)?;
+        Ok((cfg, path))
+    }
+
+    /// An in-process client whose socket lives in `site`.
+    pub async fn client(&self, wan: &Wan, site: &str, user: &str) -> anyhow::Result<Client> {
+        let (cfg, _) = self.client_config(site, user)?;
+        let tls = TlsIdentity::load(&cfg.tls)?;
+        let site_h = wan.site(site)?;
+        let ip = site_h.addr();
+        let socket = site_h.run_in(move || std::net::UdpSocket::bind((ip, 0)))?;
+        let ep = client_endpoint_on(socket, &tls, &Tuning::default())?;
+        Ok(Client::with_endpoint(cfg, tls.identity, ep))
+    }
+
+    /// Wait until every file server is alive (as seen from `site`).
+    pub async fn wait_alive(&self, wan: &Wan, site: &str, bound: Duration) -> anyhow::Result<()> {
+        let c = self.client(wan, site, "harness").await?;
+        let want: Vec<String> = self.spec.server_sites.iter().map(|s| pop_name(s)).collect();
+        let start = Instant::now();
+        let mut last = String::new();
+        while start.elapsed() < bound {
+            match c.hosts().await {
+                Ok(h) => {
+                    let alive: Vec<&str> = h.iter().filter(|h| h.alive).map(|h| h.host.as_str()).collect();
+                    if want.iter().all(|w| alive.contains(&w.as_str())) {
+                        return Ok(());
+                    }
+                    last = format!("alive: {alive:?}");
+                }
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        anyhow::bail!("federation not up within {bound:?} ({last}); logs in {}", self.dir().join("logs").display())
+    }
+
+    /// The log of a process.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir().join("logs").join(format!("{name}.log"))).unwrap_or_default()
+    }
+}
+
+fn spawn(wan: &Wan, site: &str, bin: &Path, cfg: &Path, logs: &Path, name: &str) -> anyhow::Result<Child> {
+    anyhow::ensure!(bin.exists(), "{} missing: build the binaries first", bin.display());
+    let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
+    let child = wan
+        .site(site)?
+        .command(bin)
+        .arg("--config")
+        .arg(cfg)
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,quinn=warn".into()))
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {name} in site {site}"))?;
+    Ok(child)
+}
+
+impl Drop for WanFederation {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
