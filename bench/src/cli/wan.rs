@@ -36,6 +36,13 @@ enum WanCommand {
     Sweep,
     /// Print a topology (a preset or a file) as a table, or as TOML with `--toml`, without running it.
     Show(ShowArgs),
+    /// Measure the emulator's own forwarding limit: one iperf3 TCP stream
+    /// through an unlimited, zero-delay link at MTU 1500, 9000 and 65535.
+    Limit {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 10)]
+        secs: u32,
+    },
     /// The daemon itself (started by `up`).
     #[command(hide = true)]
     Serve(ServeArgs),
@@ -178,6 +185,12 @@ pub fn run(args: WanArgs) -> anyhow::Result<()> {
                 print!("{}", topo.to_toml_string()?);
             } else {
                 print!("{}", describe(&topo)?);
+            }
+            Ok(())
+        }
+        WanCommand::Limit { secs } => {
+            for (mtu, bps) in bench::wan::iperf::forwarding_limit(&[1500, 9000, 65535], secs)? {
+                println!("MTU {mtu:>5}: {:.2} Gbit/s (one TCP stream, no delay, no rate limit)", bps / 1e9);
             }
             Ok(())
         }

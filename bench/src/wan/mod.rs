@@ -12,8 +12,10 @@
 //! - [`netns`]: namespaces; [`site`]: launching processes in a site; [`sweep`]: run locks and
 //!   cleanup of dead runs; [`testbed`]: [`Wan`], which ties them together.
 //! - [`state`]: the files of the `wan up` daemon.
+//! - [`iperf`]: TCP throughput between sites, and the emulator's own limit.
 
 pub mod error;
+pub mod iperf;
 pub mod link;
 pub mod netns;
 pub mod preset;

@@ -82,24 +82,6 @@ fn asymmetric_rates_differ_by_direction() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Not an acceptance test: measures the emulator's own forwarding limit (one TCP stream, no delay,
-/// no rate limit) at several MTUs, for bench/README.md. Run it on an idle machine with
-/// `RENKEI_TEST_NETNS=1 cargo test --release -p bench --test wan -- --ignored emulator_limit --nocapture`.
-#[test]
-#[ignore = "measurement for bench/README.md, not a check"]
-fn emulator_limit() -> anyhow::Result<()> {
-    let Some(_serial) = gate("emulator_limit") else { return Ok(()) };
-    for mtu in [1500, 9000, 65535] {
-        let mut topo = preset::pair(0.0, None, 0.0)?;
-        topo.mtu = mtu;
-        let wan = Wan::start(topo)?;
-        let bps = iperf3_bps(&wan, "a", "b", 10, false)?;
-        eprintln!("emulator limit at MTU {mtu}: {:.2} Gbit/s of TCP (one iperf3 stream)", bps / 1e9);
-        assert!(bps > 0.0);
-    }
-    Ok(())
-}
-
 #[test]
 fn sockets_made_in_a_site_cross_the_emulated_link() -> anyhow::Result<()> {
     let Some(_serial) = gate("sockets_made_in_a_site_cross_the_emulated_link") else { return Ok(()) };

@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bench::wan::{Site, Wan};
+use bench::wan::Site;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -92,35 +92,7 @@ pub fn ping_counts(from: &Site, to: &Site, count: u32, interval: Duration) -> an
     Ok((num(" packets transmitted")?, num(" received")?))
 }
 
-/// TCP throughput from `client` to `server` measured by iperf3 (bits per second at the receiver).
-/// `reverse` makes the server send.
-pub fn iperf3_bps(wan: &Wan, client: &str, server: &str, secs: u32, reverse: bool) -> anyhow::Result<f64> {
-    let (c, s) = (wan.site(client)?, wan.site(server)?);
-    let mut srv = s.command("iperf3");
-    srv.args(["-s", "-1", "-B", &s.addr().to_string()]);
-    srv.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-    let mut srv = srv.spawn().context("starting iperf3 server")?;
-    let mut result = None;
-    // The server needs a moment to listen; retry the client a few times.
-    for _ in 0..20 {
-        std::thread::sleep(Duration::from_millis(100));
-        let mut cli = c.command("iperf3");
-        cli.args(["-c", &s.addr().to_string(), "-t", &secs.to_string(), "-O", "1", "-J"]);
-        if reverse {
-            cli.arg("-R");
-        }
-        let out = cli.output().context("running iperf3 client")?;
-        if out.status.success() {
-            result = Some(out.stdout);
-            break;
-        }
-    }
-    let _ = srv.kill();
-    let _ = srv.wait();
-    let json = result.context("iperf3 client never connected")?;
-    let v: serde_json::Value = serde_json::from_slice(&json).context("iperf3 JSON")?;
-    v["end"]["sum_received"]["bits_per_second"].as_f64().context("no end.sum_received.bits_per_second")
-}
+pub use bench::wan::iperf::iperf3_bps;
 
 /// Whether `rel` is within `tol` (fraction) of `want`.
 pub fn within(got: f64, want: f64, tol: f64) -> bool {
