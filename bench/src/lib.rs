@@ -6,6 +6,7 @@
 //! - [`wan`]: the emulator library, used by `renkei-bench wan` and by the `tests` crate.
 //! - [`putget`]: one large file through `renkei put/get` beside `cp`.
 
+pub mod dataset;
 pub mod putget;
 pub mod wan;
 pub mod wanfed;

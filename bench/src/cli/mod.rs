@@ -1,5 +1,6 @@
 //! The subcommands of `renkei-bench`, one module each; this file only dispatches.
 
+pub mod dataset;
 pub mod putget;
 pub mod wan;
 pub mod wan_serve;
@@ -11,6 +12,8 @@ use clap::Subcommand;
 pub enum Command {
     /// Emulated multi-site WAN: network namespaces joined by a userspace router.
     Wan(wan::WanArgs),
+    /// Write the Montage-like dataset (6,756 files of 292 B..27 MB, mean ~2 MB, scaled).
+    Dataset(dataset::DatasetArgs),
     /// One large file through renkei put/get vs cp on the same disk (loopback federation).
     Putget(putget::PutGetArgs),
 }
@@ -20,5 +23,6 @@ pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Wan(args) => wan::run(args),
         Command::Putget(args) => putget::run_cli(args),
+        Command::Dataset(args) => dataset::run(args),
     }
 }
