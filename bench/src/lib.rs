@@ -9,4 +9,5 @@
 pub mod dataset;
 pub mod putget;
 pub mod wan;
+pub mod wan_transfer;
 pub mod wanfed;

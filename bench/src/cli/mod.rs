@@ -2,6 +2,7 @@
 
 pub mod dataset;
 pub mod putget;
+pub mod transfer;
 pub mod wan;
 pub mod wan_serve;
 
@@ -14,6 +15,8 @@ pub enum Command {
     Wan(wan::WanArgs),
     /// Write the Montage-like dataset (6,756 files of 292 B..27 MB, mean ~2 MB, scaled).
     Dataset(dataset::DatasetArgs),
+    /// One large file over an emulated long fat pipe (default 50 ms, 1 Gbit/s) vs the link rate.
+    Transfer(transfer::TransferArgs),
     /// One large file through renkei put/get vs cp on the same disk (loopback federation).
     Putget(putget::PutGetArgs),
 }
@@ -24,5 +27,6 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Wan(args) => wan::run(args),
         Command::Putget(args) => putget::run_cli(args),
         Command::Dataset(args) => dataset::run(args),
+        Command::Transfer(args) => transfer::run_cli(args),
     }
 }
