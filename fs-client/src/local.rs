@@ -7,7 +7,8 @@
 //! Layout of the directory: `ca/` (CA and certificates), `meta.toml`,
 //! `meta.db/`, `<server>.toml`, `spool/<server>/`, `client.toml` (a client
 //! at the first site) and `client-<site>.toml`, `logs/`, `run/*.pid`,
-//! `federation.json` (what was set up).
+//! `federation.json` (what was set up), and `vpe/` when the VM service is
+//! there too (see `local/vpe.rs`).
 
 use crate::config::ClientConfig;
 use crate::error::ClientError;
@@ -21,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 type Result<T> = std::result::Result<T, ClientError>;
+
+mod vpe;
 
 /// What to set up.
 #[derive(Debug, Clone)]
@@ -64,6 +67,9 @@ pub struct LocalState {
     pub user: String,
     /// Client config for the first site.
     pub client_config: PathBuf,
+    /// The status page (`http://127.0.0.1:PORT/`, metrics at `/metrics`).
+    #[serde(default)]
+    pub web: Option<String>,
 }
 
 fn local_err(p: &Path, e: std::io::Error) -> ClientError {
@@ -72,6 +78,11 @@ fn local_err(p: &Path, e: std::io::Error) -> ClientError {
 
 fn cfg_err(e: impl std::fmt::Display) -> ClientError {
     ClientError::Config(e.to_string())
+}
+
+fn free_tcp_port() -> Result<SocketAddr> {
+    let s = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| local_err(Path::new("tcp socket"), e))?;
+    s.local_addr().map_err(|e| local_err(Path::new("tcp socket"), e))
 }
 
 fn free_udp_port() -> Result<SocketAddr> {
@@ -128,7 +139,9 @@ fn create(spec: &LocalSpec) -> Result<LocalState> {
     let uid = unsafe { libc::getuid() };
     let gid = unsafe { libc::getgid() };
     let mut meta = fs_meta_config(dir, tls(&meta_files), meta_addr, &spec.user, uid, gid);
-    meta.push('\n');
+    // The status page and /metrics, on loopback only.
+    let web = free_tcp_port()?;
+    meta.push_str(&format!("\n[monitor]\nweb = \"{web}\"\n"));
     let meta_cfg = dir.join("meta.toml");
     std::fs::write(&meta_cfg, meta).map_err(|e| local_err(&meta_cfg, e))?;
     let mut procs = vec![LocalProc {
@@ -171,7 +184,11 @@ fn create(spec: &LocalSpec) -> Result<LocalState> {
             std::fs::write(&client_config, &text).map_err(|e| local_err(&client_config, e))?;
         }
     }
-    let state = LocalState { sites, procs, user: spec.user.clone(), client_config };
+    if vpe::available(&bin_dir(spec.bin_dir.as_deref())) {
+        vpe::create(dir, &ca, &sites, &mut procs, &meta_peer, &spec.user)?;
+    }
+    let web = Some(format!("http://{web}/"));
+    let state = LocalState { sites, procs, user: spec.user.clone(), client_config, web };
     let sp = state_path(dir);
     std::fs::write(&sp, serde_json::to_string_pretty(&state).map_err(cfg_err)?).map_err(|e| local_err(&sp, e))?;
     Ok(state)
@@ -225,7 +242,10 @@ pub fn start_proc(dir: &Path, p: &LocalProc, bins: &Path) -> Result<Option<i32>>
     if running_pid(&pf).is_some() {
         return Ok(None);
     }
-    let bin = bins.join(if p.role == "meta" { "renkei-meta" } else { "renkei-server" });
+    let (bin, subcommand) = match vpe::command(&p.role, bins) {
+        Some((bin, sub)) => (bin, Some(sub)),
+        None => (bins.join(if p.role == "meta" { "renkei-meta" } else { "renkei-server" }), None),
+    };
     if !bin.exists() {
         return Err(ClientError::Config(format!(
             "{} not found (build the workspace with `cargo build --release`, or set RENKEI_BIN_DIR)",
@@ -240,6 +260,7 @@ pub fn start_proc(dir: &Path, p: &LocalProc, bins: &Path) -> Result<Option<i32>>
         std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| local_err(&log_path, e))?;
     let log2 = log.try_clone().map_err(|e| local_err(&log_path, e))?;
     let child = std::process::Command::new(&bin)
+        .args(subcommand)
         .arg("--config")
         .arg(&p.config)
         .stdin(std::process::Stdio::null())
@@ -270,6 +291,7 @@ pub async fn up(spec: &LocalSpec, wait: Duration) -> Result<LocalState> {
         start_proc(&spec.dir, p, &bins)?;
     }
     wait_alive(&spec.dir, &state, wait).await?;
+    vpe::wait_ready(&state, &bins, wait).await?;
     Ok(state)
 }
 

@@ -23,6 +23,7 @@
 //! - [`identity`]: the federation CA and certificates.
 //! - [`endpoint`]: rustls + quinn configuration with WAN-sized windows.
 //! - [`rpc`]: connection cache and the request/reply exchange.
+//! - [`vpe`]: the VM service (users, manager, PoP agents).
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod callback;
@@ -37,6 +38,7 @@ pub mod rpc;
 pub mod server;
 pub mod types;
 pub mod version;
+pub mod vpe;
 
 pub use capability::{Access, Capability, CapabilitySigner, CapabilityVerifier, SignedCapability};
 pub use error::{ErrorCode, ProtoError, RemoteError};

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::command::kill_and_reap;
+use crate::command::{die_with_parent, kill_and_reap};
 
 /// What the kernel prints first on its console.
 const KERNEL_BANNER: &str = "Linux version";
@@ -113,7 +113,8 @@ fn probe_kvm(probe: &AccelProbe) -> (Accel, String) {
         Err(e) => return (Accel::Tcg, format!("cannot create a probe log: {e}")),
     };
     let start = Instant::now();
-    let child = Command::new(&probe.qemu)
+    let mut cmd = Command::new(&probe.qemu);
+    let child = die_with_parent(&mut cmd)
         .args(["-accel", "kvm", "-machine", "pc", "-m", "128", "-nodefaults", "-display", "none"])
         .args(["-monitor", "none", "-no-reboot", "-kernel"])
         .arg(&probe.kernel)

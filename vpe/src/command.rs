@@ -35,7 +35,8 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Output, CommandError>
     let mut err = tempfile::tempfile().map_err(io)?;
     cmd.stdin(Stdio::null()).stdout(out.try_clone().map_err(io)?).stderr(err.try_clone().map_err(io)?);
     debug!(?cmd, "running");
-    let mut child = cmd.spawn().map_err(|source| CommandError::Spawn { program: program.clone(), source })?;
+    let mut child =
+        die_with_parent(cmd).spawn().map_err(|source| CommandError::Spawn { program: program.clone(), source })?;
     let status = match wait_bounded(&mut child, timeout).map_err(io)? {
         Some(status) => status,
         None => return Err(CommandError::Timeout { program, timeout }),
@@ -67,6 +68,22 @@ pub fn wait_bounded(child: &mut Child, timeout: Duration) -> std::io::Result<Opt
             return Ok(None);
         }
         std::thread::sleep(POLL);
+    }
+}
+
+/// Makes the child of `cmd` die with the thread that spawns it, so a
+/// killed agent leaves no probe guest or qemu-img behind. The spawning
+/// thread must wait for the child (every caller here does).
+pub fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
     }
 }
 

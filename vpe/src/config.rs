@@ -66,6 +66,14 @@ pub struct HostConfig {
     /// How segments are realised here; unlisted segments are `isolated`.
     #[serde(default)]
     pub segments: BTreeMap<String, SegmentBacking>,
+    /// Names this PoP's isolated segment networks (`renkei-seg-<scope>:<segment>`)
+    /// when several PoPs share one libvirtd; empty for a PoP alone on its host.
+    #[serde(default)]
+    pub scope: String,
+    /// Where the KVM-or-TCG decision is cached (default `<state_dir>/accel.toml`).
+    /// PoPs on one host may share one file: the decision is the host's.
+    #[serde(default)]
+    pub accel_cache_file: Option<PathBuf>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -105,6 +113,8 @@ impl HostConfig {
             boot_timeout_secs: default_boot_secs(),
             save_timeout_secs: default_save_secs(),
             segments: BTreeMap::new(),
+            scope: String::new(),
+            accel_cache_file: None,
         }
     }
 
@@ -125,7 +135,7 @@ impl HostConfig {
 
     /// Where the acceleration decision is cached.
     pub fn accel_cache(&self) -> PathBuf {
-        self.state_dir.join("accel.toml")
+        self.accel_cache_file.clone().unwrap_or_else(|| self.state_dir.join("accel.toml"))
     }
 
     /// How `segment` is realised on this PoP.

@@ -41,6 +41,8 @@ pub struct DomainNic {
 pub struct DomainDef {
     /// The VM name (the domain is `renkei-<name>`).
     pub vm: String,
+    /// The PoP's scope for isolated segment networks (see [`crate::network`]).
+    pub scope: String,
     /// kvm or TCG.
     pub accel: Accel,
     /// Virtual CPUs.
@@ -107,7 +109,7 @@ impl DomainDef {
                 SegmentBacking::Isolated => {
                     format!(
                         "<interface type='network'>\n      <source network='{}'/>",
-                        xml_escape(&network_name(&nic.segment))
+                        xml_escape(&network_name(&self.scope, &nic.segment))
                     )
                 }
                 SegmentBacking::Bridge { bridge } => {
@@ -162,6 +164,7 @@ mod tests {
     fn def() -> DomainDef {
         DomainDef {
             vm: "vm1".into(),
+            scope: String::new(),
             accel: Accel::Tcg,
             cpus: 2,
             memory_mib: 256,

@@ -18,6 +18,14 @@ pub enum SourceError {
         /// What was wrong with it.
         reason: String,
     },
+    /// The image's bytes could not be fetched from where they live.
+    #[error("fetching image file {name}: {reason}")]
+    Fetch {
+        /// The file (e.g. `renkei:/vpe/images/NAME/GEN/disk`).
+        name: String,
+        /// Why it failed (e.g. a corrupt replica refused by its server).
+        reason: String,
+    },
     /// An I/O error while reading the image's bytes.
     #[error("reading image file {path}: {source}")]
     Io {
@@ -249,6 +257,31 @@ pub enum VmError {
     },
 }
 
+/// Starting or running the manager or an agent as a process.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The configuration is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Certificates, keys or the QUIC endpoint.
+    #[error(transparent)]
+    Endpoint(#[from] fs_proto::endpoint::EndpointError),
+    /// The namespace client.
+    #[error(transparent)]
+    Client(#[from] fs_client::ClientError),
+    /// The PoP's VM host.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// A local file-system error.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
 macro_rules! io_ctor {
     ($($ty:ident),*) => {$(
         impl $ty {
@@ -259,4 +292,4 @@ macro_rules! io_ctor {
         }
     )*};
 }
-io_ctor!(SourceError, CacheError, VmError);
+io_ctor!(SourceError, CacheError, VmError, ServiceError);

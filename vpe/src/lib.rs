@@ -27,7 +27,10 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod accel;
+pub mod agent;
 pub mod cache;
+pub mod cli;
+pub mod client;
 pub mod command;
 pub mod config;
 pub mod console;
@@ -39,10 +42,12 @@ pub mod hypervisor;
 pub mod image;
 pub mod libvirt;
 pub mod lifecycle;
+pub mod manager;
 pub mod network;
 pub mod placement;
 pub mod seed;
 pub mod spec;
+pub mod store;
 
 pub use accel::{Accel, AccelDecision};
 pub use cache::{ImageCache, StageReport};

@@ -10,7 +10,10 @@
 //!   Linux interface names), no `<forward>` and no `<ip>`, so libvirt runs
 //!   no DHCP or NAT: guests use the static addresses the user was assigned.
 //!   It is created on demand by the first VM that needs it and removed when
-//!   the last VM on it stops on this PoP.
+//!   the last VM on it stops on this PoP. When several PoPs share one
+//!   libvirtd (e.g. `renkei local up` on one machine), each has a *scope*
+//!   (its name) and its networks are `renkei-seg-<scope>:<segment>`, so one
+//!   PoP never removes or reaps another's network.
 //! - `bridge`: an existing host bridge (e.g. one joined to a site VLAN or a
 //!   VXLAN spanning PoPs); vpe only plugs NICs into it and never creates or
 //!   removes it.
@@ -39,23 +42,37 @@ pub enum SegmentBacking {
     },
 }
 
-/// The libvirt network name of an isolated segment.
-pub fn network_name(segment: &str) -> String {
-    format!("{NETWORK_PREFIX}{segment}")
+/// The libvirt network name of an isolated segment in `scope` ("" for a
+/// PoP alone on its libvirtd). Segment names never contain `:`.
+pub fn network_name(scope: &str, segment: &str) -> String {
+    if scope.is_empty() {
+        format!("{NETWORK_PREFIX}{segment}")
+    } else {
+        format!("{NETWORK_PREFIX}{scope}:{segment}")
+    }
+}
+
+/// True if libvirt network `name` is an isolated segment of `scope`.
+pub fn in_scope(scope: &str, name: &str) -> bool {
+    match name.strip_prefix(NETWORK_PREFIX) {
+        None => false,
+        Some(rest) if scope.is_empty() => !rest.contains(':'),
+        Some(rest) => rest.strip_prefix(scope).is_some_and(|r| r.starts_with(':')),
+    }
 }
 
 /// The bridge interface name of an isolated segment (12 bytes).
-pub fn bridge_name(segment: &str) -> String {
-    let hash = blake3::hash(segment.as_bytes()).to_hex();
+pub fn bridge_name(scope: &str, segment: &str) -> String {
+    let hash = blake3::hash(network_name(scope, segment).as_bytes()).to_hex();
     format!("rk{}", &hash[..10])
 }
 
 /// The libvirt network XML of an isolated segment.
-pub fn network_xml(segment: &str) -> String {
+pub fn network_xml(scope: &str, segment: &str) -> String {
     format!(
         "<network>\n  <name>{}</name>\n  <bridge name='{}' stp='off' delay='0'/>\n</network>\n",
-        xml_escape(&network_name(segment)),
-        bridge_name(segment)
+        xml_escape(&network_name(scope, segment)),
+        bridge_name(scope, segment)
     )
 }
 
@@ -72,14 +89,26 @@ mod tests {
 
     #[test]
     fn names_fit_linux_and_libvirt_limits() {
-        let b = bridge_name("a-very-long-segment-name-of-32-c");
+        let b = bridge_name("a-long-pop-name", "a-very-long-segment-name-of-32-c");
         assert!(b.len() <= 15, "{b}");
-        assert_ne!(bridge_name("a"), bridge_name("b"));
-        assert_eq!(network_name("lab"), "renkei-seg-lab");
-        let xml = network_xml("lab");
+        assert_ne!(bridge_name("", "a"), bridge_name("", "b"));
+        assert_ne!(bridge_name("pop1", "a"), bridge_name("pop2", "a"));
+        assert_eq!(network_name("", "lab"), "renkei-seg-lab");
+        assert_eq!(network_name("pop1", "lab"), "renkei-seg-pop1:lab");
+        let xml = network_xml("", "lab");
         assert!(xml.contains("<name>renkei-seg-lab</name>"));
         assert!(!xml.contains("<ip"), "isolated segments run no DHCP");
         assert!(!xml.contains("<forward"), "isolated segments have no NAT");
+    }
+
+    #[test]
+    fn scopes_keep_pops_apart() {
+        assert!(in_scope("", "renkei-seg-lab"));
+        assert!(!in_scope("", "renkei-seg-pop1:lab"));
+        assert!(in_scope("pop1", "renkei-seg-pop1:lab"));
+        assert!(!in_scope("pop1", "renkei-seg-pop10:lab"));
+        assert!(!in_scope("pop1", "renkei-seg-lab"));
+        assert!(!in_scope("pop1", "default"));
     }
 
     #[test]

@@ -274,13 +274,17 @@ impl<H: Hypervisor> VmHost<H> {
             spec.nics.iter().map(|n| (n.segment.clone(), self.config.backing(&n.segment))).collect();
         for (segment, backing) in &segments {
             if *backing == SegmentBacking::Isolated
-                && self.hv.ensure_network(&network_name(segment), &network_xml(segment))?
+                && self.hv.ensure_network(
+                    &network_name(&self.config.scope, segment),
+                    &network_xml(&self.config.scope, segment),
+                )?
             {
                 info!(segment, "created isolated segment network");
             }
         }
         let def = DomainDef {
             vm: spec.name.clone(),
+            scope: self.config.scope.clone(),
             accel,
             cpus: spec.cpus,
             memory_mib: spec.memory_mib,

@@ -14,7 +14,7 @@ use crate::domain::domain_name;
 use crate::error::VmError;
 use crate::hypervisor::Hypervisor;
 use crate::lifecycle::{Action, Event, Lifecycle};
-use crate::network::{network_name, SegmentBacking};
+use crate::network::{in_scope, network_name, SegmentBacking};
 use crate::spec::VmSpec;
 
 impl<H: Hypervisor> VmHost<H> {
@@ -66,7 +66,7 @@ impl<H: Hypervisor> VmHost<H> {
                 vm.record.spec.name != spec.name && vm.record.spec.nics.iter().any(|n| n.segment == nic.segment)
             });
             if !in_use {
-                self.hv.remove_network(&network_name(&nic.segment))?;
+                self.hv.remove_network(&network_name(&self.config.scope, &nic.segment))?;
             }
         }
         Ok(())
@@ -91,19 +91,22 @@ impl<H: Hypervisor> VmHost<H> {
         }
     }
 
-    /// Removes what a crashed agent may have left: renkei domains and VM
-    /// directories without a record, and segment networks no VM uses.
+    /// Removes what a crashed agent may have left: renkei domains whose
+    /// files are in this PoP's state directory and VM directories without a
+    /// record, and this PoP's segment networks no VM uses. Domains and
+    /// networks of other PoPs sharing the same libvirtd are left alone.
     /// Returns what was removed.
     pub fn reap_orphans(&mut self) -> Result<Vec<String>, VmError> {
         let mut removed = Vec::new();
+        let vms_dir = self.config.vms_dir();
         for domain in self.hv.list()? {
             let known = self.vms.keys().any(|name| domain_name(name) == domain);
-            if !known {
+            let ours = || self.hv.console_log(&domain).ok().flatten().is_some_and(|log| log.starts_with(&vms_dir));
+            if !known && ours() {
                 self.hv.destroy(&domain)?;
                 removed.push(domain);
             }
         }
-        let vms_dir = self.config.vms_dir();
         for entry in fs::read_dir(&vms_dir).map_err(VmError::io(&vms_dir))? {
             let entry = entry.map_err(VmError::io(&vms_dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -112,9 +115,12 @@ impl<H: Hypervisor> VmHost<H> {
                 removed.push(entry.path().display().to_string());
             }
         }
-        for network in self.hv.list_networks()? {
-            let used =
-                self.vms.values().any(|vm| vm.record.spec.nics.iter().any(|n| network_name(&n.segment) == network));
+        let scope = &self.config.scope;
+        for network in self.hv.list_networks()?.into_iter().filter(|n| in_scope(scope, n)) {
+            let used = self
+                .vms
+                .values()
+                .any(|vm| vm.record.spec.nics.iter().any(|n| network_name(scope, &n.segment) == network));
             if !used {
                 self.hv.remove_network(&network)?;
                 removed.push(network);

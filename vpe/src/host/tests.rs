@@ -176,10 +176,32 @@ fn save_pauses_flattens_resumes_and_seals() {
 fn orphans_of_a_crashed_agent_are_reaped() {
     let env = env();
     let mut host = VmHost::open(env.config.clone(), FakeHypervisor::default()).unwrap();
-    host.hv.define("renkei-ghost", "<domain/>").unwrap();
+    let serial = |dir: &Path| {
+        format!("<domain><serial type='file'><source path='{}/console.log'/></serial></domain>", dir.display())
+    };
+    host.hv.define("renkei-ghost", &serial(&host.config.vms_dir().join("ghost"))).unwrap();
     host.hv.ensure_network("renkei-seg-old", "<network/>").unwrap();
     fs::create_dir(host.config.vms_dir().join("half-staged")).unwrap();
+    // Another PoP on the same libvirtd: its domain and its scoped network stay.
+    host.hv.define("renkei-neighbour", &serial(Path::new("/srv/other-pop/vms/neighbour"))).unwrap();
+    host.hv.ensure_network("renkei-seg-pop2:lab", "<network/>").unwrap();
     let removed = host.reap_orphans().unwrap();
     assert_eq!(removed.len(), 3, "{removed:?}");
-    assert_eq!(leftovers(&host), (0, 0, 0));
+    assert_eq!(leftovers(&host), (1, 1, 0));
+    assert_eq!(host.hv.list().unwrap(), vec!["renkei-neighbour"]);
+}
+
+#[test]
+fn scoped_pops_name_their_own_networks() {
+    let env = env();
+    let mut config = env.config.clone();
+    config.scope = "pop7".into();
+    let mut host = VmHost::open(config, FakeHypervisor::default()).unwrap();
+    host.hv.ensure_network("renkei-seg-s1", "<network/>").unwrap();
+    host.run(&spec("a", &["s1"]), &env.image).unwrap();
+    let xml = fs::read_to_string(host.vm_dir("a").join("domain.xml")).unwrap();
+    assert!(xml.contains("<source network='renkei-seg-pop7:s1'/>"), "{xml}");
+    assert_eq!(host.hv.list_networks().unwrap(), vec!["renkei-seg-pop7:s1", "renkei-seg-s1"]);
+    host.stop("a").unwrap();
+    assert_eq!(host.hv.list_networks().unwrap(), vec!["renkei-seg-s1"], "an unscoped PoP's network was touched");
 }
