@@ -13,6 +13,12 @@ start_services
 build_release
 
 export RENKEI_BIN_DIR="$PWD/target/release"
+
+log "pjdfstest (POSIX conformance of the FUSE mount; the suite switches to users nobody and tests)"
+id tests >/dev/null 2>&1 || useradd -M -U -s /usr/sbin/nologin tests
+PJD="$PWD/target/pjdfstest"
+[ -x "$PJD/bin/pjdfstest" ] || cargo install --locked --quiet pjdfstest --version 0.2.2 --root "$PJD"
+export RENKEI_PJDFSTEST="$PJD/bin/pjdfstest"
 export RENKEI_TEST_NETNS=1 VPE_TEST_LIBVIRT=1 RENKEI_TEST_FUSE=1 RENKEI_TEST_STRICT=1
 log "cargo test (release)"
 cargo test --release --locked --workspace -- --test-threads=2

@@ -5,8 +5,10 @@
 //! # Layout
 //! - [`wan`]: the emulator library, used by `renkei-bench wan` and by the `tests` crate.
 //! - [`putget`]: one large file through `renkei put/get` beside `cp`.
+//! - [`mount_bench`]: one large file through the FUSE mount beside put/get and sshfs.
 
 pub mod dataset;
+pub mod mount_bench;
 pub mod putget;
 pub mod wan;
 pub mod wan_transfer;

@@ -281,10 +281,9 @@ pub fn invalidations(ns: &Namespace, req: &MetaRequest) -> Vec<Invalidation> {
             v.extend(child(*new_parent, new_name));
             v
         }
-        Q::SetAttr { ino, .. }
-        | Q::SetXattr { ino, .. }
-        | Q::RemoveXattr { ino, .. }
-        | Q::SetNcopy { ino, .. } => vec![Attr { ino: *ino }],
+        Q::SetAttr { ino, .. } | Q::SetXattr { ino, .. } | Q::RemoveXattr { ino, .. } | Q::SetNcopy { ino, .. } => {
+            vec![Attr { ino: *ino }]
+        }
         Q::RegisterReplica { cap, .. } => cap.peek().map(|c| vec![Attr { ino: c.ino }]).unwrap_or_default(),
         Q::Batch(reqs) => reqs.iter().flat_map(|r| invalidations(ns, r)).collect(),
         _ => Vec::new(),
@@ -301,3 +300,88 @@ fn succeeded(changes: Vec<Invalidation>, reply: &MetaReply) -> Vec<Invalidation>
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fs_proto::{Attr, DirEntry, FileKind, RemoteError, Timestamp};
+
+    fn attr(ino: Ino) -> Attr {
+        let t = Timestamp::default();
+        Attr {
+            ino,
+            kind: FileKind::Regular,
+            perm: 0o644,
+            nlink: 1,
+            uid: 1,
+            gid: 1,
+            size: 0,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+            rdev: 0,
+            gen: 0,
+            hash: None,
+            ncopy: 0,
+        }
+    }
+
+    #[test]
+    fn replies_lease_what_they_describe() {
+        let lookup = MetaRequest::Lookup { parent: 1, name: "a".into() };
+        assert_eq!(lease_keys(&lookup, &Ok(MetaResponse::Attr(attr(7)))), vec![1, 7]);
+        let missing = Err(RemoteError::new(ErrorCode::NotFound, "a"));
+        assert_eq!(lease_keys(&lookup, &missing), vec![1], "an absent name is leased under its directory");
+        let denied = Err(RemoteError::new(ErrorCode::PermissionDenied, "a"));
+        assert!(lease_keys(&lookup, &denied).is_empty());
+        let rd = MetaRequest::ReadDir { ino: 1, after: None, limit: 10, plus: true };
+        let entries = vec![
+            DirEntry { name: "a".into(), ino: 7, kind: FileKind::Regular, attr: Some(attr(7)) },
+            DirEntry { name: "b".into(), ino: 8, kind: FileKind::Regular, attr: None },
+        ];
+        assert_eq!(lease_keys(&rd, &Ok(MetaResponse::Entries { entries, more: false })), vec![1, 7]);
+    }
+
+    #[test]
+    fn changes_reach_other_holders_only() {
+        let cb = Callbacks::new(Duration::from_secs(60));
+        let (a, mut ra) = cb.subscribe();
+        let (b, mut rb) = cb.subscribe();
+        let (c, mut rc) = cb.subscribe();
+        cb.grant(a, &[1, 7]);
+        cb.grant(b, &[1]);
+        let change = vec![Invalidation::Entry { parent: 1, name: "x".into() }, Invalidation::Attr { ino: 7 }];
+        cb.push(cb.route(b, change));
+        assert_eq!(ra.try_recv().unwrap().len(), 2, "a holds both");
+        assert!(rb.try_recv().is_err(), "the session that made the change is not called back");
+        assert!(rc.try_recv().is_err(), "c holds no lease");
+        cb.unsubscribe(a);
+        cb.push(cb.route(c, vec![Invalidation::Attr { ino: 1 }]));
+        assert!(ra.try_recv().is_err(), "a dropped session hears nothing");
+        assert_eq!(rb.try_recv().unwrap(), vec![Invalidation::Attr { ino: 1 }]);
+        assert_eq!(cb.sessions(), 2);
+    }
+
+    #[test]
+    fn expired_leases_are_not_called_back_and_are_swept() {
+        let cb = Callbacks::new(Duration::ZERO);
+        let (a, mut ra) = cb.subscribe();
+        cb.grant(a, &[5]);
+        cb.push(cb.route(0, vec![Invalidation::Attr { ino: 5 }]));
+        assert!(ra.try_recv().is_err(), "a lease of zero length has expired");
+        let mut st = cb.state();
+        sweep(&mut st, Instant::now());
+        assert!(st.holders.is_empty());
+    }
+
+    #[test]
+    fn a_session_that_does_not_keep_up_is_dropped() {
+        let cb = Callbacks::new(Duration::from_secs(60));
+        let (a, _ra) = cb.subscribe();
+        cb.grant(a, &[5]);
+        for _ in 0..=QUEUE_DEPTH {
+            cb.push(cb.route(0, vec![Invalidation::Attr { ino: 5 }]));
+        }
+        assert_eq!(cb.sessions(), 0, "a full queue drops the session (its client resubscribes)");
+    }
+}

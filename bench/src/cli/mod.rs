@@ -1,6 +1,7 @@
 //! The subcommands of `renkei-bench`, one module each; this file only dispatches.
 
 pub mod dataset;
+pub mod mount;
 pub mod putget;
 pub mod transfer;
 pub mod wan;
@@ -19,6 +20,8 @@ pub enum Command {
     Transfer(transfer::TransferArgs),
     /// One large file through renkei put/get vs cp on the same disk (loopback federation).
     Putget(putget::PutGetArgs),
+    /// One large file read and written through the FUSE mount vs renkei put/get and sshfs.
+    Mount(mount::MountArgs),
 }
 
 /// Run one subcommand.
@@ -26,6 +29,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Wan(args) => wan::run(args),
         Command::Putget(args) => putget::run_cli(args),
+        Command::Mount(args) => mount::run_cli(args),
         Command::Dataset(args) => dataset::run(args),
         Command::Transfer(args) => transfer::run_cli(args),
     }

@@ -83,7 +83,8 @@ pub(crate) async fn run(config: ClientConfig, a: &MountArgs) -> anyhow::Result<(
 }
 
 fn background(a: &MountArgs, opts: &MountOptions) -> anyhow::Result<()> {
-    let log = a.log.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("renkei-mount-{}.log", std::process::id())));
+    let log =
+        a.log.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("renkei-mount-{}.log", std::process::id())));
     let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
     let err = out.try_clone()?;
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -105,10 +106,7 @@ fn background(a: &MountArgs, opts: &MountOptions) -> anyhow::Result<()> {
         if let Some(status) = child.try_wait()? {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(5).collect();
-            anyhow::bail!(
-                "mount failed ({status}): {}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
+            anyhow::bail!("mount failed ({status}): {}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -120,10 +118,6 @@ fn background(a: &MountArgs, opts: &MountOptions) -> anyhow::Result<()> {
 
 pub(crate) fn umount(a: &UmountArgs) -> anyhow::Result<()> {
     let mp = std::path::absolute(&a.mountpoint)?;
-    let out = std::process::Command::new("fusermount3").arg("-u").arg(&mp).output();
-    match out {
-        Ok(o) if o.status.success() => Ok(()),
-        Ok(o) => anyhow::bail!("fusermount3 -u {}: {}", mp.display(), String::from_utf8_lossy(&o.stderr).trim()),
-        Err(e) => anyhow::bail!("cannot run fusermount3 (install the fuse3 package): {e}"),
-    }
+    mount::unmount(&mp)?;
+    Ok(())
 }

@@ -3,11 +3,13 @@
 //! the meta server invalidates it (see [`fs_proto::callback`]).
 //!
 //! Something is cached only under a live subscription, and only if no
-//! invalidation arrived while the request that fetched it was in flight: a
-//! [`Ticket`] taken before sending records the subscription and the
-//! invalidation sequence number, and [`Cache`] refuses inserts whose ticket
-//! is out of date. So a reply computed before a change can never be cached
-//! after the change's invalidation was applied.
+//! invalidation of it arrived while the request that fetched it was in
+//! flight: a [`Ticket`] taken before sending records the subscription and
+//! the invalidation sequence number, and [`Cache`] refuses to insert a value
+//! that an invalidation applied since then touched (the last [`RECENT`]
+//! invalidations are kept to tell; a ticket older than that caches nothing).
+//! So a reply computed before a change can never be cached after the
+//! change's invalidation was applied.
 //!
 //! Memory is bounded by [`MAX_ENTRIES`]; beyond it the cache starts over.
 
@@ -19,6 +21,28 @@ use std::time::{Duration, Instant};
 
 /// Most objects cached (attributes + names + listings) before starting over.
 pub const MAX_ENTRIES: usize = 2_000_000;
+/// Invalidations remembered to judge tickets of requests in flight.
+pub const RECENT: usize = 4096;
+
+/// What an insert would cache, to compare with recent invalidations.
+#[derive(Clone, Copy)]
+enum Key<'a> {
+    Attr(Ino),
+    Name(Ino, &'a str),
+    Listing(Ino),
+}
+
+impl Key<'_> {
+    fn touched_by(&self, inv: &Invalidation) -> bool {
+        match (self, inv) {
+            (_, Invalidation::Reset) => true,
+            (Key::Attr(i), Invalidation::Attr { ino }) => i == ino,
+            (Key::Name(p, n), Invalidation::Entry { parent, name }) => p == parent && n == name,
+            (Key::Listing(d), Invalidation::Entry { parent, .. }) => d == parent,
+            _ => false,
+        }
+    }
+}
 
 /// What a request was sent under; see the module docs.
 #[derive(Debug, Clone, Copy)]
@@ -30,20 +54,25 @@ pub struct Ticket {
     pub conn: usize,
 }
 
+/// A cached value and until when it may be trusted.
+type Cached<T> = (T, Instant);
+
 #[derive(Default)]
 struct State {
     /// Subscription generation: bumped when one starts or ends.
     sub: u64,
     /// Live subscription: connection id and lease.
     live: Option<(usize, Duration)>,
-    /// Invalidation batches applied.
+    /// Invalidations applied.
     seq: u64,
-    attrs: HashMap<Ino, (Attr, Instant)>,
-    names: HashMap<(Ino, String), (Option<Ino>, Instant)>,
-    listings: HashMap<Ino, (Arc<Vec<DirEntry>>, Instant)>,
-    links: HashMap<Ino, (String, Instant)>,
-    xattrs: HashMap<(Ino, String), (Option<Vec<u8>>, Instant)>,
-    xattr_lists: HashMap<Ino, (Vec<String>, Instant)>,
+    /// The last invalidations, with their sequence numbers.
+    recent: std::collections::VecDeque<(u64, Invalidation)>,
+    attrs: HashMap<Ino, Cached<Attr>>,
+    names: HashMap<(Ino, String), Cached<Option<Ino>>>,
+    listings: HashMap<Ino, Cached<Arc<Vec<DirEntry>>>>,
+    links: HashMap<Ino, Cached<String>>,
+    xattrs: HashMap<(Ino, String), Cached<Option<Vec<u8>>>>,
+    xattr_lists: HashMap<Ino, Cached<Vec<String>>>,
 }
 
 impl State {
@@ -97,11 +126,25 @@ impl Cache {
         st.live.map(|(conn, _)| Ticket { sub: st.sub, seq: st.seq, sent: Instant::now(), conn })
     }
 
-    /// Until when something fetched under `t` may be trusted (None: not at all).
-    fn until(st: &State, t: Option<Ticket>) -> Option<Instant> {
+    /// Until when something fetched under `t` may be trusted (None: not at
+    /// all, or `key` was invalidated since `t` was taken).
+    fn until_for(st: &State, t: Option<Ticket>, key: Option<Key<'_>>) -> Option<Instant> {
         let t = t?;
         let (_, lease) = st.live?;
-        (t.sub == st.sub && t.seq == st.seq).then(|| t.sent + lease.mul_f64(0.9))
+        if t.sub != st.sub {
+            return None;
+        }
+        if t.seq != st.seq {
+            let key = key?;
+            // Every invalidation since the ticket must still be remembered.
+            if st.recent.front().is_none_or(|(first, _)| *first > t.seq + 1) {
+                return None;
+            }
+            if st.recent.iter().any(|(s, inv)| *s > t.seq && key.touched_by(inv)) {
+                return None;
+            }
+        }
+        Some(t.sent + lease.mul_f64(0.9))
     }
 
     fn room(st: &mut State) {
@@ -115,6 +158,7 @@ impl Cache {
     pub fn subscribed(&self, conn: usize, lease: Duration) {
         let mut st = self.st();
         st.clear();
+        st.recent.clear();
         st.sub += 1;
         st.live = Some((conn, lease));
     }
@@ -135,8 +179,13 @@ impl Cache {
     /// Apply invalidations from the meta server.
     pub fn apply(&self, list: &[Invalidation]) {
         let mut st = self.st();
-        st.seq += 1;
         for inv in list {
+            st.seq += 1;
+            let seq = st.seq;
+            st.recent.push_back((seq, inv.clone()));
+            if st.recent.len() > RECENT {
+                st.recent.pop_front();
+            }
             match inv {
                 Invalidation::Attr { ino } => st.drop_attr(*ino),
                 Invalidation::Entry { parent, name } => st.drop_entry(*parent, name),
@@ -169,7 +218,7 @@ impl Cache {
     /// Cache attributes.
     pub fn put_attr(&self, t: Option<Ticket>, attr: &Attr) {
         let mut st = self.st();
-        if let Some(until) = Self::until(&st, t) {
+        if let Some(until) = Self::until_for(&st, t, Some(Key::Attr(attr.ino))) {
             Self::room(&mut st);
             st.attrs.insert(attr.ino, (attr.clone(), until));
         }
@@ -183,7 +232,7 @@ impl Cache {
     /// Cache a name (None: known absent).
     pub fn put_name(&self, t: Option<Ticket>, parent: Ino, name: &str, ino: Option<Ino>) {
         let mut st = self.st();
-        if let Some(until) = Self::until(&st, t) {
+        if let Some(until) = Self::until_for(&st, t, Some(Key::Name(parent, name))) {
             Self::room(&mut st);
             st.names.insert((parent, name.to_string()), (ino, until));
         }
@@ -197,13 +246,15 @@ impl Cache {
     /// Cache a complete listing, and the names and attributes in it.
     pub fn put_listing(&self, t: Option<Ticket>, dir: Ino, entries: &[DirEntry]) {
         let mut st = self.st();
-        let Some(until) = Self::until(&st, t) else { return };
+        let Some(until) = Self::until_for(&st, t, Some(Key::Listing(dir))) else { return };
         Self::room(&mut st);
         let mut bare = Vec::with_capacity(entries.len());
         for e in entries {
             st.names.insert((dir, e.name.clone()), (Some(e.ino), until));
             if let Some(a) = &e.attr {
-                st.attrs.insert(e.ino, (a.clone(), until));
+                if Self::until_for(&st, t, Some(Key::Attr(e.ino))).is_some() {
+                    st.attrs.insert(e.ino, (a.clone(), until));
+                }
             }
             bare.push(DirEntry { attr: None, ..e.clone() });
         }
@@ -218,7 +269,7 @@ impl Cache {
     /// Cache a symlink target.
     pub fn put_link(&self, t: Option<Ticket>, ino: Ino, target: &str) {
         let mut st = self.st();
-        if let Some(until) = Self::until(&st, t) {
+        if let Some(until) = Self::until_for(&st, t, Some(Key::Attr(ino))) {
             st.links.insert(ino, (target.to_string(), until));
         }
     }
@@ -231,7 +282,7 @@ impl Cache {
     /// Cache an xattr value.
     pub fn put_xattr(&self, t: Option<Ticket>, ino: Ino, name: &str, value: Option<Vec<u8>>) {
         let mut st = self.st();
-        if let Some(until) = Self::until(&st, t) {
+        if let Some(until) = Self::until_for(&st, t, Some(Key::Attr(ino))) {
             Self::room(&mut st);
             st.xattrs.insert((ino, name.to_string()), (value, until));
         }
@@ -245,7 +296,7 @@ impl Cache {
     /// Cache xattr names.
     pub fn put_xattr_list(&self, t: Option<Ticket>, ino: Ino, names: &[String]) {
         let mut st = self.st();
-        if let Some(until) = Self::until(&st, t) {
+        if let Some(until) = Self::until_for(&st, t, Some(Key::Attr(ino))) {
             st.xattr_lists.insert(ino, (names.to_vec(), until));
         }
     }
@@ -290,9 +341,18 @@ mod tests {
         let c = Cache::default();
         c.subscribed(1, Duration::from_secs(60));
         let t = c.ticket();
-        c.apply(&[Invalidation::Attr { ino: 9 }]);
+        c.apply(&[Invalidation::Attr { ino: 5 }]);
         c.put_attr(t, &attr(5));
-        assert!(c.attr(5).is_none(), "a reply older than an invalidation must not be cached");
+        assert!(c.attr(5).is_none(), "a reply older than its invalidation must not be cached");
+        let t = c.ticket();
+        c.apply(&[Invalidation::Attr { ino: 9 }]);
+        c.put_attr(t, &attr(6));
+        assert!(c.attr(6).is_some(), "an invalidation of something else does not matter");
+        c.apply(&[Invalidation::Entry { parent: 1, name: "x".into() }]);
+        c.put_name(t, 1, "x", None);
+        assert!(c.name(1, "x").is_none(), "a name invalidated in flight is not cached");
+        c.put_name(t, 1, "y", None);
+        assert!(c.name(1, "y").is_some());
         let t = c.ticket();
         c.put_attr(t, &attr(5));
         assert!(c.attr(5).is_some());

@@ -70,13 +70,11 @@ pub async fn commit(
     };
     counters.bump("data.write");
     let conn = remote.dialer().connect(&peer).await?;
-    let (mut send, mut recv) = request(&conn, &ServerRequest::Write { cap: grant.cap.clone(), base })
-        .await
-        .map_err(|e| proto(&host, e))?;
+    let (mut send, mut recv) =
+        request(&conn, &ServerRequest::Write { cap: grant.cap.clone(), base }).await.map_err(|e| proto(&host, e))?;
     let sent: Result<(), String> = async {
-        let frame = |f: WriteFrame| f;
         if len > dirty.floor {
-            write_msg(&mut send, &frame(WriteFrame::SetLen { size: dirty.floor })).await.map_err(|e| e.to_string())?;
+            write_msg(&mut send, &WriteFrame::SetLen { size: dirty.floor }).await.map_err(|e| e.to_string())?;
             len = dirty.floor;
         }
         for (start, end) in ranges {

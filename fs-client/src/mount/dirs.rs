@@ -58,6 +58,13 @@ impl Inner {
     }
 
     /// Create and open a regular file.
+    ///
+    /// POSIX lets the descriptor that created a file write it whatever its
+    /// mode; the meta server checks the mode at each commit. So a file
+    /// created without owner write permission (git's objects are 0444) is
+    /// made writable for its owner until its last close, then given its
+    /// mode; it shows that mode all along. With `-o cred` commits run with
+    /// the open's authority and this is not needed.
     #[allow(clippy::too_many_arguments)]
     pub async fn create(
         &self,
@@ -69,7 +76,10 @@ impl Inner {
         read: bool,
         write: bool,
     ) -> Op<(Attr, Duration, u64)> {
-        let (a, ttl) = match self.mknod(cred, parent, name, (mode & 0o7777) | libc::S_IFREG, 0, exclusive).await {
+        let perm = mode & 0o7777;
+        let defer = write && !self.opts.cred && perm & 0o200 == 0;
+        let made = if defer { perm | 0o200 } else { perm };
+        let (a, ttl) = match self.mknod(cred, parent, name, made | libc::S_IFREG, 0, exclusive).await {
             Ok(r) => r,
             Err(e) if !exclusive && e.code() == libc::EEXIST => self.lookup(cred, parent, name).await?,
             Err(e) => return Err(e),
@@ -83,7 +93,12 @@ impl Inner {
             st.attr = Some(a.clone());
             st.grant = None;
         }
+        let created = a.perm == made && a.size == 0;
+        if defer && created {
+            st.final_perm = Some(perm);
+        }
         drop(st);
+        let a = self.overlay(a).await;
         // A new file has no bytes to fetch; `read` matters only to the kernel.
         let _ = read;
         self.keep_pages(a.ino, a.gen);

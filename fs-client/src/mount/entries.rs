@@ -78,8 +78,7 @@ impl Inner {
             libc::S_IFBLK => FileKind::BlockDevice,
             _ => return Err(Errno::EINVAL),
         };
-        let req =
-            MetaRequest::Create { parent, name: name.to_string(), kind, perm: mode & 0o7777, rdev, exclusive };
+        let req = MetaRequest::Create { parent, name: name.to_string(), kind, perm: mode & 0o7777, rdev, exclusive };
         let (a, t) = self.call_attr(cred, req).await?;
         self.created(parent, name, &a, t);
         Ok((a, self.ttl_of(t)))
@@ -158,13 +157,7 @@ impl Inner {
     }
 
     /// Rename.
-    pub async fn rename(
-        &self,
-        cred: Option<&Cred>,
-        from: (Ino, &str),
-        to: (Ino, &str),
-        flags: RenameFlags,
-    ) -> Op<()> {
+    pub async fn rename(&self, cred: Option<&Cred>, from: (Ino, &str), to: (Ino, &str), flags: RenameFlags) -> Op<()> {
         let req = MetaRequest::Rename {
             parent: from.0,
             name: from.1.to_string(),
@@ -204,9 +197,9 @@ impl Inner {
                 return Ok(Arc::new(full));
             }
         }
-        let first = self.cache.ticket();
         let mut out: Vec<DirEntry> = Vec::new();
-        let mut ticket = first;
+        let mut ticket = None;
+        let mut first = true;
         loop {
             let after = out.last().map(|e| e.name.clone());
             let req = MetaRequest::ReadDir { ino: dir, after, limit: PAGE, plus: true };
@@ -214,8 +207,12 @@ impl Inner {
                 (MetaResponse::Entries { entries, more }, t) => (entries, more, t),
                 (other, _) => return Err(unexpected(other)),
             };
-            // Every page must come under the first page's ticket.
-            if t.is_none() {
+            // The listing is cached under the first page's ticket, and only
+            // if every page came over the subscribed connection.
+            if first {
+                ticket = t;
+                first = false;
+            } else if t.is_none() {
                 ticket = None;
             }
             let empty = entries.is_empty();

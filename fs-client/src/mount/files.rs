@@ -26,6 +26,9 @@ pub struct FileState {
     /// Removed while open: the hidden name it lives under until the last
     /// close (directory, name).
     pub hidden: Option<(Ino, String)>,
+    /// Created without owner write permission but opened for writing: the
+    /// mode to set once the last handle is closed (see `Inner::create`).
+    pub final_perm: Option<u32>,
 }
 
 /// One open inode.
@@ -69,10 +72,7 @@ impl Files {
     pub fn open(&self, ino: Ino, write: bool) -> (u64, Arc<OpenFile>) {
         let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let mut t = self.table();
-        let entry = t
-            .open
-            .entry(ino)
-            .or_insert_with(|| (Arc::new(OpenFile { ino, state: Default::default() }), 0));
+        let entry = t.open.entry(ino).or_insert_with(|| (Arc::new(OpenFile { ino, state: Default::default() }), 0));
         entry.1 += 1;
         let file = entry.0.clone();
         t.handles.insert(fh, Handle { file: file.clone(), reader: Default::default(), write });

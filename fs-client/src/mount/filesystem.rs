@@ -136,7 +136,16 @@ impl Filesystem for RenkeiFs {
         });
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
         let (fs, cred, parent) = (self.0.clone(), self.0.cred(req), self.ino(parent));
         let name = name_or_reply!(name, reply);
         self.0.spawn(async move {
@@ -157,13 +166,15 @@ impl Filesystem for RenkeiFs {
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let (fs, cred, parent) = (self.0.clone(), self.0.cred(req), self.ino(parent));
         let name = name_or_reply!(name, reply);
-        self.0.spawn(async move { reply_empty(fs.bounded(fs.remove(cred.as_ref(), parent, &name, false)).await, reply) });
+        self.0
+            .spawn(async move { reply_empty(fs.bounded(fs.remove(cred.as_ref(), parent, &name, false)).await, reply) });
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let (fs, cred, parent) = (self.0.clone(), self.0.cred(req), self.ino(parent));
         let name = name_or_reply!(name, reply);
-        self.0.spawn(async move { reply_empty(fs.bounded(fs.remove(cred.as_ref(), parent, &name, true)).await, reply) });
+        self.0
+            .spawn(async move { reply_empty(fs.bounded(fs.remove(cred.as_ref(), parent, &name, true)).await, reply) });
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
@@ -318,7 +329,7 @@ impl Filesystem for RenkeiFs {
 
     fn readdirplus(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
         let Some(list) = self.0.dir(fh.0) else { return reply.error(Errno::EBADF) };
-        let ttl = self.0.ttl(Some(self.0.opts.kernel_ttl));
+        let ttl = if self.0.cache.is_live() { self.0.opts.kernel_ttl } else { Duration::ZERO };
         for (i, item) in list.iter().enumerate().skip(offset as usize) {
             if reply.add(item.attr.ino, (i + 1) as u64, &item.name, &ttl, &item.attr, GEN) {
                 break;
@@ -344,7 +355,16 @@ impl Filesystem for RenkeiFs {
                 Ok(s) => {
                     const BS: u64 = 4096;
                     let files = s.files.max(1);
-                    reply.statfs(s.capacity / BS, s.free / BS, s.free / BS, files + 1_000_000_000, 1_000_000_000, BS as u32, 255, BS as u32)
+                    reply.statfs(
+                        s.capacity / BS,
+                        s.free / BS,
+                        s.free / BS,
+                        files + 1_000_000_000,
+                        1_000_000_000,
+                        BS as u32,
+                        255,
+                        BS as u32,
+                    )
                 }
                 Err(e) => reply.error(e),
             }
@@ -364,7 +384,9 @@ impl Filesystem for RenkeiFs {
         let (fs, cred, ino) = (self.0.clone(), self.0.cred(req), self.ino(ino));
         let name = name_or_reply!(name, reply);
         let value = value.to_vec();
-        self.0.spawn(async move { reply_empty(fs.bounded(fs.setxattr(cred.as_ref(), ino, &name, &value, flags)).await, reply) });
+        self.0.spawn(async move {
+            reply_empty(fs.bounded(fs.setxattr(cred.as_ref(), ino, &name, &value, flags)).await, reply)
+        });
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -390,7 +412,16 @@ impl Filesystem for RenkeiFs {
         reply.ok()
     }
 
-    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, flags: i32, reply: ReplyCreate) {
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
         let (fs, cred, parent) = (self.0.clone(), self.0.cred(req), self.ino(parent));
         let name = name_or_reply!(name, reply);
         let acc = flags & libc::O_ACCMODE;

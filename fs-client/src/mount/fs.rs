@@ -147,11 +147,16 @@ impl Inner {
     }
 
     /// Attributes with what this mount has written and not yet committed.
+    /// A file being committed right now (its state is locked for the
+    /// upload) shows its attributes as they were, rather than waiting.
     pub async fn overlay(&self, mut a: Attr) -> Attr {
         if let Some(f) = self.files.file(a.ino) {
-            let st = f.state.lock().await;
+            let Ok(st) = f.state.try_lock() else { return a };
             if st.hidden.is_some() {
                 a.nlink = a.nlink.saturating_sub(1);
+            }
+            if let Some(p) = st.final_perm {
+                a.perm = p;
             }
             if let Some(d) = &st.dirty {
                 a.size = d.size;
@@ -168,7 +173,23 @@ impl Inner {
         if let Some((a, left)) = self.cache.attr(ino) {
             return Ok((self.overlay(a).await, self.ttl(Some(left))));
         }
-        let (r, t) = self.remote.call(cred, MetaRequest::GetAttr { ino }).await.map_err(|e| errno(&e))?;
+        if self.remote.is_down() && !self.cache.is_live() {
+            if let Some(a) = self.open_attr(ino).await {
+                return Ok((a, Duration::ZERO));
+            }
+        }
+        let (r, t) = match self.remote.call(cred, MetaRequest::GetAttr { ino }).await {
+            Ok(r) => r,
+            Err(e) if e.code().is_none() => {
+                // The meta server is unreachable: an open file still has
+                // the attributes it was opened (or last committed) with.
+                if let Some(a) = self.open_attr(ino).await {
+                    return Ok((a, Duration::ZERO));
+                }
+                return Err(errno(&e));
+            }
+            Err(e) => return Err(errno(&e)),
+        };
         match r {
             MetaResponse::Attr(a) => {
                 self.cache.put_attr(t, &a);
@@ -176,6 +197,13 @@ impl Inner {
             }
             other => Err(unexpected(other)),
         }
+    }
+
+    /// The attributes an open file was opened (or last committed) with.
+    async fn open_attr(&self, ino: Ino) -> Option<Attr> {
+        let f = self.files.file(ino)?;
+        let a = f.state.lock().await.attr.clone()?;
+        Some(self.overlay(a).await)
     }
 
     /// Send a request, mapping errors to errno.

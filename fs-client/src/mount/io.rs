@@ -134,10 +134,8 @@ impl Inner {
                 Piece::Base(a, b) => {
                     let grant = self.grant(cred, f, st).await?;
                     let mut r = reader.lock().await;
-                    let mut bytes = r
-                        .read(self.remote.dialer(), &self.counters, &grant, a, b - a)
-                        .await
-                        .map_err(|e| errno(&e))?;
+                    let mut bytes =
+                        r.read(self.remote.dialer(), &self.counters, &grant, a, b - a).await.map_err(|e| errno(&e))?;
                     // The base may have shrunk under us: the rest reads as zeros.
                     bytes.resize((b - a) as usize, 0);
                     out.extend(bytes);
@@ -213,12 +211,18 @@ impl Inner {
         if let Some(f) = self.files.close(fh) {
             let mut st = f.state.lock().await;
             let hidden = st.hidden.take();
-            let r = if hidden.is_some() {
+            let mut r = if hidden.is_some() {
                 st.dirty = None;
                 Ok(())
             } else {
                 self.commit_locked(&f, &mut st).await
             };
+            if let Some(perm) = st.final_perm.take() {
+                let set = SetAttr { perm: Some(perm), ..Default::default() };
+                let done = self.call(self.file_cred().as_ref(), MetaRequest::SetAttr { ino: f.ino, set }).await;
+                self.cache.forget_attr(f.ino);
+                r = r.and(done.map(|_| ()));
+            }
             if let Some((parent, name)) = hidden {
                 let cred = self.file_cred();
                 let req = MetaRequest::Unlink { parent, name: name.clone() };
@@ -286,6 +290,12 @@ impl Inner {
             mtime: ch.mtime.map(time_set),
         };
         self.cache.forget_attr(ino);
+        if set.perm.is_some() {
+            // An explicit chmod replaces a mode deferred at create.
+            if let Some(f) = self.files.file(ino) {
+                f.state.lock().await.final_perm = None;
+            }
+        }
         if set == SetAttr::default() {
             return self.attr(cred, ino).await;
         }

@@ -72,7 +72,6 @@ use std::time::Duration;
 pub struct Mounted {
     inner: Arc<fs::Inner>,
     session: Option<fuser::BackgroundSession>,
-    unmounter: fuser::SessionUnmounter,
     subscription: tokio::task::JoinHandle<()>,
 }
 
@@ -96,7 +95,7 @@ impl Mounted {
             _ = shutdown => {}
         }
         tracing::info!("unmounting {}", self.inner.opts.mountpoint.display());
-        self.unmounter.unmount().map_err(|e| local(&self.inner.opts.mountpoint, e))?;
+        unmount(&self.inner.opts.mountpoint).map_err(|e| local(&self.inner.opts.mountpoint, e))?;
         let r = tokio::time::timeout(Duration::from_secs(30), done).await;
         self.subscription.abort();
         match r {
@@ -106,6 +105,28 @@ impl Mounted {
             Err(_) => Err(ClientError::Config("FUSE session did not end within 30 s of unmounting".into())),
         }
     }
+}
+
+/// Unmount a FUSE mount point: `fusermount3 -u` (works for the mounting
+/// user and root), else, as root, a lazy unmount.
+pub fn unmount(mp: &std::path::Path) -> std::io::Result<()> {
+    let out = std::process::Command::new("fusermount3").arg("-u").arg(mp).output();
+    if let Ok(o) = &out {
+        if o.status.success() {
+            return Ok(());
+        }
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(mp.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: a valid NUL-terminated path.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return Ok(());
+    }
+    let why = match out {
+        Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+        Err(e) => format!("cannot run fusermount3: {e}"),
+    };
+    Err(std::io::Error::other(format!("unmounting {}: {why}", mp.display())))
 }
 
 fn local(p: &std::path::Path, e: std::io::Error) -> ClientError {
@@ -146,8 +167,7 @@ pub async fn mount(config: ClientConfig, opts: MountOptions) -> Result<Mounted, 
     let idmap = idmap::IdMap::new(opts.idmap, opts.cred, uid, gid, &me);
     let inodes = inodes::Inodes::new(root.ino);
     let (notes, pending_notes) = notify::channel();
-    let subscription =
-        tokio::spawn(subscription::run(remote.clone(), cache.clone(), notes.clone(), counters.clone()));
+    let subscription = tokio::spawn(subscription::run(remote.clone(), cache.clone(), notes.clone(), counters.clone()));
 
     let inner = Arc::new(fs::Inner {
         remote,
@@ -177,7 +197,7 @@ pub async fn mount(config: ClientConfig, opts: MountOptions) -> Result<Mounted, 
     let session = tokio::task::spawn_blocking(move || fuser::Session::new(fsys, &mp, &fcfg))
         .await
         .map_err(|e| ClientError::Config(format!("mount thread: {e}")))?;
-    let mut session = match session {
+    let session = match session {
         Ok(s) => s,
         Err(e) => {
             subscription.abort();
@@ -185,8 +205,7 @@ pub async fn mount(config: ClientConfig, opts: MountOptions) -> Result<Mounted, 
         }
     };
     pending_notes.start(session.notifier(), inodes).map_err(|e| local(&opts.mountpoint, e))?;
-    let unmounter = session.unmount_callable();
     let session = session.spawn().map_err(|e| local(&opts.mountpoint, e))?;
     tracing::info!(remote = %dir, mountpoint = %opts.mountpoint.display(), user = %me.name, "mounted");
-    Ok(Mounted { inner, session: Some(session), unmounter, subscription })
+    Ok(Mounted { inner, session: Some(session), subscription })
 }

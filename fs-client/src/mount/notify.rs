@@ -40,9 +40,7 @@ impl NotesPending {
             while let Ok(inv) = self.rx.recv() {
                 // ENOENT (the kernel does not know the object) is expected.
                 let r = match &inv {
-                    Invalidation::Attr { ino } => {
-                        notifier.inval_inode(fuser::INodeNo(inodes.to_fuse(*ino)), 0, 0)
-                    }
+                    Invalidation::Attr { ino } => notifier.inval_inode(fuser::INodeNo(inodes.to_fuse(*ino)), 0, 0),
                     Invalidation::Entry { parent, name } => {
                         notifier.inval_entry(fuser::INodeNo(inodes.to_fuse(*parent)), OsStr::new(name))
                     }

@@ -129,8 +129,23 @@ impl MountOptions {
                 ("spill_dir", Some(v)) => self.spill_dir = PathBuf::from(v),
                 ("fsname", Some(v)) => self.fsname = v.to_string(),
                 // Accepted for compatibility with fstab and sshfs habits.
-                ("default_permissions" | "reconnect" | "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec"
-                | "auto" | "noauto" | "user" | "nouser" | "_netdev" | "nofail", None) => {}
+                (
+                    "default_permissions"
+                    | "reconnect"
+                    | "dev"
+                    | "nodev"
+                    | "suid"
+                    | "nosuid"
+                    | "exec"
+                    | "noexec"
+                    | "auto"
+                    | "noauto"
+                    | "user"
+                    | "nouser"
+                    | "_netdev"
+                    | "nofail",
+                    None,
+                ) => {}
                 _ => return Err(bad("unknown option (see `renkei mount --help`)")),
             }
         }

@@ -46,6 +46,8 @@ pub struct Reader {
     window: u64,
     /// Index of the replica that served last (tried first).
     prefer: usize,
+    /// Generation the stream and the kept bytes belong to.
+    gen: fs_proto::Gen,
 }
 
 fn proto(host: &str, e: impl std::fmt::Display) -> ClientError {
@@ -96,6 +98,10 @@ impl Reader {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, ClientError> {
+        if self.gen != grant.attr.gen {
+            // A new generation: nothing read from the old one may be served.
+            *self = Reader { gen: grant.attr.gen, ..Default::default() };
+        }
         let size = grant.attr.size;
         let end = offset.saturating_add(len).min(size);
         let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
@@ -198,8 +204,9 @@ async fn open_at(
 ) -> Result<quinn::RecvStream, ClientError> {
     let peer = PeerAddr { addr: loc.addr, name: loc.host.clone() };
     let conn = dialer.connect(&peer).await?;
-    let (mut send, mut recv) =
-        request(&conn, &ServerRequest::Read { cap: cap.clone(), offset, len }).await.map_err(|e| proto(&loc.host, e))?;
+    let (mut send, mut recv) = request(&conn, &ServerRequest::Read { cap: cap.clone(), offset, len })
+        .await
+        .map_err(|e| proto(&loc.host, e))?;
     let _ = send.finish();
     match reply::<ServerResponse>(&mut recv).await.map_err(|e| proto(&loc.host, e))? {
         Ok(ServerResponse::Reading { .. }) => Ok(recv),

@@ -14,6 +14,7 @@ use crate::error::ClientError;
 use fs_proto::meta::{MetaCall, MetaRequest, MetaResponse};
 use fs_proto::rpc::{call, CallError, Dialer, PeerAddr};
 use fs_proto::Cred;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,12 +27,22 @@ pub struct Remote {
     cache: Arc<Cache>,
     call_timeout: Duration,
     timeout: Duration,
+    /// The last call found the meta server unreachable.
+    down: Arc<AtomicBool>,
 }
 
 impl Remote {
     /// A caller of `peer` through `dialer`.
     pub fn new(dialer: Dialer, peer: PeerAddr, counters: Arc<Counters>, cache: Arc<Cache>, o: &MountOptions) -> Self {
-        Remote { dialer, peer, counters, cache, call_timeout: o.call_timeout, timeout: o.timeout }
+        Remote {
+            dialer,
+            peer,
+            counters,
+            cache,
+            call_timeout: o.call_timeout,
+            timeout: o.timeout,
+            down: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// The meta server.
@@ -42,6 +53,12 @@ impl Remote {
     /// The dialer (shared with the data path and the subscription).
     pub fn dialer(&self) -> &Dialer {
         &self.dialer
+    }
+
+    /// Whether the last call found the meta server unreachable (callers
+    /// with a local answer, e.g. attributes of an open file, use it then).
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
     }
 
     /// The bound of one operation.
@@ -84,18 +101,27 @@ impl Remote {
                 Ok::<_, CallError>((r, t))
             };
             let err = match tokio::time::timeout(left, attempt).await {
-                Ok(Ok((Ok(r), t))) => return (Ok(r), t),
-                Ok(Ok((Err(CallError::Remote(e)), t))) => return (Err(ClientError::Call(CallError::Remote(e))), t),
+                Ok(Ok((Ok(r), t))) => {
+                    self.down.store(false, Ordering::Relaxed);
+                    return (Ok(r), t);
+                }
+                Ok(Ok((Err(CallError::Remote(e)), t))) => {
+                    self.down.store(false, Ordering::Relaxed);
+                    return (Err(ClientError::Call(CallError::Remote(e))), t);
+                }
                 Ok(Ok((Err(e), _))) | Ok(Err(e)) => e,
                 Err(_) => CallError::Timeout { peer: self.peer.name.clone(), secs: self.timeout.as_secs() },
             };
             let unsent = matches!(err, CallError::Connect { .. });
             if !unsent {
-                // The connection may be dead without knowing it yet: dial anew.
-                self.dialer.forget(&self.peer).await;
+                // The connection may be dead without knowing it yet: dial
+                // anew. Not waited for: a dial in progress holds the slot.
+                let (dialer, peer) = (self.dialer.clone(), self.peer.clone());
+                tokio::spawn(async move { dialer.forget(&peer).await });
             }
             if (mutation && !unsent) || Instant::now() + pause >= deadline {
-                tracing::debug!(kind, "meta call failed: {err}");
+                self.down.store(true, Ordering::Relaxed);
+                tracing::warn!(kind, "meta call failed: {err}");
                 return (Err(ClientError::Call(err)), None);
             }
             tokio::time::sleep(pause).await;

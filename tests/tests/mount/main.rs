@@ -1,0 +1,12 @@
+//! FUSE mount tests (issue 3), run only with `RENKEI_TEST_FUSE=1` (as root,
+//! with /dev/fuse and fuse3): real tools on the mount, coherence between two
+//! mounts through callbacks, zero-request warm listings, meta server restarts
+//! under a mount, POSIX details, and pjdfstest.
+
+mod coherence;
+mod common;
+mod pjdfstest;
+mod posix;
+mod restart;
+mod tools;
+mod warm;

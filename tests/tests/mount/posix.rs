@@ -1,0 +1,142 @@
+//! POSIX details through the mount that the tools tests do not pin down:
+//! rename flags, links, special files, xattrs, statfs, setattr, partial
+//! overwrites of committed files and reading one's own uncommitted writes.
+
+use crate::common::{blocking, enabled, TestMount};
+use std::ffi::CString;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::Path;
+use tests::procs::ProcFederation;
+use tests::{pattern, with_timeout};
+
+fn c(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+fn renameat2(a: &Path, b: &Path, flags: u32) -> std::io::Result<()> {
+    // SAFETY: valid NUL-terminated paths, AT_FDCWD.
+    let r = unsafe {
+        libc::syscall(libc::SYS_renameat2, libc::AT_FDCWD, c(a).as_ptr(), libc::AT_FDCWD, c(b).as_ptr(), flags)
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn posix_checks(root: &Path) {
+    let f = |n: &str| root.join(n);
+    std::fs::write(f("a"), b"A").unwrap();
+    std::fs::write(f("b"), b"B").unwrap();
+    // RENAME_NOREPLACE refuses an existing target; RENAME_EXCHANGE swaps.
+    let e = renameat2(&f("a"), &f("b"), libc::RENAME_NOREPLACE).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+    renameat2(&f("a"), &f("b"), libc::RENAME_EXCHANGE).unwrap();
+    assert_eq!(std::fs::read(f("a")).unwrap(), b"B");
+    assert_eq!(std::fs::read(f("b")).unwrap(), b"A");
+    renameat2(&f("a"), &f("c"), libc::RENAME_NOREPLACE).unwrap();
+    assert!(!f("a").exists());
+
+    // Hard links share the inode and count; symlinks read back.
+    std::fs::hard_link(f("c"), f("c2")).unwrap();
+    let (m1, m2) = (std::fs::metadata(f("c")).unwrap(), std::fs::metadata(f("c2")).unwrap());
+    assert_eq!((m1.ino(), m1.nlink()), (m2.ino(), 2));
+    std::os::unix::fs::symlink("c", f("sym")).unwrap();
+    assert_eq!(std::fs::read_link(f("sym")).unwrap(), Path::new("c"));
+    assert_eq!(std::fs::read(f("sym")).unwrap(), b"B");
+    std::fs::remove_file(f("c2")).unwrap();
+    assert_eq!(std::fs::metadata(f("c")).unwrap().nlink(), 1, "link count follows an unlink at once");
+
+    // FIFOs and sockets.
+    // SAFETY: valid path.
+    assert_eq!(unsafe { libc::mkfifo(c(&f("fifo")).as_ptr(), 0o640) }, 0);
+    assert!(std::fs::metadata(f("fifo")).unwrap().file_type().is_fifo());
+    let sock = std::os::unix::net::UnixListener::bind(f("sock"));
+    assert!(sock.is_ok(), "binding a unix socket on the mount: {sock:?}");
+    assert!(std::fs::symlink_metadata(f("sock")).unwrap().file_type().is_socket());
+
+    // xattrs: set, get, list, remove; missing ones are ENODATA.
+    let name = CString::new("user.comment").unwrap();
+    // SAFETY: valid pointers and lengths.
+    unsafe {
+        assert_eq!(libc::setxattr(c(&f("c")).as_ptr(), name.as_ptr(), b"hi".as_ptr().cast(), 2, 0), 0);
+        let mut buf = [0u8; 16];
+        let n = libc::getxattr(c(&f("c")).as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len());
+        assert_eq!(&buf[..n as usize], b"hi");
+        let n = libc::listxattr(c(&f("c")).as_ptr(), buf.as_mut_ptr().cast(), buf.len());
+        assert_eq!(&buf[..n as usize], b"user.comment\0");
+        assert_eq!(libc::removexattr(c(&f("c")).as_ptr(), name.as_ptr()), 0);
+        assert_eq!(libc::getxattr(c(&f("c")).as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()), -1);
+        assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::ENODATA));
+    }
+
+    // statfs reports the servers' capacity.
+    // SAFETY: zeroed statvfs is a valid out-parameter.
+    let mut sv: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c(root).as_ptr(), &mut sv) }, 0);
+    assert!(sv.f_blocks > 0 && sv.f_bsize > 0);
+
+    // chmod, chown (to ourselves), truncate, utimens.
+    std::fs::set_permissions(f("c"), std::fs::Permissions::from_mode(0o604)).unwrap();
+    assert_eq!(std::fs::metadata(f("c")).unwrap().mode() & 0o7777, 0o604);
+    let md = std::fs::metadata(f("c")).unwrap();
+    std::os::unix::fs::chown(f("c"), Some(md.uid()), Some(md.gid())).unwrap();
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    std::fs::File::options().write(true).open(f("c")).unwrap().set_modified(t).unwrap();
+    assert_eq!(std::fs::metadata(f("c")).unwrap().mtime(), 1_000_000_000);
+
+    // A partial overwrite of a committed file keeps the rest; reads see
+    // uncommitted writes; truncate shrinks and extends with zeros.
+    let data = pattern(5 << 20, 9);
+    std::fs::write(f("big"), &data).unwrap();
+    let mut fh = std::fs::File::options().read(true).write(true).open(f("big")).unwrap();
+    fh.seek(SeekFrom::Start(1_000_000)).unwrap();
+    fh.write_all(b"OVERWRITE").unwrap();
+    let mut back = vec![0u8; 20];
+    fh.seek(SeekFrom::Start(999_995)).unwrap();
+    fh.read_exact(&mut back).unwrap();
+    assert_eq!(&back[5..14], b"OVERWRITE", "own writes visible before close");
+    assert_eq!(&back[..5], &data[999_995..1_000_000]);
+    drop(fh);
+    let mut want = data.clone();
+    want[1_000_000..1_000_009].copy_from_slice(b"OVERWRITE");
+    assert_eq!(std::fs::read(f("big")).unwrap(), want);
+    let fh = std::fs::File::options().write(true).open(f("big")).unwrap();
+    fh.set_len(10).unwrap();
+    fh.set_len(20).unwrap();
+    drop(fh);
+    let mut short = want[..10].to_vec();
+    short.resize(20, 0);
+    assert_eq!(std::fs::read(f("big")).unwrap(), short);
+
+    // Directories: rmdir of a non-empty one fails, of an empty one works.
+    std::fs::create_dir(f("d")).unwrap();
+    std::fs::write(f("d/x"), b"").unwrap();
+    assert_eq!(std::fs::remove_dir(f("d")).unwrap_err().raw_os_error(), Some(libc::ENOTEMPTY));
+    std::fs::remove_file(f("d/x")).unwrap();
+    std::fs::remove_dir(f("d")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn posix_operations_through_the_mount() {
+    if !enabled("posix_operations_through_the_mount") {
+        return;
+    }
+    with_timeout(180, async {
+        let fed = ProcFederation::up(1).await;
+        let c = fed.client(None).await;
+        c.mkdir("/sub", false, 0o755).await.unwrap();
+        // Mount a remote directory, not the root.
+        let m = TestMount::new(&fed, None, "/sub", "").await;
+        let root = m.path.clone();
+        blocking(move || posix_checks(&root)).await;
+        m.unmount().await;
+        // What the mount made is in the federation under /sub.
+        let listing: Vec<String> = c.list("/sub").await.unwrap().into_iter().map(|e| e.name).collect();
+        assert!(listing.contains(&"big".to_string()) && listing.contains(&"fifo".to_string()), "{listing:?}");
+    })
+    .await
+}

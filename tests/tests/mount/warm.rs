@@ -1,0 +1,54 @@
+//! A warm `ls -l` and `stat` send nothing (acceptance 4).
+
+use crate::common::{blocking, enabled, sh, TestMount};
+use fs_proto::FileKind;
+use tests::procs::ProcFederation;
+use tests::with_timeout;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn second_ls_l_and_stat_of_1000_entries_send_nothing() {
+    if !enabled("second_ls_l_and_stat_of_1000_entries_send_nothing") {
+        return;
+    }
+    with_timeout(300, async {
+        let fed = ProcFederation::up(1).await;
+        // The entries are made by another client, before the mount exists.
+        let c = fed.client(None).await;
+        let dir = c.mkdir("/big", false, 0o755).await.unwrap();
+        for i in 0..1000 {
+            let kind = if i % 10 == 0 { FileKind::Fifo } else { FileKind::Regular };
+            c.meta().create(dir.ino, &format!("entry-{i:04}"), kind, 0o644, true).await.unwrap();
+        }
+        let m = TestMount::new(&fed, None, "/", "").await;
+        let d = m.join("big");
+
+        let first = sh(&d, "ls -l | wc -l").await;
+        assert_eq!(first.trim(), "1001", "ls -l shows a total line and 1000 entries");
+        let cold = m.meta_requests();
+        eprintln!("cold ls -l sent {cold} metadata requests: {:?}", m.counters.snapshot());
+
+        let before = m.meta_requests();
+        let second = sh(&d, "ls -l | wc -l").await;
+        assert_eq!(second.trim(), "1001");
+        let stats = blocking({
+            let d = d.clone();
+            move || {
+                (0..1000)
+                    .map(|i| std::fs::symlink_metadata(d.join(format!("entry-{i:04}"))).map(|m| m.len()))
+                    .collect::<Result<Vec<_>, _>>()
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(stats.len(), 1000);
+        sh(&d, "stat entry-0001 entry-0999 > /dev/null").await;
+        assert_eq!(
+            m.meta_requests(),
+            before,
+            "the second ls -l and 1000 stats sent requests: {:?}",
+            m.counters.snapshot()
+        );
+        m.unmount().await;
+    })
+    .await
+}
