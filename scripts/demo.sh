@@ -58,9 +58,16 @@ renkei where /tree/f20
 renkei umount "$MNT1"
 renkei umount "$MNT2"
 
+step "monitoring: the status page, service checks, Prometheus metrics, renkei netcheck"
+WEB=$(sed -n 's/^web = "\(.*\)"$/\1/p' "$DEMO/meta.toml")
+echo "status page: http://$WEB/   (Prometheus metrics: http://$WEB/metrics)"
+renkei netcheck --seconds 0.5
+curl -s "http://$WEB/metrics" | grep -E '^renkei_(host_up|host_received_bytes_total|check_ok\{host="pop1")'
+
 step "done"
 cat <<MSG
-The federation is still running in $DEMO. Try:
+The federation is still running in $DEMO. Its status page: http://$WEB/
+Try:
   export RENKEI_CONFIG=$DEMO/client.toml        # a client at site1 (client-site2.toml, ... for others)
   $BIN/renkei --help
 Stop it with:

@@ -14,6 +14,7 @@
 //! - [`data`]: reads and writes against file servers.
 //! - [`counters`]: requests sent per kind.
 //! - [`local`]: a whole federation on loopback (`renkei local up`).
+//! - [`monitor`]: `renkei netcheck` and the federation status.
 //! - [`mount`]: the FUSE mount (`renkei mount`).
 //! - [`error`]: errors and errno mapping.
 //! - [`path`]: remote path handling.
@@ -27,6 +28,7 @@ pub mod data;
 pub mod error;
 pub mod local;
 pub mod meta_client;
+pub mod monitor;
 pub mod mount;
 pub mod path;
 

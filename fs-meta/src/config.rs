@@ -61,6 +61,10 @@ pub struct MetaConfig {
     /// QUIC transport tuning.
     #[serde(default)]
     pub transport: Tuning,
+    /// Monitoring: the status page and `/metrics` (off unless `web` is
+    /// set), who may see them, and how much history is kept.
+    #[serde(default)]
+    pub monitor: crate::monitor::config::MonitorConfig,
 }
 
 fn default_listen() -> SocketAddr {
@@ -100,6 +104,7 @@ impl MetaConfig {
             users: Vec::new(),
             lease_ms: default_lease_ms(),
             transport: Tuning::default(),
+            monitor: Default::default(),
         }
     }
 

@@ -125,6 +125,8 @@ impl Hosts {
                 alive: self.alive_at(r, now),
                 replicas: counts.get(h).copied().unwrap_or(0),
                 problems: r.problems.clone(),
+                bytes_in: r.bytes_in,
+                bytes_out: r.bytes_out,
             })
             .collect();
         out.sort_by(|a, b| (&a.site, &a.host).cmp(&(&b.site, &b.host)));

@@ -20,11 +20,14 @@
 //! - [`hosts`]: host registry and write placement.
 //! - [`users`]: certificate name to uid/gid.
 //! - [`record`], [`keys`], [`txn`]: on-disk layout and transactions.
+//! - [`monitor`]: service-check reports, netcheck, rates, history, events,
+//!   and the web role (status page and `/metrics` over HTTP).
 
 pub mod callbacks;
 pub mod config;
 pub mod hosts;
 pub mod keys;
+pub mod monitor;
 pub mod namespace;
 pub mod node;
 pub mod perm;
@@ -53,6 +56,9 @@ pub enum MetaError {
     /// TLS or QUIC setup failed.
     #[error(transparent)]
     Endpoint(#[from] fs_proto::endpoint::EndpointError),
+    /// The status page cannot be served as configured.
+    #[error("{0}")]
+    Web(String),
 }
 
 /// Load identity, bind the endpoint, open the database and serve until

@@ -60,6 +60,7 @@ impl MetaNode {
     pub async fn serve(self, endpoint: quinn::Endpoint, shutdown: impl Future<Output = ()>) -> Result<(), MetaError> {
         let local = endpoint.local_addr().ok();
         info!(addr = ?local, "meta server serving");
+        let monitor = crate::monitor::start(self.service.clone(), &endpoint).await?;
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -73,6 +74,7 @@ impl MetaNode {
             }
         }
         info!("meta server shutting down");
+        monitor.stop().await;
         endpoint.close(quic_codes::SHUTDOWN, b"meta server shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
         self.db.flush_async().await.map_err(MetaError::Db)?;
@@ -162,6 +164,9 @@ async fn handle_stream(
     };
     if matches!(call.req, MetaRequest::Subscribe) {
         return serve_subscription(streams, conn, send).await;
+    }
+    if let MetaRequest::Monitor(fs_proto::monitor::MonitorRequest::Netcheck(req)) = call.req {
+        return crate::monitor::netcheck::serve(svc, id, req, send).await;
     }
     let kind = call.req.kind();
     let needs_flush = call.req.is_mutation() && !matches!(call.req, MetaRequest::Heartbeat(_));

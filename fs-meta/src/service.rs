@@ -31,6 +31,8 @@ pub struct MetaService {
     config: MetaConfig,
     inventories: Mutex<HashMap<String, (u64, HashSet<(Ino, u64)>)>>,
     inode_count: Mutex<Option<(Instant, u64)>>,
+    /// Monitoring state: check reports, rates, history, events, netcheck.
+    pub monitor: crate::monitor::Monitor,
 }
 
 fn forbid(what: &str) -> RemoteError {
@@ -41,6 +43,7 @@ impl MetaService {
     /// Assemble the service.
     pub fn new(ns: Namespace, hosts: Hosts, users: Users, signer: CapabilitySigner, config: MetaConfig) -> Self {
         let own_verifier = CapabilityVerifier::new(signer.public_key().to_vec());
+        let monitor = crate::monitor::Monitor::new(&config);
         MetaService {
             ns,
             hosts,
@@ -50,6 +53,7 @@ impl MetaService {
             config,
             inventories: Mutex::new(HashMap::new()),
             inode_count: Mutex::new(None),
+            monitor,
         }
     }
 
@@ -132,6 +136,7 @@ impl MetaService {
             Q::SetNcopy { ino, ncopy } => A::Attr(self.ns.set_ncopy(c, ino, ncopy)?),
             Q::StatFs => A::StatFs(self.statfs()),
             Q::ListHosts => A::Hosts(self.hosts.list(&self.replica_counts()?)),
+            Q::Monitor(m) => A::Monitor(crate::monitor::handle(self, id, m)?),
             Q::Heartbeat(report) => {
                 host_only("heartbeat")?;
                 let site = id.site.clone().unwrap_or_default();

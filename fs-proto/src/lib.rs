@@ -20,6 +20,7 @@
 //! - [`meta`] and [`server`]: the two services' requests and responses.
 //! - [`callback`]: invalidations the meta server pushes to caching clients.
 //! - [`capability`]: what the meta server signs and file servers verify.
+//! - [`monitor`]: service checks, netcheck, VM reports, the status page's data.
 //! - [`identity`]: the federation CA and certificates.
 //! - [`endpoint`]: rustls + quinn configuration with WAN-sized windows.
 //! - [`rpc`]: connection cache and the request/reply exchange.
@@ -33,6 +34,7 @@ pub mod error;
 pub mod frame;
 pub mod identity;
 pub mod meta;
+pub mod monitor;
 pub mod process;
 pub mod rpc;
 pub mod server;

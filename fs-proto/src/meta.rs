@@ -8,6 +8,7 @@
 
 use crate::capability::SignedCapability;
 use crate::error::RemoteError;
+use crate::monitor::{MonitorRequest, MonitorResponse};
 use crate::types::{Attr, Cred, DirEntry, FileKind, Gen, Hash, HostInfo, Ino, ReplicaInfo, ServerLoc, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -353,6 +354,9 @@ pub enum MetaRequest {
     /// open and carries [`crate::callback::CallbackFrame`]s instead of one
     /// reply (see [`crate::callback`]).
     Subscribe,
+    /// Monitoring: check reports, VM reports, netcheck, the status page's
+    /// data (see [`crate::monitor`]).
+    Monitor(MonitorRequest),
 }
 
 impl MetaRequest {
@@ -389,6 +393,7 @@ impl MetaRequest {
             MetaRequest::Inventory { .. } => "inventory",
             MetaRequest::Batch(_) => "batch",
             MetaRequest::Subscribe => "subscribe",
+            MetaRequest::Monitor(m) => m.kind(),
         }
     }
 
@@ -410,6 +415,7 @@ impl MetaRequest {
                 | MetaRequest::StatFs
                 | MetaRequest::ListHosts
                 | MetaRequest::Subscribe
+                | MetaRequest::Monitor(_)
         )
     }
 }
@@ -477,4 +483,6 @@ pub enum MetaResponse {
     Unknown(Vec<(Ino, Gen)>),
     /// Batch answer, one result per request.
     Batch(Vec<MetaReply>),
+    /// Answer to `Monitor`.
+    Monitor(MonitorResponse),
 }

@@ -13,6 +13,7 @@
 use crate::capability::SignedCapability;
 use crate::error::RemoteError;
 use crate::meta::BaseGrant;
+use crate::monitor::{ProbeRequest, ProbeResponse};
 use crate::types::{Gen, Hash};
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +40,9 @@ pub enum ServerRequest {
     },
     /// Liveness and identity check.
     Ping,
+    /// Monitoring: measure paths for `renkei netcheck`, or send probe bytes
+    /// (see [`crate::monitor`]).
+    Probe(ProbeRequest),
 }
 
 /// One step of a write session.
@@ -86,6 +90,8 @@ pub enum ServerResponse {
         /// Site.
         site: String,
     },
+    /// Answer to `Probe`.
+    Probe(ProbeResponse),
 }
 
 /// A data service reply frame.

@@ -204,6 +204,10 @@ pub struct HostInfo {
     pub replicas: u64,
     /// Problems the host reported about itself (e.g. spool not writable).
     pub problems: Vec<String>,
+    /// Bytes the host received from the network since it started.
+    pub bytes_in: u64,
+    /// Bytes the host sent since it started.
+    pub bytes_out: u64,
 }
 
 /// One replica of a file.

@@ -29,6 +29,10 @@ pub struct ServerConfig {
     /// Capacity to report, in bytes (defaults to the spool file system's).
     #[serde(default)]
     pub capacity: Option<u64>,
+    /// Service checks (write, read back, serve, reach meta) run this often
+    /// (ms); 0 turns them off.
+    #[serde(default = "default_check_interval_ms")]
+    pub check_interval_ms: u64,
     /// QUIC transport tuning.
     #[serde(default)]
     pub transport: Tuning,
@@ -39,6 +43,9 @@ fn default_listen() -> SocketAddr {
 }
 fn default_heartbeat_ms() -> u64 {
     1_000
+}
+fn default_check_interval_ms() -> u64 {
+    10_000
 }
 
 impl ServerConfig {
@@ -52,6 +59,7 @@ impl ServerConfig {
             tls,
             heartbeat_ms: default_heartbeat_ms(),
             capacity: None,
+            check_interval_ms: default_check_interval_ms(),
             transport: Tuning::default(),
         }
     }

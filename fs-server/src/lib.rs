@@ -16,11 +16,15 @@
 //! - [`replica`] and [`tree_hash`]: replica files and their verification.
 //! - [`spool`]: where replicas live on disk.
 //! - [`metalink`]: calls to the meta server and the capability verifier.
+//! - [`checks`]: service checks (write, read back, serve, reach meta).
+//! - [`probe`]: measuring paths between servers for `renkei netcheck`.
 
+pub mod checks;
 pub mod config;
 pub mod data;
 pub mod metalink;
 pub mod node;
+pub mod probe;
 pub mod replica;
 pub mod spool;
 pub mod tree_hash;

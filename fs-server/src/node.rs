@@ -39,9 +39,11 @@ pub struct Ctx {
     pub bytes_in: AtomicU64,
     /// Bytes sent.
     pub bytes_out: AtomicU64,
+    /// The latest round of service checks.
+    pub checks: crate::checks::CheckState,
     deleted: Mutex<Vec<(Ino, Gen)>>,
-    config: ServerConfig,
-    advertise: SocketAddr,
+    pub(crate) config: ServerConfig,
+    pub(crate) advertise: SocketAddr,
 }
 
 /// Serve until `shutdown` completes: the whole file server.
@@ -70,6 +72,7 @@ pub async fn serve(
         identity,
         bytes_in: AtomicU64::new(0),
         bytes_out: AtomicU64::new(0),
+        checks: crate::checks::CheckState::default(),
         deleted: Mutex::new(Vec::new()),
         advertise,
         config,
@@ -86,6 +89,8 @@ pub async fn serve(
         }
         info!(addr = %ctx.advertise, "file server serving");
         let hb = tokio::spawn(heartbeat_loop(ctx.clone()).in_current_span());
+        let every = Duration::from_millis(ctx.config.check_interval_ms);
+        let checks = tokio::spawn(crate::checks::run(ctx.clone(), every).in_current_span());
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
@@ -96,6 +101,7 @@ pub async fn serve(
             }
         }
         hb.abort();
+        checks.abort();
         info!("file server shutting down");
         endpoint.close(quic_codes::SHUTDOWN, b"file server shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
@@ -152,7 +158,8 @@ async fn heartbeat(ctx: &Arc<Ctx>) -> Result<(), fs_proto::rpc::CallError> {
     if let Some(c) = ctx.config.capacity {
         capacity = capacity.min(c);
     }
-    let problems: Vec<String> = ctx.spool.probe_writable().into_iter().collect();
+    let mut problems: Vec<String> = ctx.spool.probe_writable().into_iter().collect();
+    problems.extend(ctx.checks.problems());
     let deleted = std::mem::take(&mut *ctx.deleted.lock().unwrap_or_else(|p| p.into_inner()));
     let report = HeartbeatReport {
         addr: ctx.advertise,
@@ -266,6 +273,10 @@ async fn handle_stream(
         ServerRequest::Write { cap, base } => {
             let span = tracing::debug_span!("write");
             data::write(ctx, &peer, cap, base, send, recv).instrument(span).await
+        }
+        ServerRequest::Probe(p) => {
+            let span = tracing::debug_span!("probe");
+            crate::probe::serve(ctx, &peer, p, send).instrument(span).await
         }
         ServerRequest::Ping => {
             let pong = ServerResponse::Pong {

@@ -12,6 +12,7 @@ RENKEI_PACKAGES=(
   sshfs openssh-server openssh-client      # baselines in benchmarks
   rsync git sqlite3 tar                    # real tools on the mount
   ca-certificates curl
+  chromium chromium-driver                 # the status page in a real browser (monitoring tests)
 )
 
 log() { printf '\n== %s\n' "$*" >&2; }

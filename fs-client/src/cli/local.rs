@@ -83,6 +83,9 @@ pub(crate) async fn run(cmd: &LocalCommand, json: bool) -> anyhow::Result<()> {
                     p.name
                 );
             }
+            if let Some(web) = &state.web {
+                println!("Status page: {web}  (Prometheus metrics: {web}metrics)");
+            }
             println!("Use it as user {:?}:", state.user);
             println!("  export RENKEI_CONFIG={}", state.client_config.display());
             println!("  renkei hosts; renkei put FILE /; renkei ls -l /; renkei where /FILE");

@@ -6,6 +6,7 @@ mod info;
 mod local;
 mod mount;
 mod namespace;
+mod netcheck;
 mod output;
 mod transfer;
 
@@ -65,6 +66,9 @@ pub enum Command {
     Df,
     /// Show the file servers: site, liveness, capacity, free space, load.
     Hosts,
+    /// Measure round trips and throughput between every pair of file
+    /// servers (server to server) and fill the status page's matrix.
+    Netcheck(netcheck::NetcheckArgs),
     /// Show who the meta server thinks you are.
     Whoami,
     /// Mount the federation (or a remote directory of it) like sshfs (FUSE).
@@ -117,6 +121,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Where(a) => info::where_(&cli.client().await?, a, json).await,
         Command::Df => info::df(&cli.client().await?, json).await,
         Command::Hosts => info::hosts(&cli.client().await?, json).await,
+        Command::Netcheck(a) => netcheck::netcheck(&cli.client().await?, a, json).await,
         Command::Whoami => info::whoami(&cli.client().await?, json).await,
     }
 }
