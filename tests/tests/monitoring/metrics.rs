@@ -124,3 +124,65 @@ async fn page_is_read_only_and_refused_outside_the_allowed_networks() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_reports_from_the_vm_manager_show_in_the_status_and_metrics() {
+    use fs_proto::identity::Role;
+    use fs_proto::meta::{MetaCall, MetaRequest, MetaResponse};
+    use fs_proto::monitor::{MonitorRequest, PopVms, VmSummary};
+    with_timeout(120, async {
+        let c = Cluster::builder()
+            .sites(2)
+            .meta_config(|c| c.monitor.web = Some("127.0.0.1:0".parse().expect("addr")))
+            .start()
+            .await;
+        let report = vec![
+            PopVms {
+                pop: "pop1".into(),
+                site: "site1".into(),
+                alive: true,
+                max_vms: 4,
+                vms: vec![VmSummary { name: "web".into(), owner: "alice".into(), state: "Running".into() }],
+            },
+            PopVms { pop: "pop2".into(), site: "site2".into(), alive: false, max_vms: 2, vms: vec![] },
+        ];
+        let call = |req| MetaCall { cred: None, req: MetaRequest::Monitor(req) };
+        // The VM manager reports with its host certificate (as `vpe serve` does).
+        let mut cfg = c.client_config("alice", "site1");
+        cfg.tls = tests::cluster::issue(c.ca(), "vpe", Role::Host, Some("site1"));
+        let manager = fs_client::Client::connect(cfg).await.expect("manager client");
+        let dialer = manager.data().dialer();
+        let r = dialer
+            .call::<_, MetaResponse>(
+                manager.meta().peer(),
+                &call(MonitorRequest::ReportVms(report.clone())),
+                Duration::from_secs(10),
+            )
+            .await;
+        assert!(matches!(r, Ok(MetaResponse::Monitor(_))), "{r:?}");
+        // A user may not.
+        let alice = c.client("alice", "site1").await;
+        let r = alice
+            .data()
+            .dialer()
+            .call::<_, MetaResponse>(
+                alice.meta().peer(),
+                &call(MonitorRequest::ReportVms(vec![])),
+                Duration::from_secs(10),
+            )
+            .await;
+        assert_eq!(r.err().and_then(|e| e.code()), Some(fs_proto::ErrorCode::NotPermitted));
+
+        let st = fs_client::monitor::status(&alice).await.expect("status");
+        let vms = st.vms.expect("the VM report is kept");
+        assert_eq!(vms.reporter, "vpe");
+        assert_eq!(vms.pops, report);
+        let web = format!("http://{}/", c.meta_service().monitor.web_addr().expect("page"));
+        let s = crate::common::scrape(&web);
+        assert_eq!(sample(&s, "renkei_pop_vms", &[("host", "pop1")]), Some(1.0));
+        assert_eq!(sample(&s, "renkei_pop_vms", &[("host", "pop2")]), Some(0.0));
+        assert_eq!(sample(&s, "renkei_pop_vms_max", &[("host", "pop1")]), Some(4.0));
+        c.shutdown().await;
+    })
+    .await
+}

@@ -17,12 +17,14 @@
 //! - [`agents`]: connected PoP agents and their reports.
 //! - [`ns`]: namespace helpers.
 //! - `images`, `vms`, `templates`: the request handlers.
+//! - `report`: VMs per PoP reported to the meta server's status page.
 
 pub mod agents;
 pub mod config;
 mod images;
 pub mod ns;
 pub mod registry;
+mod report;
 mod templates;
 mod vms;
 
@@ -228,6 +230,8 @@ pub async fn run(
             }
         });
     }
+    // VMs per PoP for the meta server's status page.
+    let reporter = tokio::spawn(report::run(manager.clone()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -238,6 +242,7 @@ pub async fn run(
             }
         }
     }
+    reporter.abort();
     info!("vpe manager shutting down");
     endpoint.close(quic_codes::SHUTDOWN, b"vpe manager shutting down");
     let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
