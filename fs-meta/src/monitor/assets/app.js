@@ -87,7 +87,8 @@ function checksCell(h) {
   for (const c of failing) {
     td.append(el("div", { class: "reason", "data-check": c.name }, `${c.name}: ${c.detail}`));
   }
-  td.append(el("div", { class: "note" }, "checked " + ago(h.checks_at_ms, Date.now())));
+  const when = "checked " + ago(h.checks_at_ms, Date.now());
+  td.append(el("div", { class: "note" }, h.info.alive ? when : when + " (host down: last known results)"));
   return td;
 }
 
