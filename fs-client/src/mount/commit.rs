@@ -57,24 +57,11 @@ pub async fn commit(
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         };
     }
-    let grant = match remote.call(cred, MetaRequest::OpenWrite { ino, site: site.to_string() }).await?.0 {
-        MetaResponse::Write(g) => g,
-        other => return Err(ClientError::Unexpected(format!("{other:?}"))),
-    };
-    let host = grant.target.host.clone();
-    let peer = PeerAddr { addr: grant.target.addr, name: host.clone() };
-    let base = if dirty.floor > 0 { grant.base.clone() } else { None };
-    let mut len = match &base {
-        Some(_) => grant.attr.size,
-        None => 0,
-    };
-    counters.bump("data.write");
-    let conn = remote.dialer().connect(&peer).await?;
-    let (mut send, mut recv) =
-        request(&conn, &ServerRequest::Write { cap: grant.cap.clone(), base }).await.map_err(|e| proto(&host, e))?;
+    let mut s = open_session(remote, counters, cred, site, ino, dirty.floor > 0).await?;
+    let mut len = s.base_len;
     let sent: Result<(), String> = async {
         if len > dirty.floor {
-            write_msg(&mut send, &WriteFrame::SetLen { size: dirty.floor }).await.map_err(|e| e.to_string())?;
+            write_msg(&mut s.send, &WriteFrame::SetLen { size: dirty.floor }).await.map_err(|e| e.to_string())?;
             len = dirty.floor;
         }
         for (start, end) in ranges {
@@ -82,35 +69,96 @@ pub async fn commit(
             while off < end {
                 let n = (end - off).min(PIECE);
                 let bytes = dirty.read_spill(off, n).map_err(|e| format!("reading the spill file: {e}"))?;
-                write_msg(&mut send, &WriteFrame::Data { offset: off, len: n }).await.map_err(|e| e.to_string())?;
-                send.write_all(&bytes).await.map_err(|e| e.to_string())?;
-                counters.add("data.bytes_out", n);
+                s.data(counters, off, &bytes).await?;
                 off += n;
             }
             len = len.max(end);
         }
         if len != dirty.size {
-            write_msg(&mut send, &WriteFrame::SetLen { size: dirty.size }).await.map_err(|e| e.to_string())?;
+            write_msg(&mut s.send, &WriteFrame::SetLen { size: dirty.size }).await.map_err(|e| e.to_string())?;
         }
-        write_msg(&mut send, &WriteFrame::Commit).await.map_err(|e| e.to_string())?;
-        send.finish().map_err(|e| e.to_string())?;
         Ok(())
     }
     .await;
-    let answer = reply::<ServerResponse>(&mut recv).await;
-    match (sent, answer) {
-        (_, Ok(Err(remote_err))) => Err(ClientError::Call(CallError::Remote(remote_err))),
-        (Err(e), _) => Err(proto(&host, e)),
-        (Ok(()), Err(e)) => Err(proto(&host, e)),
-        (Ok(()), Ok(Ok(ServerResponse::Stored { gen, size, hash }))) => {
-            if size != dirty.size {
-                return Err(ClientError::Integrity(format!(
-                    "{host} stored {size} bytes of inode {ino}, expected {}",
-                    dirty.size
-                )));
+    s.finish(sent, ino, dirty.size).await
+}
+
+/// An open write session for the next generation of a file.
+pub struct Session {
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    host: String,
+    /// Bytes the new generation starts with (the base the server copies).
+    pub base_len: u64,
+}
+
+/// Ask for the next generation of `ino` and open the session to the file
+/// server the meta server chose; `keep_base`: start from the current bytes.
+pub async fn open_session(
+    remote: &Remote,
+    counters: &Counters,
+    cred: Option<&Cred>,
+    site: &str,
+    ino: Ino,
+    keep_base: bool,
+) -> Result<Session, ClientError> {
+    let grant = match remote.call(cred, MetaRequest::OpenWrite { ino, site: site.to_string() }).await?.0 {
+        MetaResponse::Write(g) => g,
+        other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+    };
+    let host = grant.target.host.clone();
+    let peer = PeerAddr { addr: grant.target.addr, name: host.clone() };
+    let base = if keep_base { grant.base.clone() } else { None };
+    let base_len = if base.is_some() { grant.attr.size } else { 0 };
+    counters.bump("data.write");
+    let conn = remote.dialer().connect(&peer).await?;
+    let (send, recv) =
+        request(&conn, &ServerRequest::Write { cap: grant.cap.clone(), base }).await.map_err(|e| proto(&host, e))?;
+    Ok(Session { send, recv, host, base_len })
+}
+
+impl Session {
+    /// Send `bytes` to be written at `offset`.
+    pub async fn data(&mut self, counters: &Counters, offset: u64, bytes: &[u8]) -> Result<(), String> {
+        let len = bytes.len() as u64;
+        write_msg(&mut self.send, &WriteFrame::Data { offset, len }).await.map_err(|e| e.to_string())?;
+        self.send.write_all(bytes).await.map_err(|e| e.to_string())?;
+        counters.add("data.bytes_out", len);
+        Ok(())
+    }
+
+    /// Give up: the server drops what it received.
+    pub fn abort(mut self) {
+        let _ = self.send.reset(fs_proto::error::quic_codes::OK);
+    }
+
+    /// Commit (if everything was `sent`) and read the server's answer.
+    pub async fn finish(mut self, sent: Result<(), String>, ino: Ino, size: u64) -> Result<Committed, ClientError> {
+        let sent = match sent {
+            Ok(()) => {
+                async {
+                    write_msg(&mut self.send, &WriteFrame::Commit).await.map_err(|e| e.to_string())?;
+                    self.send.finish().map_err(|e| e.to_string())
+                }
+                .await
             }
-            Ok(Committed { gen, size, hash: Some(hash) })
+            Err(e) => Err(e),
+        };
+        let host = self.host;
+        let answer = reply::<ServerResponse>(&mut self.recv).await;
+        match (sent, answer) {
+            (_, Ok(Err(remote_err))) => Err(ClientError::Call(CallError::Remote(remote_err))),
+            (Err(e), _) => Err(proto(&host, e)),
+            (Ok(()), Err(e)) => Err(proto(&host, e)),
+            (Ok(()), Ok(Ok(ServerResponse::Stored { gen, size: stored, hash }))) => {
+                if stored != size {
+                    return Err(ClientError::Integrity(format!(
+                        "{host} stored {stored} bytes of inode {ino}, expected {size}"
+                    )));
+                }
+                Ok(Committed { gen, size, hash: Some(hash) })
+            }
+            (Ok(()), Ok(Ok(other))) => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
-        (Ok(()), Ok(Ok(other))) => Err(ClientError::Unexpected(format!("{other:?}"))),
     }
 }

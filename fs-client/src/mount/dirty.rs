@@ -55,6 +55,12 @@ impl Dirty {
         self.ranges.iter().map(|(s, e)| e - s).sum()
     }
 
+    /// Whether the contents are exactly what was written, from offset 0 to
+    /// the size, with nothing of the current generation kept.
+    pub fn is_prefix(&self) -> bool {
+        self.floor == 0 && self.ranges.len() == 1 && self.ranges.first_key_value() == Some((&0, &self.size))
+    }
+
     /// The written ranges, in order.
     pub fn ranges(&self) -> Vec<(u64, u64)> {
         self.ranges.iter().map(|(s, e)| (*s, *e)).collect()

@@ -29,6 +29,8 @@ pub struct FileState {
     /// Created without owner write permission but opened for writing: the
     /// mode to set once the last handle is closed (see `Inner::create`).
     pub final_perm: Option<u32>,
+    /// Write-behind of a sequentially written file.
+    pub upload: Option<super::upload::Upload>,
 }
 
 /// One open inode.

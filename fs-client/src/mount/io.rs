@@ -7,6 +7,7 @@ use super::commit;
 use super::dirty::{Dirty, Piece};
 use super::files::{FileState, OpenFile};
 use super::fs::{errno, io_errno, unexpected, Inner, Op};
+use super::upload::Upload;
 use fs_proto::meta::{MetaRequest, MetaResponse, SetAttr, TimeSet};
 use fs_proto::{Attr, Cred, FileKind, Ino, Timestamp};
 use fuser::{Errno, TimeOrNow};
@@ -164,17 +165,49 @@ impl Inner {
             return Err(Errno::EBADF);
         }
         let mut st = h.file.state.lock().await;
-        let d = self.dirty(cred, &h.file, &mut st).await?;
-        d.write(offset, data).map_err(|e| io_errno(&e))?;
+        self.dirty(cred, &h.file, &mut st).await?.write(offset, data).map_err(|e| io_errno(&e))?;
+        let FileState { dirty: Some(d), upload, .. } = &mut *st else { return Err(Errno::EIO) };
+        match upload.take() {
+            Some(mut up) => {
+                if d.is_prefix() && up.append(&self.counters, offset, data).await {
+                    *upload = Some(up);
+                } else {
+                    up.abort();
+                }
+            }
+            None if Upload::wanted(d) && d.size == offset + data.len() as u64 => {
+                let cred = self.file_cred();
+                match Upload::start(&self.remote, &self.counters, cred.as_ref(), &self.site, h.file.ino, d).await {
+                    Ok(up) => *upload = Some(up),
+                    Err(e) => tracing::debug!(ino = h.file.ino, "no write-behind: {e}"),
+                }
+            }
+            None => {}
+        }
         Ok(data.len() as u32)
     }
 
     /// Commit the dirty data of `f`, if any.
     pub async fn commit_locked(&self, f: &OpenFile, st: &mut FileState) -> Op<()> {
-        let Some(d) = st.dirty.as_ref() else { return Ok(()) };
+        let upload = st.upload.take();
+        let Some(d) = st.dirty.as_ref() else {
+            if let Some(up) = upload {
+                up.abort();
+            }
+            return Ok(());
+        };
         let cred = self.file_cred();
         let bound = commit::bound(&self.remote, d.bytes());
-        let work = commit::commit(&self.remote, &self.counters, cred.as_ref(), &self.site, f.ino, d);
+        let work = async {
+            if let Some(up) = upload {
+                match up.finish(f.ino, d).await {
+                    Some(Ok(c)) => return Ok(c),
+                    Some(Err(e)) => tracing::debug!(ino = f.ino, "write-behind failed, committing again: {e}"),
+                    None => {}
+                }
+            }
+            commit::commit(&self.remote, &self.counters, cred.as_ref(), &self.site, f.ino, d).await
+        };
         let c = match tokio::time::timeout(bound, work).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => {
@@ -213,6 +246,9 @@ impl Inner {
             let hidden = st.hidden.take();
             let mut r = if hidden.is_some() {
                 st.dirty = None;
+                if let Some(up) = st.upload.take() {
+                    up.abort();
+                }
                 Ok(())
             } else {
                 self.commit_locked(&f, &mut st).await

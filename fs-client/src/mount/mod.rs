@@ -35,7 +35,8 @@
 //! - [`cache`], [`subscription`], [`notify`]: the lease-backed cache.
 //! - [`remote`]: bounded, retried, counted metadata calls.
 //! - [`entries`], [`dirs`], [`xattr`]: namespace operations.
-//! - [`files`], [`io`], [`reader`], [`dirty`], [`commit`]: file contents.
+//! - [`files`], [`io`], [`reader`], [`dirty`], [`commit`], [`upload`]: file
+//!   contents.
 
 pub mod cache;
 pub mod commit;
@@ -53,6 +54,7 @@ pub mod options;
 pub mod reader;
 pub mod remote;
 pub mod subscription;
+pub mod upload;
 pub mod xattr;
 
 pub use options::{IdMapMode, MountOptions};

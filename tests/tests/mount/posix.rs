@@ -140,3 +140,38 @@ async fn posix_operations_through_the_mount() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_large_sequential_write_streams_in_one_session() {
+    if !enabled("a_large_sequential_write_streams_in_one_session") {
+        return;
+    }
+    with_timeout(180, async {
+        let fed = ProcFederation::up(1).await;
+        let m = TestMount::new(&fed, None, "/", "").await;
+        let data = pattern(40 << 20, 11);
+        let before = m.counters.get("data.write");
+        let path = m.join("stream.bin");
+        blocking({
+            let (p, d) = (path.clone(), data.clone());
+            move || {
+                let mut f = std::fs::File::create(p).unwrap();
+                for piece in d.chunks(1 << 20) {
+                    f.write_all(piece).unwrap();
+                }
+                f.sync_all().unwrap();
+            }
+        })
+        .await;
+        assert_eq!(
+            m.counters.get("data.write") - before,
+            1,
+            "a file written from the start in order is streamed in one write session (write-behind)"
+        );
+        assert_eq!(blocking(move || std::fs::read(path)).await.unwrap(), data);
+        m.unmount().await;
+        let c = fed.client(None).await;
+        assert_eq!(c.get_bytes("/stream.bin").await.unwrap(), data);
+    })
+    .await
+}
