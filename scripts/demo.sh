@@ -64,6 +64,15 @@ echo "status page: http://$WEB/   (Prometheus metrics: http://$WEB/metrics)"
 renkei netcheck --seconds 0.5
 curl -s "http://$WEB/metrics" | grep -E '^renkei_(host_up|host_received_bytes_total|check_ok\{host="pop1")'
 
+step "renkei rep: replicate a tree to site2, server to server (the client only orchestrates)"
+mkdir -p "$DEMO/reptree/sub"
+for i in $(seq 1 40); do head -c $((i * 30000)) /dev/urandom > "$DEMO/reptree/f$i"; done
+echo "replicated server to server" > "$DEMO/reptree/sub/note.txt"
+renkei put -r "$DEMO/reptree" /demo/rep
+renkei rep -D site2 -j 4 /demo/rep
+renkei where /demo/rep/f1 /demo/rep/sub/note.txt
+renkei fsck /demo/rep
+
 step "done"
 cat <<MSG
 The federation is still running in $DEMO. Its status page: http://$WEB/

@@ -6,10 +6,12 @@
 //! - [`wan`]: the emulator library, used by `renkei-bench wan` and by the `tests` crate.
 //! - [`putget`]: one large file through `renkei put/get` beside `cp`.
 //! - [`mount_bench`]: one large file through the FUSE mount beside put/get and sshfs.
+//! - [`rep_bench`]: replicating the Montage-like set between two sites beside one tar stream.
 
 pub mod dataset;
 pub mod mount_bench;
 pub mod putget;
+pub mod rep_bench;
 pub mod wan;
 pub mod wan_transfer;
 pub mod wanfed;

@@ -18,8 +18,12 @@
 //! - [`mount`]: the FUSE mount (`renkei mount`).
 //! - [`error`]: errors and errno mapping.
 //! - [`path`]: remote path handling.
+//! - [`replicate`] (`renkei rep`), [`check`] (`renkei fsck`), [`ncopy`]
+//!   (copy counts): orchestrating server-to-server replication and checks;
+//!   [`walk`] lists the files under remote paths.
 //! - [`cli`]: the command line.
 
+pub mod check;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -30,7 +34,10 @@ pub mod local;
 pub mod meta_client;
 pub mod monitor;
 pub mod mount;
+pub mod ncopy;
 pub mod path;
+pub mod replicate;
+pub mod walk;
 
 pub use client::Client;
 pub use config::ClientConfig;

@@ -58,6 +58,29 @@ pub struct MetaConfig {
     /// sent without asking again; changes within a lease are pushed to it.
     #[serde(default = "default_lease_ms")]
     pub lease_ms: u64,
+    /// Copy count of files that set none (`renkei ncopy`): the background
+    /// worker makes sure they have at least this many replicas, and never
+    /// removes replicas of such files.
+    #[serde(default = "default_ncopy")]
+    pub default_ncopy: u32,
+    /// Run the background replication worker (keeps copy counts, replaces
+    /// replicas of lost hosts, trims surplus).
+    #[serde(default = "default_true")]
+    pub replication_worker: bool,
+    /// A replica on a file server down for longer than this (ms) is
+    /// replaced elsewhere; one down for less still counts. When the server
+    /// returns, the surplus this left is removed.
+    #[serde(default = "default_replica_down_grace_ms")]
+    pub replica_down_grace_ms: u64,
+    /// The worker looks over every file at least this often (ms); writes,
+    /// copy-count changes, bad replicas and hosts going or coming wake it
+    /// sooner.
+    #[serde(default = "default_replication_interval_ms")]
+    pub replication_interval_ms: u64,
+    /// Copy orders the worker keeps in flight at once (each a stream of
+    /// many files to one destination).
+    #[serde(default = "default_replication_parallel")]
+    pub replication_parallel: usize,
     /// QUIC transport tuning.
     #[serde(default)]
     pub transport: Tuning,
@@ -88,6 +111,18 @@ fn default_lease_ms() -> u64 {
 fn default_true() -> bool {
     true
 }
+fn default_ncopy() -> u32 {
+    1
+}
+fn default_replica_down_grace_ms() -> u64 {
+    600_000
+}
+fn default_replication_interval_ms() -> u64 {
+    60_000
+}
+fn default_replication_parallel() -> usize {
+    4
+}
 
 impl MetaConfig {
     /// A config with defaults for everything but the paths.
@@ -103,6 +138,11 @@ impl MetaConfig {
             auto_register_users: true,
             users: Vec::new(),
             lease_ms: default_lease_ms(),
+            default_ncopy: default_ncopy(),
+            replication_worker: true,
+            replica_down_grace_ms: default_replica_down_grace_ms(),
+            replication_interval_ms: default_replication_interval_ms(),
+            replication_parallel: default_replication_parallel(),
             transport: Tuning::default(),
             monitor: Default::default(),
         }

@@ -108,6 +108,22 @@ impl Hosts {
         Ok(ServerLoc { host: pick.0.clone(), site: pick.1.site.clone(), addr: pick.1.addr })
     }
 
+    /// Every known host: (name, location, free bytes, last heartbeat ms,
+    /// alive now), sorted by name. For the replication planner.
+    pub fn snapshot(&self) -> Vec<(ServerLoc, u64, u64, bool)> {
+        let now = Timestamp::now().as_millis();
+        let map = self.map.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<_> = map
+            .iter()
+            .map(|(h, r)| {
+                let loc = ServerLoc { host: h.clone(), site: r.site.clone(), addr: r.addr };
+                (loc, r.free, r.last_heartbeat_ms, self.alive_at(r, now))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.host.cmp(&b.0.host));
+        out
+    }
+
     /// Every known host, with replica counts per host.
     pub fn list(&self, counts: &HashMap<String, u64>) -> Vec<HostInfo> {
         let now = Timestamp::now().as_millis();

@@ -20,6 +20,9 @@
 //! - [`hosts`]: host registry and write placement.
 //! - [`users`]: certificate name to uid/gid.
 //! - [`record`], [`keys`], [`txn`]: on-disk layout and transactions.
+//! - [`replication`]: copy planning, capabilities for copies and checks,
+//!   and the background worker keeping copy counts.
+//! - [`worker`]: the shape of background work and its driver.
 //! - [`monitor`]: service-check reports, netcheck, rates, history, events,
 //!   and the web role (status page and `/metrics` over HTTP).
 
@@ -32,9 +35,11 @@ pub mod namespace;
 pub mod node;
 pub mod perm;
 pub mod record;
+pub mod replication;
 pub mod service;
 pub mod txn;
 pub mod users;
+pub mod worker;
 
 pub use config::MetaConfig;
 pub use node::MetaNode;

@@ -744,11 +744,51 @@ impl Namespace {
                     t.put(keys::gc(host, ino, old.gen), &GcRecord { since_ms: now.as_millis() });
                 }
             }
+            // A copy of this very replica may have been pending deletion on
+            // the host (a surplus removed earlier): the new one must stay.
+            t.del(keys::gc(host, ino, gen));
             t.put(
                 keys::replica(ino, host),
                 &ReplicaRecord { gen, size, hash, bad: false, registered_ms: now.as_millis() },
             );
             Ok(i.attr(ino))
+        })
+    }
+
+    /// Every regular file that has replica records, with its inode and
+    /// replicas, in inode order: the replication worker's view.
+    pub fn replication_scan(&self) -> R<Vec<(Ino, InodeRecord, Vec<HostReplica>)>> {
+        let mut out: Vec<(Ino, InodeRecord, Vec<HostReplica>)> = Vec::new();
+        for kv in self.tree.scan_prefix(keys::all_replicas()) {
+            let (k, v) = kv.map_err(TxnError::from)?;
+            let Some((ino, host)) = keys::replica_parts(&k) else { continue };
+            let r: ReplicaRecord = crate::record::decode(&v).map_err(TxnError::from)?;
+            match out.last_mut() {
+                Some((last, _, reps)) if *last == ino => reps.push((host.to_string(), r)),
+                _ => {
+                    let Some(iv) = self.tree.get(keys::inode(ino)).map_err(TxnError::from)? else { continue };
+                    let inode: InodeRecord = crate::record::decode(&iv).map_err(TxnError::from)?;
+                    if inode.kind == FileKind::Regular {
+                        out.push((ino, inode, vec![(host.to_string(), r)]));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Remove the registration of `host`'s replica of `(ino, gen)` and
+    /// schedule the file's deletion there (a surplus or bad replica).
+    /// Returns false if that replica is no longer registered.
+    pub fn drop_replica(&self, ino: Ino, gen: Gen, host: &str) -> R<bool> {
+        self.write(|t| {
+            match t.get::<ReplicaRecord>(&keys::replica(ino, host))? {
+                Some(r) if r.gen == gen => {}
+                _ => return Ok(false),
+            }
+            t.del(keys::replica(ino, host));
+            t.put(keys::gc(host, ino, gen), &GcRecord { since_ms: now_ms() });
+            Ok(true)
         })
     }
 

@@ -60,6 +60,7 @@ impl MetaNode {
     pub async fn serve(self, endpoint: quinn::Endpoint, shutdown: impl Future<Output = ()>) -> Result<(), MetaError> {
         let local = endpoint.local_addr().ok();
         info!(addr = ?local, "meta server serving");
+        let background = crate::replication::start(self.service.clone(), &endpoint);
         let monitor = crate::monitor::start(self.service.clone(), &endpoint).await?;
         tokio::pin!(shutdown);
         loop {
@@ -74,6 +75,7 @@ impl MetaNode {
             }
         }
         info!("meta server shutting down");
+        background.stop().await;
         monitor.stop().await;
         endpoint.close(quic_codes::SHUTDOWN, b"meta server shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
@@ -176,7 +178,7 @@ async fn handle_stream(
     if let Err(e) = &reply {
         debug!(kind, "request failed: {e}");
     }
-    let flushed = if needs_flush { Some(db.flush_async().await) } else { None };
+    let flushed = if needs_flush { Some(flush(&db).await) } else { None };
     // Whether or not the flush worked, the change is visible to readers:
     // tell caching sessions before the caller hears it is done.
     streams.cbs.push(pending);
@@ -231,4 +233,16 @@ async fn serve_subscription(streams: Streams, conn: quinn::Connection, mut send:
     let _ = streams.session.compare_exchange(id, 0, Ordering::AcqRel, Ordering::Acquire);
     let _ = send.finish();
     debug!(session = id, "callback subscription ended");
+}
+
+/// Make everything written so far durable. Not sled's `flush_async`: that
+/// runs on sled's own I/O pool, and under many concurrent mutations its
+/// flushes could occupy every pool thread while the log write they wait for
+/// queued behind them (the meta server stopped answering). A blocking tokio
+/// thread leaves sled's pool free for that write.
+async fn flush(db: &sled::Db) -> sled::Result<usize> {
+    let db = db.clone();
+    tokio::task::spawn_blocking(move || db.flush())
+        .await
+        .unwrap_or_else(|e| Err(sled::Error::ReportableBug(format!("flush task failed: {e}"))))
 }

@@ -26,9 +26,11 @@ pub struct MetaService {
     /// The host registry.
     pub hosts: Hosts,
     users: Users,
-    signer: CapabilitySigner,
+    pub(crate) signer: CapabilitySigner,
     own_verifier: CapabilityVerifier,
-    config: MetaConfig,
+    pub(crate) config: MetaConfig,
+    /// Status of the replication worker and its wake-up signal.
+    pub replication: crate::replication::Shared,
     inventories: Mutex<HashMap<String, (u64, HashSet<(Ino, u64)>)>>,
     inode_count: Mutex<Option<(Instant, u64)>>,
     /// Monitoring state: check reports, rates, history, events, netcheck.
@@ -51,13 +53,14 @@ impl MetaService {
             signer,
             own_verifier,
             config,
+            replication: crate::replication::Shared::new(),
             inventories: Mutex::new(HashMap::new()),
             inode_count: Mutex::new(None),
             monitor,
         }
     }
 
-    fn expiry(&self) -> u64 {
+    pub(crate) fn expiry(&self) -> u64 {
         Timestamp::now().as_millis() + self.config.capability_ttl_secs * 1000
     }
 
@@ -133,29 +136,46 @@ impl MetaService {
                     .collect();
                 A::Replicas { attr, replicas }
             }
-            Q::SetNcopy { ino, ncopy } => A::Attr(self.ns.set_ncopy(c, ino, ncopy)?),
+            Q::SetNcopy { ino, ncopy } => {
+                let attr = self.ns.set_ncopy(c, ino, ncopy)?;
+                self.replication.nudge();
+                A::Attr(attr)
+            }
             Q::StatFs => A::StatFs(self.statfs()),
             Q::ListHosts => A::Hosts(self.hosts.list(&self.replica_counts()?)),
             Q::Monitor(m) => A::Monitor(crate::monitor::handle(self, id, m)?),
             Q::Heartbeat(report) => {
                 host_only("heartbeat")?;
                 let site = id.site.clone().unwrap_or_default();
+                let revived = self.hosts.live_loc(&id.name).is_none();
                 self.hosts.heartbeat(&id.name, &site, &report)?;
+                if revived {
+                    // A host came (back): replicas it holds count again.
+                    self.replication.nudge();
+                }
                 let delete = self.ns.take_gc(&id.name, &report.deleted, self.config.gc_grace_ms)?;
                 A::HeartbeatAck { delete, now_ms: Timestamp::now().as_millis() }
             }
             Q::RegisterReplica { cap, size, hash } => {
                 host_only("registering replicas")?;
                 let cap = self.own_verifier.check_signature(&cap)?;
-                if cap.access != Access::Write {
-                    return Err(RemoteError::new(ErrorCode::BadCapability, "not a write capability"));
+                match cap.access {
+                    Access::Write => {}
+                    Access::Replicate => crate::replication::orders::check_copy(&cap, &id.name, size, hash)?,
+                    Access::Read => return Err(RemoteError::new(ErrorCode::BadCapability, "not a write capability")),
                 }
-                A::Attr(self.ns.register_replica(cap.ino, cap.gen, &id.name, size, hash)?)
+                let attr = self.ns.register_replica(cap.ino, cap.gen, &id.name, size, hash)?;
+                if cap.access == Access::Write {
+                    // A new generation: its copy count may need new copies.
+                    self.replication.nudge();
+                }
+                A::Attr(attr)
             }
             Q::ReportBadReplica { ino, gen, reason } => {
                 host_only("reporting bad replicas")?;
                 tracing::warn!(host = %id.name, ino, gen, %reason, "replica reported bad");
                 self.ns.mark_bad(ino, gen, &id.name)?;
+                self.replication.nudge();
                 A::Done
             }
             Q::Inventory { replicas, done } => {
@@ -180,6 +200,11 @@ impl MetaService {
                 // reaching dispatch was nested in a batch.
                 return Err(RemoteError::new(ErrorCode::InvalidArgument, "subscribe cannot be batched"));
             }
+            Q::PlanReplication(query) => {
+                A::ReplicationPlan(crate::replication::orders::plan_replication(self, c, query)?)
+            }
+            Q::PlanCheck { inos } => A::CheckPlan(crate::replication::orders::plan_check(self, c, &inos)?),
+            Q::ReplicationStatus => A::ReplicationStatus(self.replication.status()),
             Q::Batch(reqs) => {
                 let mut out = Vec::with_capacity(reqs.len());
                 for r in reqs {

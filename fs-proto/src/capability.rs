@@ -22,6 +22,10 @@ pub enum Access {
     Read,
     /// Create the replica of exactly this (new) generation.
     Write,
+    /// Copy exactly this existing generation onto the principal's (a file
+    /// server's) own spool: read it from peers holding it and register the
+    /// copy. Carries the size and hash the copy must have in `expect`.
+    Replicate,
 }
 
 /// The signed statement.

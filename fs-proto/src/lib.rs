@@ -20,6 +20,7 @@
 //! - [`meta`] and [`server`]: the two services' requests and responses.
 //! - [`callback`]: invalidations the meta server pushes to caching clients.
 //! - [`capability`]: what the meta server signs and file servers verify.
+//! - [`replication`]: replication plans, copy orders, checks and their events.
 //! - [`monitor`]: service checks, netcheck, VM reports, the status page's data.
 //! - [`identity`]: the federation CA and certificates.
 //! - [`endpoint`]: rustls + quinn configuration with WAN-sized windows.
@@ -36,6 +37,7 @@ pub mod identity;
 pub mod meta;
 pub mod monitor;
 pub mod process;
+pub mod replication;
 pub mod rpc;
 pub mod server;
 pub mod types;

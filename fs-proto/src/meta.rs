@@ -9,6 +9,7 @@
 use crate::capability::SignedCapability;
 use crate::error::RemoteError;
 use crate::monitor::{MonitorRequest, MonitorResponse};
+use crate::replication::{CheckPlan, ReplicationPlan, ReplicationQuery, ReplicationStatus};
 use crate::types::{Attr, Cred, DirEntry, FileKind, Gen, Hash, HostInfo, Ino, ReplicaInfo, ServerLoc, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -350,6 +351,18 @@ pub enum MetaRequest {
     /// Several requests in one round trip, executed in order; each gets its
     /// own result.
     Batch(Vec<MetaRequest>),
+    /// Plan copies (for `renkei rep` or `fsck --repair`): which file goes
+    /// to which host from where, with capabilities for the destinations.
+    /// Needs read permission on every file.
+    PlanReplication(ReplicationQuery),
+    /// Plan a check: which host verifies which replica, with read
+    /// capabilities for the caller. Needs read permission on every file.
+    PlanCheck {
+        /// Files.
+        inos: Vec<Ino>,
+    },
+    /// State and backlog of the background replication worker.
+    ReplicationStatus,
     /// Open a callback subscription for this connection: the stream stays
     /// open and carries [`crate::callback::CallbackFrame`]s instead of one
     /// reply (see [`crate::callback`]).
@@ -392,6 +405,9 @@ impl MetaRequest {
             MetaRequest::ReportBadReplica { .. } => "report_bad_replica",
             MetaRequest::Inventory { .. } => "inventory",
             MetaRequest::Batch(_) => "batch",
+            MetaRequest::PlanReplication(_) => "plan_replication",
+            MetaRequest::PlanCheck { .. } => "plan_check",
+            MetaRequest::ReplicationStatus => "replication_status",
             MetaRequest::Subscribe => "subscribe",
             MetaRequest::Monitor(m) => m.kind(),
         }
@@ -414,6 +430,9 @@ impl MetaRequest {
                 | MetaRequest::Where { .. }
                 | MetaRequest::StatFs
                 | MetaRequest::ListHosts
+                | MetaRequest::PlanReplication(_)
+                | MetaRequest::PlanCheck { .. }
+                | MetaRequest::ReplicationStatus
                 | MetaRequest::Subscribe
                 | MetaRequest::Monitor(_)
         )
@@ -483,6 +502,12 @@ pub enum MetaResponse {
     Unknown(Vec<(Ino, Gen)>),
     /// Batch answer, one result per request.
     Batch(Vec<MetaReply>),
+    /// Answer to `PlanReplication`.
+    ReplicationPlan(ReplicationPlan),
+    /// Answer to `PlanCheck`.
+    CheckPlan(CheckPlan),
+    /// Answer to `ReplicationStatus`.
+    ReplicationStatus(ReplicationStatus),
     /// Answer to `Monitor`.
     Monitor(MonitorResponse),
 }

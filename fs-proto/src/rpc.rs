@@ -127,6 +127,32 @@ pub async fn call<Q: Serialize, A: DeserializeOwned>(
     }
 }
 
+/// One request answered by a header reply and then a stream of event
+/// frames until the peer finishes its side (e.g. a copy order reporting
+/// each file as it completes). `on_event` sees every event as it arrives;
+/// each wait (for the header, for the next event) is bounded by `idle`.
+/// Returns the header once the stream ended cleanly.
+pub async fn call_streaming<Q: Serialize, A: DeserializeOwned, E: DeserializeOwned>(
+    conn: &quinn::Connection,
+    peer: &str,
+    req: &Q,
+    idle: Duration,
+    mut on_event: impl FnMut(E),
+) -> Result<A, CallError> {
+    let timeout = || CallError::Timeout { peer: peer.to_string(), secs: idle.as_secs() };
+    let proto = |source: ProtoError| CallError::Proto { peer: peer.to_string(), source };
+    let (mut send, mut recv) = request(conn, req).await.map_err(proto)?;
+    send.finish().map_err(|e| proto(e.into()))?;
+    let head = tokio::time::timeout(idle, reply::<A>(&mut recv)).await.map_err(|_| timeout())?.map_err(proto)??;
+    loop {
+        match tokio::time::timeout(idle, read_msg::<E>(&mut recv)).await.map_err(|_| timeout())? {
+            Ok(ev) => on_event(ev),
+            Err(ProtoError::Eof) => return Ok(head),
+            Err(e) => return Err(proto(e)),
+        }
+    }
+}
+
 type Slot = Arc<tokio::sync::Mutex<Option<quinn::Connection>>>;
 
 /// A cache of connections to peers, dialled on demand.
@@ -178,6 +204,25 @@ impl Dialer {
         let slot = self.slot(peer);
         let guard = slot.lock().await;
         guard.as_ref().filter(|c| c.close_reason().is_none()).cloned()
+    }
+
+    /// UDP bytes (received, sent) over every live cached connection: what
+    /// this dialler's owner really moved, for tests and benchmarks that
+    /// assert where bytes went.
+    pub async fn traffic(&self) -> (u64, u64) {
+        let slots: Vec<Slot> = {
+            let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.values().cloned().collect()
+        };
+        let (mut rx, mut tx) = (0, 0);
+        for slot in slots {
+            if let Some(c) = slot.lock().await.as_ref() {
+                let s = c.stats();
+                rx += s.udp_rx.bytes;
+                tx += s.udp_tx.bytes;
+            }
+        }
+        (rx, tx)
     }
 
     /// Drop the cached connection to `peer` (after it failed).

@@ -9,11 +9,14 @@
 //! `Stored` frame once the replica is durable and registered. If the server
 //! detects corruption in the middle of a read it resets the stream with
 //! [`crate::error::quic_codes::CORRUPT`] instead of sending bad bytes.
+//! Replication (`Replicate`, `ReadMany`) and checking (`Verify`) are
+//! described in [`crate::replication`].
 
 use crate::capability::SignedCapability;
 use crate::error::RemoteError;
 use crate::meta::BaseGrant;
 use crate::monitor::{ProbeRequest, ProbeResponse};
+use crate::replication::CopyItem;
 use crate::types::{Gen, Hash};
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +43,31 @@ pub enum ServerRequest {
     },
     /// Liveness and identity check.
     Ping,
+    /// Make replicas of existing generations on this server by pulling them
+    /// from peers (see [`crate::replication`]). Answered by
+    /// [`ServerResponse::Replicating`], then one
+    /// [`crate::replication::ReplicateEvent`] frame per item as each
+    /// finishes; the stream ends after the last.
+    Replicate {
+        /// What to copy, each with a capability issued to this server.
+        items: Vec<CopyItem>,
+    },
+    /// Several whole replicas on one stream, in order (a peer pulling them
+    /// for replication). For each capability the answer is one
+    /// [`ServerReply`] frame: `Reading{len, size}` followed by exactly `len`
+    /// raw bytes, or an error for that file alone. A chunk failing its hash
+    /// mid-file resets the stream with [`crate::error::quic_codes::CORRUPT`].
+    ReadMany {
+        /// Read or replicate capabilities whose principal is the caller.
+        caps: Vec<SignedCapability>,
+    },
+    /// Verify replicas against their registered hash on this server's disk,
+    /// moving no data. Answered by [`ServerResponse::Verifying`], then one
+    /// [`crate::replication::VerifyEvent`] frame per capability.
+    Verify {
+        /// Read capabilities whose principal is the caller.
+        caps: Vec<SignedCapability>,
+    },
     /// Monitoring: measure paths for `renkei netcheck`, or send probe bytes
     /// (see [`crate::monitor`]).
     Probe(ProbeRequest),
@@ -82,6 +110,16 @@ pub enum ServerResponse {
         size: u64,
         /// BLAKE3 of the whole replica.
         hash: Hash,
+    },
+    /// A `Replicate` order was accepted; this many events follow.
+    Replicating {
+        /// Items.
+        items: u32,
+    },
+    /// A `Verify` request was accepted; this many events follow.
+    Verifying {
+        /// Items.
+        items: u32,
     },
     /// Answer to `Ping`.
     Pong {

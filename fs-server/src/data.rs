@@ -22,11 +22,11 @@ use tracing::{debug, warn};
 type R<T> = Result<T, RemoteError>;
 
 /// Size of the pieces a read streams.
-const READ_PIECE: u64 = 1 << 20;
+pub(crate) const READ_PIECE: u64 = 1 << 20;
 /// Bytes gathered before handing them to the disk thread.
 const WRITE_BATCH: usize = 1 << 20;
 
-fn io_to_remote(e: &ReplicaError) -> RemoteError {
+pub(crate) fn io_to_remote(e: &ReplicaError) -> RemoteError {
     match e {
         ReplicaError::Corrupt { .. } => RemoteError::new(ErrorCode::Corrupt, e.to_string()),
         ReplicaError::Io { source, .. } => match source.raw_os_error() {
@@ -37,7 +37,7 @@ fn io_to_remote(e: &ReplicaError) -> RemoteError {
     }
 }
 
-fn verify_cap(ctx: &Ctx, peer: &Identity, cap: &SignedCapability, access: Access) -> R<Capability> {
+pub(crate) fn verify_cap(ctx: &Ctx, peer: &Identity, cap: &SignedCapability, access: Access) -> R<Capability> {
     let v = ctx
         .meta
         .verifier()

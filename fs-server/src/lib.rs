@@ -16,6 +16,10 @@
 //! - [`replica`] and [`tree_hash`]: replica files and their verification.
 //! - [`spool`]: where replicas live on disk.
 //! - [`metalink`]: calls to the meta server and the capability verifier.
+//! - [`replicate`], [`pull`], [`read_many`]: server-to-server replication
+//!   (copy orders, the pulling side, the serving side); [`pins`] keeps
+//!   fresh copies from concurrent deletion.
+//! - [`verify`]: checking replicas in place for `renkei fsck`.
 //! - [`checks`]: service checks (write, read back, serve, reach meta).
 //! - [`probe`]: measuring paths between servers for `renkei netcheck`.
 
@@ -24,10 +28,15 @@ pub mod config;
 pub mod data;
 pub mod metalink;
 pub mod node;
+pub mod pins;
 pub mod probe;
+pub mod pull;
+pub mod read_many;
 pub mod replica;
+pub mod replicate;
 pub mod spool;
 pub mod tree_hash;
+pub mod verify;
 
 pub use config::ServerConfig;
 

@@ -39,6 +39,8 @@ pub struct Ctx {
     pub bytes_in: AtomicU64,
     /// Bytes sent.
     pub bytes_out: AtomicU64,
+    /// Replicas being copied in or just copied: not to be deleted now.
+    pub pins: crate::pins::Pins,
     /// The latest round of service checks.
     pub checks: crate::checks::CheckState,
     deleted: Mutex<Vec<(Ino, Gen)>>,
@@ -72,6 +74,7 @@ pub async fn serve(
         identity,
         bytes_in: AtomicU64::new(0),
         bytes_out: AtomicU64::new(0),
+        pins: crate::pins::Pins::default(),
         checks: crate::checks::CheckState::default(),
         deleted: Mutex::new(Vec::new()),
         advertise,
@@ -175,6 +178,10 @@ async fn heartbeat(ctx: &Arc<Ctx>) -> Result<(), fs_proto::rpc::CallError> {
         Ok(MetaResponse::HeartbeatAck { delete, .. }) => {
             let mut done = Vec::new();
             for (ino, gen) in delete {
+                if ctx.pins.is_pinned(ino, gen) {
+                    // Copied here again since it became garbage: keep it.
+                    continue;
+                }
                 match ctx.spool.delete(ino, gen) {
                     Ok(_) => done.push((ino, gen)),
                     Err(e) => warn!(ino, gen, "cannot delete replica: {e}"),
@@ -277,6 +284,18 @@ async fn handle_stream(
         ServerRequest::Probe(p) => {
             let span = tracing::debug_span!("probe");
             crate::probe::serve(ctx, &peer, p, send).instrument(span).await
+        }
+        ServerRequest::Replicate { items } => {
+            let span = tracing::info_span!("replicate", files = items.len());
+            crate::replicate::replicate(ctx, &peer, items, send).instrument(span).await
+        }
+        ServerRequest::ReadMany { caps } => {
+            let span = tracing::debug_span!("read_many", files = caps.len());
+            crate::read_many::read_many(ctx, &peer, caps, send).instrument(span).await
+        }
+        ServerRequest::Verify { caps } => {
+            let span = tracing::debug_span!("verify", files = caps.len());
+            crate::verify::verify(ctx, &peer, caps, send).instrument(span).await
         }
         ServerRequest::Ping => {
             let pong = ServerResponse::Pong {

@@ -243,6 +243,42 @@ impl ReplicaWriter {
     /// Append the chunk table and footer, fsync, and rename to `dst`
     /// (fsyncing its directory). Returns size and root hash.
     pub fn finish(mut self, dst: &Path) -> Result<(u64, Hash), ReplicaError> {
+        let done = self.seal()?;
+        self.publish(dst)?;
+        Ok(done)
+    }
+
+    /// Like [`Self::finish`], but only if the data has exactly the size and
+    /// hash `expect`; otherwise the temporary file is removed and nothing
+    /// appears at `dst` (a copy that does not match what it copies).
+    pub fn finish_expecting(mut self, dst: &Path, expect: (u64, Hash)) -> Result<(u64, Hash), ReplicaError> {
+        let done = match self.seal() {
+            Ok(d) => d,
+            Err(e) => {
+                self.abort();
+                return Err(e);
+            }
+        };
+        if done != expect {
+            let what = format!("copy holds {} bytes with another hash than the {} bytes expected", done.0, expect.0);
+            let err = corrupt(&self.tmp, what);
+            self.abort();
+            return Err(err);
+        }
+        self.publish(dst)?;
+        Ok(done)
+    }
+
+    fn publish(&self, dst: &Path) -> Result<(), ReplicaError> {
+        std::fs::rename(&self.tmp, dst).map_err(io(dst))?;
+        if let Some(dir) = dst.parent() {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+        }
+        Ok(())
+    }
+
+    /// Append the chunk table and footer and fsync the temporary file.
+    fn seal(&mut self) -> Result<(u64, Hash), ReplicaError> {
         let (values, hash) = match self.hasher.take() {
             Some(h) if h.len() == self.len => h.finish(),
             _ => self.rehash()?,
@@ -255,10 +291,6 @@ impl ReplicaWriter {
         self.file.set_len(self.len).map_err(io(&self.tmp))?;
         self.file.write_all_at(&tail, self.len).map_err(io(&self.tmp))?;
         self.file.sync_all().map_err(io(&self.tmp))?;
-        std::fs::rename(&self.tmp, dst).map_err(io(dst))?;
-        if let Some(dir) = dst.parent() {
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
-        }
         Ok((self.len, hash))
     }
 
@@ -335,6 +367,25 @@ mod tests {
         assert_eq!(size, 20);
         assert_eq!(hash, *blake3::hash(&expect).as_bytes());
         assert_eq!(read_all(&dst).unwrap(), expect);
+    }
+
+    #[test]
+    fn finish_expecting_refuses_other_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = vec![7u8; 3 * CHUNK as usize + 1];
+        let want = (data.len() as u64, *blake3::hash(&data).as_bytes());
+        let mut w = ReplicaWriter::create(dir.path().join("t1")).unwrap();
+        w.write_at(0, &data).unwrap();
+        let dst = dir.path().join("r");
+        assert_eq!(w.finish_expecting(&dst, want).unwrap(), want);
+        assert_eq!(read_all(&dst).unwrap(), data);
+
+        let mut w = ReplicaWriter::create(dir.path().join("t2")).unwrap();
+        w.write_at(0, &data[1..]).unwrap();
+        let other = dir.path().join("r2");
+        assert!(matches!(w.finish_expecting(&other, want), Err(ReplicaError::Corrupt { .. })));
+        assert!(!other.exists(), "nothing published");
+        assert!(!dir.path().join("t2").exists(), "temporary file removed");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod dataset;
 pub mod mount;
 pub mod putget;
+pub mod rep;
 pub mod transfer;
 pub mod wan;
 pub mod wan_serve;
@@ -22,6 +23,8 @@ pub enum Command {
     Putget(putget::PutGetArgs),
     /// One large file read and written through the FUSE mount vs renkei put/get and sshfs.
     Mount(mount::MountArgs),
+    /// Replicate the Montage-like set between two sites (loopback, or --wan) vs one tar stream.
+    Rep(rep::RepArgs),
 }
 
 /// Run one subcommand.
@@ -30,6 +33,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Wan(args) => wan::run(args),
         Command::Putget(args) => putget::run_cli(args),
         Command::Mount(args) => mount::run_cli(args),
+        Command::Rep(args) => rep::run_cli(args),
         Command::Dataset(args) => dataset::run(args),
         Command::Transfer(args) => transfer::run_cli(args),
     }

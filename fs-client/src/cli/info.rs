@@ -107,6 +107,8 @@ struct HostView {
     replicas: u64,
     last_heartbeat_ms: u64,
     problems: Vec<String>,
+    bytes_in: u64,
+    bytes_out: u64,
 }
 
 pub(crate) async fn hosts(client: &Client, json: bool) -> anyhow::Result<()> {
@@ -124,6 +126,8 @@ pub(crate) async fn hosts(client: &Client, json: bool) -> anyhow::Result<()> {
             replicas: h.replicas,
             last_heartbeat_ms: h.last_heartbeat_ms,
             problems: h.problems,
+            bytes_in: h.bytes_in,
+            bytes_out: h.bytes_out,
         })
         .collect();
     if json {

@@ -2,12 +2,14 @@
 //! command family; every command that lists or reports takes `--json`.
 
 mod ca;
+mod fsck;
 mod info;
 mod local;
 mod mount;
 mod namespace;
 mod netcheck;
 mod output;
+mod replicate;
 mod transfer;
 
 use crate::{Client, ClientConfig, ClientError};
@@ -62,6 +64,15 @@ pub enum Command {
     Chmod(namespace::ChmodArgs),
     /// Show which hosts and sites hold replicas of files.
     Where(info::WhereArgs),
+    /// Replicate files server to server (like gfrep): -N copies, -D to a
+    /// host or site, -S from one; many files per stream, -j streams.
+    Rep(replicate::RepArgs),
+    /// Set a file's or directory's copy count (kept by the meta server in
+    /// the background), or show the backlog with --status.
+    Ncopy(replicate::NcopyArgs),
+    /// Verify every replica on its server; report bad or missing ones and
+    /// repair them with --repair.
+    Fsck(fsck::FsckArgs),
     /// Show capacity and free space of the live file servers.
     Df,
     /// Show the file servers: site, liveness, capacity, free space, load.
@@ -119,6 +130,9 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Mv(a) => namespace::mv(&cli.client().await?, a).await,
         Command::Chmod(a) => namespace::chmod(&cli.client().await?, a).await,
         Command::Where(a) => info::where_(&cli.client().await?, a, json).await,
+        Command::Rep(a) => replicate::rep(&cli.client().await?, a, json).await,
+        Command::Ncopy(a) => replicate::ncopy(&cli.client().await?, a, json).await,
+        Command::Fsck(a) => fsck::fsck(&cli.client().await?, a, json).await,
         Command::Df => info::df(&cli.client().await?, json).await,
         Command::Hosts => info::hosts(&cli.client().await?, json).await,
         Command::Netcheck(a) => netcheck::netcheck(&cli.client().await?, a, json).await,

@@ -1,0 +1,102 @@
+//! Replication on the meta server: planning copies (for `renkei rep`, for
+//! `renkei fsck --repair` and for the background worker that keeps copy
+//! counts), signing the capabilities destinations need, and the worker
+//! itself. The meta server never touches file bytes: it orders a
+//! destination server to pull them from a source server.
+//!
+//! # Layout
+//! - [`plan`]: the sans-IO planner (which copy goes where, what to trim).
+//! - [`view`]: the planner's inputs built from the namespace and hosts.
+//! - [`orders`]: `PlanReplication`/`PlanCheck` requests and capability
+//!   signing.
+//! - [`worker`]: the background worker that keeps copy counts.
+
+pub mod orders;
+pub mod plan;
+pub mod view;
+pub mod worker;
+
+use crate::service::MetaService;
+use fs_proto::replication::ReplicationStatus;
+use fs_proto::Timestamp;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+/// What the worker and the request handlers share.
+pub struct Shared {
+    wake: Notify,
+    status: Mutex<ReplicationStatus>,
+    /// When this meta server started (ms since the epoch): hosts not heard
+    /// from since are counted as down from then, not from their last
+    /// heartbeat before a restart.
+    pub started_ms: u64,
+}
+
+impl Shared {
+    /// Fresh state.
+    pub fn new() -> Self {
+        Shared {
+            wake: Notify::new(),
+            status: Mutex::new(ReplicationStatus::default()),
+            started_ms: Timestamp::now().as_millis(),
+        }
+    }
+
+    /// Something changed that may need copies or removals: wake the worker.
+    pub fn nudge(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Wait for a nudge.
+    pub async fn nudged(&self) {
+        self.wake.notified().await
+    }
+
+    /// The current status.
+    pub fn status(&self) -> ReplicationStatus {
+        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Change the status.
+    pub fn update(&self, f: impl FnOnce(&mut ReplicationStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The running background worker (if enabled).
+pub struct Background {
+    exit: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Background {
+    /// Ask the worker to stop and wait for it (bounded).
+    pub async fn stop(mut self) {
+        let _ = self.exit.send(true);
+        if let Some(mut t) = self.task.take() {
+            if tokio::time::timeout(std::time::Duration::from_secs(5), &mut t).await.is_err() {
+                t.abort();
+            }
+        }
+    }
+}
+
+/// Start the replication worker, dialling file servers through `endpoint`
+/// (which presents the meta server's host identity).
+pub fn start(svc: Arc<MetaService>, endpoint: &quinn::Endpoint) -> Background {
+    let (exit, rx) = watch::channel(false);
+    let enabled = svc.config.replication_worker;
+    svc.replication.update(|s| s.enabled = enabled);
+    let task = enabled.then(|| {
+        let w = worker::ReplicationWorker::new(svc, endpoint.clone());
+        tokio::spawn(crate::worker::run(w, rx))
+    });
+    Background { exit, task }
+}

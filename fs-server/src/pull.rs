@@ -1,0 +1,266 @@
+//! The destination side of one replication stream: pull a list of replicas
+//! from one source with `ReadMany` and make each a durable local replica,
+//! but only if its bytes hash to exactly what its capability names.
+//!
+//! Bytes go to a temporary file on a per-stream disk thread while the next
+//! file is already arriving; sealing a file (chunk table, footer, fsync,
+//! rename) runs on the blocking pool, several at once so their fsyncs share
+//! journal commits. A sealed replica goes to the registrar; one that failed
+//! (source refused it, stream broke, bytes did not match) comes back as a
+//! [`Leftover`] to try from the next source. Nothing half-written is ever
+//! renamed into place: temporary files of failed copies are removed.
+
+use crate::data::io_to_remote;
+use crate::node::Ctx;
+use crate::replica::{ReplicaError, ReplicaWriter};
+use bytes::Bytes;
+use fs_proto::error::quic_codes;
+use fs_proto::replication::CopyItem;
+use fs_proto::rpc::{reply, request, PeerAddr};
+use fs_proto::server::{ServerRequest, ServerResponse};
+use fs_proto::{ErrorCode, Hash, RemoteError, ServerLoc};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+/// Files being sealed at once per stream.
+const SEALS: usize = 16;
+/// Largest piece read from the stream at once.
+const PIECE: u64 = 1 << 20;
+/// Bound on waiting for the next piece from a source.
+const IDLE: Duration = Duration::from_secs(60);
+
+/// A replica that is durable locally and awaits registration.
+pub struct Stored {
+    /// What was copied.
+    pub item: CopyItem,
+    /// Bytes moved over the network for it.
+    pub bytes: u64,
+    /// The source host (empty if nothing moved).
+    pub from: String,
+}
+
+/// An item this source could not deliver.
+pub struct Leftover {
+    /// What was to be copied.
+    pub item: CopyItem,
+    /// Why not.
+    pub error: RemoteError,
+}
+
+type Sealer = Box<dyn FnOnce(Result<ReplicaWriter, ReplicaError>) + Send>;
+
+enum DiskOp {
+    /// Start a new temporary file.
+    Begin(PathBuf),
+    /// Append bytes to it.
+    Data(Bytes),
+    /// Drop it (the transfer failed).
+    Abort,
+    /// Hand it (or the error writing it) to a sealer.
+    End(Sealer),
+}
+
+/// Writes the files of one stream, one after another, on a blocking thread.
+struct DiskThread {
+    tx: mpsc::Sender<DiskOp>,
+}
+
+impl DiskThread {
+    fn start() -> Self {
+        let (tx, mut rx) = mpsc::channel::<DiskOp>(16);
+        tokio::task::spawn_blocking(move || {
+            let mut cur: Option<Result<ReplicaWriter, ReplicaError>> = None;
+            let mut off = 0u64;
+            let drop_cur = |c: &mut Option<Result<ReplicaWriter, ReplicaError>>| {
+                if let Some(Ok(w)) = c.take() {
+                    w.abort();
+                }
+            };
+            while let Some(op) = rx.blocking_recv() {
+                match op {
+                    DiskOp::Begin(tmp) => {
+                        drop_cur(&mut cur);
+                        cur = Some(ReplicaWriter::create(tmp));
+                        off = 0;
+                    }
+                    DiskOp::Data(b) => {
+                        if let Some(Ok(w)) = cur.as_mut() {
+                            if let Err(e) = w.write_at(off, &b) {
+                                drop_cur(&mut cur);
+                                cur = Some(Err(e));
+                            }
+                        }
+                        off += b.len() as u64;
+                    }
+                    DiskOp::Abort => drop_cur(&mut cur),
+                    DiskOp::End(seal) => {
+                        let w = cur.take().unwrap_or_else(|| {
+                            Err(ReplicaError::Io {
+                                path: PathBuf::new(),
+                                source: std::io::Error::other("no file begun"),
+                            })
+                        });
+                        seal(w);
+                    }
+                }
+            }
+            drop_cur(&mut cur);
+        });
+        DiskThread { tx }
+    }
+
+    async fn send(&self, op: DiskOp) -> Result<(), RemoteError> {
+        self.tx.send(op).await.map_err(|_| RemoteError::new(ErrorCode::Internal, "disk thread stopped"))
+    }
+}
+
+fn leftovers(items: impl IntoIterator<Item = CopyItem>, error: &RemoteError) -> Vec<Leftover> {
+    items.into_iter().map(|item| Leftover { item, error: error.clone() }).collect()
+}
+
+/// Pull `items` from `src` on one stream. Sealed replicas are sent to
+/// `stored`; the returned leftovers were not copied.
+pub async fn pull(
+    ctx: &Arc<Ctx>,
+    src: &ServerLoc,
+    items: Vec<CopyItem>,
+    stored: &mpsc::Sender<Stored>,
+) -> Vec<Leftover> {
+    let unavailable = |e: String| RemoteError::new(ErrorCode::Unavailable, format!("{}: {e}", src.host));
+    let peer = PeerAddr { addr: src.addr, name: src.host.clone() };
+    let conn = match ctx.peers.connect(&peer).await {
+        Ok(c) => c,
+        Err(e) => return leftovers(items, &unavailable(e.to_string())),
+    };
+    let req = ServerRequest::ReadMany { caps: items.iter().map(|i| i.cap.clone()).collect() };
+    let (mut send, mut recv) = match request(&conn, &req).await {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.peers.forget(&peer).await;
+            return leftovers(items, &unavailable(e.to_string()));
+        }
+    };
+    let _ = send.finish();
+    let disk = DiskThread::start();
+    let seals = Arc::new(Semaphore::new(SEALS));
+    let (left_tx, mut left_rx) = mpsc::unbounded_channel::<Leftover>();
+    let mut out = Vec::new();
+    let mut queue = items.into_iter();
+    while let Some(item) = queue.next() {
+        let head = match tokio::time::timeout(IDLE, reply::<ServerResponse>(&mut recv)).await {
+            Err(_) => Err(unavailable("no answer".into())),
+            Ok(Err(e)) => Err(RemoteError::new(ErrorCode::Interrupted, format!("{}: {e}", src.host))),
+            Ok(Ok(r)) => Ok(r),
+        };
+        let len = match head {
+            Err(e) => {
+                out.push(Leftover { item, error: e.clone() });
+                out.extend(leftovers(queue.by_ref(), &e));
+                break;
+            }
+            Ok(Err(remote)) => {
+                out.push(Leftover { item, error: remote });
+                continue;
+            }
+            Ok(Ok(ServerResponse::Reading { len, .. })) if len == item.size => len,
+            Ok(Ok(other)) => {
+                let e = RemoteError::new(ErrorCode::Internal, format!("{} answered {other:?}", src.host));
+                out.push(Leftover { item, error: e.clone() });
+                out.extend(leftovers(queue.by_ref(), &e));
+                break;
+            }
+        };
+        if let Err(e) = receive(ctx, &disk, &mut recv, &item, len).await {
+            let _ = disk.send(DiskOp::Abort).await;
+            let e = if e.code == ErrorCode::Corrupt {
+                RemoteError::new(ErrorCode::Corrupt, format!("{} refused to send a corrupt replica", src.host))
+            } else {
+                e
+            };
+            out.push(Leftover { item, error: e.clone() });
+            out.extend(leftovers(queue.by_ref(), &e));
+            break;
+        }
+        let Ok(permit) = seals.clone().acquire_owned().await else { break };
+        let seal = sealer(ctx, item, len, src.host.clone(), permit, stored.clone(), left_tx.clone());
+        if let Err(e) = disk.send(DiskOp::End(seal)).await {
+            out.extend(leftovers(queue.by_ref(), &e));
+            break;
+        }
+    }
+    drop(disk);
+    drop(left_tx);
+    // Every sealer holds a sender: this ends when the last seal is done.
+    while let Some(l) = left_rx.recv().await {
+        out.push(l);
+    }
+    let _ = recv.stop(quic_codes::OK);
+    out
+}
+
+/// Receive `len` raw bytes of `item` into a new temporary file.
+async fn receive(
+    ctx: &Arc<Ctx>,
+    disk: &DiskThread,
+    recv: &mut quinn::RecvStream,
+    item: &CopyItem,
+    len: u64,
+) -> Result<(), RemoteError> {
+    let broken = |why: String| RemoteError::new(ErrorCode::Interrupted, why);
+    disk.send(DiskOp::Begin(ctx.spool.tmp_path(item.ino, item.gen))).await?;
+    let mut left = len;
+    while left > 0 {
+        let chunk = match tokio::time::timeout(IDLE, recv.read_chunk(left.min(PIECE) as usize, true)).await {
+            Err(_) => return Err(broken(format!("no data for {} s", IDLE.as_secs()))),
+            Ok(Ok(Some(c))) => c,
+            Ok(Ok(None)) => return Err(broken(format!("stream ended {left} bytes early"))),
+            Ok(Err(quinn::ReadError::Reset(code))) if code == quic_codes::CORRUPT => {
+                return Err(RemoteError::new(ErrorCode::Corrupt, "source refused to send a corrupt replica"))
+            }
+            Ok(Err(e)) => return Err(broken(format!("stream broken: {e}"))),
+        };
+        let n = chunk.bytes.len() as u64;
+        left = left.saturating_sub(n);
+        ctx.bytes_in.fetch_add(n, Ordering::Relaxed);
+        disk.send(DiskOp::Data(chunk.bytes)).await?;
+    }
+    Ok(())
+}
+
+/// What happens to a received file: sealed on the blocking pool only if it
+/// has the expected size and hash, then handed to the registrar.
+fn sealer(
+    ctx: &Arc<Ctx>,
+    item: CopyItem,
+    bytes: u64,
+    from: String,
+    permit: OwnedSemaphorePermit,
+    stored: mpsc::Sender<Stored>,
+    left: mpsc::UnboundedSender<Leftover>,
+) -> Sealer {
+    let dst = ctx.spool.replica_path(item.ino, item.gen);
+    let expect: (u64, Hash) = (item.size, item.hash);
+    let ctx = ctx.clone();
+    let pool = tokio::runtime::Handle::current();
+    Box::new(move |w| {
+        pool.spawn_blocking(move || {
+            let r = w.and_then(|w| w.finish_expecting(&dst, expect));
+            drop(permit);
+            match r {
+                Ok(_) => {
+                    if let Err(mpsc::error::SendError(s)) = stored.blocking_send(Stored { item, bytes, from }) {
+                        let _ = ctx.spool.delete(s.item.ino, s.item.gen);
+                        let error = RemoteError::new(ErrorCode::Internal, "registrar stopped");
+                        let _ = left.send(Leftover { item: s.item, error });
+                    }
+                }
+                Err(e) => {
+                    let _ = left.send(Leftover { item, error: io_to_remote(&e) });
+                }
+            }
+        });
+    })
+}
