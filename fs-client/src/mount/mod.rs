@@ -100,6 +100,7 @@ impl Mounted {
         unmount(&self.inner.opts.mountpoint).map_err(|e| local(&self.inner.opts.mountpoint, e))?;
         let r = tokio::time::timeout(Duration::from_secs(30), done).await;
         self.subscription.abort();
+        tracing::info!(requests = ?self.inner.counters.snapshot(), "unmounted");
         match r {
             Ok(Ok(Ok(()))) => Ok(()),
             Ok(Ok(Err(e))) => Err(local(&self.inner.opts.mountpoint, e)),
