@@ -45,7 +45,14 @@ impl ProcFederation {
             user: "tester".into(),
             bin_dir: Some(bin_dir()),
         };
-        let state = local::up(&spec, Duration::from_secs(30)).await.expect("local up");
+        let state = match local::up(&spec, Duration::from_secs(30)).await {
+            Ok(s) => s,
+            Err(e) => {
+                // Stop whatever did start before failing the test.
+                let _ = local::down(dir.path());
+                panic!("local up: {e}");
+            }
+        };
         ProcFederation { dir, state }
     }
 
@@ -103,7 +110,10 @@ impl ProcFederation {
             user: self.state.user.clone(),
             bin_dir: Some(bin_dir()),
         };
-        local::up(&spec, Duration::from_secs(30)).await.expect("restart");
+        if let Err(e) = local::up(&spec, Duration::from_secs(30)).await {
+            let _ = local::down(self.dir());
+            panic!("restart: {e}");
+        }
     }
 
     /// A client library handle for `site`.
