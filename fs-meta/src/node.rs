@@ -8,9 +8,9 @@ use crate::namespace::Namespace;
 use crate::service::MetaService;
 use crate::users::Users;
 use crate::MetaError;
-use fs_proto::endpoint::{explain_connection_error, peer_identity, TlsIdentity};
+use fs_proto::endpoint::TlsIdentity;
 use fs_proto::error::quic_codes;
-use fs_proto::frame::{read_msg, write_msg};
+use fs_proto::frame::write_msg;
 use fs_proto::meta::{MetaCall, MetaRequest};
 use fs_proto::{CapabilitySigner, Identity};
 use std::future::Future;
@@ -18,9 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, info, warn, Instrument};
-
-/// How long a peer may take to send a complete request frame.
-const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An opened meta server, ready to serve.
 pub struct MetaNode {
@@ -84,26 +81,19 @@ impl MetaNode {
     }
 }
 
+/// What the streams of one connection share: the lease table and the
+/// connection's callback session (0 until it subscribes).
+#[derive(Clone)]
+struct Streams {
+    cbs: Arc<Callbacks>,
+    session: Arc<AtomicU64>,
+}
+
 async fn handle_connection(svc: Arc<MetaService>, cbs: Arc<Callbacks>, db: sled::Db, incoming: quinn::Incoming) {
     let remote = incoming.remote_address();
-    let conn = match incoming.await {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(%remote, "refused connection: {}", explain_connection_error(&e));
-            return;
-        }
-    };
-    let id = match peer_identity(&conn) {
-        Ok((id, _)) => id,
-        Err(e) => {
-            warn!(%remote, "refused connection: {e}");
-            conn.close(quic_codes::FORBIDDEN, format!("refused: {e}").as_bytes());
-            return;
-        }
-    };
+    let Some((conn, id)) = fs_proto::serve::accept(incoming).await else { return };
+    let streams = Streams { cbs, session: Arc::new(AtomicU64::new(0)) };
     let span = tracing::info_span!("conn", peer = %id, %remote);
-    // The callback session of this connection (0: it does not cache).
-    let session = Arc::new(AtomicU64::new(0));
     async move {
         debug!("connected");
         loop {
@@ -114,28 +104,17 @@ async fn handle_connection(svc: Arc<MetaService>, cbs: Arc<Callbacks>, db: sled:
                     break;
                 }
             };
-            let svc = svc.clone();
-            let db = db.clone();
-            let conn = conn.clone();
-            let id = id.clone();
-            let streams = Streams { cbs: cbs.clone(), session: session.clone() };
-            tokio::spawn(handle_stream(svc, streams, db, conn, id, send, recv).in_current_span());
+            let task = handle_stream(svc.clone(), streams.clone(), db.clone(), conn.clone(), id.clone(), send, recv);
+            tokio::spawn(task.in_current_span());
         }
         // The connection is gone: so is its callback session.
-        let gone = session.swap(0, Ordering::AcqRel);
-        if gone != 0 {
-            cbs.unsubscribe(gone);
+        let session = streams.session.swap(0, Ordering::AcqRel);
+        if session != 0 {
+            streams.cbs.unsubscribe(session);
         }
     }
     .instrument(span)
     .await
-}
-
-/// What every stream of a connection shares: the lease table and the
-/// connection's callback session.
-struct Streams {
-    cbs: Arc<Callbacks>,
-    session: Arc<AtomicU64>,
 }
 
 async fn handle_stream(
@@ -147,23 +126,7 @@ async fn handle_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
-    let call: MetaCall = match tokio::time::timeout(REQUEST_READ_TIMEOUT, read_msg(&mut recv)).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) if e.is_protocol_violation() => {
-            warn!("closing connection: {e}");
-            conn.close(quic_codes::PROTOCOL, format!("protocol violation: {e}").as_bytes());
-            return;
-        }
-        Ok(Err(e)) => {
-            debug!("request stream failed: {e}");
-            return;
-        }
-        Err(_) => {
-            warn!("request frame not received within {:?}; resetting stream", REQUEST_READ_TIMEOUT);
-            let _ = send.reset(quic_codes::PROTOCOL);
-            return;
-        }
-    };
+    let Some(call) = fs_proto::serve::read_request::<MetaCall>(&conn, &mut send, &mut recv).await else { return };
     if matches!(call.req, MetaRequest::Subscribe) {
         return serve_subscription(streams, conn, send).await;
     }

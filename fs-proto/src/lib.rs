@@ -25,6 +25,7 @@
 //! - [`identity`]: the federation CA and certificates.
 //! - [`endpoint`]: rustls + quinn configuration with WAN-sized windows.
 //! - [`rpc`]: connection cache and the request/reply exchange.
+//! - [`serve`]: authenticating incoming connections, reading requests.
 //! - [`vpe`]: the VM service (users, manager, PoP agents).
 #![warn(missing_docs, unreachable_pub)]
 
@@ -39,6 +40,7 @@ pub mod monitor;
 pub mod process;
 pub mod replication;
 pub mod rpc;
+pub mod serve;
 pub mod server;
 pub mod types;
 pub mod version;

@@ -6,9 +6,8 @@ use crate::config::ServerConfig;
 use crate::metalink::MetaLink;
 use crate::spool::{load_average, Spool};
 use crate::{data, ServerError};
-use fs_proto::endpoint::{explain_connection_error, peer_identity};
 use fs_proto::error::quic_codes;
-use fs_proto::frame::{read_msg, write_msg};
+use fs_proto::frame::write_msg;
 use fs_proto::meta::{HeartbeatReport, MetaRequest, MetaResponse};
 use fs_proto::rpc::Dialer;
 use fs_proto::server::{ServerReply, ServerRequest, ServerResponse};
@@ -22,8 +21,6 @@ use tracing::{debug, info, warn, Instrument};
 
 /// Bound on one call to the meta server.
 const META_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long a peer may take to send its request frame.
-const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// State shared by every request of a server.
 pub struct Ctx {
@@ -217,21 +214,7 @@ async fn heartbeat_loop(ctx: Arc<Ctx>) {
 
 async fn handle_connection(ctx: Arc<Ctx>, incoming: quinn::Incoming) {
     let remote = incoming.remote_address();
-    let conn = match incoming.await {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(%remote, "refused connection: {}", explain_connection_error(&e));
-            return;
-        }
-    };
-    let peer = match peer_identity(&conn) {
-        Ok((id, _)) => id,
-        Err(e) => {
-            warn!(%remote, "refused connection: {e}");
-            conn.close(quic_codes::FORBIDDEN, format!("refused: {e}").as_bytes());
-            return;
-        }
-    };
+    let Some((conn, peer)) = fs_proto::serve::accept(incoming).await else { return };
     let span = tracing::debug_span!("conn", peer = %peer, %remote);
     async move {
         loop {
@@ -256,22 +239,7 @@ async fn handle_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
-    let req: ServerRequest = match tokio::time::timeout(REQUEST_READ_TIMEOUT, read_msg(&mut recv)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) if e.is_protocol_violation() => {
-            warn!("closing connection: {e}");
-            conn.close(quic_codes::PROTOCOL, format!("protocol violation: {e}").as_bytes());
-            return;
-        }
-        Ok(Err(e)) => {
-            debug!("request stream failed: {e}");
-            return;
-        }
-        Err(_) => {
-            let _ = send.reset(quic_codes::PROTOCOL);
-            return;
-        }
-    };
+    let Some(req) = fs_proto::serve::read_request::<ServerRequest>(&conn, &mut send, &mut recv).await else { return };
     match req {
         ServerRequest::Read { cap, offset, len } => {
             let span = tracing::debug_span!("read", offset, len);
@@ -280,10 +248,6 @@ async fn handle_stream(
         ServerRequest::Write { cap, base } => {
             let span = tracing::debug_span!("write");
             data::write(ctx, &peer, cap, base, send, recv).instrument(span).await
-        }
-        ServerRequest::Probe(p) => {
-            let span = tracing::debug_span!("probe");
-            crate::probe::serve(ctx, &peer, p, send).instrument(span).await
         }
         ServerRequest::Replicate { items } => {
             let span = tracing::info_span!("replicate", files = items.len());
@@ -296,6 +260,10 @@ async fn handle_stream(
         ServerRequest::Verify { caps } => {
             let span = tracing::debug_span!("verify", files = caps.len());
             crate::verify::verify(ctx, &peer, caps, send).instrument(span).await
+        }
+        ServerRequest::Probe(p) => {
+            let span = tracing::debug_span!("probe");
+            crate::probe::serve(ctx, &peer, p, send).instrument(span).await
         }
         ServerRequest::Ping => {
             let pong = ServerResponse::Pong {
