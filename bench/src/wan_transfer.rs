@@ -72,7 +72,12 @@ pub async fn run(o: &TransferOptions) -> anyhow::Result<TransferReport> {
     let mut topo = preset::pair(o.rtt_ms, Some(o.rate_mbit), 0.0)?;
     topo.mtu = o.mtu;
     let wan = Wan::start(topo)?;
-    let spec = WanFedSpec { meta_site: "a".into(), server_sites: vec!["a".into()], bin_dir: o.bin_dir.clone(), heartbeat_ms: 1000 };
+    let spec = WanFedSpec {
+        meta_site: "a".into(),
+        server_sites: vec!["a".into()],
+        bin_dir: o.bin_dir.clone(),
+        heartbeat_ms: 1000,
+    };
     let fed = WanFederation::start(&wan, spec)?;
     fed.wait_alive(&wan, "b", Duration::from_secs(30)).await?;
     std::fs::create_dir_all(&o.scratch)?;
@@ -95,5 +100,13 @@ pub async fn run(o: &TransferOptions) -> anyhow::Result<TransferReport> {
     drop(fed);
 
     let tcp = if o.tcp_baseline { Some(iperf3_bps(&wan, "b", "a", 10, false)? / 1e6) } else { None };
-    Ok(TransferReport { rtt_ms: o.rtt_ms, rate_mbit: o.rate_mbit, mtu: o.mtu, size: o.size, put_mbit: put, get_mbit: get, tcp_mbit: tcp })
+    Ok(TransferReport {
+        rtt_ms: o.rtt_ms,
+        rate_mbit: o.rate_mbit,
+        mtu: o.mtu,
+        size: o.size,
+        put_mbit: put,
+        get_mbit: get,
+        tcp_mbit: tcp,
+    })
 }

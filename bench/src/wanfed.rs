@@ -82,7 +82,10 @@ impl WanFederation {
                 tls.key.display()
             ),
         )?;
-        children.push(("meta".to_string(), spawn(wan, &spec.meta_site, &spec.bin_dir.join("renkei-meta"), &meta_cfg, &logs, "meta")?));
+        children.push((
+            "meta".to_string(),
+            spawn(wan, &spec.meta_site, &spec.bin_dir.join("renkei-meta"), &meta_cfg, &logs, "meta")?,
+        ));
 
         for site in &spec.server_sites {
             let name = pop_name(site);
@@ -123,7 +126,13 @@ impl WanFederation {
         let files = if paths.cert.exists() {
             TlsFiles { ca: self.ca.cert_path(), cert: paths.cert, key: paths.key }
         } else {
-            let f = self.ca.issue(&IssueRequest { name: user.into(), role: Role::User, site: None, not_before: None, valid_days: 7 })?;
+            let f = self.ca.issue(&IssueRequest {
+                name: user.into(),
+                role: Role::User,
+                site: None,
+                not_before: None,
+                valid_days: 7,
+            })?;
             TlsFiles { ca: self.ca.cert_path(), cert: f.cert, key: f.key }
         };
         let cfg = ClientConfig::new(self.meta.clone(), site.to_string(), files);

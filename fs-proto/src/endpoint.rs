@@ -343,8 +343,8 @@ fn endpoint_on(
         .map_err(|source| EndpointError::Bind { addr: SocketAddr::from(([0, 0, 0, 0], 0)), source })?;
     let runtime = quinn::default_runtime()
         .ok_or_else(|| EndpointError::QuicCrypto("no async runtime to drive the endpoint".into()))?;
-    let mut ep =
-        Endpoint::new(endpoint_config(), server, socket, runtime).map_err(|source| EndpointError::Bind { addr, source })?;
+    let mut ep = Endpoint::new(endpoint_config(), server, socket, runtime)
+        .map_err(|source| EndpointError::Bind { addr, source })?;
     ep.set_default_client_config(client_config(id, tuning)?);
     Ok(ep)
 }
