@@ -405,13 +405,8 @@ impl Namespace {
             let dst_ent = entry(t, new_parent, new_name)?;
             let now = Timestamp::now();
             let moving_dir_across = |inode: &InodeRecord, from: Ino, to: Ino| -> R<()> {
-                if inode.kind == FileKind::Directory && from != to {
-                    if !c.is_root() && !c.may(inode, W) {
-                        return Err(err(
-                            ErrorCode::PermissionDenied,
-                            "moving a directory needs write permission on it",
-                        ));
-                    }
+                if inode.kind == FileKind::Directory && from != to && !c.is_root() && !c.may(inode, W) {
+                    return Err(err(ErrorCode::PermissionDenied, "moving a directory needs write permission on it"));
                 }
                 Ok(())
             };

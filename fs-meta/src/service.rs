@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 
 type R<T> = Result<T, RemoteError>;
 
+/// A file server's spool inventory being received: when it started (ms)
+/// and the replicas listed so far.
+type Inventory = (u64, HashSet<(Ino, u64)>);
+
 /// Everything a request may touch.
 pub struct MetaService {
     /// The namespace.
@@ -31,7 +35,7 @@ pub struct MetaService {
     pub(crate) config: MetaConfig,
     /// Status of the replication worker and its wake-up signal.
     pub replication: crate::replication::Shared,
-    inventories: Mutex<HashMap<String, (u64, HashSet<(Ino, u64)>)>>,
+    inventories: Mutex<HashMap<String, Inventory>>,
     inode_count: Mutex<Option<(Instant, u64)>>,
     /// Monitoring state: check reports, rates, history, events, netcheck.
     pub monitor: crate::monitor::Monitor,
