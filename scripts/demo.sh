@@ -58,6 +58,21 @@ renkei where /tree/f20
 renkei umount "$MNT1"
 renkei umount "$MNT2"
 
+step "vpe: register the tiny test VM image into the namespace and boot it at site1"
+vpe() { "$BIN/vpe" "$@"; }
+bash scripts/vm-image/build.sh "$DEMO/vm-image" >/dev/null
+rm -f "$DEMO/id_demo" "$DEMO/id_demo.pub"
+ssh-keygen -q -t ed25519 -N '' -C demo@renkei -f "$DEMO/id_demo"
+vpe image register demo "$DEMO/vm-image" --tag stable
+vpe run --site site1 --image demo:stable --net lab --net data --name demo-vm --ssh-key "$DEMO/id_demo.pub"
+
+step "vpe console: the guest's serial log (its SSH key, an address per segment, the boot marker)"
+vpe console demo-vm | grep RENKEI-
+
+step "vpe show: where it runs and its timings (prepare, fetch, boot, the guest's own boot)"
+vpe show demo-vm
+vpe stop demo-vm
+
 step "monitoring: the status page, service checks, Prometheus metrics, renkei netcheck"
 WEB=$(sed -n 's/^web = "\(.*\)"$/\1/p' "$DEMO/meta.toml")
 echo "status page: http://$WEB/   (Prometheus metrics: http://$WEB/metrics)"
@@ -79,6 +94,7 @@ The federation is still running in $DEMO. Its status page: http://$WEB/
 Try:
   export RENKEI_CONFIG=$DEMO/client.toml        # a client at site1 (client-site2.toml, ... for others)
   $BIN/renkei --help
+  $BIN/vpe --help                                # VMs: vpe image ls, vpe run --site site1 --image demo ...
 Stop it with:
   $BIN/renkei local down --dir $DEMO
 MSG

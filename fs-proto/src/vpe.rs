@@ -41,7 +41,8 @@ pub struct UserFile {
 /// Where one boot's time went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Timings {
-    /// From the agent receiving the run to the domain started (includes `fetch`).
+    /// From the PoP starting the run (its VM host free) to the domain
+    /// started: staging the image (includes `fetch`), overlay, swap, seed.
     pub prepare: Duration,
     /// Fetching and verifying the image into the PoP's cache (zero when cached).
     pub fetch: Duration,
@@ -51,7 +52,9 @@ pub struct Timings {
     pub guest_boot: Option<Duration>,
     /// Image bytes moved from the namespace (0 when cached).
     pub fetched_bytes: u64,
-    /// From the manager accepting the run to the agent reporting the guest booted.
+    /// From the manager accepting the run to the agent reporting the guest
+    /// booted (includes placement, any wait for the PoP's VM host, e.g. its
+    /// one-time KVM probe at start, and the network hops).
     pub run_to_booted: Duration,
 }
 

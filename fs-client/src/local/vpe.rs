@@ -6,8 +6,10 @@
 //! the agents are configured to stop their VMs when they exit.
 //!
 //! Files: `vpe/manager.toml`, `vpe/<pop>.toml`, state in `vpe/manager/` and
-//! `vpe/<pop>/`, and `vpe/accel.toml` (the host's KVM-or-TCG decision,
-//! shared by the agents). The federation directory is made traversable by
+//! `vpe/<pop>/`. The agents share the host's KVM-or-TCG decision, which is
+//! valid for one host boot: in `/run/renkei-vpe-accel.toml` when `/run` is
+//! writable (so only the first federation of a boot runs the 5 s probe),
+//! else in `vpe/accel.toml`. The federation directory is made traversable by
 //! others (`o+x`, no read) because qemu runs as its own user and must reach
 //! the VMs' disks. The local user may run 4 VMs at every site, with static
 //! addresses 10.10.0.11-14/24 on segment `lab` and 10.20.0.11-14/24 on
@@ -64,6 +66,18 @@ fn user_keys() -> Vec<String> {
     keys
 }
 
+/// Where the agents cache the host's KVM-or-TCG decision (see the module docs).
+fn accel_cache(vdir: &Path) -> PathBuf {
+    let run = Path::new("/run");
+    // SAFETY: access(2) only reads the path.
+    let writable = unsafe { libc::access(c"/run".as_ptr(), libc::W_OK) } == 0;
+    if run.is_dir() && writable {
+        run.join("renkei-vpe-accel.toml")
+    } else {
+        vdir.join("accel.toml")
+    }
+}
+
 /// Writes the manager's and agents' configurations and adds them to `procs`.
 pub(super) fn create(
     dir: &Path,
@@ -110,6 +124,7 @@ pub(super) fn create(
     let path = vdir.join("manager.toml");
     std::fs::write(&path, text).map_err(|e| local_err(&path, e))?;
     let manager = PeerAddr { addr, name: "vpe".into() };
+    let accel_cache = accel_cache(&vdir);
     let servers: Vec<LocalProc> = procs.iter().filter(|p| p.role == "server").cloned().collect();
     procs.push(LocalProc { name: "vpe".into(), site: sites[0].clone(), role: MANAGER.into(), config: path, addr });
     for s in servers {
@@ -126,7 +141,7 @@ pub(super) fn create(
             tls(ca, &pop.cert, &pop.key),
             q(vdir.join(&s.name).display()),
             q(&s.name),
-            q(vdir.join("accel.toml").display()),
+            q(accel_cache.display()),
         );
         let path = vdir.join(format!("{}.toml", s.name));
         std::fs::write(&path, text).map_err(|e| local_err(&path, e))?;

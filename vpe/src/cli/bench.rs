@@ -110,8 +110,24 @@ async fn boot(
     Ok((vm.pop, t, wall))
 }
 
+/// Waits (bounded) until every live PoP of the site decided KVM or TCG, so
+/// no boot measured here waits behind an agent's one-time probe.
+async fn wait_for_accel(client: &VpeClient, site: &str) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        let pops = client.pops().await?;
+        let at_site: Vec<_> = pops.iter().filter(|p| p.site == site && p.alive).collect();
+        if !at_site.is_empty() && at_site.iter().all(|p| p.accel.is_some()) {
+            return Ok(());
+        }
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(60), "PoPs of {site} did not decide KVM or TCG in 60 s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 pub(super) async fn run(client: &VpeClient, args: BenchArgs, json: bool) -> anyhow::Result<()> {
     let base = LocalImage::from_dir(&args.image_dir)?;
+    wait_for_accel(client, &args.site).await?;
     let nonce = blake3::hash(format!("{:?}", std::time::SystemTime::now()).as_bytes()).to_hex()[..8].to_string();
     let mut samples = Vec::new();
     let mut pop = args.pop.clone();

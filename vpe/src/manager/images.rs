@@ -111,7 +111,7 @@ impl Manager {
         record.shared |= r.shared;
         let gen = record.next_gen();
         let dest = layout::generation_dir(&r.name, gen);
-        self.ns.mkdir_p(&layout::image_dir(&r.name), 0o700).await?;
+        self.ns.mkdir_p(&layout::image_dir(&r.name), if record.shared { 0o755 } else { 0o700 }).await?;
         self.ns.rename(&r.upload, &dest).await?;
         let (id, size) = match self.seal_generation(&dest, None).await {
             Ok(v) => v,

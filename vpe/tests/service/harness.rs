@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -16,7 +15,6 @@ use fs_client::ClientConfig;
 use fs_proto::identity::{CaDir, IssueRequest, Role};
 use fs_proto::vpe::{PopInfo, VmInfo};
 use tokio::sync::{Mutex, MutexGuard};
-use vpe::accel::{self, AccelDecision, AccelProbe};
 use vpe::agent::AgentConfig;
 use vpe::manager::{ManagerConfig, UserConfig};
 use vpe::network::in_scope;
@@ -26,7 +24,6 @@ use vpe::{Hypervisor, Libvirt};
 pub const URI: &str = "qemu:///system";
 
 static LOCK: Mutex<()> = Mutex::const_new(());
-static ACCEL: OnceLock<AccelDecision> = OnceLock::new();
 
 /// The SSH key the manager gives alice.
 pub const ALICE_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAliceServiceTestKey alice@renkei";
@@ -107,18 +104,6 @@ impl Stack {
         // qemu runs as its own user and must traverse to the VMs' files.
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711))?;
         let fed = dir.path().join("fed");
-        // The KVM-or-TCG decision, made once per test binary, handed to the agents' cache.
-        let decision = ACCEL
-            .get_or_init(|| {
-                let kernel = AgentConfig::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/agent.toml")))
-                    .ok()
-                    .and_then(|c| c.probe_kernel())
-                    .unwrap_or_else(|| PathBuf::from("/boot/vmlinuz"));
-                accel::detect(&AccelProbe::new(kernel))
-            })
-            .clone();
-        std::fs::create_dir_all(fed.join("vpe"))?;
-        std::fs::write(fed.join("vpe/accel.toml"), toml::to_string(&decision)?)?;
         let bins = bin_dir();
         let spec = LocalSpec {
             dir: fed.clone(),
