@@ -215,7 +215,28 @@ pub async fn run(o: &RepBenchOptions) -> anyhow::Result<RepBenchReport> {
         let (rx, tx) = rep.data().dialer().traffic().await;
         runs.push(Run { name, secs, mb_s: bytes as f64 / 1e6 / secs, client_bytes: Some(rx + tx) });
     }
+    keep_logs(&bed);
     Ok(RepBenchReport { link, files: files.len(), bytes, runs })
+}
+
+/// With `RENKEI_BENCH_LOGS=DIR`, copy the servers' logs there (the
+/// federation's own directory is removed at the end).
+fn keep_logs(bed: &Bed) {
+    let Some(dir) = std::env::var_os("RENKEI_BENCH_LOGS").map(PathBuf::from) else { return };
+    let _ = std::fs::create_dir_all(&dir);
+    let logs: Vec<(String, String)> = match (&bed._wan, &bed.local_dir) {
+        (Some((fed, _)), _) => ["meta", "pop-a", "pop-b"].iter().map(|n| (n.to_string(), fed.log(n))).collect(),
+        (None, Some(d)) => ["meta", "pop1", "pop2"]
+            .iter()
+            .map(|n| {
+                (n.to_string(), std::fs::read_to_string(d.join("logs").join(format!("{n}.log"))).unwrap_or_default())
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    for (name, text) in logs {
+        let _ = std::fs::write(dir.join(format!("{name}.log")), text);
+    }
 }
 
 /// A new client with the same configuration (so its traffic counts only

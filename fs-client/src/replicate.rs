@@ -55,7 +55,7 @@ impl Default for RepOptions {
             copies: None,
             from: None,
             to: None,
-            parallel: 4,
+            parallel: 8,
             dry_run: false,
             batch_files: 512,
             batch_bytes: 256 << 20,

@@ -166,7 +166,7 @@ impl MetaService {
                 match cap.access {
                     Access::Write => {}
                     Access::Replicate => crate::replication::orders::check_copy(&cap, &id.name, size, hash)?,
-                    Access::Read => return Err(RemoteError::new(ErrorCode::BadCapability, "not a write capability")),
+                    _ => return Err(RemoteError::new(ErrorCode::BadCapability, "not a write capability")),
                 }
                 let attr = self.ns.register_replica(cap.ino, cap.gen, &id.name, size, hash)?;
                 if cap.access == Access::Write {

@@ -30,6 +30,8 @@ pub struct Ctx {
     pub meta: MetaLink,
     /// Connections to other file servers.
     pub peers: Dialer,
+    /// Connections for replication pulls, several per source.
+    pub lanes: crate::pull::Lanes,
     /// Who this server is.
     pub identity: Identity,
     /// Bytes received.
@@ -67,6 +69,7 @@ pub async fn serve(
     let ctx = Arc::new(Ctx {
         spool,
         meta: MetaLink::new(dialer.clone(), config.meta.clone(), META_TIMEOUT),
+        lanes: crate::pull::Lanes::new(&endpoint),
         peers: dialer,
         identity,
         bytes_in: AtomicU64::new(0),

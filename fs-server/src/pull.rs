@@ -22,15 +22,50 @@ use fs_proto::{ErrorCode, Hash, RemoteError, ServerLoc};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// Files being sealed at once per stream.
 const SEALS: usize = 16;
 /// Largest piece read from the stream at once.
 const PIECE: u64 = 1 << 20;
+/// Bytes gathered before handing them to the disk thread (the stream
+/// delivers packet-sized pieces; one hand-off each would cost more than
+/// the copy).
+const BATCH: usize = 1 << 20;
 /// Bound on waiting for the next piece from a source.
 const IDLE: Duration = Duration::from_secs(60);
+
+/// Connections kept to each source for pulls.
+pub const LANES: usize = 8;
+
+/// Several connections to each source, taken in turn by concurrent pulls,
+/// so they do not share one congestion window (the parallel TCP streams of
+/// GridFTP, in QUIC). Measured on the emulated 10 ms, 1 Gbit/s link: 4
+/// pulls on one connection moved 21 MB/s, on 4 connections 75 MB/s, 8 on 8
+/// connections 102 MB/s (tar: 104 MB/s).
+pub struct Lanes {
+    dialers: Vec<fs_proto::rpc::Dialer>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Lanes {
+    /// [`LANES`] lanes dialling through `endpoint`.
+    pub fn new(endpoint: &quinn::Endpoint) -> Self {
+        Lanes {
+            dialers: (0..LANES)
+                .map(|_| fs_proto::rpc::Dialer::new(endpoint.clone(), Duration::from_secs(10)))
+                .collect(),
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// The next lane.
+    pub fn pick(&self) -> &fs_proto::rpc::Dialer {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.dialers.len();
+        &self.dialers[i]
+    }
+}
 
 /// A replica that is durable locally and awaits registration.
 pub struct Stored {
@@ -55,8 +90,8 @@ type Sealer = Box<dyn FnOnce(Result<ReplicaWriter, ReplicaError>) + Send>;
 enum DiskOp {
     /// Start a new temporary file.
     Begin(PathBuf),
-    /// Append bytes to it.
-    Data(Bytes),
+    /// Append bytes to it (pieces gathered up to [`BATCH`]).
+    Data(Vec<Bytes>),
     /// Drop it (the transfer failed).
     Abort,
     /// Hand it (or the error writing it) to a sealer.
@@ -86,14 +121,18 @@ impl DiskThread {
                         cur = Some(ReplicaWriter::create(tmp));
                         off = 0;
                     }
-                    DiskOp::Data(b) => {
+                    DiskOp::Data(pieces) => {
+                        // One contiguous buffer: one write, and BLAKE3 hashes
+                        // it many chunks at a time (packet-sized updates would
+                        // compress one 1 KiB block at a time, 4x the cost).
+                        let buf = join(pieces);
                         if let Some(Ok(w)) = cur.as_mut() {
-                            if let Err(e) = w.write_at(off, &b) {
+                            if let Err(e) = w.write_at(off, &buf) {
                                 drop_cur(&mut cur);
                                 cur = Some(Err(e));
                             }
                         }
-                        off += b.len() as u64;
+                        off += buf.len() as u64;
                     }
                     DiskOp::Abort => drop_cur(&mut cur),
                     DiskOp::End(seal) => {
@@ -117,6 +156,18 @@ impl DiskThread {
     }
 }
 
+/// The pieces as one buffer (without copying a single piece).
+fn join(mut pieces: Vec<Bytes>) -> Bytes {
+    if pieces.len() == 1 {
+        return pieces.pop().unwrap_or_default();
+    }
+    let mut buf = Vec::with_capacity(pieces.iter().map(Bytes::len).sum());
+    for p in &pieces {
+        buf.extend_from_slice(p);
+    }
+    Bytes::from(buf)
+}
+
 fn leftovers(items: impl IntoIterator<Item = CopyItem>, error: &RemoteError) -> Vec<Leftover> {
     items.into_iter().map(|item| Leftover { item, error: error.clone() }).collect()
 }
@@ -131,7 +182,8 @@ pub async fn pull(
 ) -> Vec<Leftover> {
     let unavailable = |e: String| RemoteError::new(ErrorCode::Unavailable, format!("{}: {e}", src.host));
     let peer = PeerAddr { addr: src.addr, name: src.host.clone() };
-    let conn = match ctx.peers.connect(&peer).await {
+    let dialer = ctx.lanes.pick();
+    let conn = match dialer.connect(&peer).await {
         Ok(c) => c,
         Err(e) => return leftovers(items, &unavailable(e.to_string())),
     };
@@ -139,11 +191,13 @@ pub async fn pull(
     let (mut send, mut recv) = match request(&conn, &req).await {
         Ok(s) => s,
         Err(e) => {
-            ctx.peers.forget(&peer).await;
+            dialer.forget(&peer).await;
             return leftovers(items, &unavailable(e.to_string()));
         }
     };
     let _ = send.finish();
+    let started = Instant::now();
+    let files = items_len(&req);
     let disk = DiskThread::start();
     let seals = Arc::new(Semaphore::new(SEALS));
     let (left_tx, mut left_rx) = mpsc::unbounded_channel::<Leftover>();
@@ -198,7 +252,16 @@ pub async fn pull(
         out.push(l);
     }
     let _ = recv.stop(quic_codes::OK);
+    let ms = started.elapsed().as_millis() as u64;
+    tracing::debug!(from = %src.host, files, failed = out.len(), ms, "pull done");
     out
+}
+
+fn items_len(req: &ServerRequest) -> usize {
+    match req {
+        ServerRequest::ReadMany { caps } => caps.len(),
+        _ => 0,
+    }
 }
 
 /// Receive `len` raw bytes of `item` into a new temporary file.
@@ -212,6 +275,8 @@ async fn receive(
     let broken = |why: String| RemoteError::new(ErrorCode::Interrupted, why);
     disk.send(DiskOp::Begin(ctx.spool.tmp_path(item.ino, item.gen))).await?;
     let mut left = len;
+    let mut pieces: Vec<Bytes> = Vec::new();
+    let mut gathered = 0usize;
     while left > 0 {
         let chunk = match tokio::time::timeout(IDLE, recv.read_chunk(left.min(PIECE) as usize, true)).await {
             Err(_) => return Err(broken(format!("no data for {} s", IDLE.as_secs()))),
@@ -222,10 +287,15 @@ async fn receive(
             }
             Ok(Err(e)) => return Err(broken(format!("stream broken: {e}"))),
         };
-        let n = chunk.bytes.len() as u64;
-        left = left.saturating_sub(n);
-        ctx.bytes_in.fetch_add(n, Ordering::Relaxed);
-        disk.send(DiskOp::Data(chunk.bytes)).await?;
+        let n = chunk.bytes.len();
+        left = left.saturating_sub(n as u64);
+        ctx.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        gathered += n;
+        pieces.push(chunk.bytes);
+        if gathered >= BATCH || left == 0 {
+            disk.send(DiskOp::Data(std::mem::take(&mut pieces))).await?;
+            gathered = 0;
+        }
     }
     Ok(())
 }

@@ -45,7 +45,9 @@ fn check(ctx: &Ctx, peer: &Identity, cap: &SignedCapability) -> Result<Capabilit
     let cap = v.verify(cap, &peer.name, Timestamp::now().as_millis())?;
     match cap.access {
         Access::Read | Access::Replicate => Ok(cap),
-        Access::Write => Err(RemoteError::new(ErrorCode::BadCapability, "a write capability does not allow reading")),
+        other => {
+            Err(RemoteError::new(ErrorCode::BadCapability, format!("a {other:?} capability does not allow reading")))
+        }
     }
 }
 

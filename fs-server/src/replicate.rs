@@ -44,16 +44,23 @@ pub async fn replicate(ctx: Arc<Ctx>, peer: &Identity, items: Vec<CopyItem>, mut
     }
     info!(by = %peer, files = n, bytes = items.iter().map(|i| i.size).sum::<u64>(), "copy order");
     let (ev_tx, mut ev_rx) = mpsc::channel::<ReplicateEvent>(256);
+    let started = std::time::Instant::now();
     let job = tokio::spawn(copy_all(ctx, items, ev_tx).in_current_span());
     let mut listening = true;
+    let (mut copied, mut failed_n) = (0u64, 0u64);
     // Report as files finish. If whoever ordered the copy went away, the
     // copy still completes (what it registers is what a re-run skips).
     while let Some(ev) = ev_rx.recv().await {
+        match &ev {
+            ReplicateEvent::Copied { .. } => copied += 1,
+            ReplicateEvent::Failed { .. } => failed_n += 1,
+        }
         if listening && write_msg(&mut send, &ev).await.is_err() {
             listening = false;
         }
     }
     let _ = job.await;
+    info!(copied, failed = failed_n, ms = started.elapsed().as_millis() as u64, "copy order done");
     if listening {
         let _ = send.finish();
     }

@@ -27,7 +27,7 @@ pub struct RepArgs {
     #[arg(long, default_value_t = 9000)]
     mtu: u32,
     /// Parallel streams of `renkei rep -j`.
-    #[arg(short = 'j', long, default_value_t = 4)]
+    #[arg(short = 'j', long, default_value_t = 8)]
     parallel: usize,
     /// Skip the per-file (unbundled) runs.
     #[arg(long)]

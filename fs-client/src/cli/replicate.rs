@@ -24,7 +24,7 @@ pub struct RepArgs {
     #[arg(short = 'D', long = "dst", value_name = "DST_HOST|SITE")]
     dst: Option<String>,
     /// Copy orders (server-to-server streams) in flight at once.
-    #[arg(short = 'j', long = "parallel", default_value_t = 4, value_name = "PARALLEL")]
+    #[arg(short = 'j', long = "parallel", default_value_t = 8, value_name = "PARALLEL")]
     parallel: usize,
     /// Most files per stream (1: one file per request, without bundling).
     #[arg(long, default_value_t = 512)]
