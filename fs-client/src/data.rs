@@ -151,7 +151,14 @@ impl DataPlane {
         let (mut send, mut recv) =
             request(&conn, &ServerRequest::Read { cap: cap.clone(), offset, len }).await.map_err(|e| proto(loc, e))?;
         let _ = send.finish();
-        let n = match reply::<ServerResponse>(&mut recv).await.map_err(|e| proto(loc, e))? {
+        let header = match reply::<ServerResponse>(&mut recv).await {
+            // A corrupt first chunk resets the stream before its header is read.
+            Err(fs_proto::ProtoError::Read(quinn::ReadError::Reset(code))) if code == quic_codes::CORRUPT => {
+                return Err(ClientError::Integrity(format!("{} refused to send a corrupt replica", loc.host)));
+            }
+            other => other.map_err(|e| proto(loc, e))?,
+        };
+        let n = match header {
             Ok(ServerResponse::Reading { len, .. }) => len,
             Ok(other) => return Err(ClientError::Unexpected(format!("{other:?}"))),
             Err(e) => return Err(ClientError::Call(CallError::Remote(e))),
