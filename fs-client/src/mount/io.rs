@@ -169,7 +169,7 @@ impl Inner {
         let FileState { dirty: Some(d), upload, .. } = &mut *st else { return Err(Errno::EIO) };
         match upload.take() {
             Some(mut up) => {
-                if d.is_prefix() && up.append(&self.counters, offset, data).await {
+                if up.append(&self.counters, offset, data, d).await {
                     *upload = Some(up);
                 } else {
                     up.abort();
@@ -200,7 +200,7 @@ impl Inner {
         let bound = commit::bound(&self.remote, d.bytes());
         let work = async {
             if let Some(up) = upload {
-                match up.finish(f.ino, d).await {
+                match up.finish(&self.counters, f.ino, d).await {
                     Some(Ok(c)) => return Ok(c),
                     Some(Err(e)) => tracing::debug!(ino = f.ino, "write-behind failed, committing again: {e}"),
                     None => {}

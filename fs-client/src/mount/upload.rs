@@ -52,28 +52,48 @@ impl Upload {
         Ok(Upload { session, sent: d.size })
     }
 
-    /// Stream a write at `offset`; false if it is not an append or the
-    /// session broke (the caller drops the upload).
-    pub async fn append(&mut self, counters: &Counters, offset: u64, data: &[u8]) -> bool {
-        if offset != self.sent {
+    /// Stream a write at `offset`, already recorded in `d`; false if it
+    /// rewrites bytes already sent or the session broke (the caller drops
+    /// the upload). FUSE may hand over the writes of one sequential stream
+    /// slightly out of order: a write beyond the end of what was sent is
+    /// held in the spill file and sent once the gap before it is filled.
+    pub async fn append(&mut self, counters: &Counters, offset: u64, data: &[u8], d: &Dirty) -> bool {
+        if offset < self.sent {
             return false;
         }
-        match self.session.data(counters, offset, data).await {
-            Ok(()) => {
-                self.sent += data.len() as u64;
-                true
-            }
-            Err(e) => {
+        if offset == self.sent {
+            if let Err(e) = self.session.data(counters, offset, data).await {
                 tracing::debug!("upload broke, will commit from the spill file: {e}");
-                false
+                return false;
             }
+            self.sent += data.len() as u64;
         }
+        self.catch_up(counters, d).await
     }
 
-    /// Commit if the upload holds exactly the dirty contents; otherwise give
-    /// it up and return None (commit from the spill file instead).
-    pub async fn finish(self, ino: Ino, d: &Dirty) -> Option<Result<Committed, ClientError>> {
-        if !d.is_prefix() || d.size != self.sent {
+    /// Send what the spill file holds beyond `sent` once the dirty contents
+    /// are contiguous from 0 again; false if the session broke.
+    async fn catch_up(&mut self, counters: &Counters, d: &Dirty) -> bool {
+        if !d.is_prefix() {
+            return true;
+        }
+        while self.sent < d.size {
+            let n = (d.size - self.sent).min(4 << 20);
+            let Ok(bytes) = d.read_spill(self.sent, n) else { return false };
+            if let Err(e) = self.session.data(counters, self.sent, &bytes).await {
+                tracing::debug!("upload broke, will commit from the spill file: {e}");
+                return false;
+            }
+            self.sent += n;
+        }
+        true
+    }
+
+    /// Commit if the upload holds exactly the dirty contents (after sending
+    /// any tail still held back); otherwise give it up and return None
+    /// (commit from the spill file instead).
+    pub async fn finish(mut self, counters: &Counters, ino: Ino, d: &Dirty) -> Option<Result<Committed, ClientError>> {
+        if !d.is_prefix() || d.size < self.sent || !self.catch_up(counters, d).await || d.size != self.sent {
             self.session.abort();
             return None;
         }
