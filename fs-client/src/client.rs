@@ -234,6 +234,9 @@ impl Client {
             let a = self.put_file(local, &root, on_bytes).await?;
             return Ok((1, a.size));
         }
+        if self.config.bundle {
+            return crate::bundle::tree::put_tree(self, local, &root, on_bytes).await;
+        }
         let mut jobs = Vec::new();
         let mut dirs = vec![root.clone()];
         walk_local(local, &root, &mut dirs, &mut jobs)?;

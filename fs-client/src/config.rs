@@ -23,6 +23,10 @@ pub struct ClientConfig {
     /// Files transferred at once by recursive put/get.
     #[serde(default = "default_parallel")]
     pub parallel: usize,
+    /// Send the new files of `put -r` in bundles (many files per stream and
+    /// per metadata commit); false sends each file on its own.
+    #[serde(default = "default_bundle")]
+    pub bundle: bool,
     /// QUIC transport tuning.
     #[serde(default)]
     pub transport: Tuning,
@@ -34,6 +38,9 @@ fn default_meta_timeout_ms() -> u64 {
 fn default_parallel() -> usize {
     8
 }
+fn default_bundle() -> bool {
+    true
+}
 
 impl ClientConfig {
     /// A config with defaults for the optional fields.
@@ -44,6 +51,7 @@ impl ClientConfig {
             tls,
             meta_timeout_ms: default_meta_timeout_ms(),
             parallel: default_parallel(),
+            bundle: default_bundle(),
             transport: Tuning::default(),
         }
     }

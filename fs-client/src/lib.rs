@@ -10,6 +10,7 @@
 //! # Layout
 //! - [`config`]: client configuration.
 //! - [`client`]: path-level operations.
+//! - [`bundle`]: bundles of new files (planner, sending, `put -r`).
 //! - [`meta_client`]: metadata calls.
 //! - [`data`]: reads and writes against file servers.
 //! - [`counters`]: requests sent per kind.
@@ -23,6 +24,7 @@
 //!   [`walk`] lists the files under remote paths.
 //! - [`cli`]: the command line.
 
+pub mod bundle;
 pub mod check;
 pub mod cli;
 pub mod client;

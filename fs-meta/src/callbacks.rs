@@ -188,6 +188,35 @@ impl Callbacks {
         )
     }
 
+    /// Whether session `id` is subscribed (its stream is open).
+    pub fn is_subscribed(&self, id: SessionId) -> bool {
+        id != 0 && self.state().sessions.contains_key(&id)
+    }
+
+    /// Send `list` to session `id` alone (e.g. a directory lease recall);
+    /// false if the session is gone or does not keep up (then dropped).
+    pub fn send_to(&self, id: SessionId, list: Vec<Invalidation>) -> bool {
+        let tx = match self.state().sessions.get(&id) {
+            Some(s) => s.tx.clone(),
+            None => return false,
+        };
+        if tx.try_send(list).is_err() {
+            tracing::warn!(session = id, "session does not keep up with invalidations; dropping it");
+            self.unsubscribe(id);
+            return false;
+        }
+        true
+    }
+
+    /// Run a change made outside [`Self::handle`] with the ordering a
+    /// mutation has there (see the module docs), and compute whom to tell
+    /// about `changes` (everyone holding a lease but `origin`).
+    pub fn exclusive<T>(&self, origin: SessionId, f: impl FnOnce() -> (T, Vec<Invalidation>)) -> (T, Pending) {
+        let _write = self.order.write().unwrap_or_else(|p| p.into_inner());
+        let (out, changes) = f();
+        (out, self.route(origin, changes))
+    }
+
     /// Deliver invalidations; a session whose queue is full is dropped.
     pub fn push(&self, pending: Pending) {
         for (tx, sid, list) in pending.0 {
@@ -285,6 +314,11 @@ pub fn invalidations(ns: &Namespace, req: &MetaRequest) -> Vec<Invalidation> {
             vec![Attr { ino: *ino }]
         }
         Q::RegisterReplica { cap, .. } => cap.peek().map(|c| vec![Attr { ino: c.ino }]).unwrap_or_default(),
+        Q::CommitBundle(b) => b
+            .entries
+            .iter()
+            .flat_map(|e| [Entry { parent: e.entry.parent, name: e.entry.name.clone() }, Attr { ino: e.entry.parent }])
+            .collect(),
         Q::Batch(reqs) => reqs.iter().flat_map(|r| invalidations(ns, r)).collect(),
         _ => Vec::new(),
     }

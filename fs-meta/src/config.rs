@@ -81,6 +81,11 @@ pub struct MetaConfig {
     /// many files to one destination).
     #[serde(default = "default_replication_parallel")]
     pub replication_parallel: usize,
+    /// How long (ms) a request waits for the holder of a directory write
+    /// lease (a bundling client) to send what it has pending there and give
+    /// the lease back; after that the lease is broken.
+    #[serde(default = "default_recall_timeout_ms")]
+    pub recall_timeout_ms: u64,
     /// QUIC transport tuning.
     #[serde(default)]
     pub transport: Tuning,
@@ -123,6 +128,9 @@ fn default_replication_interval_ms() -> u64 {
 fn default_replication_parallel() -> usize {
     4
 }
+fn default_recall_timeout_ms() -> u64 {
+    10_000
+}
 
 impl MetaConfig {
     /// A config with defaults for everything but the paths.
@@ -143,6 +151,7 @@ impl MetaConfig {
             replica_down_grace_ms: default_replica_down_grace_ms(),
             replication_interval_ms: default_replication_interval_ms(),
             replication_parallel: default_replication_parallel(),
+            recall_timeout_ms: default_recall_timeout_ms(),
             transport: Tuning::default(),
             monitor: Default::default(),
         }

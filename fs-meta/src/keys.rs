@@ -16,6 +16,7 @@ const DENTRY: u8 = b'd';
 const REPLICA: u8 = b'r';
 const XATTR: u8 = b'x';
 const GC: u8 = b'g';
+const INO_LEASE: u8 = b'l';
 /// Key of the inode allocation counter.
 pub const NEXT_INO: &[u8] = b"c:next_ino";
 
@@ -115,4 +116,18 @@ pub fn gc_parts(key: &[u8]) -> Option<(Ino, Gen)> {
     let ino = Ino::from_be_bytes(key[n - 16..n - 8].try_into().ok()?);
     let gen = Gen::from_be_bytes(key[n - 8..].try_into().ok()?);
     Some((ino, gen))
+}
+
+/// `l` + first ino: a range of inode numbers leased to a principal for
+/// bundles (see [`crate::record::InoLeaseRecord`]).
+pub fn ino_lease(first: Ino) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(INO_LEASE);
+    k.extend_from_slice(&first.to_be_bytes());
+    k
+}
+
+/// The first ino of an inode-lease key.
+pub fn ino_lease_first(key: &[u8]) -> Option<Ino> {
+    (key.len() == 9 && key[0] == INO_LEASE).then(|| Ino::from_be_bytes(key[1..9].try_into().unwrap_or_default()))
 }

@@ -15,6 +15,8 @@
 //! - [`node`]: QUIC accept loop, one request per stream, durability.
 //! - [`service`]: dispatch and capability issuing.
 //! - [`callbacks`]: leases of caching clients and pushed invalidations.
+//! - [`dirlease`], [`bundle`]: directory write leases of bundling clients
+//!   (recalled before anyone else uses the directory) and bundle commits.
 //! - [`namespace`]: namespace operations as atomic transactions.
 //! - [`perm`]: permission checks.
 //! - [`hosts`]: host registry and write placement.
@@ -26,8 +28,10 @@
 //! - [`monitor`]: service-check reports, netcheck, rates, history, events,
 //!   and the web role (status page and `/metrics` over HTTP).
 
+pub mod bundle;
 pub mod callbacks;
 pub mod config;
+pub mod dirlease;
 pub mod hosts;
 pub mod keys;
 pub mod monitor;

@@ -15,6 +15,8 @@ use fs_proto::{Attr, DirEntry, ErrorCode, FileKind, Gen, Hash, Ino, RemoteError,
 use std::collections::HashSet;
 use std::sync::Mutex;
 
+mod bundle;
+
 type R<T> = Result<T, RemoteError>;
 
 /// Most hard links one inode may have.

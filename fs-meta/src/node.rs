@@ -137,7 +137,14 @@ async fn handle_stream(
     let needs_flush = call.req.is_mutation() && !matches!(call.req, MetaRequest::Heartbeat(_));
     let span = tracing::debug_span!("request", kind);
     let session: SessionId = streams.session.load(Ordering::Acquire);
-    let (reply, pending) = span.in_scope(|| streams.cbs.handle(&svc, &id, session, call));
+    // Directory write leases: other sessions' leases in the way are
+    // recalled first; lease requests are served with the session.
+    let admitted = svc.dirleases.admit(&svc.ns, &streams.cbs, session, &call.req).await;
+    let (reply, pending) = match svc.dirleases.serve(&svc, &streams.cbs, &id, session, &call).await {
+        Some(done) => done,
+        None => span.in_scope(|| streams.cbs.handle(&svc, &id, session, call)),
+    };
+    drop(admitted);
     if let Err(e) = &reply {
         debug!(kind, "request failed: {e}");
     }

@@ -109,6 +109,18 @@ pub mod v1 {
         pub bytes_out: u64,
     }
 
+    /// Inode numbers leased to a principal for bundles; the allocator has
+    /// moved past them.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct InoLeaseRecord {
+        /// How many, from the key's first number.
+        pub count: u64,
+        /// Certificate name of the principal.
+        pub principal: String,
+        /// When they were leased (ms since the epoch).
+        pub granted_ms: u64,
+    }
+
     /// A federation user.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct UserRecord {

@@ -29,7 +29,7 @@ pub struct MetaService {
     pub ns: Namespace,
     /// The host registry.
     pub hosts: Hosts,
-    users: Users,
+    pub(crate) users: Users,
     pub(crate) signer: CapabilitySigner,
     own_verifier: CapabilityVerifier,
     pub(crate) config: MetaConfig,
@@ -39,6 +39,8 @@ pub struct MetaService {
     inode_count: Mutex<Option<(Instant, u64)>>,
     /// Monitoring state: check reports, rates, history, events, netcheck.
     pub monitor: crate::monitor::Monitor,
+    /// Directory write leases for bundling clients.
+    pub dirleases: crate::dirlease::DirLeases,
 }
 
 fn forbid(what: &str) -> RemoteError {
@@ -50,6 +52,7 @@ impl MetaService {
     pub fn new(ns: Namespace, hosts: Hosts, users: Users, signer: CapabilitySigner, config: MetaConfig) -> Self {
         let own_verifier = CapabilityVerifier::new(signer.public_key().to_vec());
         let monitor = crate::monitor::Monitor::new(&config);
+        let dirleases = crate::dirlease::DirLeases::new(Duration::from_millis(config.recall_timeout_ms));
         MetaService {
             ns,
             hosts,
@@ -61,6 +64,7 @@ impl MetaService {
             inventories: Mutex::new(HashMap::new()),
             inode_count: Mutex::new(None),
             monitor,
+            dirleases,
         }
     }
 
@@ -209,6 +213,12 @@ impl MetaService {
             }
             Q::PlanCheck { inos } => A::CheckPlan(crate::replication::orders::plan_check(self, c, &inos)?),
             Q::ReplicationStatus => A::ReplicationStatus(self.replication.status()),
+            Q::LeaseDir(_) | Q::ReleaseDirs { .. } => {
+                // The node serves these with the caller's session; one
+                // reaching dispatch was nested in a batch.
+                return Err(RemoteError::new(ErrorCode::InvalidArgument, "directory leases cannot be batched"));
+            }
+            Q::CommitBundle(b) => A::Bundle(crate::bundle::commit(self, id, b)?),
             Q::Batch(reqs) => {
                 let mut out = Vec::with_capacity(reqs.len());
                 for r in reqs {

@@ -42,6 +42,19 @@ pub enum Invalidation {
     /// The server dropped every lease of this session (too many cached
     /// objects): forget everything cached.
     Reset,
+    /// To the holder of the write lease on `dir` (see [`crate::bundle`]):
+    /// another client wants it. Send what is pending in `dir`, then release
+    /// it ([`crate::meta::MetaRequest::ReleaseDirs`]).
+    Recall {
+        /// The directory.
+        dir: Ino,
+    },
+    /// Another client now holds the write lease on `dir`: forget every name
+    /// and listing cached for it (asking again recalls the lease).
+    Leased {
+        /// The directory.
+        dir: Ino,
+    },
 }
 
 impl Invalidation {
@@ -50,7 +63,8 @@ impl Invalidation {
         match self {
             Invalidation::Attr { ino } => Some(*ino),
             Invalidation::Entry { parent, .. } => Some(*parent),
-            Invalidation::Reset => None,
+            Invalidation::Leased { dir } => Some(*dir),
+            Invalidation::Reset | Invalidation::Recall { .. } => None,
         }
     }
 }

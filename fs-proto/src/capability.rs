@@ -26,6 +26,11 @@ pub enum Access {
     /// server's) own spool: read it from peers holding it and register the
     /// copy. Carries the size and hash the copy must have in `expect`.
     Replicate,
+    /// Send bundles of new files (see [`crate::bundle`]) to file servers,
+    /// which store them and forward the commit. `ino` is 0; `gen` names the
+    /// callback session whose directory leases the bundles act under (0:
+    /// none).
+    Bundle,
 }
 
 /// The signed statement.

@@ -19,6 +19,8 @@
 //! - [`types`]: attributes, file kinds, host and replica descriptions.
 //! - [`meta`] and [`server`]: the two services' requests and responses.
 //! - [`callback`]: invalidations the meta server pushes to caching clients.
+//! - [`bundle`]: directory write leases, leased inode numbers, bundles of
+//!   new files.
 //! - [`capability`]: what the meta server signs and file servers verify.
 //! - [`replication`]: replication plans, copy orders, checks and their events.
 //! - [`monitor`]: service checks, netcheck, VM reports, the status page's data.
@@ -29,6 +31,7 @@
 //! - [`vpe`]: the VM service (users, manager, PoP agents).
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod bundle;
 pub mod callback;
 pub mod capability;
 pub mod endpoint;

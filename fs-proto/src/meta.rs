@@ -6,6 +6,7 @@
 //! [`MetaReply`] frame. Identity comes from the TLS certificate, never from
 //! the request.
 
+use crate::bundle::{BundleCommit, EntryResult, LeaseGrant, LeaseRequest};
 use crate::capability::SignedCapability;
 use crate::error::RemoteError;
 use crate::monitor::{MonitorRequest, MonitorResponse};
@@ -370,6 +371,17 @@ pub enum MetaRequest {
     /// Monitoring: check reports, VM reports, netcheck, the status page's
     /// data (see [`crate::monitor`]).
     Monitor(MonitorRequest),
+    /// A write lease on a directory, leased inode numbers and a bundle
+    /// capability (see [`crate::bundle`]); not batchable.
+    LeaseDir(LeaseRequest),
+    /// Give back write leases on directories (after a recall, or when done).
+    ReleaseDirs {
+        /// The directories.
+        dirs: Vec<Ino>,
+    },
+    /// File server: a bundle of new entries whose bytes it stored; create
+    /// them all in one transaction (see [`crate::bundle`]).
+    CommitBundle(BundleCommit),
 }
 
 impl MetaRequest {
@@ -410,6 +422,9 @@ impl MetaRequest {
             MetaRequest::ReplicationStatus => "replication_status",
             MetaRequest::Subscribe => "subscribe",
             MetaRequest::Monitor(m) => m.kind(),
+            MetaRequest::LeaseDir(_) => "lease_dir",
+            MetaRequest::ReleaseDirs { .. } => "release_dirs",
+            MetaRequest::CommitBundle(_) => "commit_bundle",
         }
     }
 
@@ -435,6 +450,7 @@ impl MetaRequest {
                 | MetaRequest::ReplicationStatus
                 | MetaRequest::Subscribe
                 | MetaRequest::Monitor(_)
+                | MetaRequest::ReleaseDirs { .. }
         )
     }
 }
@@ -510,4 +526,8 @@ pub enum MetaResponse {
     ReplicationStatus(ReplicationStatus),
     /// Answer to `Monitor`.
     Monitor(MonitorResponse),
+    /// Answer to `LeaseDir`.
+    Lease(LeaseGrant),
+    /// Answer to `CommitBundle`: one result per entry, in order.
+    Bundle(Vec<EntryResult>),
 }

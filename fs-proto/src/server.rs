@@ -12,6 +12,7 @@
 //! Replication (`Replicate`, `ReadMany`) and checking (`Verify`) are
 //! described in [`crate::replication`].
 
+use crate::bundle::{BundleEntry, EntryResult};
 use crate::capability::SignedCapability;
 use crate::error::RemoteError;
 use crate::meta::BaseGrant;
@@ -71,6 +72,25 @@ pub enum ServerRequest {
     /// Monitoring: measure paths for `renkei netcheck`, or send probe bytes
     /// (see [`crate::monitor`]).
     Probe(ProbeRequest),
+    /// Store a bundle of new files and commit it at the meta server (see
+    /// [`crate::bundle`]): the bytes of every regular entry follow raw, in
+    /// order, each exactly its `size`; then the caller finishes its side.
+    /// Answered by [`ServerResponse::BundleStored`] once committed.
+    WriteBundle {
+        /// The caller's [`crate::Access::Bundle`] capability.
+        cap: SignedCapability,
+        /// The entries.
+        entries: Vec<BundleEntry>,
+    },
+    /// Reserve disk space for bundles sent later on this connection; refused
+    /// with `NoSpace` if the spool cannot back it. Reservations end with the
+    /// connection; bundles consume them.
+    Reserve {
+        /// The caller's [`crate::Access::Bundle`] capability.
+        cap: SignedCapability,
+        /// Bytes wanted (see [`crate::bundle::stored_cost`]).
+        bytes: u64,
+    },
 }
 
 /// One step of a write session.
@@ -130,6 +150,13 @@ pub enum ServerResponse {
     },
     /// Answer to `Probe`.
     Probe(ProbeResponse),
+    /// Answer to `WriteBundle`: one result per entry, in order.
+    BundleStored(Vec<EntryResult>),
+    /// Answer to `Reserve`: bytes this connection now has reserved.
+    Reserved {
+        /// Total reserved.
+        bytes: u64,
+    },
 }
 
 /// A data service reply frame.

@@ -13,6 +13,8 @@
 //! - [`config`]: the TOML configuration.
 //! - [`node`]: joining the federation, heartbeats, accept loop.
 //! - [`data`]: read and write sessions.
+//! - [`bundle`]: bundles of new files (one stream, one commit) and space
+//!   reservations for them.
 //! - [`replica`] and [`tree_hash`]: replica files and their verification.
 //! - [`spool`]: where replicas live on disk.
 //! - [`metalink`]: calls to the meta server and the capability verifier.
@@ -23,6 +25,7 @@
 //! - [`checks`]: service checks (write, read back, serve, reach meta).
 //! - [`probe`]: measuring paths between servers for `renkei netcheck`.
 
+pub mod bundle;
 pub mod checks;
 pub mod config;
 pub mod data;

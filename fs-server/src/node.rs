@@ -42,6 +42,8 @@ pub struct Ctx {
     pub pins: crate::pins::Pins,
     /// The latest round of service checks.
     pub checks: crate::checks::CheckState,
+    /// Disk space reserved for bundles, per client connection.
+    pub reservations: crate::bundle::Reservations,
     deleted: Mutex<Vec<(Ino, Gen)>>,
     pub(crate) config: ServerConfig,
     pub(crate) advertise: SocketAddr,
@@ -76,6 +78,7 @@ pub async fn serve(
         bytes_out: AtomicU64::new(0),
         pins: crate::pins::Pins::default(),
         checks: crate::checks::CheckState::default(),
+        reservations: Default::default(),
         deleted: Mutex::new(Vec::new()),
         advertise,
         config,
@@ -267,6 +270,14 @@ async fn handle_stream(
         ServerRequest::Probe(p) => {
             let span = tracing::debug_span!("probe");
             crate::probe::serve(ctx, &peer, p, send).instrument(span).await
+        }
+        ServerRequest::WriteBundle { cap, entries } => {
+            let span = tracing::debug_span!("write_bundle", entries = entries.len());
+            crate::bundle::write_bundle(ctx, conn, &peer, cap, entries, send, recv).instrument(span).await
+        }
+        ServerRequest::Reserve { cap, bytes } => {
+            let span = tracing::debug_span!("reserve", bytes);
+            crate::bundle::reserve(ctx, conn, &peer, cap, bytes, send).instrument(span).await
         }
         ServerRequest::Ping => {
             let pong = ServerResponse::Pong {

@@ -277,8 +277,33 @@ impl ReplicaWriter {
         Ok(())
     }
 
+    /// Like [`Self::finish`], but without syncing: for many replicas made
+    /// durable at once by syncing the whole spool (a bundle) before any of
+    /// them is registered. On failure the temporary file is removed.
+    pub fn finish_unsynced(mut self, dst: &Path) -> Result<(u64, Hash), ReplicaError> {
+        let done = match self.write_tail() {
+            Ok(d) => d,
+            Err(e) => {
+                self.abort();
+                return Err(e);
+            }
+        };
+        if let Err(e) = std::fs::rename(&self.tmp, dst) {
+            self.abort();
+            return Err(io(dst)(e));
+        }
+        Ok(done)
+    }
+
     /// Append the chunk table and footer and fsync the temporary file.
     fn seal(&mut self) -> Result<(u64, Hash), ReplicaError> {
+        let done = self.write_tail()?;
+        self.file.sync_all().map_err(io(&self.tmp))?;
+        Ok(done)
+    }
+
+    /// Append the chunk table and footer.
+    fn write_tail(&mut self) -> Result<(u64, Hash), ReplicaError> {
         let (values, hash) = match self.hasher.take() {
             Some(h) if h.len() == self.len => h.finish(),
             _ => self.rehash()?,
@@ -290,7 +315,6 @@ impl ReplicaWriter {
         tail.extend_from_slice(&footer(self.len, &hash));
         self.file.set_len(self.len).map_err(io(&self.tmp))?;
         self.file.write_all_at(&tail, self.len).map_err(io(&self.tmp))?;
-        self.file.sync_all().map_err(io(&self.tmp))?;
         Ok((self.len, hash))
     }
 

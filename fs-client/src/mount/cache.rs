@@ -39,6 +39,7 @@ impl Key<'_> {
             (Key::Attr(i), Invalidation::Attr { ino }) => i == ino,
             (Key::Name(p, n), Invalidation::Entry { parent, name }) => p == parent && n == name,
             (Key::Listing(d), Invalidation::Entry { parent, .. }) => d == parent,
+            (Key::Name(p, _) | Key::Listing(p), Invalidation::Leased { dir }) => p == dir,
             _ => false,
         }
     }
@@ -190,6 +191,11 @@ impl Cache {
                 Invalidation::Attr { ino } => st.drop_attr(*ino),
                 Invalidation::Entry { parent, name } => st.drop_entry(*parent, name),
                 Invalidation::Reset => st.clear(),
+                Invalidation::Leased { dir } => {
+                    st.names.retain(|(p, _), _| p != dir);
+                    st.listings.remove(dir);
+                }
+                Invalidation::Recall { .. } => {}
             }
         }
     }

@@ -76,6 +76,9 @@ impl Inner {
         read: bool,
         write: bool,
     ) -> Op<(Attr, Duration, u64)> {
+        if let Some(r) = self.local_create(cred, parent, name, mode, exclusive, write).await {
+            return r;
+        }
         let perm = mode & 0o7777;
         let defer = write && !self.opts.cred && perm & 0o200 == 0;
         let made = if defer { perm | 0o200 } else { perm };

@@ -24,6 +24,9 @@ impl Inner {
         if name.starts_with(HIDDEN_PREFIX) {
             return Err(Errno::ENOENT);
         }
+        if let Some(r) = self.local_lookup(cred, parent, name).await {
+            return r;
+        }
         if let Some((known, left)) = self.cache.name(parent, name) {
             match known {
                 None => return Err(Errno::ENOENT),
@@ -86,6 +89,9 @@ impl Inner {
 
     /// Create a directory.
     pub async fn mkdir(&self, cred: Option<&Cred>, parent: Ino, name: &str, mode: u32) -> Op<(Attr, Duration)> {
+        if let Some(r) = self.local_mkdir(cred, parent, name, mode).await {
+            return r;
+        }
         let req = MetaRequest::Mkdir { parent, name: name.to_string(), perm: mode & 0o7777 };
         let (a, t) = self.call_attr(cred, req).await?;
         self.created(parent, name, &a, t);
@@ -94,6 +100,9 @@ impl Inner {
 
     /// Create a symlink.
     pub async fn symlink(&self, cred: Option<&Cred>, parent: Ino, name: &str, target: &str) -> Op<(Attr, Duration)> {
+        if let Some(r) = self.local_symlink(cred, parent, name, target).await {
+            return r;
+        }
         let req = MetaRequest::Symlink { parent, name: name.to_string(), target: target.to_string() };
         let (a, t) = self.call_attr(cred, req).await?;
         self.created(parent, name, &a, t);
@@ -139,6 +148,9 @@ impl Inner {
 
     /// Remove a name (`dir`: a directory).
     pub async fn remove(&self, cred: Option<&Cred>, parent: Ino, name: &str, dir: bool) -> Op<()> {
+        if let Some(r) = self.local_remove(parent, name, dir).await {
+            return r;
+        }
         if !dir && self.hide_if_open(cred, parent, name).await? {
             return Ok(());
         }
@@ -192,6 +204,9 @@ impl Inner {
 
     /// The whole listing of a directory, with every entry's attributes.
     pub async fn listing(&self, cred: Option<&Cred>, dir: Ino) -> Op<Arc<Vec<DirEntry>>> {
+        if let Some(r) = self.local_listing(cred, dir).await {
+            return r;
+        }
         if let Some((entries, _)) = self.cache.listing(dir) {
             if let Some(full) = self.with_attrs(cred, &entries).await? {
                 return Ok(Arc::new(full));

@@ -110,6 +110,11 @@ impl Files {
         None
     }
 
+    /// How many handles of `ino` are open.
+    pub fn handles(&self, ino: Ino) -> usize {
+        self.table().open.get(&ino).map_or(0, |(_, n)| *n)
+    }
+
     /// Every open inode (to commit at unmount).
     pub fn all(&self) -> Vec<Arc<OpenFile>> {
         self.table().open.values().map(|(f, _)| f.clone()).collect()

@@ -233,6 +233,9 @@ impl Filesystem for RenkeiFs {
         self.0.spawn(async move {
             match fs.bounded(fs.open(cred.as_ref(), ino, read, write)).await {
                 Ok((fh, keep)) => {
+                    if write && flags.0 & libc::O_SYNC == libc::O_SYNC {
+                        fs.bundler.mark_sync(fh);
+                    }
                     let f = if keep { FopenFlags::FOPEN_KEEP_CACHE } else { FopenFlags::empty() };
                     reply.opened(FileHandle(fh), f)
                 }
@@ -304,7 +307,7 @@ impl Filesystem for RenkeiFs {
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         let fs = self.0.clone();
-        self.0.spawn(async move { reply_empty(fs.flush(fh.0).await, reply) });
+        self.0.spawn(async move { reply_empty(fs.fsync(fh.0).await, reply) });
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -343,9 +346,11 @@ impl Filesystem for RenkeiFs {
         reply.ok()
     }
 
-    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
-        // Every namespace change is durable at the meta server before it is acknowledged.
-        reply.ok()
+    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        // Namespace changes through the meta server are durable before they
+        // are acknowledged; entries bundled here are committed now.
+        let (fs, ino) = (self.0.clone(), self.ino(ino));
+        self.0.spawn(async move { reply_empty(fs.bounded(fs.fsyncdir(ino)).await, reply) });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -430,6 +435,10 @@ impl Filesystem for RenkeiFs {
         self.0.spawn(async move {
             let r = fs.bounded(fs.create(cred.as_ref(), parent, &name, mode, exclusive, read, write)).await;
             match r {
+                Ok((a, ttl, fh)) if flags & libc::O_SYNC == libc::O_SYNC => {
+                    fs.bundler.mark_sync(fh);
+                    reply.created(&ttl, &fs.file_attr(&a), GEN, FileHandle(fh), FopenFlags::empty())
+                }
                 Ok((a, ttl, fh)) => reply.created(&ttl, &fs.file_attr(&a), GEN, FileHandle(fh), FopenFlags::empty()),
                 Err(e) => reply.error(e),
             }

@@ -48,6 +48,8 @@ pub struct Inner {
     pub page_gens: Mutex<HashMap<Ino, Gen>>,
     /// The runtime operations run on.
     pub rt: tokio::runtime::Handle,
+    /// Small-file bundling under directory write leases.
+    pub bundler: Arc<super::bundler::Bundler>,
 }
 
 /// The errno of a client error: remote codes through [`to_errno`], local
@@ -170,6 +172,9 @@ impl Inner {
 
     /// Attributes of `ino`: cached, else fetched; with their kernel TTL.
     pub async fn attr(&self, cred: Option<&Cred>, ino: Ino) -> Op<(Attr, Duration)> {
+        if let Some(r) = self.local_attr(ino).await {
+            return r;
+        }
         if let Some((a, left)) = self.cache.attr(ino) {
             return Ok((self.overlay(a).await, self.ttl(Some(left))));
         }

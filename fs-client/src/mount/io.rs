@@ -41,6 +41,9 @@ impl Inner {
     /// Open `ino`: fetch its current attributes (and a read grant when
     /// reading) and register a handle. Returns (fh, keep kernel pages).
     pub async fn open(&self, cred: Option<&Cred>, ino: Ino, read: bool, write: bool) -> Op<(u64, bool)> {
+        if let Some(r) = self.local_open(ino, write).await {
+            return r;
+        }
         let (attr, grant) = if read {
             match self.call(cred, MetaRequest::OpenRead { ino }).await? {
                 (MetaResponse::Read(g), t) => {
@@ -175,7 +178,10 @@ impl Inner {
                     up.abort();
                 }
             }
-            None if Upload::wanted(d) && d.size == offset + data.len() as u64 => {
+            None if Upload::wanted(d)
+                && d.size == offset + data.len() as u64
+                && self.bundler.stage(h.file.ino).is_none() =>
+            {
                 let cred = self.file_cred();
                 match Upload::start(&self.remote, &self.counters, cred.as_ref(), &self.site, h.file.ino, d).await {
                     Ok(up) => *upload = Some(up),
@@ -189,6 +195,9 @@ impl Inner {
 
     /// Commit the dirty data of `f`, if any.
     pub async fn commit_locked(&self, f: &OpenFile, st: &mut FileState) -> Op<()> {
+        if let Some(r) = self.local_commit(f, st).await {
+            return r;
+        }
         let upload = st.upload.take();
         let Some(d) = st.dirty.as_ref() else {
             if let Some(up) = upload {
@@ -233,6 +242,9 @@ impl Inner {
 
     /// Commit what was written through `fh` (flush, fsync).
     pub async fn flush(&self, fh: u64) -> Op<()> {
+        if let Some(r) = self.local_flush(fh).await {
+            return r;
+        }
         let Some(h) = self.files.handle(fh) else { return Ok(()) };
         let mut st = h.file.state.lock().await;
         self.commit_locked(&h.file, &mut st).await
@@ -241,6 +253,7 @@ impl Inner {
     /// Close `fh`; the last close of an inode commits what is left and
     /// removes it if it was unlinked while open.
     pub async fn release(&self, fh: u64) -> Op<()> {
+        self.forget_handle(fh);
         if let Some(f) = self.files.close(fh) {
             let mut st = f.state.lock().await;
             let hidden = st.hidden.take();
@@ -275,6 +288,7 @@ impl Inner {
 
     /// Commit every open file (at unmount).
     pub async fn commit_all(&self) {
+        self.bundle_unmount().await;
         for f in self.files.all() {
             let mut st = f.state.lock().await;
             if let Err(e) = self.commit_locked(&f, &mut st).await {
@@ -307,6 +321,9 @@ impl Inner {
     /// `setattr`: size first (with the data written before it), then the
     /// rest at the meta server.
     pub async fn setattr(&self, cred: Option<&Cred>, ino: Ino, ch: AttrChange) -> Op<(Attr, Duration)> {
+        if let Some(r) = self.local_setattr(ino, &ch).await {
+            return r;
+        }
         if let Some(size) = ch.size {
             self.truncate(cred, ino, size).await?;
         } else if ch.atime.is_some() || ch.mtime.is_some() {

@@ -37,7 +37,9 @@
 //! - [`entries`], [`dirs`], [`xattr`]: namespace operations.
 //! - [`files`], [`io`], [`reader`], [`dirty`], [`commit`], [`upload`]: file
 //!   contents.
+//! - [`bundler`]: small-file bundling under directory write leases.
 
+pub mod bundler;
 pub mod cache;
 pub mod commit;
 pub mod dirs;
@@ -170,7 +172,26 @@ pub async fn mount(config: ClientConfig, opts: MountOptions) -> Result<Mounted, 
     let idmap = idmap::IdMap::new(opts.idmap, opts.cred, uid, gid, &me);
     let inodes = inodes::Inodes::new(root.ino);
     let (notes, pending_notes) = notify::channel();
-    let subscription = tokio::spawn(subscription::run(remote.clone(), cache.clone(), notes.clone(), counters.clone()));
+    let bundling = opts.bundle && !opts.cred && !opts.read_only;
+    let bundler = bundler::Bundler::new(
+        bundling,
+        me.uid,
+        me.gid,
+        config.site.clone(),
+        remote.clone(),
+        counters.clone(),
+        cache.clone(),
+        crate::bundle::plan::Limits::default(),
+    );
+    remote.set_bundler(&bundler);
+    bundler.start();
+    let subscription = tokio::spawn(subscription::run(
+        remote.clone(),
+        cache.clone(),
+        notes.clone(),
+        counters.clone(),
+        bundler.clone(),
+    ));
 
     let inner = Arc::new(fs::Inner {
         remote,
@@ -185,6 +206,7 @@ pub async fn mount(config: ClientConfig, opts: MountOptions) -> Result<Mounted, 
         page_gens: Default::default(),
         rt: tokio::runtime::Handle::current(),
         opts: opts.clone(),
+        bundler,
     });
     let mut fcfg = fuser::Config::default();
     fcfg.mount_options = vec![

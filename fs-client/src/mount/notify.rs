@@ -44,7 +44,8 @@ impl NotesPending {
                     Invalidation::Entry { parent, name } => {
                         notifier.inval_entry(fuser::INodeNo(inodes.to_fuse(*parent)), OsStr::new(name))
                     }
-                    Invalidation::Reset => Ok(()),
+                    Invalidation::Leased { dir } => notifier.inval_inode(fuser::INodeNo(inodes.to_fuse(*dir)), 0, 0),
+                    Invalidation::Reset | Invalidation::Recall { .. } => Ok(()),
                 };
                 if let Err(e) = r {
                     if e.raw_os_error() == Some(libc::EBADF) || e.raw_os_error() == Some(libc::ENODEV) {

@@ -45,6 +45,9 @@ pub struct MountOptions {
     pub spill_dir: PathBuf,
     /// File system name shown in the mount table.
     pub fsname: String,
+    /// Bundle small-file creates under directory write leases (`-o
+    /// nobundle` turns it off: every create goes to the meta server).
+    pub bundle: bool,
 }
 
 /// A bad `-o` option.
@@ -73,6 +76,7 @@ impl MountOptions {
             max_io: 1 << 20,
             spill_dir: std::env::temp_dir(),
             fsname: String::new(),
+            bundle: true,
         }
         .named()
     }
@@ -128,6 +132,8 @@ impl MountOptions {
                 }
                 ("spill_dir", Some(v)) => self.spill_dir = PathBuf::from(v),
                 ("fsname", Some(v)) => self.fsname = v.to_string(),
+                ("bundle", None) => self.bundle = true,
+                ("nobundle", None) => self.bundle = false,
                 // Accepted for compatibility with fstab and sshfs habits.
                 (
                     "default_permissions"
@@ -171,6 +177,9 @@ mod tests {
         assert_eq!(o.idmap, IdMapMode::User);
         o.apply("cred").unwrap();
         assert_eq!(o.idmap, IdMapMode::None, "cred defaults to one uid space");
+        assert!(o.bundle);
+        o.apply("nobundle").unwrap();
+        assert!(!o.bundle);
         assert!(o.apply("bogus").is_err());
         assert!(o.apply("timeout=-1").is_err());
         assert!(o.apply("idmap=root").is_err());

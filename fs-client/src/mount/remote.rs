@@ -29,6 +29,8 @@ pub struct Remote {
     timeout: Duration,
     /// The last call found the meta server unreachable.
     down: Arc<AtomicBool>,
+    /// Bundling: local entries a request names are committed first.
+    bundler: Arc<std::sync::OnceLock<std::sync::Weak<super::bundler::Bundler>>>,
 }
 
 impl Remote {
@@ -42,7 +44,14 @@ impl Remote {
             call_timeout: o.call_timeout,
             timeout: o.timeout,
             down: Arc::new(AtomicBool::new(false)),
+            bundler: Default::default(),
         }
+    }
+
+    /// Let the bundler see every request before it goes out (see
+    /// [`super::bundler::Bundler::before`]).
+    pub fn set_bundler(&self, b: &Arc<super::bundler::Bundler>) {
+        let _ = self.bundler.set(Arc::downgrade(b));
     }
 
     /// The meta server.
@@ -83,6 +92,10 @@ impl Remote {
         cred: Option<&Cred>,
         req: MetaRequest,
     ) -> (Result<MetaResponse, ClientError>, Option<Ticket>) {
+        if let Some(b) = self.bundler.get().and_then(|w| w.upgrade()) {
+            // Boxed: giving a lease back sends a request itself.
+            Box::pin(b.before(&req)).await;
+        }
         let kind = req.kind();
         let mutation = req.is_mutation();
         let msg = MetaCall { cred: cred.cloned(), req };

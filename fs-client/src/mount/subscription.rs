@@ -3,6 +3,7 @@
 //! after the connection or the meta server goes away. While it is down,
 //! nothing is cached (see [`super::cache`]).
 
+use super::bundler::Bundler;
 use super::cache::Cache;
 use super::notify::KernelNotes;
 use super::remote::Remote;
@@ -18,10 +19,16 @@ use tracing::{debug, info};
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Keep a subscription open until the task is aborted.
-pub async fn run(remote: Remote, cache: Arc<Cache>, notes: KernelNotes, counters: Arc<Counters>) {
+pub async fn run(
+    remote: Remote,
+    cache: Arc<Cache>,
+    notes: KernelNotes,
+    counters: Arc<Counters>,
+    bundler: Arc<Bundler>,
+) {
     let mut pause = Duration::from_millis(100);
     loop {
-        match subscribe_once(&remote, &cache, &notes, &counters).await {
+        match subscribe_once(&remote, &cache, &notes, &counters, &bundler).await {
             Ok(()) => pause = Duration::from_millis(100),
             Err(e) => debug!("callback subscription: {e}"),
         }
@@ -29,6 +36,7 @@ pub async fn run(remote: Remote, cache: Arc<Cache>, notes: KernelNotes, counters
             info!("callback subscription lost; cache dropped until it is back");
         }
         cache.lost();
+        bundler.lost();
         notes.send(&[fs_proto::callback::Invalidation::Reset]);
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(2));
@@ -40,6 +48,7 @@ async fn subscribe_once(
     cache: &Cache,
     notes: &KernelNotes,
     counters: &Counters,
+    bundler: &Arc<Bundler>,
 ) -> Result<(), String> {
     let conn = remote.dialer().connect(remote.peer()).await.map_err(|e| e.to_string())?;
     counters.bump("subscribe");
@@ -59,6 +68,7 @@ async fn subscribe_once(
         match read_msg::<CallbackFrame>(&mut recv).await {
             Ok(CallbackFrame::Invalidate(list)) => {
                 debug!(n = list.len(), "invalidations");
+                bundler.on_callbacks(&list);
                 cache.apply(&list);
                 notes.send(&list);
             }

@@ -16,6 +16,10 @@ impl Inner {
         if name.starts_with("system.") {
             return Err(Errno::EOPNOTSUPP);
         }
+        if self.bundler.stage(ino).is_some() {
+            // An entry made here and not yet committed has no xattrs.
+            return Err(Errno::NO_XATTR);
+        }
         // Values are cached only for the certificate's own user: another
         // caller may not be allowed to read them.
         if cred.is_none() {
@@ -42,6 +46,9 @@ impl Inner {
 
     /// List extended attribute names, as the NUL-separated list FUSE wants.
     pub async fn listxattr(&self, cred: Option<&Cred>, ino: Ino) -> Op<Vec<u8>> {
+        if self.bundler.stage(ino).is_some() {
+            return Ok(Vec::new());
+        }
         let names = match self.cache.xattr_list(ino) {
             Some((n, _)) => n,
             None => match self.call(cred, MetaRequest::ListXattr { ino }).await? {

@@ -1,5 +1,6 @@
 //! Integration tests: in-process clusters and real processes.
 
+mod bundle;
 mod configs;
 mod crash;
 mod integrity;

@@ -3,6 +3,7 @@
 //! mounts through callbacks, zero-request warm listings, meta server restarts
 //! under a mount, POSIX details, and pjdfstest.
 
+mod bundle;
 mod coherence;
 mod common;
 mod pjdfstest;

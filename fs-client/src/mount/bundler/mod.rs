@@ -1,0 +1,560 @@
+//! Small-file bundling in the mount (see [`fs_proto::bundle`]).
+//!
+//! When the mount creates something in a directory, it asks the meta server
+//! for a write lease on that directory (one round trip, with a range of
+//! inode numbers and a bundle capability), and fetches its listing if it
+//! had entries. From then on, creates, mkdirs, symlinks, writes, closes,
+//! lookups, listings and attribute changes of new entries in it are
+//! answered here ([`ops`]); a directory made here is leased here too. New
+//! entries wait in bundles ([`crate::bundle::plan`]): sealed after 100 ms,
+//! 1,024 entries or 32 MiB, sent by [`Bundler`]'s driver to the file server
+//! the meta server named at our site, several in flight.
+//!
+//! - close acknowledges locally only within disk space reserved on that file
+//!   server ([`Bundler::reserve`]); beyond it, close sends the file and
+//!   waits, so running out of space is ENOSPC at close, not lost data.
+//! - fsync, close of an `O_SYNC` file, `fsyncdir` and unmount send what they
+//!   cover and wait until it is committed.
+//! - a recall ([`fs_proto::callback::Invalidation::Recall`]) commits every
+//!   local entry of the directory and gives the lease back; so does any
+//!   change this mount makes to a leased directory through the meta server,
+//!   and any request naming a local entry waits for its commit first
+//!   ([`Bundler::before`], called for every metadata request).
+//! - when the callback subscription ends, every lease is gone; local entries
+//!   are still committed.
+//!
+//! The state is the sans-IO [`state::LocalState`]; this module does the IO.
+
+mod ops;
+pub mod state;
+
+use super::remote::Remote;
+use crate::bundle::plan::{BundleId, Limits};
+use crate::bundle::ship::{ship, Outgoing};
+use crate::counters::Counters;
+use crate::error::ClientError;
+use fs_proto::bundle::{BundleEntry, LeaseGrant, LeaseRequest};
+use fs_proto::callback::Invalidation;
+use fs_proto::meta::{MetaRequest, MetaResponse};
+use fs_proto::rpc::{call, PeerAddr};
+use fs_proto::server::{ServerRequest, ServerResponse};
+use fs_proto::{Attr, ErrorCode, FileKind, Ino, RemoteError, ServerLoc, SignedCapability, Timestamp};
+use state::{LocalState, Stage};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, watch, Notify};
+
+/// Inode numbers asked for at a time.
+pub const INO_BATCH: u32 = 4096;
+/// Ask for more inode numbers below this many.
+pub const INO_LOW: u64 = 512;
+/// Disk space reserved at a time.
+pub const RESERVE_CHUNK: u64 = 64 << 20;
+/// How long not to ask again for a lease that was recalled or refused.
+pub const COOLDOWN: Duration = Duration::from_secs(2);
+/// Local entries at most (creates beyond wait for commits).
+pub const MAX_LOCAL: usize = 16_384;
+
+/// Where bundles go and with which capability.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The file server.
+    pub server: ServerLoc,
+    /// The bundle capability.
+    pub cap: SignedCapability,
+    /// Its expiry (ms since the epoch).
+    pub expires_ms: u64,
+}
+
+type Waiter = oneshot::Sender<Result<Attr, RemoteError>>;
+
+struct Shared {
+    local: LocalState,
+    /// Files created (alone, before their bytes) writable by their owner
+    /// though their mode says otherwise: the mode to set at their last close.
+    deferred_perm: HashMap<Ino, u32>,
+    waiters: HashMap<Ino, Vec<Waiter>>,
+    sync_handles: HashSet<u64>,
+    target: Option<Target>,
+}
+
+/// The mount's bundling: local state, leases, the driver sending bundles.
+pub struct Bundler {
+    enabled: bool,
+    uid: u32,
+    gid: u32,
+    site: String,
+    remote: Remote,
+    counters: Arc<Counters>,
+    cache: Arc<super::cache::Cache>,
+    shared: Mutex<Shared>,
+    kick: Notify,
+    settled: watch::Sender<u64>,
+    acquiring: tokio::sync::Mutex<()>,
+    reserving: tokio::sync::Mutex<()>,
+}
+
+fn gone(what: &str) -> RemoteError {
+    RemoteError::new(ErrorCode::Interrupted, what.to_string())
+}
+
+impl Bundler {
+    /// A bundler acting as federation user `uid`/`gid` at `site`
+    /// (`enabled`: false for `-o nobundle`, `cred` and `ro` mounts).
+    pub fn new(
+        enabled: bool,
+        uid: u32,
+        gid: u32,
+        site: String,
+        remote: Remote,
+        counters: Arc<Counters>,
+        cache: Arc<super::cache::Cache>,
+        limits: Limits,
+    ) -> Arc<Self> {
+        Arc::new(Bundler {
+            enabled,
+            uid,
+            gid,
+            site,
+            remote,
+            counters,
+            cache,
+            shared: Mutex::new(Shared {
+                local: LocalState::new(limits),
+                deferred_perm: HashMap::new(),
+                waiters: HashMap::new(),
+                sync_handles: HashSet::new(),
+                target: None,
+            }),
+            kick: Notify::new(),
+            settled: watch::channel(0).0,
+            acquiring: tokio::sync::Mutex::new(()),
+            reserving: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Whether the mount bundles at all.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run `f` on the local state.
+    pub fn with<T>(&self, f: impl FnOnce(&mut LocalState) -> T) -> T {
+        f(&mut self.lock().local)
+    }
+
+    /// Start the driver that sends bundles (it ends once the bundler is
+    /// dropped).
+    pub fn start(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(Self::drive(Arc::downgrade(self)))
+    }
+
+    /// Handle `fh` was opened with `O_SYNC`: its close waits for durability.
+    pub fn mark_sync(&self, fh: u64) {
+        self.lock().sync_handles.insert(fh);
+    }
+
+    /// Whether `fh` was opened with `O_SYNC` (forgotten on `release`).
+    pub fn is_sync(&self, fh: u64, release: bool) -> bool {
+        let mut s = self.lock();
+        if release {
+            s.sync_handles.remove(&fh)
+        } else {
+            s.sync_handles.contains(&fh)
+        }
+    }
+
+    /// Whether `ino` is a local entry, and where.
+    pub fn stage(&self, ino: Ino) -> Option<Stage> {
+        self.lock().local.nodes.get(&ino).map(|n| n.stage)
+    }
+
+    /// Callbacks arrived: recalls start giving leases back.
+    pub fn on_callbacks(self: &Arc<Self>, list: &[Invalidation]) {
+        for inv in list {
+            if let Invalidation::Recall { dir } = inv {
+                let (me, dir) = (self.clone(), *dir);
+                tokio::spawn(async move { me.give_back(dir).await });
+            }
+        }
+    }
+
+    /// The callback subscription ended: every lease is gone.
+    pub fn lost(&self) {
+        let mut s = self.lock();
+        if !s.local.dirs.is_empty() {
+            tracing::info!(dirs = s.local.dirs.len(), "directory leases lost with the callback subscription");
+        }
+        s.local.lost();
+    }
+
+    /// Take what a `LeaseDir` answer gives.
+    pub fn granted(&self, g: &LeaseGrant) {
+        let mut s = self.lock();
+        if let Some(r) = g.inos {
+            s.local.add_range(r);
+        }
+        let expires_ms = g.cap.peek().map(|c| c.expires_ms).unwrap_or(0);
+        s.target = Some(Target { server: g.target.clone(), cap: g.cap.clone(), expires_ms });
+    }
+
+    /// Ask for a lease on `dir` (None: only inode numbers and a fresh
+    /// capability). Returns the grant.
+    pub async fn ask(&self, dir: Option<Ino>) -> Result<LeaseGrant, ClientError> {
+        let inos = if self.with(|l| l.inos_left()) < INO_LOW { INO_BATCH } else { 0 };
+        let req = LeaseRequest { dir, inos, site: self.site.clone() };
+        match self.remote.call(None, MetaRequest::LeaseDir(req)).await?.0 {
+            MetaResponse::Lease(g) => {
+                self.granted(&g);
+                Ok(g)
+            }
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Serialise lease requests.
+    pub async fn acquiring(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.acquiring.lock().await
+    }
+
+    /// Wait for local entry `ino` to be committed (None: it is not local).
+    async fn wait(&self, ino: Ino) -> Option<Result<Attr, RemoteError>> {
+        let rx = {
+            let mut s = self.lock();
+            if !s.local.nodes.contains_key(&ino) {
+                return None;
+            }
+            let (tx, rx) = oneshot::channel();
+            s.waiters.entry(ino).or_default().push(tx);
+            rx
+        };
+        Some(rx.await.unwrap_or_else(|_| Err(gone("bundler stopped"))))
+    }
+
+    /// Queue `ino` (only its creation, if it is still open here) and seal
+    /// its bundle now.
+    fn hurry(&self, ino: Ino) {
+        {
+            let mut s = self.lock();
+            let now = Instant::now();
+            if let Some(n) = s.local.nodes.get_mut(&ino).filter(|n| n.stage == Stage::Open) {
+                // Its bytes follow as a new generation, which the meta
+                // server lets only a writer of the file make.
+                let perm = n.attr.perm;
+                if n.attr.kind == FileKind::Regular && perm & 0o200 == 0 {
+                    n.attr.perm |= 0o200;
+                    s.deferred_perm.insert(ino, perm);
+                }
+                s.local.queue(ino, None, false, now);
+            }
+            // Local directories above it must be queued too (they are, unless open files).
+            s.local.hurry(ino);
+        }
+        self.kick.notify_one();
+    }
+
+    /// Make `ino` exist at the meta server (committing its bundle, or only
+    /// its creation if it is still open here) and wait.
+    pub async fn materialize(&self, ino: Ino) -> Option<Result<Attr, RemoteError>> {
+        self.hurry(ino);
+        self.wait(ino).await
+    }
+
+    /// Queue `ino` with its bytes (`source`, `size`), sealing its bundle
+    /// now when `urgent`.
+    pub fn queue_data(&self, ino: Ino, source: Option<crate::bundle::ship::Source>, size: u64, urgent: bool) {
+        {
+            let mut s = self.lock();
+            let now = Instant::now();
+            if let Some(n) = s.local.nodes.get_mut(&ino) {
+                n.attr.size = size;
+            }
+            s.local.queue(ino, source, true, now);
+            if urgent {
+                s.local.hurry(ino);
+            }
+        }
+        self.kick.notify_one();
+    }
+
+    /// Commit every local entry of `dir` and wait.
+    pub async fn settle_dir(&self, dir: Ino) {
+        let inos = self.with(|l| l.in_dir(dir));
+        for &i in &inos {
+            self.hurry(i);
+        }
+        for i in inos {
+            if let Some(Err(e)) = self.wait(i).await {
+                tracing::debug!(dir, ino = i, "entry not committed: {e}");
+            }
+        }
+    }
+
+    /// Give the lease on `dir` back: stop local work there, commit what is
+    /// local in it, release it at the meta server.
+    pub async fn give_back(&self, dir: Ino) {
+        let held = {
+            let mut s = self.lock();
+            s.local.cooldown.insert(dir, Instant::now() + COOLDOWN);
+            match s.local.dirs.get_mut(&dir) {
+                Some(d) => {
+                    d.recalling = true;
+                    true
+                }
+                None => {
+                    // Granted but not taken up yet (its listing is on its
+                    // way): it will not be.
+                    s.local.recalled.insert(dir);
+                    false
+                }
+            }
+        };
+        if !held {
+            self.give_back_now(dir).await;
+            return;
+        }
+        self.settle_dir(dir).await;
+        let r = self.remote.call(None, MetaRequest::ReleaseDirs { dirs: vec![dir] }).await;
+        if let Err(e) = r {
+            tracing::debug!(dir, "releasing the lease: {e}");
+        }
+        self.lock().local.dirs.remove(&dir);
+        tracing::debug!(dir, "directory lease given back");
+    }
+
+    /// Before a metadata request goes out: commit the local entries it
+    /// names, and give back leased directories it changes.
+    pub async fn before(&self, req: &MetaRequest) {
+        if !self.enabled || matches!(req, MetaRequest::LeaseDir(_) | MetaRequest::ReleaseDirs { .. }) {
+            return;
+        }
+        let b = {
+            let s = self.lock();
+            if s.local.is_quiet() {
+                return;
+            }
+            let cache = &self.cache;
+            s.local.classify(req, &|p, n| cache.name(p, n).and_then(|(i, _)| i))
+        };
+        for d in b.release {
+            self.give_back(d).await;
+        }
+        for d in b.settle {
+            self.settle_dir(d).await;
+        }
+        for i in b.inos {
+            if let Some(Err(e)) = self.materialize(i).await {
+                tracing::debug!(ino = i, "local entry not committed: {e}");
+            }
+        }
+    }
+
+    /// Send everything local that is queued and wait (bounded) until it is
+    /// committed.
+    pub async fn flush_all(&self, bound: Duration) {
+        let mut changed = self.settled.subscribe();
+        self.lock().local.planner.hurry_all();
+        self.kick.notify_one();
+        let until = tokio::time::Instant::now() + bound;
+        loop {
+            if self.lock().local.planner.is_empty() {
+                break;
+            }
+            if tokio::time::timeout_at(until, changed.changed()).await.is_err() {
+                tracing::warn!("bundles still pending after {bound:?}");
+                break;
+            }
+        }
+        self.lock().local.planner.relax();
+    }
+
+    /// Reserve `bytes` of disk space on the bundle target (from what is
+    /// reserved already, else by asking it). `NoSpace` when it cannot.
+    pub async fn reserve(&self, bytes: u64) -> Result<(), RemoteError> {
+        let take = |s: &mut Shared| {
+            if s.local.budget >= bytes {
+                s.local.budget -= bytes;
+                true
+            } else {
+                false
+            }
+        };
+        if take(&mut self.lock()) {
+            return Ok(());
+        }
+        let _one = self.reserving.lock().await;
+        if take(&mut self.lock()) {
+            return Ok(());
+        }
+        let target = self.target().await?;
+        let mut last = RemoteError::new(ErrorCode::NoSpace, "no space reserved");
+        for want in [bytes.max(RESERVE_CHUNK), bytes] {
+            match self.ask_server(&target, want).await {
+                Ok(()) => {
+                    let mut s = self.lock();
+                    s.local.budget += want;
+                    if take(&mut s) {
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.code == ErrorCode::NoSpace => last = e,
+                Err(e) => return Err(e),
+            }
+            if want == bytes {
+                break;
+            }
+        }
+        Err(last)
+    }
+
+    async fn ask_server(&self, target: &Target, bytes: u64) -> Result<(), RemoteError> {
+        self.counters.bump("data.reserve");
+        let peer = PeerAddr { addr: target.server.addr, name: target.server.host.clone() };
+        let unreachable = |e: String| RemoteError::new(ErrorCode::Unavailable, e);
+        let conn = self.remote.dialer().connect(&peer).await.map_err(|e| unreachable(e.to_string()))?;
+        let req = ServerRequest::Reserve { cap: target.cap.clone(), bytes };
+        match call::<_, ServerResponse>(&conn, &peer.name, &req, self.remote.timeout()).await {
+            Ok(ServerResponse::Reserved { .. }) => Ok(()),
+            Ok(other) => Err(RemoteError::new(ErrorCode::Internal, format!("unexpected reply {other:?}"))),
+            Err(fs_proto::rpc::CallError::Remote(e)) => Err(e),
+            Err(e) => Err(unreachable(e.to_string())),
+        }
+    }
+
+    /// The bundle target with a capability valid for a while yet.
+    async fn target(&self) -> Result<Target, RemoteError> {
+        let now = Timestamp::now().as_millis();
+        if let Some(t) = self.lock().target.clone() {
+            if t.expires_ms > now + 60_000 {
+                return Ok(t);
+            }
+        }
+        let _one = self.acquiring.lock().await;
+        if let Some(t) = self.lock().target.clone() {
+            if t.expires_ms > now + 60_000 {
+                return Ok(t);
+            }
+        }
+        self.ask(None).await.map_err(|e| RemoteError::new(ErrorCode::Unavailable, e.to_string()))?;
+        self.lock().target.clone().ok_or_else(|| RemoteError::new(ErrorCode::NoServer, "no bundle target"))
+    }
+
+    async fn drive(me: std::sync::Weak<Self>) {
+        loop {
+            let Some(me) = me.upgrade() else { return };
+            let now = Instant::now();
+            let poll = me.lock().local.planner.poll(now);
+            for (id, inos) in poll.send {
+                let me = me.clone();
+                tokio::spawn(async move { me.send(id, inos).await });
+            }
+            let at = poll.wake.unwrap_or(now + Duration::from_secs(1)).min(now + Duration::from_secs(1));
+            let _ = tokio::time::timeout_at(tokio::time::Instant::from_std(at), me.kick.notified()).await;
+        }
+    }
+
+    /// Send bundle `id` and apply its results.
+    async fn send(self: Arc<Self>, id: BundleId, inos: Vec<Ino>) {
+        let items: Vec<Outgoing> = {
+            let s = self.lock();
+            inos.iter()
+                .filter_map(|i| s.local.nodes.get(i).map(|n| (i, n)))
+                .map(|(i, n)| {
+                    let data = matches!(n.stage, Stage::Queued { data: true }) && n.attr.kind == FileKind::Regular;
+                    Outgoing {
+                        entry: BundleEntry {
+                            parent: n.parent,
+                            name: n.name.clone(),
+                            ino: *i,
+                            kind: n.attr.kind,
+                            perm: n.attr.perm,
+                            atime: n.attr.atime,
+                            mtime: n.attr.mtime,
+                            ctime: n.attr.ctime,
+                            size: if data { n.attr.size } else { 0 },
+                            target: n.target.clone(),
+                        },
+                        source: if data && n.attr.size > 0 { n.source.clone() } else { None },
+                    }
+                })
+                .collect()
+        };
+        let bytes: u64 = items.iter().map(|i| i.entry.size).sum();
+        let bound = self.remote.timeout() * 2 + Duration::from_secs(bytes / (4 << 20));
+        let mut result = Err(gone("no bundle target"));
+        for attempt in 0..2 {
+            let target = match self.target().await {
+                Ok(t) => t,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            match ship(self.remote.dialer(), &target.server, &target.cap, &items, &self.counters, bound).await {
+                Ok(r) => {
+                    result = Ok(r);
+                    break;
+                }
+                Err(e) if e.code().is_some() => {
+                    result = Err(RemoteError::new(e.code().unwrap_or(ErrorCode::Internal), e.to_string()));
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(bundle = id, attempt, "bundle not delivered: {e}");
+                    result = Err(RemoteError::new(ErrorCode::Unavailable, e.to_string()));
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        let results: Vec<Result<Attr, RemoteError>> = match result {
+            Ok(r) => r,
+            Err(e) => vec![Err(e); items.len()],
+        };
+        let mut s = self.lock();
+        s.local.planner.done(id);
+        let mut failed = 0;
+        for (it, r) in items.iter().zip(results) {
+            let ino = it.entry.ino;
+            s.local.settled(ino, r.is_ok());
+            let waiters = s.waiters.remove(&ino).unwrap_or_default();
+            if let Err(e) = &r {
+                failed += 1;
+                if waiters.is_empty() {
+                    tracing::error!(ino, name = %it.entry.name, "acknowledged entry could not be committed: {e}");
+                }
+            }
+            for w in waiters {
+                let _ = w.send(r.clone());
+            }
+        }
+        // Entries that vanished from the local state meanwhile have no result.
+        for i in inos {
+            if let Some(ws) = s.waiters.get(&i) {
+                if !s.local.nodes.contains_key(&i) && !ws.is_empty() {
+                    for w in s.waiters.remove(&i).unwrap_or_default() {
+                        let _ = w.send(Err(gone("entry dropped")));
+                    }
+                }
+            }
+        }
+        drop(s);
+        tracing::debug!(bundle = id, entries = items.len(), failed, bytes, "bundle done");
+        self.settled.send_modify(|v| *v += 1);
+        self.kick.notify_one();
+    }
+
+    /// The mode to give `ino` at its last close (see `hurry`).
+    pub fn take_deferred_perm(&self, ino: Ino) -> Option<u32> {
+        self.lock().deferred_perm.remove(&ino)
+    }
+
+    /// The user the mount acts as (uid, gid), for new entries' attributes.
+    pub fn ids(&self) -> (u32, u32) {
+        (self.uid, self.gid)
+    }
+}

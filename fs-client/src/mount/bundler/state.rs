@@ -1,0 +1,538 @@
+//! What the mount knows locally under its directory write leases, sans IO:
+//! the leased directories with every name in them, the entries created
+//! here and not yet committed ([`Node`]s, in a [`Planner`]), the leased
+//! inode numbers, the reserved disk space, and which pending entries a
+//! request to the meta server must wait for ([`LocalState::classify`]).
+
+use crate::bundle::plan::{Limits, Planner};
+use crate::bundle::ship::Source;
+use fs_proto::bundle::InoRange;
+use fs_proto::meta::MetaRequest;
+use fs_proto::{Attr, FileKind, Ino};
+use std::collections::{HashMap, VecDeque};
+use std::time::{Instant, SystemTime};
+
+/// Where a local entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// A regular file still open here: its bytes are in the open file's
+    /// dirty state.
+    Open,
+    /// In a bundle (forming, sealed or sent); `data`: with its bytes (else
+    /// only its creation, the bytes follow as a new generation).
+    Queued {
+        /// Carries its bytes.
+        data: bool,
+    },
+}
+
+/// An entry created here and not yet committed.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Directory.
+    pub parent: Ino,
+    /// Name.
+    pub name: String,
+    /// Attributes as shown.
+    pub attr: Attr,
+    /// Symlink target.
+    pub target: Option<String>,
+    /// Where it is.
+    pub stage: Stage,
+    /// Its bytes, once queued with them.
+    pub source: Option<Source>,
+    /// Reserved space charged for it.
+    pub charged: u64,
+    /// When times were last set explicitly (they win over older writes).
+    pub times_set: Option<SystemTime>,
+}
+
+/// A directory this mount holds the write lease on.
+#[derive(Debug, Clone)]
+pub struct DirState {
+    /// Its attributes when leased or created.
+    pub attr: Attr,
+    /// Every name in it (committed or local) and what it names.
+    pub names: HashMap<String, (Ino, FileKind)>,
+    /// Being given back: no new local work.
+    pub recalling: bool,
+}
+
+/// The answer to a lookup in a leased directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// A local entry with these attributes.
+    Local(Attr),
+    /// A committed entry: ask for its attributes the usual way.
+    Committed(Ino),
+    /// No such name.
+    Absent,
+}
+
+/// What a request to the meta server must wait for first.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Before {
+    /// Local entries to commit.
+    pub inos: Vec<Ino>,
+    /// Directories whose local entries must all be committed.
+    pub settle: Vec<Ino>,
+    /// Leased directories to settle and give back (we change them through
+    /// the meta server).
+    pub release: Vec<Ino>,
+}
+
+/// The local state.
+#[derive(Debug)]
+pub struct LocalState {
+    /// Local entries.
+    pub nodes: HashMap<Ino, Node>,
+    by_name: HashMap<(Ino, String), Ino>,
+    /// Leased directories.
+    pub dirs: HashMap<Ino, DirState>,
+    /// Pending bundles.
+    pub planner: Planner,
+    ranges: VecDeque<InoRange>,
+    /// Reserved bytes not yet charged to an entry.
+    pub budget: u64,
+    /// Directories not to ask a lease for again before the instant.
+    pub cooldown: HashMap<Ino, Instant>,
+    /// Bytes of queued entries not yet committed.
+    pub queued_bytes: u64,
+    /// Directories recalled while their lease was being taken (the grant
+    /// came, the listing had not): not to be held.
+    pub recalled: std::collections::HashSet<Ino>,
+}
+
+impl LocalState {
+    /// Empty, bundling within `limits`.
+    pub fn new(limits: Limits) -> Self {
+        LocalState {
+            nodes: HashMap::new(),
+            by_name: HashMap::new(),
+            dirs: HashMap::new(),
+            planner: Planner::new(limits),
+            ranges: VecDeque::new(),
+            budget: 0,
+            cooldown: HashMap::new(),
+            queued_bytes: 0,
+            recalled: Default::default(),
+        }
+    }
+
+    /// Nothing local at all (the fast path of every request).
+    pub fn is_quiet(&self) -> bool {
+        self.nodes.is_empty() && self.dirs.is_empty()
+    }
+
+    /// A leased directory we may work in locally.
+    pub fn leased(&self, dir: Ino) -> Option<&DirState> {
+        self.dirs.get(&dir).filter(|d| !d.recalling)
+    }
+
+    /// Inode numbers left.
+    pub fn inos_left(&self) -> u64 {
+        self.ranges.iter().map(|r| r.count).sum()
+    }
+
+    /// More inode numbers.
+    pub fn add_range(&mut self, r: InoRange) {
+        if r.count > 0 {
+            self.ranges.push_back(r);
+        }
+    }
+
+    /// The next inode number.
+    pub fn take_ino(&mut self) -> Option<Ino> {
+        loop {
+            let r = self.ranges.front_mut()?;
+            if r.count == 0 {
+                self.ranges.pop_front();
+                continue;
+            }
+            let ino = r.first;
+            r.first += 1;
+            r.count -= 1;
+            return Some(ino);
+        }
+    }
+
+    /// The local entry named `name` in `parent`, if any.
+    pub fn node_named(&self, parent: Ino, name: &str) -> Option<Ino> {
+        self.by_name.get(&(parent, name.to_string())).copied()
+    }
+
+    /// Look `name` up in leased `dir` (None: not leased here).
+    pub fn lookup(&self, dir: Ino, name: &str) -> Option<Found> {
+        let d = self.leased(dir)?;
+        Some(match d.names.get(name) {
+            None => Found::Absent,
+            Some((ino, _)) => match self.nodes.get(ino) {
+                Some(n) => Found::Local(n.attr.clone()),
+                None => Found::Committed(*ino),
+            },
+        })
+    }
+
+    /// Record a new local entry in leased `parent` (a directory is leased
+    /// too, empty). False if the name exists.
+    pub fn create(&mut self, node: Node) -> bool {
+        let (parent, ino, kind) = (node.parent, node.attr.ino, node.attr.kind);
+        let Some(d) = self.dirs.get_mut(&parent).filter(|d| !d.recalling) else { return false };
+        if d.names.contains_key(&node.name) {
+            return false;
+        }
+        d.names.insert(node.name.clone(), (ino, kind));
+        self.by_name.insert((parent, node.name.clone()), ino);
+        if kind == FileKind::Directory {
+            self.dirs.insert(ino, DirState { attr: node.attr.clone(), names: HashMap::new(), recalling: false });
+        }
+        self.nodes.insert(ino, node);
+        true
+    }
+
+    /// Queue local entry `ino` in a bundle (with its bytes, or only its
+    /// creation).
+    pub fn queue(&mut self, ino: Ino, source: Option<Source>, data: bool, now: Instant) {
+        let Some(n) = self.nodes.get_mut(&ino) else { return };
+        if n.stage != Stage::Open {
+            return;
+        }
+        let bytes = if data { n.attr.size } else { 0 };
+        if !data {
+            n.attr.size = 0;
+        }
+        n.stage = Stage::Queued { data };
+        n.source = source;
+        self.queued_bytes += bytes;
+        self.planner.add(ino, n.parent, bytes, now);
+    }
+
+    /// Someone waits for `ino`: seal its bundle, and those of the local
+    /// directories above it.
+    pub fn hurry(&mut self, ino: Ino) {
+        let mut cur = Some(ino);
+        for _ in 0..4096 {
+            let Some(i) = cur else { break };
+            self.planner.hurry(i);
+            cur = self.nodes.get(&i).map(|n| n.parent).filter(|p| self.nodes.contains_key(p));
+        }
+    }
+
+    /// Drop a local entry that was never sent (removed before commit).
+    /// False if it is open, sent, or a directory with entries.
+    pub fn forget(&mut self, ino: Ino) -> bool {
+        let Some(n) = self.nodes.get(&ino) else { return false };
+        if n.stage == Stage::Open {
+            return false;
+        }
+        if n.attr.kind == FileKind::Directory && self.dirs.get(&ino).is_some_and(|d| !d.names.is_empty()) {
+            return false;
+        }
+        if !self.planner.remove(ino) {
+            return false;
+        }
+        self.drop_node(ino, false);
+        true
+    }
+
+    fn drop_node(&mut self, ino: Ino, committed: bool) -> Option<Node> {
+        let n = self.nodes.remove(&ino)?;
+        if n.stage == (Stage::Queued { data: true }) {
+            self.queued_bytes = self.queued_bytes.saturating_sub(n.attr.size);
+        }
+        self.by_name.remove(&(n.parent, n.name.clone()));
+        if !committed {
+            if let Some(d) = self.dirs.get_mut(&n.parent) {
+                if d.names.get(&n.name).is_some_and(|(i, _)| *i == ino) {
+                    d.names.remove(&n.name);
+                }
+            }
+            self.dirs.remove(&ino);
+        }
+        Some(n)
+    }
+
+    /// The commit of `ino` is done: it is no longer local. A directory
+    /// that failed is no longer leased either.
+    pub fn settled(&mut self, ino: Ino, ok: bool) -> Option<Node> {
+        self.drop_node(ino, ok)
+    }
+
+    /// Put back a local entry whose bundle failed, as open here again (its
+    /// bytes are back in the open file); its name is listed again if its
+    /// directory is still leased.
+    pub fn reinsert(&mut self, mut node: Node) {
+        node.stage = Stage::Open;
+        node.source = None;
+        node.attr.size = 0;
+        let ino = node.attr.ino;
+        if let Some(d) = self.dirs.get_mut(&node.parent) {
+            d.names.insert(node.name.clone(), (ino, node.attr.kind));
+        }
+        self.by_name.insert((node.parent, node.name.clone()), ino);
+        self.nodes.insert(ino, node);
+    }
+
+    /// Local entries directly in `dir`.
+    pub fn in_dir(&self, dir: Ino) -> Vec<Ino> {
+        self.nodes.iter().filter(|(_, n)| n.parent == dir).map(|(i, _)| *i).collect()
+    }
+
+    /// The names of leased `dir`, each with the local attributes when it is
+    /// a local entry.
+    pub fn listing(&self, dir: Ino) -> Option<Vec<(String, Ino, FileKind, Option<Attr>)>> {
+        let d = self.leased(dir)?;
+        let mut v: Vec<_> = d
+            .names
+            .iter()
+            .map(|(name, (ino, kind))| (name.clone(), *ino, *kind, self.nodes.get(ino).map(|n| n.attr.clone())))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        Some(v)
+    }
+
+    /// The subscription ended: no lease holds any more (local entries are
+    /// still committed).
+    pub fn lost(&mut self) {
+        self.dirs.clear();
+    }
+
+    /// What `req` must wait for before it goes to the meta server.
+    /// `child` names what a name in a directory stands for when known
+    /// (e.g. from the metadata cache).
+    pub fn classify(&self, req: &MetaRequest, child: &dyn Fn(Ino, &str) -> Option<Ino>) -> Before {
+        use MetaRequest as Q;
+        let mut b = Before::default();
+        let ino = |i: Ino, b: &mut Before| {
+            if self.nodes.contains_key(&i) {
+                b.inos.push(i);
+            }
+        };
+        let named = |p: Ino, n: &str, b: &mut Before| {
+            if let Some(i) = self.node_named(p, n) {
+                b.inos.push(i);
+            }
+        };
+        let changes = |d: Ino, b: &mut Before| {
+            if self.dirs.contains_key(&d) {
+                b.release.push(d);
+            }
+        };
+        // A directory removed or replaced must be empty at the meta server:
+        // what is local in it goes first. When we cannot tell which it is,
+        // every leased directory with local entries does.
+        let child_dir = |p: Ino, n: &str, b: &mut Before| {
+            let known = match self.dirs.get(&p) {
+                Some(d) => d.names.get(n).map(|(i, _)| *i),
+                None => child(p, n),
+            };
+            match known {
+                Some(i) if self.dirs.contains_key(&i) => b.release.push(i),
+                Some(_) => {}
+                None if self.dirs.contains_key(&p) => {}
+                None => b
+                    .release
+                    .extend(self.dirs.keys().filter(|d| self.nodes.values().any(|x| x.parent == **d)).copied()),
+            }
+        };
+        match req {
+            Q::GetAttr { ino: i }
+            | Q::SetAttr { ino: i, .. }
+            | Q::OpenRead { ino: i }
+            | Q::OpenWrite { ino: i, .. }
+            | Q::ReadLink { ino: i }
+            | Q::Where { ino: i }
+            | Q::SetNcopy { ino: i, .. }
+            | Q::GetXattr { ino: i, .. }
+            | Q::SetXattr { ino: i, .. }
+            | Q::ListXattr { ino: i }
+            | Q::RemoveXattr { ino: i, .. } => ino(*i, &mut b),
+            Q::Lookup { parent, name } => {
+                ino(*parent, &mut b);
+                named(*parent, name, &mut b);
+            }
+            Q::ReadDir { ino: d, .. } => {
+                ino(*d, &mut b);
+                if self.nodes.values().any(|n| n.parent == *d) {
+                    b.settle.push(*d);
+                }
+            }
+            Q::Create { parent, name, .. } | Q::Mkdir { parent, name, .. } | Q::Symlink { parent, name, .. } => {
+                ino(*parent, &mut b);
+                named(*parent, name, &mut b);
+                changes(*parent, &mut b);
+            }
+            Q::Link { ino: i, new_parent, new_name } => {
+                ino(*i, &mut b);
+                ino(*new_parent, &mut b);
+                named(*new_parent, new_name, &mut b);
+                changes(*new_parent, &mut b);
+            }
+            Q::Unlink { parent, name } => {
+                ino(*parent, &mut b);
+                named(*parent, name, &mut b);
+                changes(*parent, &mut b);
+            }
+            Q::Rmdir { parent, name } => {
+                ino(*parent, &mut b);
+                named(*parent, name, &mut b);
+                child_dir(*parent, name, &mut b);
+                changes(*parent, &mut b);
+            }
+            Q::Rename { parent, name, new_parent, new_name, .. } => {
+                for (p, n) in [(*parent, name), (*new_parent, new_name)] {
+                    ino(p, &mut b);
+                    named(p, n, &mut b);
+                    child_dir(p, n, &mut b);
+                    changes(p, &mut b);
+                }
+            }
+            Q::Batch(reqs) => {
+                for r in reqs {
+                    let x = self.classify(r, child);
+                    b.inos.extend(x.inos);
+                    b.settle.extend(x.settle);
+                    b.release.extend(x.release);
+                }
+            }
+            _ => {}
+        }
+        b.inos.sort_unstable();
+        b.inos.dedup();
+        b.release.sort_unstable();
+        b.release.dedup();
+        b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fs_proto::Timestamp;
+
+    fn attr(ino: Ino, kind: FileKind) -> Attr {
+        let t = Timestamp::default();
+        Attr {
+            ino,
+            kind,
+            perm: 0o644,
+            nlink: 1,
+            uid: 1,
+            gid: 1,
+            size: 0,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+            rdev: 0,
+            gen: 0,
+            hash: None,
+            ncopy: 0,
+        }
+    }
+
+    fn node(parent: Ino, name: &str, ino: Ino, kind: FileKind) -> Node {
+        Node {
+            parent,
+            name: name.into(),
+            attr: attr(ino, kind),
+            target: None,
+            stage: if kind == FileKind::Regular { Stage::Open } else { Stage::Queued { data: false } },
+            source: None,
+            charged: 0,
+            times_set: None,
+        }
+    }
+
+    fn leased(dir: Ino, names: &[(&str, Ino)]) -> LocalState {
+        let mut s = LocalState::new(Limits::default());
+        let names = names.iter().map(|(n, i)| (n.to_string(), (*i, FileKind::Regular))).collect();
+        s.dirs.insert(dir, DirState { attr: attr(dir, FileKind::Directory), names, recalling: false });
+        s
+    }
+
+    #[test]
+    fn lookups_in_a_leased_directory_are_answered_here() {
+        let mut s = leased(1, &[("old", 50)]);
+        s.add_range(InoRange { first: 100, count: 2 });
+        let ino = s.take_ino().unwrap();
+        assert!(s.create(node(1, "new", ino, FileKind::Regular)));
+        assert!(!s.create(node(1, "old", 101, FileKind::Regular)), "an existing name is not created again");
+        assert_eq!(s.lookup(1, "old"), Some(Found::Committed(50)));
+        assert!(matches!(s.lookup(1, "new"), Some(Found::Local(a)) if a.ino == 100));
+        assert_eq!(s.lookup(1, "nope"), Some(Found::Absent), "a name nobody has is known absent");
+        assert_eq!(s.lookup(2, "x"), None, "not leased: ask the meta server");
+        assert_eq!(s.listing(1).unwrap().iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), ["new", "old"]);
+        s.dirs.get_mut(&1).unwrap().recalling = true;
+        assert_eq!(s.lookup(1, "old"), None, "nothing is answered locally while giving the lease back");
+        assert_eq!(s.take_ino(), Some(101));
+        assert_eq!(s.take_ino(), None);
+    }
+
+    #[test]
+    fn new_directories_are_leased_and_entries_settle() {
+        let mut s = leased(1, &[]);
+        let now = Instant::now();
+        assert!(s.create(node(1, "d", 10, FileKind::Directory)));
+        s.queue(10, None, false, now); // no-op: already queued by construction
+        s.planner.add(10, 1, 0, now);
+        assert!(s.leased(10).is_some(), "a directory made here is leased here");
+        assert!(s.create(node(10, "f", 11, FileKind::Regular)));
+        s.queue(11, None, true, now);
+        assert!(!s.forget(10), "a directory with entries stays");
+        assert_eq!(s.in_dir(10), vec![11]);
+        assert!(s.forget(11), "an entry never sent can be dropped");
+        assert!(s.lookup(10, "f") == Some(Found::Absent));
+        s.hurry(10);
+        let p = s.planner.poll(now);
+        assert_eq!(p.send.len(), 1);
+        let (id, items) = &p.send[0];
+        assert_eq!(items, &vec![10]);
+        s.planner.done(*id);
+        assert!(s.settled(10, true).is_some());
+        assert_eq!(s.lookup(1, "d"), Some(Found::Committed(10)));
+        assert!(s.leased(10).is_some(), "still leased once committed");
+        s.lost();
+        assert!(s.leased(1).is_none() && s.leased(10).is_none());
+    }
+
+    #[test]
+    fn failed_entries_disappear() {
+        let mut s = leased(1, &[]);
+        assert!(s.create(node(1, "d", 10, FileKind::Directory)));
+        s.settled(10, false);
+        assert_eq!(s.lookup(1, "d"), Some(Found::Absent));
+        assert!(s.leased(10).is_none());
+    }
+
+    #[test]
+    fn requests_wait_for_what_they_name() {
+        let mut s = leased(1, &[("old", 50)]);
+        assert!(s.create(node(1, "new", 100, FileKind::Regular)));
+        let q = |r: MetaRequest| s.classify(&r, &|_, _| None);
+        assert_eq!(q(MetaRequest::GetAttr { ino: 100 }).inos, vec![100]);
+        assert_eq!(q(MetaRequest::GetAttr { ino: 50 }), Before::default(), "committed entries need nothing");
+        assert_eq!(q(MetaRequest::Lookup { parent: 1, name: "new".into() }).inos, vec![100]);
+        let b = q(MetaRequest::ReadDir { ino: 1, after: None, limit: 10, plus: true });
+        assert_eq!(b.settle, vec![1]);
+        let b = q(MetaRequest::Unlink { parent: 1, name: "old".into() });
+        assert_eq!((b.inos, b.release), (vec![], vec![1]), "changing a leased directory gives it back");
+        let b = q(MetaRequest::Rename {
+            parent: 1,
+            name: "new".into(),
+            new_parent: 2,
+            new_name: "x".into(),
+            flags: Default::default(),
+        });
+        assert_eq!((b.inos, b.release), (vec![100], vec![1]));
+        let b = q(MetaRequest::Batch(vec![MetaRequest::GetAttr { ino: 100 }, MetaRequest::OpenRead { ino: 100 }]));
+        assert_eq!(b.inos, vec![100]);
+        // A leased directory (7) whose parent (3) is not leased here.
+        s.dirs.insert(7, DirState { attr: attr(7, FileKind::Directory), names: HashMap::new(), recalling: false });
+        assert!(s.create(node(7, "x", 101, FileKind::Regular)));
+        let rmdir = MetaRequest::Rmdir { parent: 3, name: "d".into() };
+        assert_eq!(s.classify(&rmdir, &|p, n| (p == 3 && n == "d").then_some(7)).release, vec![7]);
+        assert_eq!(s.classify(&rmdir, &|_, _| Some(99)).release, Vec::<Ino>::new(), "another directory");
+        assert_eq!(s.classify(&rmdir, &|_, _| None).release, vec![1, 7], "unknown: every one with local entries");
+    }
+}

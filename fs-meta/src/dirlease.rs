@@ -1,0 +1,322 @@
+//! Directory write leases (see [`fs_proto::bundle`]): granting them, and
+//! recalling them before anyone else may see or change a leased directory.
+//!
+//! Every request passes [`DirLeases::admit`] before it is handled. When some
+//! session other than the caller holds a lease, admission works out which
+//! directories the request touches ([`touched`]), sends each conflicting
+//! holder [`Invalidation::Recall`] and waits (bounded by `recall_timeout`)
+//! until the holder has sent what was pending there and released it, or its
+//! session ended, or the recall timed out (then the lease is broken: what
+//! the holder acknowledged but did not make durable is lost, as when it
+//! dies). Admission then holds the read side of a gate while the request is
+//! handled; a lease is granted only under the write side, so no request
+//! admitted before a grant is still running when the directory becomes
+//! leased. The holder's own requests, and bundle commits acting under its
+//! capability, never wait for its own leases.
+//!
+//! A lease lasts as long as its holder's callback session; the core of the
+//! bookkeeping is the sans-IO [`Table`].
+
+mod table;
+
+pub use table::{Conflict, Table};
+
+use crate::callbacks::{Callbacks, Pending, SessionId};
+use crate::namespace::Namespace;
+use crate::perm::{Caller, W, X};
+use crate::service::MetaService;
+use fs_proto::bundle::{LeaseGrant, LeaseRequest, MAX_INOS_PER_GRANT};
+use fs_proto::callback::Invalidation;
+use fs_proto::meta::{MetaCall, MetaReply, MetaRequest, MetaResponse};
+use fs_proto::{Access, Capability, ErrorCode, FileKind, Identity, Ino, RemoteError, Role, ROOT_INO};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, RwLock, RwLockReadGuard};
+
+
+/// The lease table and its waiters.
+pub struct DirLeases {
+    boot: u64,
+    table: Mutex<Table>,
+    version: watch::Sender<u64>,
+    gate: RwLock<()>,
+    recall_timeout: Duration,
+}
+
+/// A request admitted past the leases (holds the gate's read side while it
+/// is handled; drop it once the change is applied).
+pub type Admitted<'a> = Option<RwLockReadGuard<'a, ()>>;
+
+fn root() -> Caller {
+    Caller { name: "dirlease".into(), uid: 0, gid: 0, groups: Vec::new() }
+}
+
+impl DirLeases {
+    /// A table whose recalls wait at most `recall_timeout`.
+    pub fn new(recall_timeout: Duration) -> Self {
+        // Holder ids in capabilities carry this run's nonce, so a capability
+        // from an earlier run of the meta server names no session of this one.
+        let t = fs_proto::Timestamp::now();
+        let nonce = (t.nanos as u64 ^ (t.secs as u64).rotate_left(17) ^ std::process::id() as u64) as u32;
+        let boot = ((nonce | 1) as u64) << 32;
+        DirLeases {
+            boot,
+            table: Mutex::new(Table::default()),
+            version: watch::channel(0).0,
+            gate: RwLock::new(()),
+            recall_timeout,
+        }
+    }
+
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The holder id a bundle capability carries for `session` (0: none).
+    pub fn holder_id(&self, session: SessionId) -> u64 {
+        if session == 0 || session > u32::MAX as u64 {
+            0
+        } else {
+            self.boot | session
+        }
+    }
+
+    /// The session a holder id stands for in this run (0: none).
+    pub fn session_of(&self, holder: u64) -> SessionId {
+        if holder != 0 && holder & !0xffff_ffff == self.boot {
+            holder & 0xffff_ffff
+        } else {
+            0
+        }
+    }
+
+    /// Who holds the write lease on `dir` (tests, status).
+    pub fn holder(&self, dir: Ino) -> Option<SessionId> {
+        self.table().holder(dir)
+    }
+
+    /// Number of leases held.
+    pub fn len(&self) -> usize {
+        self.table().len()
+    }
+
+    /// No leases held.
+    pub fn is_empty(&self) -> bool {
+        self.table().is_empty()
+    }
+
+    /// `dir` was created by a bundle acting under `holder`'s leases: the
+    /// holder holds it too (nobody else could know it before).
+    pub fn adopt(&self, holder: u64, dir: Ino) {
+        let session = self.session_of(holder);
+        if session != 0 {
+            self.table().adopt(dir, session);
+        }
+    }
+
+    /// Wait until no other session's lease stands in the way of `req` (see
+    /// the module docs).
+    pub async fn admit(
+        &self,
+        ns: &Namespace,
+        cbs: &Callbacks,
+        session: SessionId,
+        req: &MetaRequest,
+    ) -> Admitted<'_> {
+        if matches!(req, MetaRequest::LeaseDir(_) | MetaRequest::ReleaseDirs { .. } | MetaRequest::Subscribe) {
+            // Served under the gate's write side (or touching nothing).
+            return None;
+        }
+        let acting = match req {
+            MetaRequest::CommitBundle(b) => b
+                .cap
+                .peek()
+                .filter(|c| c.access == Access::Bundle)
+                .map(|c| self.session_of(c.gen))
+                .unwrap_or(0),
+            _ => session,
+        };
+        let started = Instant::now();
+        let give_up = started + self.recall_timeout * 3;
+        let mut dirs: Option<Vec<Ino>> = None;
+        loop {
+            let mut changed = self.version.subscribe();
+            let conflicts = {
+                let mut t = self.table();
+                if !t.any_other(acting) {
+                    Vec::new()
+                } else {
+                    let d = dirs.get_or_insert_with(|| touched(ns, req));
+                    t.conflicts(d, acting, Instant::now(), self.recall_timeout, |s| cbs.is_subscribed(s))
+                }
+            };
+            if conflicts.is_empty() || Instant::now() >= give_up {
+                let gate = self.gate.read().await;
+                let blocked = {
+                    let t = self.table();
+                    t.any_other(acting) && {
+                        let d = dirs.get_or_insert_with(|| touched(ns, req));
+                        d.iter().any(|dir| t.holder(*dir).is_some_and(|h| h != acting && cbs.is_subscribed(h)))
+                    }
+                };
+                if !blocked || Instant::now() >= give_up {
+                    if blocked {
+                        tracing::warn!(kind = req.kind(), "directory leases still held after the recall bound");
+                    }
+                    return Some(gate);
+                }
+                continue;
+            }
+            let mut until = Instant::now() + self.recall_timeout;
+            for c in conflicts {
+                match c {
+                    Conflict::Recall { dir, holder } => {
+                        tracing::debug!(dir, holder, kind = req.kind(), "recalling a directory lease");
+                        if !cbs.send_to(holder, vec![Invalidation::Recall { dir }]) {
+                            self.table().release(holder, &[dir]);
+                        }
+                    }
+                    Conflict::Wait { until: u, .. } => until = until.min(u),
+                }
+            }
+            let until = tokio::time::Instant::from_std(until.min(give_up));
+            let _ = tokio::time::timeout_at(until, changed.changed()).await;
+        }
+    }
+
+    /// Serve the requests that need the caller's session: `LeaseDir` and
+    /// `ReleaseDirs`. None for every other request.
+    pub async fn serve(
+        &self,
+        svc: &MetaService,
+        cbs: &Callbacks,
+        id: &Identity,
+        session: SessionId,
+        call: &MetaCall,
+    ) -> Option<(MetaReply, Pending)> {
+        match &call.req {
+            MetaRequest::LeaseDir(r) => Some(self.lease(svc, cbs, id, session, call, r).await),
+            MetaRequest::ReleaseDirs { dirs } => {
+                let n = self.table().release(session, dirs);
+                self.version.send_modify(|v| *v += 1);
+                tracing::debug!(session, released = n, "directory leases released");
+                Some((Ok(MetaResponse::Done), Pending::default()))
+            }
+            _ => None,
+        }
+    }
+
+    async fn lease(
+        &self,
+        svc: &MetaService,
+        cbs: &Callbacks,
+        id: &Identity,
+        session: SessionId,
+        call: &MetaCall,
+        r: &LeaseRequest,
+    ) -> (MetaReply, Pending) {
+        let fail = |e: RemoteError| (Err(e), Pending::default());
+        if id.role != Role::User {
+            return fail(RemoteError::new(ErrorCode::Unsupported, "bundles are written by users"));
+        }
+        let caller = match svc.users.caller(id, call.cred.as_ref()) {
+            Ok((c, _)) => c,
+            Err(e) => return fail(e),
+        };
+        let target = match svc.hosts.choose_write_target(&r.site) {
+            Ok(t) => t,
+            Err(e) => return fail(e),
+        };
+        let granted = {
+            let _gate = self.gate.write().await;
+            let live = |s: SessionId| cbs.is_subscribed(s);
+            cbs.exclusive(session, || {
+                let Some(dir) = r.dir else { return (Ok(None), Vec::new()) };
+                let inode = match svc.ns.inode(dir) {
+                    Ok(i) => i,
+                    Err(e) => return (Err(e), Vec::new()),
+                };
+                if inode.kind != FileKind::Directory {
+                    return (Err(RemoteError::new(ErrorCode::NotADirectory, format!("inode {dir}"))), Vec::new());
+                }
+                if let Err(e) = caller.check(&inode, W | X, "write permission on the directory") {
+                    return (Err(e), Vec::new());
+                }
+                let mut t = self.table();
+                t.sweep(live);
+                if !live(session) || !t.grant(dir, session, live) {
+                    return (Ok(None), Vec::new());
+                }
+                (Ok(Some(inode.attr(dir))), vec![Invalidation::Leased { dir }])
+            })
+        };
+        let (dir, pending) = match granted {
+            (Ok(d), p) => (d, p),
+            (Err(e), p) => return (Err(e), p),
+        };
+        if let Some(d) = &dir {
+            tracing::debug!(dir = d.ino, session, "directory lease granted");
+        }
+        let inos = if r.inos > 0 {
+            match svc.ns.lease_inodes(&id.name, r.inos.min(MAX_INOS_PER_GRANT) as u64) {
+                Ok(range) => Some(range),
+                Err(e) => return (Err(e), pending),
+            }
+        } else {
+            None
+        };
+        let cap = svc.signer.sign(&Capability {
+            ino: 0,
+            gen: self.holder_id(session),
+            access: Access::Bundle,
+            principal: id.name.clone(),
+            expires_ms: svc.expiry(),
+            base_gen: None,
+            expect: None,
+        });
+        (Ok(MetaResponse::Lease(LeaseGrant { dir, inos, target, cap })), pending)
+    }
+}
+
+/// The directories a request looks into or changes (for admission).
+pub fn touched(ns: &Namespace, req: &MetaRequest) -> Vec<Ino> {
+    use MetaRequest as Q;
+    let child = |parent: Ino, name: &str| ns.lookup(&root(), parent, name).ok().map(|a| a.ino);
+    match req {
+        Q::Lookup { parent, .. }
+        | Q::Create { parent, .. }
+        | Q::Mkdir { parent, .. }
+        | Q::Symlink { parent, .. }
+        | Q::Unlink { parent, .. } => vec![*parent],
+        Q::ReadDir { ino, .. } | Q::GetAttr { ino } | Q::SetAttr { ino, .. } => vec![*ino],
+        Q::Link { new_parent, .. } => vec![*new_parent],
+        Q::Rmdir { parent, name } => std::iter::once(*parent).chain(child(*parent, name)).collect(),
+        Q::Rename { parent, name, new_parent, new_name, .. } => [*parent, *new_parent]
+            .into_iter()
+            .chain(child(*parent, name))
+            .chain(child(*new_parent, new_name))
+            .collect(),
+        Q::Resolve { path } => {
+            let mut out = vec![ROOT_INO];
+            let mut cur = ROOT_INO;
+            for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
+                match ns.lookup(&root(), cur, comp) {
+                    Ok(a) if a.kind == FileKind::Directory => {
+                        cur = a.ino;
+                        out.push(cur);
+                    }
+                    _ => break,
+                }
+            }
+            out
+        }
+        Q::Batch(reqs) => reqs.iter().flat_map(|r| touched(ns, r)).collect(),
+        Q::CommitBundle(b) => {
+            let mut v: Vec<Ino> = b.entries.iter().map(|e| e.entry.parent).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        }
+        _ => Vec::new(),
+    }
+}

@@ -1,0 +1,234 @@
+//! The namespace side of bundles (see [`fs_proto::bundle`]): leasing
+//! ranges of inode numbers, and committing a bundle of new entries (with
+//! the replicas their file server stored) as one atomic transaction.
+
+use super::{check_name, entry, err, load_dir, new_inode, Namespace, MAX_LINKS, MAX_TARGET, R};
+use crate::keys;
+use crate::perm::{Caller, S_ISGID, W, X};
+use crate::record::{DentryRecord, InoLeaseRecord, ReplicaRecord};
+use crate::txn::{Txn, TxnError};
+use fs_proto::bundle::{EntryResult, InoRange, StoredEntry};
+use fs_proto::{Attr, ErrorCode, FileKind, Ino, Timestamp};
+
+/// The generation a bundled file's first replica has.
+pub const FIRST_GEN: u64 = 1;
+
+impl Namespace {
+    /// Lease `count` fresh inode numbers to `principal`: the allocator moves
+    /// past them, so nobody else is ever given one.
+    pub fn lease_inodes(&self, principal: &str, count: u64) -> R<InoRange> {
+        if count == 0 {
+            return Err(err(ErrorCode::InvalidArgument, "no inode numbers asked for"));
+        }
+        self.write(|t| {
+            let first = t
+                .get_raw(keys::NEXT_INO)?
+                .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
+                .ok_or_else(|| err(ErrorCode::Internal, "inode counter missing"))?;
+            t.put_raw(keys::NEXT_INO.to_vec(), (first + count).to_be_bytes().to_vec());
+            let rec = InoLeaseRecord { count, principal: principal.to_string(), granted_ms: Timestamp::now().as_millis() };
+            t.put(keys::ino_lease(first), &rec);
+            Ok(InoRange { first, count })
+        })
+    }
+
+    /// Whether `ino` was leased to `principal`.
+    fn leased_to(&self, ino: Ino, principal: &str) -> R<bool> {
+        let Some(kv) = self.tree.range(keys::ino_lease(0)..=keys::ino_lease(ino)).next_back() else {
+            return Ok(false);
+        };
+        let (k, v) = kv.map_err(TxnError::from)?;
+        let Some(first) = keys::ino_lease_first(&k) else { return Ok(false) };
+        let rec: InoLeaseRecord = crate::record::decode(&v).map_err(TxnError::from)?;
+        Ok(ino - first < rec.count && rec.principal == principal)
+    }
+
+    /// Create every entry of a bundle, in order, in one transaction, as
+    /// `c` (the bundle's principal); regular files with bytes get their
+    /// replica on `host` registered as generation [`FIRST_GEN`]. Each entry
+    /// succeeds or fails alone (a failed one changes nothing); entries
+    /// after a failed directory that live in it fail as their parent is
+    /// missing.
+    pub fn commit_bundle(&self, c: &Caller, host: &str, entries: &[StoredEntry]) -> R<Vec<EntryResult>> {
+        let mut owned = Vec::with_capacity(entries.len());
+        for e in entries {
+            owned.push(self.leased_to(e.entry.ino, &c.name)?);
+        }
+        self.write(|t| {
+            let now = Timestamp::now();
+            Ok(entries.iter().zip(owned).map(|(e, owned)| insert_entry(t, c, host, e, owned, now)).collect())
+        })
+    }
+}
+
+fn insert_entry(t: &mut Txn<'_>, c: &Caller, host: &str, s: &StoredEntry, owned: bool, now: Timestamp) -> EntryResult {
+    let e = &s.entry;
+    check_name(&e.name)?;
+    match e.kind {
+        FileKind::Regular => {}
+        FileKind::Directory if e.size == 0 => {}
+        FileKind::Symlink if e.size == 0 => {
+            let len = e.target.as_ref().map_or(0, String::len);
+            if len == 0 || len > MAX_TARGET {
+                return Err(err(ErrorCode::NameTooLong, "symlink target length"));
+            }
+        }
+        _ => return Err(err(ErrorCode::InvalidArgument, "bundles carry regular files, directories and symlinks")),
+    }
+    if !owned {
+        return Err(err(ErrorCode::BadCapability, format!("inode {} was not leased to {}", e.ino, c.name)));
+    }
+    if t.get_raw(&keys::inode(e.ino))?.is_some() {
+        return Err(err(ErrorCode::InvalidArgument, format!("inode {} is in use", e.ino)));
+    }
+    let mut dir = load_dir(t, e.parent)?;
+    c.check(&dir, W | X, "write permission on the directory")?;
+    if entry(t, e.parent, &e.name)?.is_some() {
+        return Err(err(ErrorCode::Exists, e.name.clone()));
+    }
+    if e.kind == FileKind::Directory && dir.nlink >= MAX_LINKS {
+        return Err(err(ErrorCode::TooManyLinks, "parent has too many subdirectories"));
+    }
+    let hash = match (e.kind, e.size, s.hash) {
+        (FileKind::Regular, 0, _) => None,
+        (FileKind::Regular, _, Some(h)) => Some(h),
+        (FileKind::Regular, _, None) => return Err(err(ErrorCode::Internal, "file bytes were not stored")),
+        _ => None,
+    };
+    let gid = if dir.perm & S_ISGID != 0 { dir.gid } else { c.gid };
+    let mut i = new_inode(e.kind, e.perm, c.uid, gid, e.ctime, e.parent);
+    if e.kind != FileKind::Directory && !c.is_root() && !c.in_group(gid) {
+        i.perm &= !S_ISGID;
+    }
+    i.atime = e.atime;
+    i.mtime = e.mtime;
+    i.ncopy = dir.ncopy;
+    match e.kind {
+        FileKind::Directory => {
+            i.nlink = 2;
+            i.perm |= dir.perm & S_ISGID;
+            dir.nlink += 1;
+        }
+        FileKind::Symlink => {
+            i.target = e.target.clone();
+            i.size = i.target.as_ref().map_or(0, |s| s.len() as u64);
+        }
+        _ => {
+            if let Some(h) = hash {
+                i.gen = super::bundle::FIRST_GEN;
+                i.next_gen = i.gen;
+                i.size = e.size;
+                i.hash = Some(h);
+            }
+        }
+    }
+    dir.mtime = now;
+    dir.ctime = now;
+    if let Some(h) = hash {
+        let rec = ReplicaRecord { gen: i.gen, size: e.size, hash: h, bad: false, registered_ms: now.as_millis() };
+        t.put(keys::replica(e.ino, host), &rec);
+    }
+    t.put(keys::inode(e.ino), &i);
+    t.put(keys::dentry(e.parent, &e.name), &DentryRecord { ino: e.ino, kind: e.kind });
+    t.put(keys::inode(e.parent), &dir);
+    let attr: Attr = i.attr(e.ino);
+    Ok(attr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fs_proto::bundle::BundleEntry;
+    use fs_proto::ROOT_INO;
+
+    fn ns() -> (tempfile::TempDir, Namespace) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let ns = Namespace::open(db.open_tree(keys::TREE_NAMESPACE).unwrap(), 0o1777).unwrap();
+        (dir, ns)
+    }
+
+    fn alice() -> Caller {
+        Caller { name: "alice".into(), uid: 1000, gid: 1000, groups: vec![] }
+    }
+
+    fn entry(parent: Ino, name: &str, ino: Ino, kind: FileKind, size: u64) -> StoredEntry {
+        let t = Timestamp { secs: 1_000, nanos: 5 };
+        StoredEntry {
+            entry: BundleEntry {
+                parent,
+                name: name.into(),
+                ino,
+                kind,
+                perm: if kind == FileKind::Directory { 0o755 } else { 0o644 },
+                atime: t,
+                mtime: t,
+                ctime: t,
+                size,
+                target: (kind == FileKind::Symlink).then(|| "target".to_string()),
+            },
+            hash: (size > 0).then_some([7; 32]),
+        }
+    }
+
+    #[test]
+    fn leased_inodes_are_never_allocated_again() {
+        let (_d, ns) = ns();
+        let r = ns.lease_inodes("alice", 100).unwrap();
+        let a = ns.create(&alice(), ROOT_INO, "plain", FileKind::Regular, 0o644, 0, true).unwrap().0;
+        assert!(!r.contains(a.ino), "the allocator skips the leased range");
+        assert!(ns.leased_to(r.first + 99, "alice").unwrap());
+        assert!(!ns.leased_to(r.first + 99, "bob").unwrap());
+        assert!(!ns.leased_to(r.first + 100, "alice").unwrap());
+    }
+
+    #[test]
+    fn a_bundle_commits_every_entry_it_can_in_order() {
+        let (_d, ns) = ns();
+        let r = ns.lease_inodes("alice", 10).unwrap();
+        let f = r.first;
+        ns.create(&alice(), ROOT_INO, "taken", FileKind::Regular, 0o644, 0, true).unwrap();
+        let entries = vec![
+            entry(ROOT_INO, "d", f, FileKind::Directory, 0),
+            entry(f, "a", f + 1, FileKind::Regular, 10),
+            entry(f, "empty", f + 2, FileKind::Regular, 0),
+            entry(ROOT_INO, "taken", f + 3, FileKind::Regular, 5),
+            entry(f, "l", f + 4, FileKind::Symlink, 0),
+            entry(f, "again", f + 1, FileKind::Regular, 0),
+            entry(ROOT_INO, "stolen", 99_999, FileKind::Regular, 0),
+        ];
+        let res = ns.commit_bundle(&alice(), "pop1", &entries).unwrap();
+        assert_eq!(res.len(), 7);
+        let dir = res[0].as_ref().unwrap();
+        assert_eq!((dir.kind, dir.nlink, dir.uid), (FileKind::Directory, 2, 1000));
+        let a = res[1].as_ref().unwrap();
+        assert_eq!((a.size, a.gen, a.hash), (10, FIRST_GEN, Some([7; 32])));
+        assert_eq!(a.mtime, Timestamp { secs: 1_000, nanos: 5 });
+        assert_eq!(res[2].as_ref().unwrap().gen, 0, "an empty file has no replica");
+        assert_eq!(res[3].as_ref().unwrap_err().code, ErrorCode::Exists);
+        assert_eq!(res[4].as_ref().unwrap().size, 6);
+        assert_eq!(res[5].as_ref().unwrap_err().code, ErrorCode::InvalidArgument, "an inode is used once");
+        assert_eq!(res[6].as_ref().unwrap_err().code, ErrorCode::BadCapability);
+        // What committed is there, with its replica; what failed is not.
+        assert_eq!(ns.lookup(&alice(), f, "a").unwrap().ino, f + 1);
+        let reps = ns.replicas(f + 1).unwrap();
+        assert_eq!(reps.len(), 1);
+        assert_eq!((reps[0].0.as_str(), reps[0].1.gen), ("pop1", FIRST_GEN));
+        assert!(ns.replicas(f + 2).unwrap().is_empty());
+        assert_eq!(ns.lookup(&alice(), ROOT_INO, "taken").unwrap().size, 0, "the old file is untouched");
+        assert!(ns.getattr(f + 3).is_err());
+        assert_eq!(ns.getattr(ROOT_INO).unwrap().nlink, 3);
+    }
+
+    #[test]
+    fn entries_need_write_permission_on_their_directory() {
+        let (_d, ns) = ns();
+        let bob = Caller { name: "bob".into(), uid: 2000, gid: 2000, groups: vec![] };
+        let private = ns.mkdir(&alice(), ROOT_INO, "private", 0o755).unwrap();
+        let r = ns.lease_inodes("bob", 2).unwrap();
+        let res = ns.commit_bundle(&bob, "pop1", &[entry(private.ino, "x", r.first, FileKind::Regular, 1)]).unwrap();
+        assert_eq!(res[0].as_ref().unwrap_err().code, ErrorCode::PermissionDenied);
+        let res = ns.commit_bundle(&bob, "pop1", &[entry(77_777, "x", r.first, FileKind::Regular, 1)]).unwrap();
+        assert_eq!(res[0].as_ref().unwrap_err().code, ErrorCode::NotFound);
+    }
+}

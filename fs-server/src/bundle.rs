@@ -1,0 +1,399 @@
+//! Bundles of new files (see [`fs_proto::bundle`]): one stream carrying
+//! many small files, each written as a complete, hashed replica; the spool
+//! made durable once for all of them; then one commit forwarded to the meta
+//! server, which creates every name together with its data. Also the disk
+//! space reservations bundling clients take before acknowledging closes.
+
+use crate::data::{io_to_remote, verify_cap};
+use crate::node::Ctx;
+use crate::replica::{ReplicaError, ReplicaWriter};
+use bytes::Bytes;
+use fs_proto::bundle::{stored_cost, BundleCommit, BundleEntry, EntryResult, StoredEntry};
+use fs_proto::error::quic_codes;
+use fs_proto::frame::write_msg;
+use fs_proto::meta::{MetaRequest, MetaResponse};
+use fs_proto::rpc::CallError;
+use fs_proto::server::{ServerReply, ServerResponse};
+use fs_proto::{Access, ErrorCode, FileKind, Hash, Identity, Ino, RemoteError, SignedCapability};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+/// The generation a bundled file's replica is (its first).
+pub const FIRST_GEN: u64 = 1;
+/// Most entries in one bundle.
+pub const MAX_ENTRIES: usize = 16_384;
+/// Free space never promised to reservations (other writes, file system
+/// overhead).
+pub const RESERVE_MARGIN: u64 = 1 << 20;
+/// Bytes gathered before handing them to the disk thread.
+const BATCH: usize = 1 << 20;
+
+type R<T> = Result<T, RemoteError>;
+
+/// Disk space reserved by connections of bundling clients.
+#[derive(Default)]
+pub struct Reservations {
+    by_conn: Mutex<HashMap<usize, u64>>,
+}
+
+impl Reservations {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<usize, u64>> {
+        self.by_conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Total reserved.
+    pub fn total(&self) -> u64 {
+        self.map().values().sum()
+    }
+
+    /// Reserve `bytes` for connection `conn` if `free` covers every
+    /// reservation plus the margin; returns the connection's total and
+    /// whether the connection is new to the table.
+    pub fn reserve(&self, conn: usize, bytes: u64, free: u64) -> R<(u64, bool)> {
+        let mut m = self.map();
+        let total: u64 = m.values().sum();
+        if total.saturating_add(bytes).saturating_add(RESERVE_MARGIN) > free {
+            return Err(RemoteError::new(
+                ErrorCode::NoSpace,
+                format!("{bytes} bytes wanted, {free} free of which {total} are reserved"),
+            ));
+        }
+        let new = !m.contains_key(&conn);
+        let mine = m.entry(conn).or_insert(0);
+        *mine += bytes;
+        Ok((*mine, new))
+    }
+
+    /// A bundle of `bytes` arrived on `conn`: that much is used.
+    pub fn consume(&self, conn: usize, bytes: u64) {
+        if let Some(r) = self.map().get_mut(&conn) {
+            *r = r.saturating_sub(bytes);
+        }
+    }
+
+    /// The connection ended: its reservation goes.
+    pub fn drop_conn(&self, conn: usize) {
+        self.map().remove(&conn);
+    }
+}
+
+/// Serve `Reserve`.
+pub async fn reserve(
+    ctx: Arc<Ctx>,
+    conn: quinn::Connection,
+    peer: &Identity,
+    cap: SignedCapability,
+    bytes: u64,
+    mut send: quinn::SendStream,
+) {
+    let r = async {
+        verify_cap(&ctx, peer, &cap, Access::Bundle)?;
+        let c = ctx.clone();
+        let (_, free) = tokio::task::spawn_blocking(move || c.spool.usage())
+            .await
+            .map_err(|e| RemoteError::new(ErrorCode::Internal, e.to_string()))?
+            .map_err(|e| RemoteError::new(ErrorCode::Internal, format!("spool usage: {e}")))?;
+        let id = conn.stable_id();
+        let (mine, new) = ctx.reservations.reserve(id, bytes, free)?;
+        if new {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                conn.closed().await;
+                ctx.reservations.drop_conn(id);
+            });
+        }
+        debug!(bytes, reserved = mine, "space reserved for bundles");
+        Ok(ServerResponse::Reserved { bytes: mine })
+    };
+    let reply: ServerReply = r.await;
+    let _ = write_msg(&mut send, &reply).await;
+    let _ = send.finish();
+}
+
+/// Serve `WriteBundle`.
+pub async fn write_bundle(
+    ctx: Arc<Ctx>,
+    conn: quinn::Connection,
+    peer: &Identity,
+    cap: SignedCapability,
+    entries: Vec<BundleEntry>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let reply: ServerReply = match bundle(&ctx, &conn, peer, &cap, &entries, &mut recv).await {
+        Ok(results) => Ok(ServerResponse::BundleStored(results)),
+        Err(e) => {
+            let _ = recv.stop(quic_codes::IO);
+            Err(e)
+        }
+    };
+    let _ = write_msg(&mut send, &reply).await;
+    let _ = send.finish();
+}
+
+enum Disk {
+    Begin(Ino),
+    Data(u64, Vec<Bytes>),
+    End(oneshot::Sender<Result<(u64, Hash), ReplicaError>>),
+}
+
+/// The disk side of one bundle: one file at a time, on a blocking thread.
+fn disk_thread(ctx: Arc<Ctx>) -> mpsc::Sender<Disk> {
+    let (tx, mut rx) = mpsc::channel::<Disk>(8);
+    tokio::task::spawn_blocking(move || {
+        let mut cur: Option<(Ino, Result<ReplicaWriter, ReplicaError>)> = None;
+        while let Some(op) = rx.blocking_recv() {
+            match op {
+                Disk::Begin(ino) => {
+                    if let Some((_, Ok(w))) = cur.take() {
+                        w.abort();
+                    }
+                    cur = Some((ino, ReplicaWriter::create(ctx.spool.tmp_path(ino, FIRST_GEN))));
+                }
+                Disk::Data(mut off, pieces) => {
+                    let failed = match &mut cur {
+                        Some((_, Ok(w))) => pieces
+                            .iter()
+                            .try_for_each(|p| {
+                                let r = w.write_at(off, p);
+                                off += p.len() as u64;
+                                r
+                            })
+                            .err(),
+                        _ => None,
+                    };
+                    if let (Some(e), Some((_, slot))) = (failed, cur.as_mut()) {
+                        if let Ok(w) = std::mem::replace(slot, Err(e)) {
+                            w.abort();
+                        }
+                    }
+                }
+                Disk::End(done) => {
+                    let r = match cur.take() {
+                        Some((ino, Ok(w))) => w.finish_unsynced(&ctx.spool.replica_path(ino, FIRST_GEN)),
+                        Some((_, Err(e))) => Err(e),
+                        None => Err(ReplicaError::Io {
+                            path: ctx.spool.root().to_path_buf(),
+                            source: std::io::Error::other("no file begun"),
+                        }),
+                    };
+                    let _ = done.send(r);
+                }
+            }
+        }
+        if let Some((_, Ok(w))) = cur.take() {
+            w.abort();
+        }
+    });
+    tx
+}
+
+fn check_entry(e: &BundleEntry) -> R<()> {
+    let bad = |m: &str| Err(RemoteError::new(ErrorCode::InvalidArgument, m.to_string()));
+    if e.ino == 0 {
+        return bad("inode 0");
+    }
+    match e.kind {
+        FileKind::Regular => Ok(()),
+        FileKind::Directory | FileKind::Symlink if e.size == 0 => Ok(()),
+        FileKind::Directory | FileKind::Symlink => bad("only regular files carry bytes"),
+        _ => bad("bundles carry regular files, directories and symlinks"),
+    }
+}
+
+async fn bundle(
+    ctx: &Arc<Ctx>,
+    conn: &quinn::Connection,
+    peer: &Identity,
+    cap: &SignedCapability,
+    entries: &[BundleEntry],
+    recv: &mut quinn::RecvStream,
+) -> R<Vec<EntryResult>> {
+    verify_cap(ctx, peer, cap, Access::Bundle)?;
+    if entries.len() > MAX_ENTRIES {
+        return Err(RemoteError::new(ErrorCode::TooLarge, format!("more than {MAX_ENTRIES} entries")));
+    }
+    let disk = disk_thread(ctx.clone());
+    let gone = || RemoteError::new(ErrorCode::Internal, "disk thread stopped");
+    // Per entry: Ok(Some(receiver)) for a file being stored, Ok(None) for
+    // nothing to store, Err for a refused entry.
+    let mut stored: Vec<R<Option<oneshot::Receiver<Result<(u64, Hash), ReplicaError>>>>> = Vec::new();
+    let mut cost = 0u64;
+    for e in entries {
+        let ok = check_entry(e);
+        if e.kind == FileKind::Regular {
+            cost += stored_cost(e.size);
+        }
+        if e.kind != FileKind::Regular || e.size == 0 {
+            stored.push(ok.map(|_| None));
+            continue;
+        }
+        if ok.is_ok() {
+            disk.send(Disk::Begin(e.ino)).await.map_err(|_| gone())?;
+        }
+        let mut left = e.size;
+        let mut off = 0u64;
+        while left > 0 {
+            let mut pieces = Vec::new();
+            let mut got = 0usize;
+            while left > 0 && got < BATCH {
+                let chunk = recv
+                    .read_chunk(left.min(usize::MAX as u64) as usize, true)
+                    .await
+                    .map_err(|er| RemoteError::new(ErrorCode::Interrupted, format!("bundle stream broken: {er}")))?
+                    .ok_or_else(|| RemoteError::new(ErrorCode::Interrupted, "bundle ended early"))?;
+                got += chunk.bytes.len();
+                left -= chunk.bytes.len() as u64;
+                pieces.push(chunk.bytes);
+            }
+            ctx.bytes_in.fetch_add(got as u64, Ordering::Relaxed);
+            if ok.is_ok() {
+                disk.send(Disk::Data(off, pieces)).await.map_err(|_| gone())?;
+            }
+            off += got as u64;
+        }
+        stored.push(match ok {
+            Ok(()) => {
+                let (tx, rx) = oneshot::channel();
+                disk.send(Disk::End(tx)).await.map_err(|_| gone())?;
+                Ok(Some(rx))
+            }
+            Err(e) => Err(e),
+        });
+    }
+    drop(disk);
+    ctx.reservations.consume(conn.stable_id(), cost);
+    // Every file written (not yet durable): collect hashes.
+    let mut forward = Vec::new();
+    let mut results: Vec<Option<EntryResult>> = Vec::with_capacity(entries.len());
+    let mut on_disk: Vec<Ino> = Vec::new();
+    for (e, s) in entries.iter().zip(stored) {
+        let hash = match s {
+            Err(er) => {
+                results.push(Some(Err(er)));
+                continue;
+            }
+            Ok(None) => None,
+            Ok(Some(rx)) => match rx.await {
+                Ok(Ok((size, h))) if size == e.size => {
+                    on_disk.push(e.ino);
+                    Some(h)
+                }
+                Ok(Ok((size, _))) => {
+                    let _ = ctx.spool.delete(e.ino, FIRST_GEN);
+                    let m = format!("stored {size} bytes of {}", e.size);
+                    results.push(Some(Err(RemoteError::new(ErrorCode::Internal, m))));
+                    continue;
+                }
+                Ok(Err(er)) => {
+                    results.push(Some(Err(io_to_remote(&er))));
+                    continue;
+                }
+                Err(_) => {
+                    results.push(Some(Err(gone())));
+                    continue;
+                }
+            },
+        };
+        results.push(None);
+        forward.push(StoredEntry { entry: e.clone(), hash });
+    }
+    if !on_disk.is_empty() {
+        let c = ctx.clone();
+        let synced = tokio::task::spawn_blocking(move || sync_spool(c.spool.root()))
+            .await
+            .map_err(|e| RemoteError::new(ErrorCode::Internal, e.to_string()))?;
+        if let Err(e) = synced {
+            for ino in &on_disk {
+                let _ = ctx.spool.delete(*ino, FIRST_GEN);
+            }
+            return Err(RemoteError::new(ErrorCode::Internal, format!("syncing the spool: {e}")));
+        }
+    }
+    let committed = if forward.is_empty() {
+        Vec::new()
+    } else {
+        let n = forward.len();
+        let req = MetaRequest::CommitBundle(BundleCommit { cap: cap.clone(), entries: forward.clone() });
+        match ctx.meta.call(req).await {
+            Ok(MetaResponse::Bundle(r)) if r.len() == n => r,
+            Ok(other) => {
+                warn!("unexpected bundle commit reply {other:?}");
+                delete_all(ctx, &forward);
+                vec![Err(RemoteError::new(ErrorCode::Internal, "unexpected reply from the meta server")); n]
+            }
+            Err(CallError::Remote(e)) => {
+                delete_all(ctx, &forward);
+                vec![e; n].into_iter().map(Err).collect()
+            }
+            Err(e) => {
+                // The commit may or may not have happened: keep the files
+                // (an unregistered one is removed when the spool is next
+                // reconciled with the meta server).
+                warn!("bundle stored but its commit is unknown: {e}");
+                let m = format!("stored, commit unknown: {e}");
+                vec![Err(RemoteError::new(ErrorCode::Unavailable, m)); n]
+            }
+        }
+    };
+    let mut committed = committed.into_iter();
+    let mut out = Vec::with_capacity(entries.len());
+    for (e, r) in entries.iter().zip(results) {
+        out.push(match r {
+            Some(r) => r,
+            None => {
+                let r = committed
+                    .next()
+                    .unwrap_or_else(|| Err(RemoteError::new(ErrorCode::Internal, "missing commit result")));
+                if r.is_err() && on_disk.contains(&e.ino) {
+                    let _ = ctx.spool.delete(e.ino, FIRST_GEN);
+                }
+                r
+            }
+        });
+    }
+    debug!(entries = out.len(), ok = out.iter().filter(|r| r.is_ok()).count(), "bundle done");
+    Ok(out)
+}
+
+fn delete_all(ctx: &Ctx, forward: &[StoredEntry]) {
+    for s in forward {
+        if s.hash.is_some() {
+            let _ = ctx.spool.delete(s.entry.ino, FIRST_GEN);
+        }
+    }
+}
+
+/// Make everything written to the spool's file system durable (one
+/// `syncfs` for a whole bundle instead of two fsyncs per file).
+fn sync_spool(root: &std::path::Path) -> std::io::Result<()> {
+    let dir = std::fs::File::open(root)?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open file descriptor.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reservations_are_bounded_by_free_space() {
+        let r = Reservations::default();
+        let free = 10 << 20;
+        assert_eq!(r.reserve(1, 4 << 20, free).unwrap(), (4 << 20, true));
+        assert_eq!(r.reserve(1, 1 << 20, free).unwrap(), (5 << 20, false));
+        assert_eq!(r.reserve(2, 5 << 20, free).unwrap_err().code, ErrorCode::NoSpace, "5 + 5 + margin > 10");
+        r.consume(1, 3 << 20);
+        assert_eq!(r.reserve(2, 5 << 20, free).unwrap(), (5 << 20, true));
+        r.drop_conn(1);
+        r.drop_conn(2);
+        assert_eq!(r.total(), 0);
+    }
+}

@@ -1,0 +1,365 @@
+//! Small-file bundling through the mount (issue 5, acceptance 5): a burst of
+//! small files costs O(bundles) requests and shows complete at another site
+//! once closed; kill -9 of the writing mount loses nothing fsync
+//! acknowledged and tears nothing; two mounts creating the same names: one
+//! wins each, the other gets EEXIST; a full file server is ENOSPC at close,
+//! not lost data.
+
+use crate::common::{blocking, enabled, in_mount_table, TestMount};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tests::procs::{bin_dir, ProcFederation};
+use tests::{pattern, with_timeout};
+
+fn content(i: usize, salt: u64) -> Vec<u8> {
+    pattern(100 + (i * 7919) % 20_000, i as u64 * 31 + salt)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_costs_o_bundles_and_shows_complete_at_another_site() {
+    if !enabled("a_burst_costs_o_bundles_and_shows_complete_at_another_site") {
+        return;
+    }
+    with_timeout(300, async {
+        let fed = ProcFederation::up(2).await;
+        let a = TestMount::new(&fed, Some("site2"), "/", "").await;
+        let b = TestMount::new(&fed, Some("site1"), "/", "").await;
+        let dir = a.join("burst");
+        let before = a.counters.snapshot();
+        blocking({
+            let dir = dir.clone();
+            move || {
+                std::fs::create_dir(&dir).unwrap();
+                for i in 0..1000 {
+                    std::fs::write(dir.join(format!("f{i:04}")), content(i, 1)).unwrap();
+                }
+            }
+        })
+        .await;
+        let after = a.counters.snapshot();
+        let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+        let meta: u64 = after.keys().filter(|k| !k.starts_with("data.")).map(|k| delta(k)).sum();
+        eprintln!("1000 creates: {meta} meta requests, {} bundles: {after:?}", delta("data.bundle"));
+        assert!(meta <= 20, "a burst in a leased directory sends O(bundles) requests to meta: {after:?}");
+        assert_eq!(delta("create") + delta("open_write") + delta("data.write"), 0, "{after:?}");
+        assert!(delta("data.bundle") <= 40, "bundles, not files: {after:?}");
+
+        // The other site sees every file complete (its listing recalls A's lease).
+        let bdir = b.join("burst");
+        let t = Instant::now();
+        let seen = blocking({
+            let bdir = bdir.clone();
+            move || {
+                let mut names: Vec<String> =
+                    std::fs::read_dir(&bdir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+                names.sort();
+                for (i, n) in names.iter().enumerate() {
+                    assert_eq!(n, &format!("f{i:04}"));
+                    assert!(std::fs::read(bdir.join(n)).unwrap() == content(i, 1), "{n} differs at the other site");
+                }
+                names.len()
+            }
+        })
+        .await;
+        assert_eq!(seen, 1000);
+        eprintln!("the other site listed and read the burst in {:?}", t.elapsed());
+        let c = fed.client(Some("site1")).await;
+        let (_, reps) = c.where_is("/burst/f0007").await.unwrap();
+        assert_eq!(reps[0].server.site, "site2", "the burst went to the writer's own site");
+
+        // A new large file in a leased directory travels in a bundle too
+        // (B's listing took the lease on `burst` back: a new directory).
+        let big = pattern(24 << 20, 5);
+        let before = (a.counters.get("data.bundle"), a.counters.get("data.write"));
+        blocking({
+            let (d, data) = (a.join("bigdir"), big.clone());
+            move || std::fs::create_dir(&d).and_then(|_| std::fs::write(d.join("big"), data))
+        })
+        .await
+        .unwrap();
+        assert_eq!(blocking(move || std::fs::read(bdir.join("../bigdir/big"))).await.unwrap(), big);
+        assert!(a.counters.get("data.bundle") > before.0);
+        assert_eq!(a.counters.get("data.write"), before.1, "no per-file write session");
+
+        // With bundling off, every file goes to the meta server.
+        let n = TestMount::new(&fed, Some("site2"), "/", "nobundle").await;
+        let before = n.counters.get("create");
+        blocking({
+            let d = n.join("plain");
+            move || {
+                std::fs::create_dir(&d).unwrap();
+                for i in 0..20 {
+                    std::fs::write(d.join(format!("p{i}")), b"x").unwrap();
+                }
+            }
+        })
+        .await;
+        assert_eq!(n.counters.get("create") - before, 20);
+        assert_eq!(n.counters.get("data.bundle"), 0);
+        n.unmount().await;
+        a.unmount().await;
+        b.unmount().await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_mounts_creating_the_same_names_one_wins_the_other_gets_eexist() {
+    if !enabled("two_mounts_creating_the_same_names_one_wins_the_other_gets_eexist") {
+        return;
+    }
+    with_timeout(300, async {
+        let fed = ProcFederation::up(2).await;
+        let a = TestMount::new(&fed, Some("site1"), "/", "").await;
+        let b = TestMount::new(&fed, Some("site2"), "/", "").await;
+        blocking({
+            let d = a.join("race");
+            move || std::fs::create_dir(d)
+        })
+        .await
+        .unwrap();
+        let names: Vec<String> = (0..60).map(|i| format!("n{i}")).collect();
+        let run = |root: PathBuf, tag: &'static [u8], names: Vec<String>| {
+            std::thread::spawn(move || {
+                names
+                    .iter()
+                    .map(|n| {
+                        let r = std::fs::OpenOptions::new().write(true).create_new(true).open(root.join("race").join(n));
+                        match r {
+                            Ok(mut f) => {
+                                f.write_all(tag).unwrap();
+                                drop(f);
+                                Ok(())
+                            }
+                            Err(e) => Err(e.raw_os_error()),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        let (ta, tb) = (run(a.path.clone(), b"from a", names.clone()), run(b.path.clone(), b"from b", names.clone()));
+        let (ra, rb) = blocking(move || (ta.join().unwrap(), tb.join().unwrap())).await;
+        let c = fed.client(None).await;
+        for (i, n) in names.iter().enumerate() {
+            let winner: &[u8] = match (&ra[i], &rb[i]) {
+                (Ok(()), Err(Some(libc::EEXIST))) => b"from a",
+                (Err(Some(libc::EEXIST)), Ok(())) => b"from b",
+                other => panic!("{n}: exactly one create must succeed and the other get EEXIST: {other:?}"),
+            };
+            // Visible with the winner's contents (A's are committed by the
+            // recall that B's create caused, or by the bundle timer).
+            let t = Instant::now();
+            loop {
+                match c.get_bytes(&format!("/race/{n}")).await {
+                    Ok(got) if got == winner => break,
+                    other => {
+                        assert!(t.elapsed() < Duration::from_secs(10), "{n}: {other:?}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+        let wins_a = ra.iter().filter(|r| r.is_ok()).count();
+        eprintln!("a won {wins_a} of {}, b {}", names.len(), names.len() - wins_a);
+        a.unmount().await;
+        b.unmount().await;
+    })
+    .await
+}
+
+/// A mount served by a `renkei mount -f` child process (to kill -9).
+struct ChildMount {
+    child: std::process::Child,
+    path: PathBuf,
+}
+
+impl ChildMount {
+    fn kill9(&mut self) {
+        // SAFETY: killing our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.wait();
+        let _ = Command::new(bin_dir().join("renkei")).arg("umount").arg(&self.path).output();
+        let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&self.path).output();
+    }
+}
+
+impl Drop for ChildMount {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.kill9();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_loses_nothing_fsync_acknowledged_and_tears_nothing() {
+    if !enabled("kill_9_loses_nothing_fsync_acknowledged_and_tears_nothing") {
+        return;
+    }
+    with_timeout(300, async {
+        let fed = ProcFederation::up(1).await;
+        let tmp = tempfile::tempdir().unwrap();
+        for round in 0..3u64 {
+            let mut m = blocking({
+                let (dir, cfg) = (tmp.path().join(format!("m{round}")), fed.state.client_config.clone());
+                move || ChildMount::start(&cfg, &dir)
+            })
+            .await;
+            let root = m.path.clone();
+            let durable = format!("durable{round}");
+            let volatile = format!("volatile{round}");
+            // Files fsynced one by one, then a stream of files never fsynced,
+            // killed at a different moment each round.
+            let synced = blocking({
+                let d = root.join(&durable);
+                move || {
+                    std::fs::create_dir(&d).unwrap();
+                    for i in 0..40 {
+                        let mut f = std::fs::File::create(d.join(format!("s{i}"))).unwrap();
+                        f.write_all(&content(i, round)).unwrap();
+                        f.sync_all().unwrap();
+                    }
+                    40
+                }
+            })
+            .await;
+            let writer = std::thread::spawn({
+                let d = root.join(&volatile);
+                move || {
+                    let _ = std::fs::create_dir(&d);
+                    let mut closed = 0;
+                    for i in 0..100_000 {
+                        let r = std::fs::write(d.join(format!("v{i}")), content(i, round + 100));
+                        if r.is_err() {
+                            break;
+                        }
+                        closed += 1;
+                    }
+                    closed
+                }
+            });
+            tokio::time::sleep(Duration::from_millis(150 + 200 * round)).await;
+            blocking(move || m.kill9()).await;
+            let closed = blocking(move || writer.join().unwrap()).await;
+            eprintln!("round {round}: {synced} files fsynced, {closed} closed without fsync, then kill -9");
+            assert!(closed > 0, "the writer got going before the kill");
+
+            let c = fed.client(None).await;
+            for i in 0..synced {
+                let got = c.get_bytes(&format!("/{durable}/s{i}")).await.expect("fsynced file present");
+                assert!(got == content(i, round), "fsynced file {i} differs");
+            }
+            let listed = c.list(&format!("/{volatile}")).await.map(|l| l.len()).unwrap_or(0);
+            let mut present = 0;
+            for e in c.list(&format!("/{volatile}")).await.unwrap_or_default() {
+                let i: usize = e.name[1..].parse().expect("only files the writer made");
+                let got = c.get_bytes(&format!("/{volatile}/{}", e.name)).await.expect("listed file readable");
+                assert!(got == content(i, round + 100), "{} is torn: {} bytes", e.name, got.len());
+                present += 1;
+            }
+            eprintln!("round {round}: {present} of {listed} unsynced files survived, each complete");
+        }
+    })
+    .await
+}
+
+impl ChildMount {
+    fn start(cfg: &Path, dir: &Path) -> ChildMount {
+        let path = dir.join("mnt");
+        std::fs::create_dir_all(&path).unwrap();
+        let spill = dir.join("spill");
+        std::fs::create_dir_all(&spill).unwrap();
+        let log = std::fs::File::create(dir.join("mount.log")).unwrap();
+        let child = Command::new(bin_dir().join("renkei"))
+            .env("RENKEI_CONFIG", cfg)
+            .args(["mount", "-f", "-o"])
+            .arg(format!("spill_dir={}", spill.display()))
+            .arg("/")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("renkei mount");
+        let t = Instant::now();
+        while !in_mount_table(&path) {
+            assert!(t.elapsed() < Duration::from_secs(20), "mount did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ChildMount { child, path }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_file_server_is_enospc_at_close_not_lost_data() {
+    if !enabled("a_full_file_server_is_enospc_at_close_not_lost_data") {
+        return;
+    }
+    with_timeout(300, async {
+        let fed = ProcFederation::up(1).await;
+        // A 24 MiB spool: stop the server, put a tmpfs under it, start it.
+        fed.kill("pop1");
+        let spool = fed.dir().join("spool").join("pop1");
+        let _ = std::fs::remove_dir_all(&spool);
+        std::fs::create_dir_all(&spool).unwrap();
+        let out = Command::new("mount").args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"]).arg(&spool).output().unwrap();
+        assert!(out.status.success(), "mount tmpfs: {}", String::from_utf8_lossy(&out.stderr));
+        let _unmount = TmpfsGuard(spool.clone());
+        fed.restart().await;
+        let m = TestMount::new(&fed, None, "/", "").await;
+        let dir = m.join("full");
+        let results = blocking({
+            let dir = dir.clone();
+            move || {
+                std::fs::create_dir(&dir).unwrap();
+                let mut results = Vec::new();
+                for i in 0..60 {
+                    let err = write_and_close(&dir.join(format!("m{i}")), &pattern(1 << 20, i)).err();
+                    results.push(err);
+                    if err.is_some() {
+                        break;
+                    }
+                }
+                results
+            }
+        })
+        .await;
+        let ok = results.iter().filter(|r| r.is_none()).count();
+        eprintln!("{ok} files of 1 MiB closed, then {:?}", results.last());
+        assert_eq!(results.last(), Some(&Some(libc::ENOSPC)), "running out of space is ENOSPC at close: {results:?}");
+        assert!(ok >= 5, "files fit before the spool filled up");
+        m.unmount().await;
+        let c = fed.client(None).await;
+        for i in 0..ok {
+            let got = c.get_bytes(&format!("/full/m{i}")).await.expect("a file whose close succeeded is there");
+            assert!(got == pattern(1 << 20, i as u64), "m{i} differs");
+        }
+        drop(fed);
+    })
+    .await
+}
+
+/// Write a file and close it, reporting what close(2) says (which
+/// `std::fs::write` ignores): the errno of the first failure.
+fn write_and_close(p: &Path, data: &[u8]) -> Result<(), i32> {
+    use std::os::fd::IntoRawFd;
+    let mut f = std::fs::File::create(p).map_err(|e| e.raw_os_error().unwrap_or(-1))?;
+    f.write_all(data).map_err(|e| e.raw_os_error().unwrap_or(-1))?;
+    let fd = f.into_raw_fd();
+    // SAFETY: closing the descriptor we own.
+    if unsafe { libc::close(fd) } != 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1));
+    }
+    Ok(())
+}
+
+/// Unmounts a tmpfs when dropped (after the server using it stopped).
+struct TmpfsGuard(PathBuf);
+
+impl Drop for TmpfsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+    }
+}
