@@ -33,7 +33,6 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, RwLock, RwLockReadGuard};
 
-
 /// The lease table and its waiters.
 pub struct DirLeases {
     boot: u64,
@@ -116,24 +115,15 @@ impl DirLeases {
 
     /// Wait until no other session's lease stands in the way of `req` (see
     /// the module docs).
-    pub async fn admit(
-        &self,
-        ns: &Namespace,
-        cbs: &Callbacks,
-        session: SessionId,
-        req: &MetaRequest,
-    ) -> Admitted<'_> {
+    pub async fn admit(&self, ns: &Namespace, cbs: &Callbacks, session: SessionId, req: &MetaRequest) -> Admitted<'_> {
         if matches!(req, MetaRequest::LeaseDir(_) | MetaRequest::ReleaseDirs { .. } | MetaRequest::Subscribe) {
             // Served under the gate's write side (or touching nothing).
             return None;
         }
         let acting = match req {
-            MetaRequest::CommitBundle(b) => b
-                .cap
-                .peek()
-                .filter(|c| c.access == Access::Bundle)
-                .map(|c| self.session_of(c.gen))
-                .unwrap_or(0),
+            MetaRequest::CommitBundle(b) => {
+                b.cap.peek().filter(|c| c.access == Access::Bundle).map(|c| self.session_of(c.gen)).unwrap_or(0)
+            }
             _ => session,
         };
         let started = Instant::now();
@@ -291,11 +281,9 @@ pub fn touched(ns: &Namespace, req: &MetaRequest) -> Vec<Ino> {
         Q::ReadDir { ino, .. } | Q::GetAttr { ino } | Q::SetAttr { ino, .. } => vec![*ino],
         Q::Link { new_parent, .. } => vec![*new_parent],
         Q::Rmdir { parent, name } => std::iter::once(*parent).chain(child(*parent, name)).collect(),
-        Q::Rename { parent, name, new_parent, new_name, .. } => [*parent, *new_parent]
-            .into_iter()
-            .chain(child(*parent, name))
-            .chain(child(*new_parent, new_name))
-            .collect(),
+        Q::Rename { parent, name, new_parent, new_name, .. } => {
+            [*parent, *new_parent].into_iter().chain(child(*parent, name)).chain(child(*new_parent, new_name)).collect()
+        }
         Q::Resolve { path } => {
             let mut out = vec![ROOT_INO];
             let mut cur = ROOT_INO;

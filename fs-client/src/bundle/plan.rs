@@ -138,9 +138,10 @@ impl Planner {
         self.place.insert(ino, id);
         self.parent.insert(ino, parent);
         self.members.entry(id).or_default().push(ino);
-        let full = self.forming.as_ref().is_some_and(|f| {
-            f.items.len() >= self.limits.max_files || f.bytes >= self.limits.max_bytes
-        });
+        let full = self
+            .forming
+            .as_ref()
+            .is_some_and(|f| f.items.len() >= self.limits.max_files || f.bytes >= self.limits.max_bytes);
         if full {
             self.seal();
         }

@@ -85,7 +85,10 @@ pub async fn ship(
         if let Err(e) = &sent {
             if e.starts_with("source") {
                 let _ = send.reset(quic_codes::IO);
-                return Err(ClientError::Local { path: "bundle source".into(), source: std::io::Error::other(e.clone()) });
+                return Err(ClientError::Local {
+                    path: "bundle source".into(),
+                    source: std::io::Error::other(e.clone()),
+                });
             }
         }
         let answer = reply::<ServerResponse>(&mut recv).await;

@@ -35,7 +35,12 @@ fn local_err(p: &Path, e: std::io::Error) -> ClientError {
 
 /// The local tree: directories (parents first) and regular files, each
 /// with its remote path and permission bits.
-fn walk(dir: &Path, remote: &str, dirs: &mut Vec<(String, u32)>, files: &mut Vec<(PathBuf, String, u32, u64)>) -> Result<()> {
+fn walk(
+    dir: &Path,
+    remote: &str,
+    dirs: &mut Vec<(String, u32)>,
+    files: &mut Vec<(PathBuf, String, u32, u64)>,
+) -> Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| local_err(dir, e))?
         .collect::<std::io::Result<Vec<_>>>()
@@ -139,7 +144,11 @@ pub async fn put_tree(client: &Client, local: &Path, root: &str, on_bytes: OnByt
         let ino = inos.take(total).await?;
         dir_ino.insert(d.clone(), ino);
         fresh.insert(d.clone(), true);
-        jobs.push(Job { remote: d.clone(), entry: entry(pino, &name, ino, FileKind::Directory, *perm, 0, now), source: None });
+        jobs.push(Job {
+            remote: d.clone(),
+            entry: entry(pino, &name, ino, FileKind::Directory, *perm, 0, now),
+            source: None,
+        });
     }
     let nfiles = files.len() as u64;
     let bytes: u64 = files.iter().map(|f| f.3).sum();

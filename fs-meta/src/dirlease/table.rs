@@ -90,7 +90,11 @@ impl Table {
                     out.push(Conflict::Recall { dir, holder: l.holder });
                 }
                 Some(at) if now.duration_since(at) >= timeout => {
-                    tracing::warn!(dir, holder = l.holder, "lease holder did not give the directory back; lease broken");
+                    tracing::warn!(
+                        dir,
+                        holder = l.holder,
+                        "lease holder did not give the directory back; lease broken"
+                    );
                     self.leases.remove(&dir);
                 }
                 Some(at) => out.push(Conflict::Wait { dir, until: at + timeout }),

@@ -26,7 +26,8 @@ impl Namespace {
                 .and_then(|v| v.try_into().ok().map(u64::from_be_bytes))
                 .ok_or_else(|| err(ErrorCode::Internal, "inode counter missing"))?;
             t.put_raw(keys::NEXT_INO.to_vec(), (first + count).to_be_bytes().to_vec());
-            let rec = InoLeaseRecord { count, principal: principal.to_string(), granted_ms: Timestamp::now().as_millis() };
+            let rec =
+                InoLeaseRecord { count, principal: principal.to_string(), granted_ms: Timestamp::now().as_millis() };
             t.put(keys::ino_lease(first), &rec);
             Ok(InoRange { first, count })
         })

@@ -126,7 +126,8 @@ async fn two_mounts_creating_the_same_names_one_wins_the_other_gets_eexist() {
                 names
                     .iter()
                     .map(|n| {
-                        let r = std::fs::OpenOptions::new().write(true).create_new(true).open(root.join("race").join(n));
+                        let r =
+                            std::fs::OpenOptions::new().write(true).create_new(true).open(root.join("race").join(n));
                         match r {
                             Ok(mut f) => {
                                 f.write_all(tag).unwrap();

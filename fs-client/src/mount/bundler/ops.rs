@@ -315,7 +315,13 @@ impl Inner {
     }
 
     /// mkdir in a leased directory (the new directory is leased too).
-    pub async fn local_mkdir(&self, cred: Option<&Cred>, parent: Ino, name: &str, mode: u32) -> Option<Op<(Attr, Duration)>> {
+    pub async fn local_mkdir(
+        &self,
+        cred: Option<&Cred>,
+        parent: Ino,
+        name: &str,
+        mode: u32,
+    ) -> Option<Op<(Attr, Duration)>> {
         if !self.bundler.enabled() || cred.is_some() || !self.ensure_lease(parent).await {
             return None;
         }

@@ -330,9 +330,9 @@ impl LocalState {
                 Some(i) if self.dirs.contains_key(&i) => b.release.push(i),
                 Some(_) => {}
                 None if self.dirs.contains_key(&p) => {}
-                None => b
-                    .release
-                    .extend(self.dirs.keys().filter(|d| self.nodes.values().any(|x| x.parent == **d)).copied()),
+                None => {
+                    b.release.extend(self.dirs.keys().filter(|d| self.nodes.values().any(|x| x.parent == **d)).copied())
+                }
             }
         };
         match req {
