@@ -32,6 +32,8 @@ pub const RESERVE_MARGIN: u64 = 1 << 20;
 const BATCH: usize = 1 << 20;
 
 type R<T> = Result<T, RemoteError>;
+/// A file the disk thread is sealing: its size and hash when done.
+type Sealing = oneshot::Receiver<Result<(u64, Hash), ReplicaError>>;
 
 /// Disk space reserved by connections of bundling clients.
 #[derive(Default)]
@@ -220,7 +222,7 @@ async fn bundle(
     let gone = || RemoteError::new(ErrorCode::Internal, "disk thread stopped");
     // Per entry: Ok(Some(receiver)) for a file being stored, Ok(None) for
     // nothing to store, Err for a refused entry.
-    let mut stored: Vec<R<Option<oneshot::Receiver<Result<(u64, Hash), ReplicaError>>>>> = Vec::new();
+    let mut stored: Vec<R<Option<Sealing>>> = Vec::new();
     let mut cost = 0u64;
     for e in entries {
         let ok = check_entry(e);

@@ -181,7 +181,6 @@ pub async fn mount(config: ClientConfig, opts: MountOptions) -> Result<Mounted, 
         remote.clone(),
         counters.clone(),
         cache.clone(),
-        crate::bundle::plan::Limits::default(),
     );
     remote.set_bundler(&bundler);
     bundler.start();

@@ -110,7 +110,6 @@ impl Bundler {
         remote: Remote,
         counters: Arc<Counters>,
         cache: Arc<super::cache::Cache>,
-        limits: Limits,
     ) -> Arc<Self> {
         Arc::new(Bundler {
             enabled,
@@ -121,7 +120,7 @@ impl Bundler {
             counters,
             cache,
             shared: Mutex::new(Shared {
-                local: LocalState::new(limits),
+                local: LocalState::new(Limits::default()),
                 deferred_perm: HashMap::new(),
                 waiters: HashMap::new(),
                 sync_handles: HashSet::new(),

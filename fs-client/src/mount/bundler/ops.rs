@@ -76,15 +76,15 @@ impl Inner {
         if !self.bundler.enabled() {
             return None;
         }
-        let names = self.bundler.with(|l| l.listing(dir))?;
-        let mut out = Vec::with_capacity(names.len());
+        let mut out = self.bundler.with(|l| l.listing(dir))?;
         let mut missing = Vec::new();
-        for (name, ino, kind, local) in names {
-            let attr = local.or_else(|| self.cache.attr(ino).map(|(a, _)| a));
-            if attr.is_none() {
-                missing.push(out.len());
+        for (i, e) in out.iter_mut().enumerate() {
+            if e.attr.is_none() {
+                e.attr = self.cache.attr(e.ino).map(|(a, _)| a);
             }
-            out.push(DirEntry { name, ino, kind, attr });
+            if e.attr.is_none() {
+                missing.push(i);
+            }
         }
         for chunk in missing.chunks(4096) {
             let reqs = chunk.iter().map(|&i| MetaRequest::GetAttr { ino: out[i].ino }).collect();

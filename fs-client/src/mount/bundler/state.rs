@@ -8,7 +8,7 @@ use crate::bundle::plan::{Limits, Planner};
 use crate::bundle::ship::Source;
 use fs_proto::bundle::InoRange;
 use fs_proto::meta::MetaRequest;
-use fs_proto::{Attr, FileKind, Ino};
+use fs_proto::{Attr, DirEntry, FileKind, Ino};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Instant, SystemTime};
 
@@ -279,15 +279,20 @@ impl LocalState {
     }
 
     /// The names of leased `dir`, each with the local attributes when it is
-    /// a local entry.
-    pub fn listing(&self, dir: Ino) -> Option<Vec<(String, Ino, FileKind, Option<Attr>)>> {
+    /// a local entry (`attr` None: a committed entry, attributes elsewhere).
+    pub fn listing(&self, dir: Ino) -> Option<Vec<DirEntry>> {
         let d = self.leased(dir)?;
         let mut v: Vec<_> = d
             .names
             .iter()
-            .map(|(name, (ino, kind))| (name.clone(), *ino, *kind, self.nodes.get(ino).map(|n| n.attr.clone())))
+            .map(|(name, (ino, kind))| DirEntry {
+                name: name.clone(),
+                ino: *ino,
+                kind: *kind,
+                attr: self.nodes.get(ino).map(|n| n.attr.clone()),
+            })
             .collect();
-        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v.sort_by(|a, b| a.name.cmp(&b.name));
         Some(v)
     }
 
@@ -462,7 +467,7 @@ mod tests {
         assert!(matches!(s.lookup(1, "new"), Some(Found::Local(a)) if a.ino == 100));
         assert_eq!(s.lookup(1, "nope"), Some(Found::Absent), "a name nobody has is known absent");
         assert_eq!(s.lookup(2, "x"), None, "not leased: ask the meta server");
-        assert_eq!(s.listing(1).unwrap().iter().map(|e| e.0.as_str()).collect::<Vec<_>>(), ["new", "old"]);
+        assert_eq!(s.listing(1).unwrap().iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["new", "old"]);
         s.dirs.get_mut(&1).unwrap().recalling = true;
         assert_eq!(s.lookup(1, "old"), None, "nothing is answered locally while giving the lease back");
         assert_eq!(s.take_ino(), Some(101));
