@@ -62,6 +62,9 @@ pub struct Callbacks {
     lease: Duration,
     order: RwLock<()>,
     state: Mutex<State>,
+    /// Bumped whenever a session ends, so that whoever waits on a session
+    /// (a directory lease recall) stops waiting at once.
+    ended: tokio::sync::watch::Sender<u64>,
 }
 
 fn root() -> Caller {
@@ -71,7 +74,12 @@ fn root() -> Caller {
 impl Callbacks {
     /// A table granting leases of `lease`.
     pub fn new(lease: Duration) -> Self {
-        Callbacks { lease, order: RwLock::new(()), state: Mutex::new(State { next_id: 1, ..Default::default() }) }
+        Callbacks {
+            lease,
+            order: RwLock::new(()),
+            state: Mutex::new(State { next_id: 1, ..Default::default() }),
+            ended: tokio::sync::watch::channel(0).0,
+        }
     }
 
     /// How long a lease lasts.
@@ -95,7 +103,14 @@ impl Callbacks {
 
     /// End a session (its leases are swept later).
     pub fn unsubscribe(&self, id: SessionId) {
-        self.state().sessions.remove(&id);
+        if self.state().sessions.remove(&id).is_some() {
+            self.ended.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// Changes each time a session ends.
+    pub fn endings(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.ended.subscribe()
     }
 
     /// Number of live sessions.

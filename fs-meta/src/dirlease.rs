@@ -131,6 +131,7 @@ impl DirLeases {
         let mut dirs: Option<Vec<Ino>> = None;
         loop {
             let mut changed = self.version.subscribe();
+            let mut endings = cbs.endings();
             let conflicts = {
                 let mut t = self.table();
                 if !t.any_other(acting) {
@@ -170,7 +171,15 @@ impl DirLeases {
                 }
             }
             let until = tokio::time::Instant::from_std(until.min(give_up));
-            let _ = tokio::time::timeout_at(until, changed.changed()).await;
+            // A release, or the end of any session (a holder's end frees
+            // its leases), is worth looking again.
+            let _ = tokio::time::timeout_at(until, async {
+                tokio::select! {
+                    _ = changed.changed() => {}
+                    _ = endings.changed() => {}
+                }
+            })
+            .await;
         }
     }
 
