@@ -145,7 +145,17 @@ async fn read_only_spool_shows_a_failing_write_check_on_the_page_and_in_renkei_h
         assert_eq!(pop(&page, "pop1").expect("pop1")["checks"], "ok");
         browser.screenshot("monitoring-read-only-spool.png").await;
 
-        let hosts = fed.renkei_ok(None, &["hosts"]);
+        // The check's report reaches the page at once; `renkei hosts` shows
+        // the problems of the server's next heartbeat.
+        let t = std::time::Instant::now();
+        let hosts = loop {
+            let hosts = fed.renkei_ok(None, &["hosts"]);
+            let line = hosts.lines().find(|l| l.starts_with("pop2")).expect("pop2 in renkei hosts");
+            if line.contains("check write failed") || t.elapsed() > Duration::from_secs(30) {
+                break hosts;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
         let line = hosts.lines().find(|l| l.starts_with("pop2")).expect("pop2 in renkei hosts");
         assert!(line.contains("check write failed: cannot write a probe replica"), "{hosts}");
         assert!(line.contains("Read-only file system"), "{hosts}");
