@@ -139,9 +139,15 @@ async fn killed_mount_process_leaves_no_stale_mount_after_umount() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let data = pattern(200_000, 3);
+        // Committed means fsync returned: a close alone may still sit in a
+        // bundle (see mount/bundle.rs), which a killed mount loses whole.
         blocking({
             let (p, d) = (mp.join("committed.bin"), data.clone());
-            move || std::fs::write(p, d)
+            move || {
+                let mut f = std::fs::File::create(p)?;
+                std::io::Write::write_all(&mut f, &d)?;
+                f.sync_all()
+            }
         })
         .await
         .unwrap();
