@@ -11,6 +11,7 @@ use crate::perm::{Caller, R, S_ISGID, S_ISUID, W, X};
 use crate::record::{DentryRecord, GcRecord, InodeRecord, ReplicaRecord};
 use crate::txn::{Txn, TxnError};
 use fs_proto::meta::{RenameFlags, SetAttr, TimeSet, XattrFlags};
+use fs_proto::meta::{READDIR_MAX_ENTRIES, READDIR_PAGE_BYTES};
 use fs_proto::{Attr, DirEntry, ErrorCode, FileKind, Gen, Hash, Ino, RemoteError, Timestamp, MAX_NAME, ROOT_INO};
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -136,7 +137,10 @@ impl Namespace {
         })
     }
 
-    /// A page of a directory, sorted by name.
+    /// A page of a directory, sorted by name: at most `limit` entries (up to
+    /// [`READDIR_MAX_ENTRIES`]) and about [`READDIR_PAGE_BYTES`] of them.
+    /// With `plus`, each entry carries the child's attributes and the names
+    /// of its xattrs.
     pub fn readdir(
         &self,
         c: &Caller,
@@ -156,33 +160,43 @@ impl Namespace {
             }
             None => prefix.clone(),
         };
-        let limit = limit.clamp(1, 10_000) as usize;
+        let limit = limit.clamp(1, READDIR_MAX_ENTRIES) as usize;
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         let mut more = false;
         for kv in self.tree.range(start..) {
             let (k, v) = kv.map_err(TxnError::from)?;
             if !k.starts_with(&prefix) {
                 break;
             }
-            if out.len() == limit {
+            if out.len() == limit || bytes >= READDIR_PAGE_BYTES {
                 more = true;
                 break;
             }
             let Some(name) = keys::dentry_name(&k) else { continue };
             let d: DentryRecord = crate::record::decode(&v).map_err(TxnError::from)?;
-            let attr = if plus {
-                self.tree
-                    .get(keys::inode(d.ino))
-                    .map_err(TxnError::from)?
-                    .map(|v| crate::record::decode::<InodeRecord>(&v).map(|r| r.attr(d.ino)))
-                    .transpose()
-                    .map_err(TxnError::from)?
-            } else {
-                None
-            };
-            out.push(DirEntry { name: name.to_string(), ino: d.ino, kind: d.kind, attr });
+            let (attr, xattrs) = if plus { self.entry_plus(d.ino)? } else { (None, None) };
+            let e = DirEntry { name: name.to_string(), ino: d.ino, kind: d.kind, attr, xattrs };
+            bytes += entry_size(&e);
+            out.push(e);
         }
         Ok((out, more))
+    }
+
+    /// Attributes and xattr names of a child, read outside a transaction
+    /// (a listing is not atomic; each entry is).
+    fn entry_plus(&self, ino: Ino) -> R<(Option<Attr>, Option<Vec<String>>)> {
+        let Some(v) = self.tree.get(keys::inode(ino)).map_err(TxnError::from)? else { return Ok((None, None)) };
+        let attr = crate::record::decode::<InodeRecord>(&v).map_err(TxnError::from)?.attr(ino);
+        let prefix = keys::xattr_prefix(ino);
+        let mut names = Vec::new();
+        for k in self.tree.scan_prefix(&prefix).keys() {
+            let k = k.map_err(TxnError::from)?;
+            if let Ok(n) = std::str::from_utf8(&k[prefix.len()..]) {
+                names.push(n.to_string());
+            }
+        }
+        Ok((Some(attr), Some(names)))
     }
 
     /// Target of a symlink.
@@ -1026,4 +1040,11 @@ fn touch_dirs(t: &mut Txn<'_>, a: Ino, b: Ino, now: Timestamp) -> R<()> {
         t.put(keys::inode(ino), &d);
     }
     Ok(())
+}
+
+/// An upper estimate of an entry's encoded size (postcard: varints, and a
+/// length before each string).
+fn entry_size(e: &DirEntry) -> usize {
+    let strings = |v: &Option<Vec<String>>| v.iter().flatten().map(|n| n.len() + 3).sum::<usize>();
+    e.name.len() + 16 + e.attr.as_ref().map_or(0, |a| 120 + a.hash.map_or(0, |_| 32)) + strings(&e.xattrs)
 }

@@ -37,6 +37,7 @@
 //! - [`entries`], [`dirs`], [`xattr`]: namespace operations.
 //! - [`files`], [`io`], [`reader`], [`dirty`], [`commit`], [`upload`]: file
 //!   contents.
+//! - [`prefetch`]: small files of a directory fetched in bundles on read.
 //! - [`bundler`]: small-file bundling under directory write leases.
 
 pub mod bundler;
@@ -53,6 +54,7 @@ pub mod inodes;
 pub mod io;
 pub mod notify;
 pub mod options;
+pub mod prefetch;
 pub mod reader;
 pub mod remote;
 pub mod subscription;
@@ -146,6 +148,16 @@ pub async fn mount(config: ClientConfig, opts: MountOptions) -> Result<Mounted, 
         .parse()
         .map_err(|e| ClientError::Config(format!("{e}")))?;
     let endpoint = client_endpoint(bind, &tls, &config.transport)?;
+    mount_on(config, opts, endpoint).await
+}
+
+/// [`mount`] over an endpoint made by the caller (e.g. one whose socket
+/// lives in another network namespace, as the WAN test bed's sites do).
+pub async fn mount_on(
+    config: ClientConfig,
+    opts: MountOptions,
+    endpoint: quinn::Endpoint,
+) -> Result<Mounted, ClientError> {
     let dialer = Dialer::new(endpoint, opts.call_timeout.min(Duration::from_secs(3)));
     let counters = Arc::new(Counters::default());
     let cache = Arc::new(cache::Cache::default());
@@ -185,12 +197,14 @@ pub async fn mount(config: ClientConfig, opts: MountOptions) -> Result<Mounted, 
     );
     remote.set_bundler(&bundler);
     bundler.start();
+    let prefetch = Arc::new(prefetch::Prefetch::default());
     let subscription = tokio::spawn(subscription::run(
         remote.clone(),
         cache.clone(),
         notes.clone(),
         counters.clone(),
         bundler.clone(),
+        prefetch.clone(),
     ));
 
     let inner = Arc::new(fs::Inner {
@@ -207,6 +221,7 @@ pub async fn mount(config: ClientConfig, opts: MountOptions) -> Result<Mounted, 
         rt: tokio::runtime::Handle::current(),
         opts: opts.clone(),
         bundler,
+        prefetch,
     });
     let mut fcfg = fuser::Config::default();
     fcfg.mount_options = vec![

@@ -5,6 +5,8 @@
 //!
 //! Gated by `RENKEI_TEST_NETNS=1` (root).
 
+mod listing;
+
 use bench::wan::{preset, LinkParams, SiteSpec, Topology, Wan};
 use bench::wanfed::{WanFedSpec, WanFederation};
 use std::time::{Duration, Instant};

@@ -84,7 +84,7 @@ impl Inner {
             if attr.is_none() {
                 missing.push(out.len());
             }
-            out.push(DirEntry { name, ino, kind, attr });
+            out.push(DirEntry { name, ino, kind, attr, xattrs: None });
         }
         for chunk in missing.chunks(4096) {
             let reqs = chunk.iter().map(|&i| MetaRequest::GetAttr { ino: out[i].ino }).collect();
