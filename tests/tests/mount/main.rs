@@ -8,6 +8,7 @@ mod coherence;
 mod common;
 mod pjdfstest;
 mod posix;
+mod prefetch;
 mod restart;
 mod tools;
 mod warm;

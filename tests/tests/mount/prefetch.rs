@@ -1,0 +1,69 @@
+//! Small-file prefetch on read (issue 5): reading the small files of a
+//! directory through the mount moves them in bundles (one `ReadMany` per
+//! bundle), contents verified, and close-to-open still holds for a file
+//! another client changes after it was prefetched.
+
+use crate::common::{blocking, enabled, sh, TestMount};
+use fs_client::mount::prefetch::BUNDLE_FILES;
+use tests::procs::ProcFederation;
+use tests::{pattern, with_timeout};
+
+const FILES: usize = 200;
+/// Files read before another client changes [`CHANGED`].
+const SPLIT: usize = 66;
+const CHANGED: usize = 100;
+
+fn contents(i: usize, version: u64) -> Vec<u8> {
+    pattern(1000 + (i * 397) % 30_000, i as u64 * 10 + version)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn small_files_are_read_in_bundles_and_close_to_open_holds() {
+    if !enabled("small_files_are_read_in_bundles_and_close_to_open_holds") {
+        return;
+    }
+    with_timeout(300, async {
+        let fed = ProcFederation::up(1).await;
+        let c = fed.client(None).await;
+        c.mkdir("/small", false, 0o755).await.unwrap();
+        for i in 0..FILES {
+            c.put_bytes(&contents(i, 1), &format!("/small/f{i:04}")).await.unwrap();
+        }
+        let m = TestMount::new(&fed, None, "/", "").await;
+        let d = m.join("small");
+        let listed = sh(&d, "ls | wc -l").await;
+        assert_eq!(listed.trim(), FILES.to_string());
+
+        let read = |from: usize, to: usize| {
+            let d = d.clone();
+            blocking(move || (from..to).map(|i| std::fs::read(d.join(format!("f{i:04}")))).collect::<Vec<_>>())
+        };
+        let before = m.counters.snapshot();
+        // Reading f0064 fetches the second bundle (f0064..f0127).
+        let first = read(0, SPLIT).await;
+        for (i, got) in first.into_iter().enumerate() {
+            assert!(got.expect("read") == contents(i, 1), "f{i:04} read wrong");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        // f0100 is held by the mount, not read yet; another client now
+        // writes a new generation of it.
+        c.put_bytes(&contents(CHANGED, 2), &format!("/small/f{CHANGED:04}")).await.unwrap();
+        let second = read(SPLIT, FILES).await;
+        for (k, got) in second.into_iter().enumerate() {
+            let i = SPLIT + k;
+            let want = contents(i, if i == CHANGED { 2 } else { 1 });
+            assert!(got.expect("read") == want, "f{i:04} read wrong (changed at another client: {})", i == CHANGED);
+        }
+        let after = m.counters.snapshot();
+        let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+        let (bundles, reads) = (delta("data.read_many"), delta("data.read"));
+        eprintln!("{FILES} small files: {bundles} bundles, {reads} single reads, counters {after:?}");
+        // Every file is opened once (close-to-open: one OpenRead each, the
+        // first of a bundle carrying the grants of the rest).
+        assert!(bundles >= (FILES / BUNDLE_FILES) as u64, "files were not bundled: {after:?}");
+        assert!(bundles + reads <= (FILES / BUNDLE_FILES) as u64 + 4, "data requests per file: {after:?}");
+        assert!(reads <= 2, "only the changed file may be read alone: {after:?}");
+        m.unmount().await;
+    })
+    .await
+}
