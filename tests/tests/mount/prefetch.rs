@@ -1,7 +1,9 @@
 //! Small-file prefetch on read (issue 5): reading the small files of a
 //! directory through the mount moves them in bundles (one `ReadMany` per
 //! bundle), contents verified, and close-to-open still holds for a file
-//! another client changes after it was prefetched.
+//! another client changes after it was prefetched; `cp -r` of a tree out of
+//! a cold mount costs one readdir per directory, one open per file and a
+//! few bundles.
 
 use crate::common::{blocking, enabled, sh, TestMount};
 use fs_client::mount::prefetch::BUNDLE_FILES;
@@ -63,6 +65,45 @@ async fn small_files_are_read_in_bundles_and_close_to_open_holds() {
         assert!(bundles >= (FILES / BUNDLE_FILES) as u64, "files were not bundled: {after:?}");
         assert!(bundles + reads <= (FILES / BUNDLE_FILES) as u64 + 4, "data requests per file: {after:?}");
         assert!(reads <= 2, "only the changed file may be read alone: {after:?}");
+        m.unmount().await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cp_r_out_of_a_cold_mount() {
+    if !enabled("cp_r_out_of_a_cold_mount") {
+        return;
+    }
+    with_timeout(300, async {
+        let fed = ProcFederation::up(1).await;
+        let c = fed.client(None).await;
+        c.mkdir("/tree", false, 0o755).await.unwrap();
+        for d in 0..4 {
+            c.mkdir(&format!("/tree/d{d}"), false, 0o755).await.unwrap();
+            for i in 0..50 {
+                c.put_bytes(&contents(d * 50 + i, 1), &format!("/tree/d{d}/f{i:04}")).await.unwrap();
+            }
+        }
+        let m = TestMount::new(&fed, None, "/", "").await;
+        let out = tempfile::tempdir().unwrap();
+        let before = m.counters.snapshot();
+        sh(out.path(), &format!("cp -r {} copy", m.join("tree").display())).await;
+        let after = m.counters.snapshot();
+        let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+        eprintln!("cp -r of 4 x 50 files from a cold mount: {after:?}");
+        // Per directory one readdir-plus page; per file one open (close-to-
+        // open); the bytes in bundles; no per-file lookup or getattr.
+        assert_eq!(delta("readdir"), 5, "the tree and its 4 directories: {after:?}");
+        assert!(delta("lookup") + delta("getattr") <= 4, "per-file lookups: {after:?}");
+        assert_eq!(delta("open_read") + delta("batch"), 200, "one open per file: {after:?}");
+        assert!(delta("data.read_many") <= 8 && delta("data.read") <= 2, "data requests per file: {after:?}");
+        for d in 0..4 {
+            for i in 0..50 {
+                let got = std::fs::read(out.path().join(format!("copy/d{d}/f{i:04}"))).unwrap();
+                assert!(got == contents(d * 50 + i, 1), "d{d}/f{i:04} copied wrong");
+            }
+        }
         m.unmount().await;
     })
     .await
