@@ -113,7 +113,10 @@ impl Remote {
                 let r = call::<_, MetaResponse>(&conn, &self.peer.name, &msg, self.call_timeout.min(left)).await;
                 Ok::<_, CallError>((r, t))
             };
-            let err = match tokio::time::timeout(left, attempt).await {
+            let sent = Instant::now();
+            let done = tokio::time::timeout(left, attempt).await;
+            self.counters.add_meta_wait(sent.elapsed());
+            let err = match done {
                 Ok(Ok((Ok(r), t))) => {
                     self.down.store(false, Ordering::Relaxed);
                     return (Ok(r), t);
