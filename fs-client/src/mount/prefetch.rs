@@ -14,7 +14,11 @@
 //!
 //! Close-to-open is unchanged: every open still asks the meta server for
 //! the current generation, and a kept body is served only to an open whose
-//! grant names the same inode, generation and hash. Invalidations of an
+//! grant names the same inode, generation and hash. With `-o openlease` an
+//! open of a file whose body is held under a live lease on its attributes
+//! (same generation and hash, no invalidation since) uses the grant the
+//! body came with and sends nothing (AFS-style callbacks: a change made
+//! elsewhere is seen once its invalidation has arrived). Invalidations of an
 //! inode drop its body, losing the subscription drops them all; otherwise
 //! the oldest go first when [`MAX_BYTES`] would be exceeded.
 
@@ -51,6 +55,8 @@ struct Slot {
     hash: Hash,
     size: u64,
     rx: watch::Receiver<Option<Outcome>>,
+    /// The grant the body was fetched under.
+    grant: ReadGrant,
 }
 
 #[derive(Default)]
@@ -194,7 +200,7 @@ impl Prefetch {
                 break;
             }
             let (tx, rx) = watch::channel(None);
-            st.slots.insert(a.ino, Slot { gen: a.gen, hash, size: a.size, rx });
+            st.slots.insert(a.ino, Slot { gen: a.gen, hash, size: a.size, rx, grant: g.clone() });
             st.fifo.push_back(a.ino);
             st.bytes += a.size;
             if st.fifo.len() > 2 * st.slots.len() + 64 {
@@ -229,6 +235,15 @@ impl Prefetch {
             }
         };
         tokio::time::timeout(bound(BUNDLE_BYTES), wait).await.ok().flatten()
+    }
+
+    /// The grant a held (or arriving) body of `ino` at `gen` with `hash`
+    /// was fetched under, for `-o openlease` opens.
+    pub fn grant(&self, ino: Ino, gen: Gen, hash: Option<Hash>) -> Option<ReadGrant> {
+        let st = self.st();
+        let s = st.slots.get(&ino)?;
+        let failed = matches!(*s.rx.borrow(), Some(None));
+        (s.gen == gen && Some(s.hash) == hash && !failed).then(|| s.grant.clone())
     }
 
     /// Drop what is held of `ino` (invalidated).

@@ -115,7 +115,9 @@ impl Remote {
             };
             let sent = Instant::now();
             let done = tokio::time::timeout(left, attempt).await;
-            self.counters.add_meta_wait(sent.elapsed());
+            let waited = sent.elapsed();
+            self.counters.add_meta_wait(waited);
+            tracing::debug!(kind, waited_us = waited.as_micros() as u64, "meta reply");
             let err = match done {
                 Ok(Ok((Ok(r), t))) => {
                     self.down.store(false, Ordering::Relaxed);

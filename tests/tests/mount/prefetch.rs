@@ -108,3 +108,47 @@ async fn cp_r_out_of_a_cold_mount() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_openlease_held_files_open_without_a_request() {
+    if !enabled("with_openlease_held_files_open_without_a_request") {
+        return;
+    }
+    with_timeout(300, async {
+        let fed = ProcFederation::up(1).await;
+        let c = fed.client(None).await;
+        c.mkdir("/small", false, 0o755).await.unwrap();
+        for i in 0..FILES {
+            c.put_bytes(&contents(i, 1), &format!("/small/f{i:04}")).await.unwrap();
+        }
+        let m = TestMount::new(&fed, None, "/", "openlease").await;
+        let d = m.join("small");
+        sh(&d, "ls > /dev/null").await;
+        let read = |from: usize, to: usize| {
+            let d = d.clone();
+            blocking(move || (from..to).map(|i| std::fs::read(d.join(format!("f{i:04}")))).collect::<Vec<_>>())
+        };
+        let before = m.counters.snapshot();
+        for (i, got) in read(0, SPLIT).await.into_iter().enumerate() {
+            assert!(got.expect("read") == contents(i, 1), "f{i:04} read wrong");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        // A held file changed elsewhere: its callback drops what the mount
+        // holds (given time to arrive), so the open asks the meta server.
+        c.put_bytes(&contents(CHANGED, 2), &format!("/small/f{CHANGED:04}")).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        for (k, got) in read(SPLIT, FILES).await.into_iter().enumerate() {
+            let i = SPLIT + k;
+            let want = contents(i, if i == CHANGED { 2 } else { 1 });
+            assert!(got.expect("read") == want, "f{i:04} read wrong (changed at another client: {})", i == CHANGED);
+        }
+        let after = m.counters.snapshot();
+        let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+        eprintln!("{FILES} small files with -o openlease: {after:?}");
+        let opens = delta("open_read") + delta("batch");
+        assert!(opens <= (FILES / BUNDLE_FILES) as u64 + 4, "opens went to the meta server: {after:?}");
+        assert!(delta("data.read_many") + delta("data.read") <= (FILES / BUNDLE_FILES) as u64 + 4, "{after:?}");
+        m.unmount().await;
+    })
+    .await
+}

@@ -147,6 +147,7 @@ async fn ls_l_of_10000_entries_over_10ms_rtt() {
     if !tier_enabled("RENKEI_TEST_NETNS", true) || !fuse_enabled() {
         return;
     }
+    tests::init_logs();
     with_timeout(300, async {
         let wan = Wan::start(preset::pair(RTT_MS, Some(1000.0), 0.0).expect("pair")).expect("start the WAN emulator");
         let spec = WanFedSpec {
