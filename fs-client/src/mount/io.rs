@@ -84,7 +84,7 @@ impl Inner {
                 return Ok(g);
             }
         }
-        let extra = if write { Vec::new() } else { self.prefetch.candidates(ino) };
+        let extra = if write || !self.opts.prefetch { Vec::new() } else { self.prefetch.candidates(ino) };
         if extra.is_empty() {
             return match self.call(cred, MetaRequest::OpenRead { ino }).await? {
                 (MetaResponse::Read(g), t) => {

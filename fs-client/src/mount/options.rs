@@ -55,6 +55,9 @@ pub struct MountOptions {
     /// round trip after the writer's close returned). Off by default: every
     /// open asks the meta server.
     pub open_lease: bool,
+    /// Fetch the small files of a listed directory in bundles on read
+    /// (`-o noprefetch` turns it off: one read request per file).
+    pub prefetch: bool,
 }
 
 /// A bad `-o` option.
@@ -85,6 +88,7 @@ impl MountOptions {
             fsname: String::new(),
             bundle: true,
             open_lease: false,
+            prefetch: true,
         }
         .named()
     }
@@ -144,6 +148,8 @@ impl MountOptions {
                 ("nobundle", None) => self.bundle = false,
                 ("openlease", None) => self.open_lease = true,
                 ("noopenlease", None) => self.open_lease = false,
+                ("prefetch", None) => self.prefetch = true,
+                ("noprefetch", None) => self.prefetch = false,
                 // Accepted for compatibility with fstab and sshfs habits.
                 (
                     "default_permissions"

@@ -6,6 +6,8 @@
 //! Gated by `RENKEI_TEST_NETNS=1` (root).
 
 mod listing;
+mod site_mount;
+mod small_reads;
 
 use bench::wan::{preset, LinkParams, SiteSpec, Topology, Wan};
 use bench::wanfed::{WanFedSpec, WanFederation};
