@@ -371,6 +371,24 @@ mod tests {
     }
 
     #[test]
+    fn listing_caches_xattr_names_under_the_attribute_lease() {
+        let c = Cache::default();
+        c.subscribed(1, Duration::from_secs(60));
+        let e = DirEntry {
+            name: "a".into(),
+            ino: 5,
+            kind: FileKind::Regular,
+            attr: Some(attr(5)),
+            xattrs: Some(vec!["user.tag".into()]),
+        };
+        c.put_listing(c.ticket(), 1, &[e]);
+        assert_eq!(c.xattr_list(5).map(|v| v.0), Some(vec!["user.tag".to_string()]));
+        assert!(c.listing(1).is_some_and(|(l, _)| l[0].xattrs.is_none()), "the listing itself stays bare");
+        c.apply(&[Invalidation::Attr { ino: 5 }]);
+        assert!(c.xattr_list(5).is_none(), "a change of the inode drops its xattr names");
+    }
+
+    #[test]
     fn entry_invalidation_drops_name_and_listing() {
         let c = Cache::default();
         c.subscribed(1, Duration::from_secs(60));

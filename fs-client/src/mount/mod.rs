@@ -10,9 +10,14 @@
 //! under leases and kept coherent by invalidations the meta server pushes
 //! ([`subscription`], [`cache`]); a warm `stat` or `ls -l` sends nothing.
 //! The kernel is told of invalidations too ([`notify`]) and caches at most
-//! `attr_timeout` (1 s) on its own. Contents are close-to-open: every open
-//! asks the meta server for the current generation; writes are committed
-//! as a new generation on flush (close), fsync, truncate and unmount.
+//! `attr_timeout` (1 s) on its own. A directory's listing is one
+//! readdir-plus exchange carrying every child's attributes and xattr names,
+//! so a cold `ls -l` sends no request per entry. Contents are
+//! close-to-open: every open asks the meta server for the current
+//! generation (unless `-o openlease`, see [`prefetch`]); writes are
+//! committed as a new generation on flush (close), fsync, truncate and
+//! unmount. Small files of a listed directory are read in bundles, one
+//! `ReadMany` stream each ([`prefetch`]).
 //!
 //! # Identity
 //! See [`idmap`]: by default the certificate's user appears as the local

@@ -357,3 +357,84 @@ async fn read_many(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fs_proto::{Attr, Timestamp};
+
+    fn attr(ino: Ino, size: u64, gen: Gen) -> Attr {
+        let t = Timestamp::default();
+        Attr {
+            ino,
+            kind: FileKind::Regular,
+            perm: 0o644,
+            nlink: 1,
+            uid: 1,
+            gid: 1,
+            size,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+            rdev: 0,
+            gen,
+            hash: Some([gen as u8; 32]),
+            ncopy: 0,
+        }
+    }
+
+    fn entry(ino: Ino, size: u64) -> DirEntry {
+        DirEntry { name: format!("f{ino}"), ino, kind: FileKind::Regular, attr: Some(attr(ino, size, 1)), xattrs: None }
+    }
+
+    fn grant(ino: Ino, size: u64, gen: Gen) -> ReadGrant {
+        let loc = ServerLoc { host: "pop".into(), addr: "127.0.0.1:1".parse().unwrap(), site: "s".into() };
+        let cap = fs_proto::SignedCapability { body: Vec::new(), sig: Vec::new() };
+        ReadGrant { attr: attr(ino, size, gen), replicas: vec![loc], cap: Some(cap) }
+    }
+
+    #[test]
+    fn candidates_follow_the_listing_and_skip_held_and_large_files() {
+        let p = Prefetch::default();
+        let mut list: Vec<DirEntry> = (10..20).map(|i| entry(i, 1000)).collect();
+        list[3] = entry(13, SMALL + 1);
+        p.listed(1, &list);
+        assert_eq!(p.candidates(10), vec![11, 12, 14, 15, 16, 17, 18, 19]);
+        assert!(p.candidates(13).is_empty(), "a large file is not prefetched");
+        assert!(p.candidates(99).is_empty(), "nor one of an unlisted directory");
+        let w = p.claim(vec![grant(15, 1000, 1)]);
+        assert_eq!(w.len(), 1);
+        assert_eq!(p.candidates(14), vec![16, 17, 18, 19], "held files are not asked again");
+        assert!(p.candidates(15).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_body_is_served_only_for_its_generation() {
+        let p = Prefetch::default();
+        let mut w = p.claim(vec![grant(5, 3, 1)]);
+        let one = w.pop().unwrap();
+        let _ = one.tx.send(Some(Some(Bytes::from_static(b"abc"))));
+        assert_eq!(p.body(&grant(5, 3, 1)).await.as_deref(), Some(&b"abc"[..]));
+        assert!(p.body(&grant(5, 3, 2)).await.is_none(), "another generation is read anew");
+        assert!(p.grant(5, 1, Some([1; 32])).is_some());
+        assert!(p.grant(5, 2, Some([2; 32])).is_none());
+        p.forget(5);
+        assert!(p.body(&grant(5, 3, 1)).await.is_none(), "an invalidation drops the body");
+        assert_eq!(p.bytes(), 0);
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let p = Prefetch::default();
+        let n = (MAX_BYTES / SMALL) as Ino;
+        let all = p.claim((0..n + 5).map(|i| grant(i, SMALL, 1)).collect());
+        assert_eq!(all.len() as Ino, n, "nothing beyond the bound is claimed while all are in flight");
+        for w in &all {
+            let _ = w.tx.send(Some(Some(Bytes::new())));
+        }
+        let more = p.claim(vec![grant(1000, SMALL, 1)]);
+        assert_eq!(more.len(), 1, "finished bodies make room, oldest first");
+        assert!(p.bytes() <= MAX_BYTES);
+    }
+}
