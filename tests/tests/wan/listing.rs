@@ -11,8 +11,8 @@
 //! bytes per entry) that the meta server builds in ~8 ms and then sends
 //! through QUIC slow start from quinn's 12 KB initial window (the same
 //! reply on a connection whose window has grown takes ~4-5 RTT). The bound
-//! asserted here is therefore loose ([`WAIT_BOUND_RTT`]); the request
-//! counts are the protocol facts.
+//! asserted here is therefore 5 RTT plus a generous [`WAIT_SLACK`]; the
+//! request counts are the protocol facts.
 //!
 //! Gated by `RENKEI_TEST_NETNS=1` and `RENKEI_TEST_FUSE=1` (root, /dev/fuse).
 
@@ -28,9 +28,9 @@ use tests::{tier_enabled, with_timeout};
 
 const RTT_MS: f64 = 10.0;
 const ENTRIES: usize = 10_000;
-/// Bound on the cold waiting, in RTT: the target is 5 (see the module
-/// docs for what the rest is).
-const WAIT_BOUND_RTT: u32 = 20;
+/// Slack beyond the 5 RTT target for the cold waiting (see the module docs
+/// for what it covers: slow start of a ~700 KB reply, a loaded machine).
+const WAIT_SLACK: Duration = Duration::from_millis(150);
 
 /// Run `ls -l` in `dir` (bounded); (lines of output, wall time).
 async fn ls_l(dir: &Path) -> (usize, Duration) {
@@ -141,7 +141,7 @@ async fn ls_l_of_10000_entries_over_10ms_rtt() {
         assert!(sent <= 3, "cold ls -l sent {sent} requests: {after:?}");
         // The waiting, asserted loosely (a shared 2-core machine; the reply
         // of ~700 KB also pays QUIC slow start on a fresh connection).
-        assert!(waited < rtt * WAIT_BOUND_RTT, "cold ls -l waited {waited:?} at RTT {rtt:?}");
+        assert!(waited < rtt * 5 + WAIT_SLACK, "cold ls -l waited {waited:?} at RTT {rtt:?}");
 
         // Warm: nothing goes out, even after the kernel's own cache expired.
         tokio::time::sleep(Duration::from_millis(1100)).await;
