@@ -103,7 +103,7 @@ impl Client {
         let attr = self.stat(p).await?;
         if attr.kind != FileKind::Directory {
             let name = path::split(p).map(|(_, n)| n).unwrap_or_else(|_| "/".into());
-            return Ok(vec![DirEntry { name, ino: attr.ino, kind: attr.kind, attr: Some(attr) }]);
+            return Ok(vec![DirEntry { name, ino: attr.ino, kind: attr.kind, attr: Some(attr), xattrs: None }]);
         }
         self.meta.readdir_all(attr.ino, true).await
     }

@@ -2,12 +2,15 @@
 //! exactly what went over the wire (e.g. that a warm `stat` sends nothing).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// Requests sent, by kind, plus data-plane byte counts.
 #[derive(Default)]
 pub struct Counters {
     by_kind: Mutex<BTreeMap<&'static str, u64>>,
+    meta_wait_us: AtomicU64,
 }
 
 impl Counters {
@@ -19,6 +22,17 @@ impl Counters {
     /// Add `n` to the counter `kind`.
     pub fn add(&self, kind: &'static str, n: u64) {
         *self.by_kind.lock().unwrap_or_else(|p| p.into_inner()).entry(kind).or_insert(0) += n;
+    }
+
+    /// Add time spent waiting for metadata replies.
+    pub fn add_meta_wait(&self, d: Duration) {
+        self.meta_wait_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Time spent waiting for metadata replies so far (summed over calls:
+    /// calls in flight at once each count).
+    pub fn meta_wait(&self) -> Duration {
+        Duration::from_micros(self.meta_wait_us.load(Ordering::Relaxed))
     }
 
     /// The current value of one counter.

@@ -12,8 +12,11 @@ use std::time::Duration;
 
 type Result<T> = std::result::Result<T, ClientError>;
 
-/// Entries fetched per readdir page.
-pub const READDIR_PAGE: u32 = 2048;
+/// Entries asked for per readdir page (the meta server also ends a page at
+/// a byte budget): a directory of up to 100,000 entries is one exchange, so
+/// `renkei ls`, `get -r` and walks of trees pay one round trip per
+/// directory, as the mount does.
+pub const READDIR_PAGE: u32 = fs_proto::meta::READDIR_MAX_ENTRIES;
 
 /// Calls to the meta server.
 #[derive(Clone)]

@@ -385,8 +385,8 @@ mod tests {
         assert!(lease_keys(&lookup, &denied).is_empty());
         let rd = MetaRequest::ReadDir { ino: 1, after: None, limit: 10, plus: true };
         let entries = vec![
-            DirEntry { name: "a".into(), ino: 7, kind: FileKind::Regular, attr: Some(attr(7)) },
-            DirEntry { name: "b".into(), ino: 8, kind: FileKind::Regular, attr: None },
+            DirEntry { name: "a".into(), ino: 7, kind: FileKind::Regular, attr: Some(attr(7)), xattrs: None },
+            DirEntry { name: "b".into(), ino: 8, kind: FileKind::Regular, attr: None, xattrs: None },
         ];
         assert_eq!(lease_keys(&rd, &Ok(MetaResponse::Entries { entries, more: false })), vec![1, 7]);
     }

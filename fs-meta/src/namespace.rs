@@ -11,8 +11,9 @@ use crate::perm::{Caller, R, S_ISGID, S_ISUID, W, X};
 use crate::record::{DentryRecord, GcRecord, InodeRecord, ReplicaRecord};
 use crate::txn::{Txn, TxnError};
 use fs_proto::meta::{RenameFlags, SetAttr, TimeSet, XattrFlags};
+use fs_proto::meta::{READDIR_MAX_ENTRIES, READDIR_PAGE_BYTES};
 use fs_proto::{Attr, DirEntry, ErrorCode, FileKind, Gen, Hash, Ino, RemoteError, Timestamp, MAX_NAME, ROOT_INO};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 mod bundle;
@@ -136,7 +137,10 @@ impl Namespace {
         })
     }
 
-    /// A page of a directory, sorted by name.
+    /// A page of a directory, sorted by name: at most `limit` entries (up to
+    /// [`READDIR_MAX_ENTRIES`]) and about [`READDIR_PAGE_BYTES`] of them.
+    /// With `plus`, each entry carries the child's attributes and the names
+    /// of its xattrs.
     pub fn readdir(
         &self,
         c: &Caller,
@@ -156,33 +160,100 @@ impl Namespace {
             }
             None => prefix.clone(),
         };
-        let limit = limit.clamp(1, 10_000) as usize;
+        let limit = limit.clamp(1, READDIR_MAX_ENTRIES) as usize;
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         let mut more = false;
         for kv in self.tree.range(start..) {
             let (k, v) = kv.map_err(TxnError::from)?;
             if !k.starts_with(&prefix) {
                 break;
             }
-            if out.len() == limit {
+            if out.len() == limit || bytes >= READDIR_PAGE_BYTES {
                 more = true;
                 break;
             }
             let Some(name) = keys::dentry_name(&k) else { continue };
             let d: DentryRecord = crate::record::decode(&v).map_err(TxnError::from)?;
-            let attr = if plus {
-                self.tree
-                    .get(keys::inode(d.ino))
-                    .map_err(TxnError::from)?
-                    .map(|v| crate::record::decode::<InodeRecord>(&v).map(|r| r.attr(d.ino)))
-                    .transpose()
-                    .map_err(TxnError::from)?
-            } else {
-                None
-            };
-            out.push(DirEntry { name: name.to_string(), ino: d.ino, kind: d.kind, attr });
+            bytes += name.len() + ENTRY_BYTES + if plus { ATTR_BYTES } else { 0 };
+            out.push(DirEntry { name: name.to_string(), ino: d.ino, kind: d.kind, attr: None, xattrs: None });
+        }
+        if plus {
+            self.fill_plus(&mut out)?;
         }
         Ok((out, more))
+    }
+
+    /// Attributes and xattr names of the children of a page, read outside a
+    /// transaction (a listing is not atomic; each entry is). The children of
+    /// a directory mostly have neighbouring inode numbers, so the inode and
+    /// xattr records are read by one ordered scan over the page's inode span
+    /// when that span is not much larger than the page (point reads
+    /// otherwise): a third of the cost of a lookup per entry.
+    fn fill_plus(&self, entries: &mut [DirEntry]) -> R<()> {
+        let (Some(lo), Some(hi)) = (entries.iter().map(|e| e.ino).min(), entries.iter().map(|e| e.ino).max()) else {
+            return Ok(());
+        };
+        let mut at: HashMap<Ino, Vec<usize>> = HashMap::with_capacity(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            at.entry(e.ino).or_default().push(i);
+        }
+        let budget = 4 * entries.len() as u64 + 1024;
+        let scan = hi - lo < budget;
+        let found = |entries: &mut [DirEntry], ino: Ino, v: &[u8]| -> R<()> {
+            let Some(idx) = at.get(&ino) else { return Ok(()) };
+            let attr = crate::record::decode::<InodeRecord>(v).map_err(TxnError::from)?.attr(ino);
+            for &i in idx {
+                entries[i].attr = Some(attr.clone());
+                entries[i].xattrs = Some(Vec::new());
+            }
+            Ok(())
+        };
+        if scan {
+            for kv in self.tree.range(keys::inode(lo)..=keys::inode(hi)) {
+                let (k, v) = kv.map_err(TxnError::from)?;
+                if let Some(ino) = key_ino(&k, &keys::inode(0)) {
+                    found(entries, ino, &v)?;
+                }
+            }
+        } else {
+            for &ino in at.keys() {
+                if let Some(v) = self.tree.get(keys::inode(ino)).map_err(TxnError::from)? {
+                    found(entries, ino, &v)?;
+                }
+            }
+        }
+        // xattrs: one scan over the span's xattr keys, unless it holds far
+        // more than the page (then one prefix scan per entry).
+        let mut names: Vec<(Ino, String)> = Vec::new();
+        let mut seen = 0u64;
+        let end = keys::xattr_prefix(hi.saturating_add(1));
+        let mut complete = true;
+        for k in self.tree.range(keys::xattr_prefix(lo)..end).keys() {
+            let k = k.map_err(TxnError::from)?;
+            seen += 1;
+            if seen > budget {
+                complete = false;
+                break;
+            }
+            collect_xattr(&k, &at, &mut names);
+        }
+        if !complete {
+            names.clear();
+            for &ino in at.keys() {
+                for k in self.tree.scan_prefix(keys::xattr_prefix(ino)).keys() {
+                    collect_xattr(&k.map_err(TxnError::from)?, &at, &mut names);
+                }
+            }
+        }
+        for (ino, name) in names {
+            for &i in at.get(&ino).into_iter().flatten() {
+                if let Some(x) = entries[i].xattrs.as_mut() {
+                    x.push(name.clone());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Target of a symlink.
@@ -1026,4 +1097,83 @@ fn touch_dirs(t: &mut Txn<'_>, a: Ino, b: Ino, now: Timestamp) -> R<()> {
         t.put(keys::inode(ino), &d);
     }
     Ok(())
+}
+
+/// Estimated encoded bytes of an entry beyond its name (postcard varints).
+const ENTRY_BYTES: usize = 16;
+/// Estimated encoded bytes of an entry's attributes, hash and a few xattr
+/// names (the page budget is a quarter of a frame, so a rough upper
+/// estimate keeps the real frame well under the limit).
+const ATTR_BYTES: usize = 200;
+
+/// The inode number of a key `prefix` + ino (+ anything).
+fn key_ino(k: &[u8], prefix: &[u8]) -> Option<Ino> {
+    let p = prefix.len().checked_sub(8)?;
+    if k.len() < p + 8 || k[..p] != prefix[..p] {
+        return None;
+    }
+    Some(Ino::from_be_bytes(k[p..p + 8].try_into().ok()?))
+}
+
+/// Note the xattr name of key `k` if its inode is one of `at`.
+fn collect_xattr(k: &[u8], at: &HashMap<Ino, Vec<usize>>, out: &mut Vec<(Ino, String)>) {
+    let Some(ino) = key_ino(k, &keys::xattr_prefix(0)) else { return };
+    if at.contains_key(&ino) {
+        if let Ok(n) = std::str::from_utf8(&k[9..]) {
+            out.push((ino, n.to_string()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod readdir_tests {
+    use super::*;
+
+    fn ns() -> Namespace {
+        let db = sled::Config::new().temporary(true).open().expect("sled");
+        Namespace::open(db.open_tree("ns").expect("tree"), 0o755).expect("namespace")
+    }
+
+    fn root() -> Caller {
+        Caller { name: "root".into(), uid: 0, gid: 0, groups: Vec::new() }
+    }
+
+    #[test]
+    fn readdir_plus_carries_xattr_names_and_pages_by_count() {
+        let (ns, c) = (ns(), root());
+        for i in 0..50 {
+            ns.create(&c, ROOT_INO, &format!("f{i:02}"), FileKind::Regular, 0o644, 0, true).expect("create");
+        }
+        let a = ns.lookup(&c, ROOT_INO, "f07").expect("lookup");
+        ns.setxattr(&c, a.ino, "user.tag", b"x", XattrFlags::default()).expect("setxattr");
+        let (page, more) = ns.readdir(&c, ROOT_INO, None, 20, true).expect("readdir");
+        assert!(more && page.len() == 20);
+        assert_eq!(page[7].xattrs.as_deref(), Some(&["user.tag".to_string()][..]));
+        assert_eq!(page[8].xattrs.as_deref(), Some(&[][..]));
+        let (rest, more) = ns.readdir(&c, ROOT_INO, Some("f19"), 1000, true).expect("readdir");
+        assert!(!more && rest.len() == 30 && rest[0].name == "f20");
+        let (bare, _) = ns.readdir(&c, ROOT_INO, None, 1000, false).expect("readdir");
+        assert!(bare.iter().all(|e| e.attr.is_none() && e.xattrs.is_none()));
+    }
+
+    /// How long a 10,000-entry readdir-plus page takes to build and encode
+    /// (`cargo test --release -p fs-meta readdir_plus_of -- --ignored
+    /// --nocapture`; about 8 ms and 700 KB here, 3 ms without attributes).
+    #[test]
+    #[ignore = "timing probe, prints only"]
+    fn readdir_plus_of_10000_entries_timing() {
+        let (ns, c) = (ns(), root());
+        for i in 0..10_000 {
+            ns.create(&c, ROOT_INO, &format!("entry-{i:05}"), FileKind::Regular, 0o644, 0, true).expect("create");
+        }
+        for plus in [false, true, false, true] {
+            let t = std::time::Instant::now();
+            let (page, _) = ns.readdir(&c, ROOT_INO, None, 100_000, plus).expect("readdir");
+            let e = t.elapsed();
+            let t = std::time::Instant::now();
+            let n =
+                fs_proto::frame::encode(&fs_proto::meta::MetaResponse::Entries { entries: page, more: false }).len();
+            eprintln!("plus {plus}: readdir {e:?}, encode {:?}, {n} bytes", t.elapsed());
+        }
+    }
 }

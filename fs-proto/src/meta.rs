@@ -15,6 +15,13 @@ use crate::types::{Attr, Cred, DirEntry, FileKind, Gen, Hash, HostInfo, Ino, Rep
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
+/// Most entries a [`MetaRequest::ReadDir`] page may hold.
+pub const READDIR_MAX_ENTRIES: u32 = 100_000;
+/// Encoded bytes of entries after which a [`MetaRequest::ReadDir`] page
+/// ends (a quarter of [`crate::version::MAX_FRAME`]: an estimate per entry
+/// decides, so the real frame stays well below the limit).
+pub const READDIR_PAGE_BYTES: usize = crate::version::MAX_FRAME / 4;
+
 /// The frame a caller sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetaCall {
@@ -168,7 +175,10 @@ pub enum MetaRequest {
         /// `/a/b/c`.
         path: String,
     },
-    /// A page of directory entries after `after`, optionally with attributes.
+    /// A page of directory entries after `after`, optionally with attributes
+    /// (and xattr names). A page ends at `limit` entries or at
+    /// [`READDIR_PAGE_BYTES`] of entries, whichever comes first, so one
+    /// exchange lists tens of thousands of entries and never outgrows a frame.
     ReadDir {
         /// Directory.
         ino: Ino,

@@ -168,6 +168,10 @@ pub struct DirEntry {
     pub kind: FileKind,
     /// Child attributes when requested.
     pub attr: Option<Attr>,
+    /// With the attributes: the names of the child's extended attributes,
+    /// so a caching client answers xattr probes (`ls -l` asks every entry
+    /// for `security.selinux`) without a round trip per entry.
+    pub xattrs: Option<Vec<String>>,
 }
 
 /// Where a file server can be reached.

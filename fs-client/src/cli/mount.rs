@@ -22,7 +22,11 @@ pub struct MountArgs {
     /// uid/gid/groups; admin certificates only), idmap=user|none,
     /// attr_timeout=SECS (kernel cache, default 1), timeout=SECS (bound of an
     /// operation before EIO, default 10), max_write=BYTES (default 1 MiB),
-    /// spill_dir=DIR (dirty data before commit, default $TMPDIR), fsname=NAME.
+    /// spill_dir=DIR (dirty data before commit, default $TMPDIR), fsname=NAME,
+    /// nobundle (no small-file bundling on write), noprefetch (no small-file
+    /// bundles on read), openlease (open a file
+    /// whose prefetched bytes are held under a live lease without asking
+    /// the meta server).
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
     /// Stay in the foreground (log to stderr; Ctrl-C unmounts).

@@ -249,7 +249,8 @@ impl Cache {
         fresh(self.st().listings.get(&dir), Instant::now())
     }
 
-    /// Cache a complete listing, and the names and attributes in it.
+    /// Cache a complete listing, and the names, attributes and xattr names
+    /// in it (the attributes' lease covers the xattr names).
     pub fn put_listing(&self, t: Option<Ticket>, dir: Ino, entries: &[DirEntry]) {
         let mut st = self.st();
         let Some(until) = Self::until_for(&st, t, Some(Key::Listing(dir))) else { return };
@@ -260,9 +261,12 @@ impl Cache {
             if let Some(a) = &e.attr {
                 if Self::until_for(&st, t, Some(Key::Attr(e.ino))).is_some() {
                     st.attrs.insert(e.ino, (a.clone(), until));
+                    if let Some(names) = &e.xattrs {
+                        st.xattr_lists.insert(e.ino, (names.clone(), until));
+                    }
                 }
             }
-            bare.push(DirEntry { attr: None, ..e.clone() });
+            bare.push(DirEntry { attr: None, xattrs: None, ..e.clone() });
         }
         st.listings.insert(dir, (Arc::new(bare), until));
     }
@@ -367,10 +371,28 @@ mod tests {
     }
 
     #[test]
+    fn listing_caches_xattr_names_under_the_attribute_lease() {
+        let c = Cache::default();
+        c.subscribed(1, Duration::from_secs(60));
+        let e = DirEntry {
+            name: "a".into(),
+            ino: 5,
+            kind: FileKind::Regular,
+            attr: Some(attr(5)),
+            xattrs: Some(vec!["user.tag".into()]),
+        };
+        c.put_listing(c.ticket(), 1, &[e]);
+        assert_eq!(c.xattr_list(5).map(|v| v.0), Some(vec!["user.tag".to_string()]));
+        assert!(c.listing(1).is_some_and(|(l, _)| l[0].xattrs.is_none()), "the listing itself stays bare");
+        c.apply(&[Invalidation::Attr { ino: 5 }]);
+        assert!(c.xattr_list(5).is_none(), "a change of the inode drops its xattr names");
+    }
+
+    #[test]
     fn entry_invalidation_drops_name_and_listing() {
         let c = Cache::default();
         c.subscribed(1, Duration::from_secs(60));
-        let e = DirEntry { name: "a".into(), ino: 5, kind: FileKind::Regular, attr: Some(attr(5)) };
+        let e = DirEntry { name: "a".into(), ino: 5, kind: FileKind::Regular, attr: Some(attr(5)), xattrs: None };
         c.put_listing(c.ticket(), 1, &[e]);
         assert_eq!(c.name(1, "a").map(|v| v.0), Some(Some(5)));
         assert!(c.listing(1).is_some() && c.attr(5).is_some());

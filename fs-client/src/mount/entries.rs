@@ -15,8 +15,12 @@ use std::time::Duration;
 /// (never listed or looked up through the mount).
 pub const HIDDEN_PREFIX: &str = ".renkei-unlinked.";
 
-/// Entries fetched per page when listing a directory.
-const PAGE: u32 = 4096;
+/// Entries asked for per page when listing a directory (the meta server
+/// also ends a page at a byte budget): a directory of tens of thousands of
+/// entries is one exchange.
+const PAGE: u32 = fs_proto::meta::READDIR_MAX_ENTRIES;
+/// Attributes fetched per batch when refreshing a cached listing.
+const ATTR_BATCH: usize = 4096;
 
 impl Inner {
     /// Look up `name` in `parent`.
@@ -209,6 +213,7 @@ impl Inner {
         }
         if let Some((entries, _)) = self.cache.listing(dir) {
             if let Some(full) = self.with_attrs(cred, &entries).await? {
+                self.prefetch.listed(dir, &full);
                 return Ok(Arc::new(full));
             }
         }
@@ -237,6 +242,7 @@ impl Inner {
             }
         }
         self.cache.put_listing(ticket, dir, &out);
+        self.prefetch.listed(dir, &out);
         Ok(Arc::new(out))
     }
 
@@ -252,7 +258,7 @@ impl Inner {
             }
             out.push(DirEntry { attr, ..e.clone() });
         }
-        for chunk in missing.chunks(PAGE as usize) {
+        for chunk in missing.chunks(ATTR_BATCH) {
             let reqs = chunk.iter().map(|&i| MetaRequest::GetAttr { ino: out[i].ino }).collect();
             let (replies, t) = match self.call(cred, MetaRequest::Batch(reqs)).await? {
                 (MetaResponse::Batch(r), t) => (r, t),

@@ -50,6 +50,8 @@ pub struct Inner {
     pub rt: tokio::runtime::Handle,
     /// Small-file bundling under directory write leases.
     pub bundler: Arc<super::bundler::Bundler>,
+    /// Small files fetched in bundles on read.
+    pub prefetch: Arc<super::prefetch::Prefetch>,
 }
 
 /// The errno of a client error: remote codes through [`to_errno`], local

@@ -7,8 +7,10 @@ use super::commit;
 use super::dirty::{Dirty, Piece};
 use super::files::{FileState, OpenFile};
 use super::fs::{errno, io_errno, unexpected, Inner, Op};
+use super::prefetch;
 use super::upload::Upload;
-use fs_proto::meta::{MetaRequest, MetaResponse, SetAttr, TimeSet};
+use crate::error::to_errno;
+use fs_proto::meta::{MetaRequest, MetaResponse, ReadGrant, SetAttr, TimeSet};
 use fs_proto::{Attr, Cred, FileKind, Ino, Timestamp};
 use fuser::{Errno, TimeOrNow};
 use std::time::Duration;
@@ -45,13 +47,8 @@ impl Inner {
             return r;
         }
         let (attr, grant) = if read {
-            match self.call(cred, MetaRequest::OpenRead { ino }).await? {
-                (MetaResponse::Read(g), t) => {
-                    self.cache.put_attr(t, &g.attr);
-                    (g.attr.clone(), Some(g))
-                }
-                (other, _) => return Err(unexpected(other)),
-            }
+            let g = self.open_read(cred, ino, write).await?;
+            (g.attr.clone(), Some(g))
         } else {
             match self.call(cred, MetaRequest::GetAttr { ino }).await? {
                 (MetaResponse::Attr(a), t) => {
@@ -74,6 +71,57 @@ impl Inner {
         Ok((fh, keep))
     }
 
+    /// `OpenRead` of `ino`. For a small file of a listed directory opened
+    /// only for reading, the grants of the next small files come in the same
+    /// round trip (a `Batch`) and their bytes are fetched in one bundle
+    /// (see [`super::prefetch`]).
+    async fn open_read(&self, cred: Option<&Cred>, ino: Ino, write: bool) -> Op<ReadGrant> {
+        if self.opts.open_lease && !write && cred.is_none() {
+            // The lease on the attributes says nothing changed since the
+            // body's grant was issued (see `MountOptions::open_lease`).
+            let held = self.cache.attr(ino).and_then(|(a, _)| self.prefetch.grant(ino, a.gen, a.hash));
+            if let Some(g) = held {
+                return Ok(g);
+            }
+        }
+        let extra = if write || !self.opts.prefetch { Vec::new() } else { self.prefetch.candidates(ino) };
+        if extra.is_empty() {
+            return match self.call(cred, MetaRequest::OpenRead { ino }).await? {
+                (MetaResponse::Read(g), t) => {
+                    self.cache.put_attr(t, &g.attr);
+                    Ok(g)
+                }
+                (other, _) => Err(unexpected(other)),
+            };
+        }
+        let reqs = std::iter::once(ino).chain(extra).map(|ino| MetaRequest::OpenRead { ino }).collect();
+        let (replies, t) = match self.call(cred, MetaRequest::Batch(reqs)).await? {
+            (MetaResponse::Batch(r), t) => (r, t),
+            (other, _) => return Err(unexpected(other)),
+        };
+        let mut grants = Vec::with_capacity(replies.len());
+        for (i, r) in replies.into_iter().enumerate() {
+            match r {
+                Ok(MetaResponse::Read(g)) => {
+                    self.cache.put_attr(t, &g.attr);
+                    grants.push(g);
+                }
+                Ok(other) if i == 0 => return Err(unexpected(other)),
+                Err(e) if i == 0 => return Err(Errno::from_i32(to_errno(e.code))),
+                // Another file of the bundle: it is read the usual way.
+                _ => {}
+            }
+        }
+        let Some(own) = grants.first().cloned() else { return Err(Errno::EIO) };
+        let wanted = self.prefetch.claim(grants);
+        if !wanted.is_empty() {
+            let fetch =
+                prefetch::fetch(self.prefetch.clone(), self.remote.dialer().clone(), self.counters.clone(), wanted);
+            self.spawn(fetch);
+        }
+        Ok(own)
+    }
+
     /// Read through handle `fh`.
     pub async fn read(&self, cred: Option<&Cred>, fh: u64, offset: u64, len: u64) -> Op<Vec<u8>> {
         let h = self.files.handle(fh).ok_or(Errno::EBADF)?;
@@ -83,6 +131,10 @@ impl Inner {
         }
         let grant = self.grant(cred, &h.file, &mut st).await?;
         drop(st);
+        if let Some(body) = self.prefetch.body(&grant).await {
+            let end = offset.saturating_add(len).min(body.len() as u64);
+            return Ok(body.get(offset.min(end) as usize..end as usize).unwrap_or_default().to_vec());
+        }
         let mut reader = h.reader.lock().await;
         match reader.read(self.remote.dialer(), &self.counters, &grant, offset, len).await {
             Ok(b) => Ok(b),

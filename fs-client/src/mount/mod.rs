@@ -10,9 +10,14 @@
 //! under leases and kept coherent by invalidations the meta server pushes
 //! ([`subscription`], [`cache`]); a warm `stat` or `ls -l` sends nothing.
 //! The kernel is told of invalidations too ([`notify`]) and caches at most
-//! `attr_timeout` (1 s) on its own. Contents are close-to-open: every open
-//! asks the meta server for the current generation; writes are committed
-//! as a new generation on flush (close), fsync, truncate and unmount.
+//! `attr_timeout` (1 s) on its own. A directory's listing is one
+//! readdir-plus exchange carrying every child's attributes and xattr names,
+//! so a cold `ls -l` sends no request per entry. Contents are
+//! close-to-open: every open asks the meta server for the current
+//! generation (unless `-o openlease`, see [`prefetch`]); writes are
+//! committed as a new generation on flush (close), fsync, truncate and
+//! unmount. Small files of a listed directory are read in bundles, one
+//! `ReadMany` stream each ([`prefetch`]).
 //!
 //! # Identity
 //! See [`idmap`]: by default the certificate's user appears as the local
@@ -37,6 +42,7 @@
 //! - [`entries`], [`dirs`], [`xattr`]: namespace operations.
 //! - [`files`], [`io`], [`reader`], [`dirty`], [`commit`], [`upload`]: file
 //!   contents.
+//! - [`prefetch`]: small files of a directory fetched in bundles on read.
 //! - [`bundler`]: small-file bundling under directory write leases.
 
 pub mod bundler;
@@ -53,6 +59,7 @@ pub mod inodes;
 pub mod io;
 pub mod notify;
 pub mod options;
+pub mod prefetch;
 pub mod reader;
 pub mod remote;
 pub mod subscription;
@@ -146,6 +153,16 @@ pub async fn mount(config: ClientConfig, opts: MountOptions) -> Result<Mounted, 
         .parse()
         .map_err(|e| ClientError::Config(format!("{e}")))?;
     let endpoint = client_endpoint(bind, &tls, &config.transport)?;
+    mount_on(config, opts, endpoint).await
+}
+
+/// [`mount`] over an endpoint made by the caller (e.g. one whose socket
+/// lives in another network namespace, as the WAN test bed's sites do).
+pub async fn mount_on(
+    config: ClientConfig,
+    opts: MountOptions,
+    endpoint: quinn::Endpoint,
+) -> Result<Mounted, ClientError> {
     let dialer = Dialer::new(endpoint, opts.call_timeout.min(Duration::from_secs(3)));
     let counters = Arc::new(Counters::default());
     let cache = Arc::new(cache::Cache::default());
@@ -184,12 +201,14 @@ pub async fn mount(config: ClientConfig, opts: MountOptions) -> Result<Mounted, 
     );
     remote.set_bundler(&bundler);
     bundler.start();
+    let prefetch = Arc::new(prefetch::Prefetch::default());
     let subscription = tokio::spawn(subscription::run(
         remote.clone(),
         cache.clone(),
         notes.clone(),
         counters.clone(),
         bundler.clone(),
+        prefetch.clone(),
     ));
 
     let inner = Arc::new(fs::Inner {
@@ -206,6 +225,7 @@ pub async fn mount(config: ClientConfig, opts: MountOptions) -> Result<Mounted, 
         rt: tokio::runtime::Handle::current(),
         opts: opts.clone(),
         bundler,
+        prefetch,
     });
     let mut fcfg = fuser::Config::default();
     fcfg.mount_options = vec![

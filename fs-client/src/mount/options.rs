@@ -48,6 +48,16 @@ pub struct MountOptions {
     /// Bundle small-file creates under directory write leases (`-o
     /// nobundle` turns it off: every create goes to the meta server).
     pub bundle: bool,
+    /// Open a file for reading without asking the meta server when the
+    /// mount holds a prefetched grant of its current generation under an
+    /// unexpired, uninvalidated lease (`-o openlease`; AFS-style: a change
+    /// made elsewhere is seen once its callback has arrived, about half a
+    /// round trip after the writer's close returned). Off by default: every
+    /// open asks the meta server.
+    pub open_lease: bool,
+    /// Fetch the small files of a listed directory in bundles on read
+    /// (`-o noprefetch` turns it off: one read request per file).
+    pub prefetch: bool,
 }
 
 /// A bad `-o` option.
@@ -77,6 +87,8 @@ impl MountOptions {
             spill_dir: std::env::temp_dir(),
             fsname: String::new(),
             bundle: true,
+            open_lease: false,
+            prefetch: true,
         }
         .named()
     }
@@ -134,6 +146,10 @@ impl MountOptions {
                 ("fsname", Some(v)) => self.fsname = v.to_string(),
                 ("bundle", None) => self.bundle = true,
                 ("nobundle", None) => self.bundle = false,
+                ("openlease", None) => self.open_lease = true,
+                ("noopenlease", None) => self.open_lease = false,
+                ("prefetch", None) => self.prefetch = true,
+                ("noprefetch", None) => self.prefetch = false,
                 // Accepted for compatibility with fstab and sshfs habits.
                 (
                     "default_permissions"

@@ -113,7 +113,12 @@ impl Remote {
                 let r = call::<_, MetaResponse>(&conn, &self.peer.name, &msg, self.call_timeout.min(left)).await;
                 Ok::<_, CallError>((r, t))
             };
-            let err = match tokio::time::timeout(left, attempt).await {
+            let sent = Instant::now();
+            let done = tokio::time::timeout(left, attempt).await;
+            let waited = sent.elapsed();
+            self.counters.add_meta_wait(waited);
+            tracing::debug!(kind, waited_us = waited.as_micros() as u64, "meta reply");
+            let err = match done {
                 Ok(Ok((Ok(r), t))) => {
                     self.down.store(false, Ordering::Relaxed);
                     return (Ok(r), t);

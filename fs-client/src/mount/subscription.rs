@@ -6,9 +6,10 @@
 use super::bundler::Bundler;
 use super::cache::Cache;
 use super::notify::KernelNotes;
+use super::prefetch::Prefetch;
 use super::remote::Remote;
 use crate::counters::Counters;
-use fs_proto::callback::CallbackFrame;
+use fs_proto::callback::{CallbackFrame, Invalidation};
 use fs_proto::frame::{read_msg, write_msg};
 use fs_proto::meta::{MetaCall, MetaRequest};
 use std::sync::Arc;
@@ -25,10 +26,11 @@ pub async fn run(
     notes: KernelNotes,
     counters: Arc<Counters>,
     bundler: Arc<Bundler>,
+    prefetch: Arc<Prefetch>,
 ) {
     let mut pause = Duration::from_millis(100);
     loop {
-        match subscribe_once(&remote, &cache, &notes, &counters, &bundler).await {
+        match subscribe_once(&remote, &cache, &notes, &counters, &bundler, &prefetch).await {
             Ok(()) => pause = Duration::from_millis(100),
             Err(e) => debug!("callback subscription: {e}"),
         }
@@ -36,6 +38,7 @@ pub async fn run(
             info!("callback subscription lost; cache dropped until it is back");
         }
         cache.lost();
+        prefetch.clear();
         bundler.lost();
         notes.send(&[fs_proto::callback::Invalidation::Reset]);
         tokio::time::sleep(pause).await;
@@ -49,6 +52,7 @@ async fn subscribe_once(
     notes: &KernelNotes,
     counters: &Counters,
     bundler: &Arc<Bundler>,
+    prefetch: &Prefetch,
 ) -> Result<(), String> {
     let conn = remote.dialer().connect(remote.peer()).await.map_err(|e| e.to_string())?;
     counters.bump("subscribe");
@@ -70,6 +74,13 @@ async fn subscribe_once(
                 debug!(n = list.len(), "invalidations");
                 bundler.on_callbacks(&list);
                 cache.apply(&list);
+                for inv in &list {
+                    match inv {
+                        Invalidation::Attr { ino } => prefetch.forget(*ino),
+                        Invalidation::Reset => prefetch.clear(),
+                        _ => {}
+                    }
+                }
                 notes.send(&list);
             }
             Ok(other) => return Err(format!("unexpected frame {other:?}")),

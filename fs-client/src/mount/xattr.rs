@@ -3,8 +3,15 @@
 //!
 //! The `system.` namespace (POSIX ACLs) is not supported by the meta server;
 //! the mount answers it locally with `EOPNOTSUPP`, the same answer, so that
-//! `ls -l` probing for ACLs costs no round trip.
+//! `ls -l` probing for ACLs costs no round trip. A name the inode's cached
+//! xattr list (from `listxattr`, or from readdir-plus, under the same lease
+//! as the attributes) does not hold is answered `ENODATA` locally, so `ls
+//! -l` probing every entry for `security.selinux` costs nothing either. The
+//! meta server would answer the same to any caller: absent `security.` and
+//! `trusted.` names need no permission, and for `user.` the kernel has
+//! checked read permission already (`default_permissions`).
 
+use super::cache::Cache;
 use super::fs::{errno, unexpected, Inner, Op};
 use fs_proto::meta::{MetaRequest, MetaResponse, StatFs, XattrFlags};
 use fs_proto::{Cred, ErrorCode, Ino};
@@ -26,6 +33,9 @@ impl Inner {
             if let Some((v, _)) = self.cache.xattr(ino, name) {
                 return v.ok_or(Errno::NO_XATTR);
             }
+        }
+        if absent(&self.cache, ino, name) {
+            return Err(Errno::NO_XATTR);
         }
         match self.remote.call_t(cred, MetaRequest::GetXattr { ino, name: name.to_string() }).await {
             (Ok(MetaResponse::Xattr(v)), t) => {
@@ -102,4 +112,11 @@ impl Inner {
             (other, _) => Err(unexpected(other)),
         }
     }
+}
+
+/// Whether `name` is known not to exist on `ino`: the inode's xattr names
+/// are cached and do not hold it (namespaces the meta server serves only).
+fn absent(cache: &Cache, ino: Ino, name: &str) -> bool {
+    let served = ["user.", "trusted.", "security."].iter().any(|p| name.starts_with(p));
+    served && cache.xattr_list(ino).is_some_and(|(names, _)| !names.iter().any(|n| n == name))
 }

@@ -1,9 +1,17 @@
 //! renkei across the WAN emulator (issue 4, acceptance 3): the meta server
 //! at one emulated site, file servers at two others, real processes in
 //! network namespaces; put/get across them, and the time of a small-file
-//! operation is the number of round trips it makes times the RTT.
+//! operation is the number of round trips it makes times the RTT. Issue 5:
+//! `ls -l` of 10,000 entries through a mount 10 ms from the meta server
+//! ([`listing`]) and small files read at a third site in bundles
+//! ([`small_reads`]), mounts whose sockets live in a site ([`site_mount`]).
 //!
-//! Gated by `RENKEI_TEST_NETNS=1` (root).
+//! Gated by `RENKEI_TEST_NETNS=1` (root); the mount tests also by
+//! `RENKEI_TEST_FUSE=1`.
+
+mod listing;
+mod site_mount;
+mod small_reads;
 
 use bench::wan::{preset, LinkParams, SiteSpec, Topology, Wan};
 use bench::wanfed::{WanFedSpec, WanFederation};

@@ -290,6 +290,7 @@ impl LocalState {
                 ino: *ino,
                 kind: *kind,
                 attr: self.nodes.get(ino).map(|n| n.attr.clone()),
+                xattrs: None,
             })
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));

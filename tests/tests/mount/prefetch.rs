@@ -1,0 +1,154 @@
+//! Small-file prefetch on read (issue 5): reading the small files of a
+//! directory through the mount moves them in bundles (one `ReadMany` per
+//! bundle), contents verified, and close-to-open still holds for a file
+//! another client changes after it was prefetched; `cp -r` of a tree out of
+//! a cold mount costs one readdir per directory, one open per file and a
+//! few bundles.
+
+use crate::common::{blocking, enabled, sh, TestMount};
+use fs_client::mount::prefetch::BUNDLE_FILES;
+use tests::procs::ProcFederation;
+use tests::{pattern, with_timeout};
+
+const FILES: usize = 200;
+/// Files read before another client changes [`CHANGED`].
+const SPLIT: usize = 66;
+const CHANGED: usize = 100;
+
+fn contents(i: usize, version: u64) -> Vec<u8> {
+    pattern(1000 + (i * 397) % 30_000, i as u64 * 10 + version)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn small_files_are_read_in_bundles_and_close_to_open_holds() {
+    if !enabled("small_files_are_read_in_bundles_and_close_to_open_holds") {
+        return;
+    }
+    with_timeout(300, async {
+        let fed = ProcFederation::up(1).await;
+        let c = fed.client(None).await;
+        c.mkdir("/small", false, 0o755).await.unwrap();
+        for i in 0..FILES {
+            c.put_bytes(&contents(i, 1), &format!("/small/f{i:04}")).await.unwrap();
+        }
+        let m = TestMount::new(&fed, None, "/", "").await;
+        let d = m.join("small");
+        let listed = sh(&d, "ls | wc -l").await;
+        assert_eq!(listed.trim(), FILES.to_string());
+
+        let read = |from: usize, to: usize| {
+            let d = d.clone();
+            blocking(move || (from..to).map(|i| std::fs::read(d.join(format!("f{i:04}")))).collect::<Vec<_>>())
+        };
+        let before = m.counters.snapshot();
+        // Reading f0064 fetches the second bundle (f0064..f0127).
+        let first = read(0, SPLIT).await;
+        for (i, got) in first.into_iter().enumerate() {
+            assert!(got.expect("read") == contents(i, 1), "f{i:04} read wrong");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        // f0100 is held by the mount, not read yet; another client now
+        // writes a new generation of it.
+        c.put_bytes(&contents(CHANGED, 2), &format!("/small/f{CHANGED:04}")).await.unwrap();
+        let second = read(SPLIT, FILES).await;
+        for (k, got) in second.into_iter().enumerate() {
+            let i = SPLIT + k;
+            let want = contents(i, if i == CHANGED { 2 } else { 1 });
+            assert!(got.expect("read") == want, "f{i:04} read wrong (changed at another client: {})", i == CHANGED);
+        }
+        let after = m.counters.snapshot();
+        let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+        let (bundles, reads) = (delta("data.read_many"), delta("data.read"));
+        eprintln!("{FILES} small files: {bundles} bundles, {reads} single reads, counters {after:?}");
+        // Every file is opened once (close-to-open: one OpenRead each, the
+        // first of a bundle carrying the grants of the rest).
+        assert!(bundles >= (FILES / BUNDLE_FILES) as u64, "files were not bundled: {after:?}");
+        assert!(bundles + reads <= (FILES / BUNDLE_FILES) as u64 + 4, "data requests per file: {after:?}");
+        assert!(reads <= 2, "only the changed file may be read alone: {after:?}");
+        m.unmount().await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cp_r_out_of_a_cold_mount() {
+    if !enabled("cp_r_out_of_a_cold_mount") {
+        return;
+    }
+    with_timeout(300, async {
+        let fed = ProcFederation::up(1).await;
+        let c = fed.client(None).await;
+        c.mkdir("/tree", false, 0o755).await.unwrap();
+        for d in 0..4 {
+            c.mkdir(&format!("/tree/d{d}"), false, 0o755).await.unwrap();
+            for i in 0..50 {
+                c.put_bytes(&contents(d * 50 + i, 1), &format!("/tree/d{d}/f{i:04}")).await.unwrap();
+            }
+        }
+        let m = TestMount::new(&fed, None, "/", "").await;
+        let out = tempfile::tempdir().unwrap();
+        let before = m.counters.snapshot();
+        sh(out.path(), &format!("cp -r {} copy", m.join("tree").display())).await;
+        let after = m.counters.snapshot();
+        let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+        eprintln!("cp -r of 4 x 50 files from a cold mount: {after:?}");
+        // Per directory one readdir-plus page; per file one open (close-to-
+        // open); the bytes in bundles; no per-file lookup or getattr.
+        assert_eq!(delta("readdir"), 5, "the tree and its 4 directories: {after:?}");
+        assert!(delta("lookup") + delta("getattr") <= 4, "per-file lookups: {after:?}");
+        assert_eq!(delta("open_read") + delta("batch"), 200, "one open per file: {after:?}");
+        assert!(delta("data.read_many") <= 8 && delta("data.read") <= 2, "data requests per file: {after:?}");
+        for d in 0..4 {
+            for i in 0..50 {
+                let got = std::fs::read(out.path().join(format!("copy/d{d}/f{i:04}"))).unwrap();
+                assert!(got == contents(d * 50 + i, 1), "d{d}/f{i:04} copied wrong");
+            }
+        }
+        m.unmount().await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_openlease_held_files_open_without_a_request() {
+    if !enabled("with_openlease_held_files_open_without_a_request") {
+        return;
+    }
+    with_timeout(300, async {
+        let fed = ProcFederation::up(1).await;
+        let c = fed.client(None).await;
+        c.mkdir("/small", false, 0o755).await.unwrap();
+        for i in 0..FILES {
+            c.put_bytes(&contents(i, 1), &format!("/small/f{i:04}")).await.unwrap();
+        }
+        let m = TestMount::new(&fed, None, "/", "openlease").await;
+        let d = m.join("small");
+        sh(&d, "ls > /dev/null").await;
+        let read = |from: usize, to: usize| {
+            let d = d.clone();
+            blocking(move || (from..to).map(|i| std::fs::read(d.join(format!("f{i:04}")))).collect::<Vec<_>>())
+        };
+        let before = m.counters.snapshot();
+        for (i, got) in read(0, SPLIT).await.into_iter().enumerate() {
+            assert!(got.expect("read") == contents(i, 1), "f{i:04} read wrong");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        // A held file changed elsewhere: its callback drops what the mount
+        // holds (given time to arrive), so the open asks the meta server.
+        c.put_bytes(&contents(CHANGED, 2), &format!("/small/f{CHANGED:04}")).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        for (k, got) in read(SPLIT, FILES).await.into_iter().enumerate() {
+            let i = SPLIT + k;
+            let want = contents(i, if i == CHANGED { 2 } else { 1 });
+            assert!(got.expect("read") == want, "f{i:04} read wrong (changed at another client: {})", i == CHANGED);
+        }
+        let after = m.counters.snapshot();
+        let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+        eprintln!("{FILES} small files with -o openlease: {after:?}");
+        let opens = delta("open_read") + delta("batch");
+        assert!(opens <= (FILES / BUNDLE_FILES) as u64 + 4, "opens went to the meta server: {after:?}");
+        assert!(delta("data.read_many") + delta("data.read") <= (FILES / BUNDLE_FILES) as u64 + 4, "{after:?}");
+        m.unmount().await;
+    })
+    .await
+}
