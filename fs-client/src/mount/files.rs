@@ -31,6 +31,10 @@ pub struct FileState {
     pub final_perm: Option<u32>,
     /// Write-behind of a sequentially written file.
     pub upload: Option<super::upload::Upload>,
+    /// Access and modification times set while data was pending (the
+    /// kernel's write-back cache sends them as it writes the inode back):
+    /// applied right after the data's commit, which would overwrite them.
+    pub pending_times: Option<(Option<fs_proto::meta::TimeSet>, Option<fs_proto::meta::TimeSet>)>,
 }
 
 /// One open inode.

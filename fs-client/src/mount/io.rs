@@ -258,7 +258,9 @@ impl Inner {
             return Ok(());
         };
         let cred = self.file_cred();
-        let bound = commit::bound(&self.remote, d.bytes());
+        // The server writes and hashes the whole new generation, holes and
+        // kept base bytes included: bound by the size, not the dirty bytes.
+        let bound = commit::bound(&self.remote, d.bytes().max(d.size));
         let work = async {
             if let Some(up) = upload {
                 match up.finish(&self.counters, f.ino, d).await {
@@ -289,6 +291,12 @@ impl Inner {
         }
         self.cache.forget_attr(f.ino);
         self.keep_pages(f.ino, c.gen);
+        if let Some((atime, mtime)) = st.pending_times.take() {
+            let set = SetAttr { atime, mtime, ..Default::default() };
+            let (a, t) = self.call_attr(cred.as_ref(), MetaRequest::SetAttr { ino: f.ino, set }).await?;
+            self.cache.put_attr(t, &a);
+            st.attr = Some(a);
+        }
         Ok(())
     }
 
@@ -380,9 +388,28 @@ impl Inner {
             self.truncate(cred, ino, size).await?;
         } else if ch.atime.is_some() || ch.mtime.is_some() {
             // Times set while data is pending must not be overwritten by
-            // the commit that follows: commit first.
+            // the commit that follows. Times alone (what the kernel's
+            // write-back cache sends while a file is being written) wait
+            // for that commit, so a stream being written is not cut into
+            // several generations; with other changes, commit first.
             if let Some(f) = self.files.file(ino) {
                 let mut st = f.state.lock().await;
+                let times_only = ch.mode.is_none() && ch.uid.is_none() && ch.gid.is_none();
+                if times_only && st.dirty.is_some() {
+                    let (atime, mtime) = st.pending_times.take().unwrap_or_default();
+                    let atime = ch.atime.map(time_set).or(atime);
+                    let mtime = ch.mtime.map(time_set).or(mtime);
+                    if let (Some(d), Some(m)) = (st.dirty.as_mut(), ch.mtime) {
+                        d.mtime = match m {
+                            TimeOrNow::Now => std::time::SystemTime::now(),
+                            TimeOrNow::SpecificTime(t) => t,
+                        };
+                    }
+                    st.pending_times = Some((atime, mtime));
+                    drop(st);
+                    let a = self.attr(cred, ino).await?;
+                    return Ok((self.overlay(a.0).await, a.1));
+                }
                 self.commit_locked(&f, &mut st).await?;
             }
         }
