@@ -6,7 +6,7 @@
 //! 1. sent as one tar stream from `b` to `a` over one TCP connection,
 //!    unpacked and synced there (the baseline);
 //! 2. `cp -r`'d into the renkei mount at `b` (bundling on), then unmounted:
-//!    the time ends when the mount process has exited, which is after every
+//!    the time ends when the mount, stopped like Ctrl-C, has exited: after every
 //!    bundle is stored on the file server and committed in metadata;
 //! 3. the same with `-o nobundle` (every create and commit a round trip);
 //! 4. the same into sshfs at `b` through an sshd at `a` (ends after `sync
@@ -29,6 +29,7 @@ use crate::wanfed::{WanFedSpec, WanFederation};
 use crate::wanfs_ls::{self, LsResult};
 use crate::wanfs_mount::BinMount;
 use anyhow::Context;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -73,6 +74,8 @@ pub struct Copy {
     pub secs: f64,
     /// When the clock stopped.
     pub ends: String,
+    /// Requests the renkei mount sent, per kind (renkei copies).
+    pub requests: Option<BTreeMap<String, u64>>,
 }
 
 /// Everything measured.
@@ -161,7 +164,7 @@ fn copy_into_mount(
     set: &Path,
     options: &str,
     dir: &str,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, Option<BTreeMap<String, u64>>)> {
     let (_, cfg) = fed.client_config("b", "bench")?;
     let mp = o.scratch.join(format!("mnt-b-{dir}"));
     let mut m = BinMount::start(&wan.site("b")?, &o.bin_dir, &cfg, &mp, options, &o.scratch)?;
@@ -171,7 +174,53 @@ fn copy_into_mount(
     let clean = m.stop(Duration::from_secs(300));
     let secs = t.elapsed().as_secs_f64();
     anyhow::ensure!(clean, "the mount did not exit after unmount: {}", m.log_tail());
-    Ok(secs)
+    Ok((secs, m.requests()))
+}
+
+/// What a client at `site` sees under `/dir`: (files, bytes), walking the
+/// tree. Untimed; it also waits out any directory lease a finished mount
+/// still holds (the meta server recalls it first, bounded).
+async fn census(client: &fs_client::Client, dir: &str) -> anyhow::Result<(usize, u64)> {
+    let (mut files, mut bytes) = (0usize, 0u64);
+    let mut todo = vec![dir.to_string()];
+    while let Some(d) = todo.pop() {
+        for e in client.list(&d).await.with_context(|| format!("listing {d}"))? {
+            let p = format!("{d}/{}", e.name);
+            match e.kind {
+                fs_proto::FileKind::Directory => todo.push(p),
+                _ => {
+                    files += 1;
+                    bytes += e.attr.map(|a| a.size).unwrap_or(0);
+                }
+            }
+        }
+    }
+    Ok((files, bytes))
+}
+
+/// Check that `/dir` holds the whole set, as a client at site `c` sees it.
+fn check_copy(
+    rt: &tokio::runtime::Runtime,
+    wan: &Wan,
+    fed: &WanFederation,
+    dir: &str,
+    files: usize,
+    bytes: u64,
+) -> anyhow::Result<()> {
+    let t = Instant::now();
+    let got = rt.block_on(async {
+        let c = fed.client(wan, "c", "bench").await?;
+        census(&c, dir).await
+    })?;
+    anyhow::ensure!(
+        got == (files, bytes),
+        "{dir} holds {got:?} (files, bytes) as seen from c; expected {:?}",
+        (files, bytes)
+    );
+    if t.elapsed() > Duration::from_secs(2) {
+        eprintln!("note: checking {dir} from c took {:.1} s (a directory lease recalled?)", t.elapsed().as_secs_f64());
+    }
+    Ok(())
 }
 
 /// Run the whole benchmark.
@@ -203,22 +252,31 @@ pub fn run(o: &WanFsOptions) -> anyhow::Result<WanFsReport> {
         eprintln!("tar b -> a");
         drop_caches();
         let secs = tar_between_sites(&wan, "b", "a", &set, &o.scratch.join("tar-dst"))?;
-        copies.push(Copy { name: "one tar stream b -> a (TCP)".into(), secs, ends: "untarred and `sync -f`".into() });
+        copies.push(Copy {
+            name: "one tar stream b -> a (TCP)".into(),
+            secs,
+            ends: "untarred and `sync -f`".into(),
+            requests: None,
+        });
 
         eprintln!("cp -r into the mount at b (bundling on)");
-        let secs = copy_into_mount(&wan, &fed, o, &set, "", "bundled")?;
+        let (secs, requests) = copy_into_mount(&wan, &fed, o, &set, "", "bundled")?;
+        check_copy(&rt, &wan, &fed, "/bundled", files.len(), bytes)?;
         copies.push(Copy {
             name: "`cp -r` into renkei mount at b".into(),
             secs,
-            ends: "unmounted, mount exited".into(),
+            ends: "mount stopped (SIGTERM: unmount, commit all) and exited".into(),
+            requests,
         });
 
         eprintln!("cp -r into the mount at b (-o nobundle)");
-        let secs = copy_into_mount(&wan, &fed, o, &set, "nobundle", "perfile")?;
+        let (secs, requests) = copy_into_mount(&wan, &fed, o, &set, "nobundle", "perfile")?;
+        check_copy(&rt, &wan, &fed, "/perfile", files.len(), bytes)?;
         copies.push(Copy {
             name: "`cp -r` into renkei mount at b, `-o nobundle`".into(),
             secs,
-            ends: "unmounted, mount exited".into(),
+            ends: "mount stopped (SIGTERM: unmount, commit all) and exited".into(),
+            requests,
         });
 
         if o.sshfs {
@@ -246,6 +304,7 @@ pub fn run(o: &WanFsOptions) -> anyhow::Result<WanFsReport> {
                 name: "`cp -r` into sshfs at b (sshd at a)".into(),
                 secs,
                 ends: "sshd's disk `sync -f`".into(),
+                requests: None,
             });
         } else {
             skipped.push("sshfs (`--no-sshfs`)".to_string());
@@ -256,16 +315,18 @@ pub fn run(o: &WanFsOptions) -> anyhow::Result<WanFsReport> {
         let out = o.scratch.join("out-c");
         let _ = std::fs::remove_dir_all(&out);
         {
-            let m = BinMount::start(&wan.site("c")?, &o.bin_dir, &cfg, &o.scratch.join("mnt-c"), "", &o.scratch)?;
+            let mut m = BinMount::start(&wan.site("c")?, &o.bin_dir, &cfg, &o.scratch.join("mnt-c"), "", &o.scratch)?;
             drop_caches();
             let t = Instant::now();
             cp_r(&m.mp.join("bundled"), &out).with_context(|| m.log_tail())?;
             sync_f(&out)?;
             let secs = t.elapsed().as_secs_f64();
+            m.stop(Duration::from_secs(60));
             copies.push(Copy {
                 name: "`cp -r` out of renkei mount at c (cold; files at b)".into(),
                 secs,
                 ends: "local copy `sync -f`".into(),
+                requests: m.requests(),
             });
         }
         let same = Command::new("diff").arg("-rq").arg(&set).arg(&out).status()?.success();

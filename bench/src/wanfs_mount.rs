@@ -1,8 +1,8 @@
 //! renkei mounts at a site of the WAN emulator, for `wanfs_bench`:
 //!
 //! - [`BinMount`]: the real `renkei mount -f` binary started inside the site
-//!   (what a user runs); unmounting waits for the process to exit, which is
-//!   when every bundle has been committed.
+//!   (what a user runs); stopping it (SIGTERM, like Ctrl-C) waits for the
+//!   process to exit, which is when every bundle has been committed.
 //! - [`CountedMount`]: the same mount served by this process, from a thread
 //!   that entered the site's network namespace (so its QUIC socket lives
 //!   there), for reading the mount's per-kind request counters.
@@ -14,6 +14,7 @@ use anyhow::Context;
 use fs_client::counters::Counters;
 use fs_client::mount::{self, MountOptions};
 use fs_client::ClientConfig;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::Arc;
@@ -73,12 +74,18 @@ impl BinMount {
         Ok(m)
     }
 
-    /// Unmount and wait (up to `bound`) for the process to exit: at exit the
-    /// mount has committed everything (bundles sent, metadata committed).
-    /// Returns false if it had to be killed.
+    /// Stop the mount as a user's Ctrl-C does (SIGTERM: it unmounts, commits
+    /// everything still pending, logs its request counters and exits) and
+    /// wait up to `bound` for the process to exit. Returns false if it had
+    /// to be killed.
     pub fn stop(&mut self, bound: Duration) -> bool {
-        unmount(&self.mp);
         let Some(mut child) = self.child.take() else { return true };
+        match i32::try_from(child.id()) {
+            Ok(pid) => {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+            }
+            Err(_) => unmount(&self.mp),
+        }
         let t = Instant::now();
         while t.elapsed() < bound {
             if let Ok(Some(_)) = child.try_wait() {
@@ -86,9 +93,24 @@ impl BinMount {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        unmount(&self.mp);
         let _ = child.kill();
         let _ = child.wait();
         false
+    }
+
+    /// The requests the mount sent, per kind, from the line it logs when it
+    /// has unmounted (`requests={"kind": n, ...}`); None before that.
+    pub fn requests(&self) -> Option<BTreeMap<String, u64>> {
+        let text = std::fs::read_to_string(&self.log).ok()?;
+        let line = strip_ansi(text.lines().rev().find(|l| l.contains("unmounted"))?);
+        let map = line.split_once("requests={")?.1.split_once('}')?.0;
+        let mut out = BTreeMap::new();
+        for item in map.split(", ").filter(|i| !i.is_empty()) {
+            let (k, v) = item.split_once(": ")?;
+            out.insert(k.trim_matches('"').to_string(), v.trim().parse().ok()?);
+        }
+        Some(out)
     }
 
     /// The last lines of the mount's log.
@@ -97,6 +119,24 @@ impl BinMount {
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(5)..].join("\n")
     }
+}
+
+/// `s` without ANSI colour sequences (ESC [ ... m).
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Drop for BinMount {

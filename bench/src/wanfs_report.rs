@@ -11,6 +11,20 @@ fn kinds(l: &Listing) -> String {
     l.requests.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
 }
 
+fn counts(m: &std::collections::BTreeMap<String, u64>) -> String {
+    if m.is_empty() {
+        return "none".into();
+    }
+    let meta: u64 = m.iter().filter(|(k, _)| !k.starts_with("data.")).map(|(_, v)| v).sum();
+    let each = m
+        .iter()
+        .filter(|(k, _)| !k.ends_with("bytes_out") && !k.ends_with("bytes_in"))
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("{meta} metadata requests ({each})")
+}
+
 impl WanFsReport {
     /// MB/s of a copy (10^6 bytes per second).
     fn mb_s(&self, secs: f64) -> f64 {
@@ -71,6 +85,14 @@ impl WanFsReport {
                 of_sshfs,
                 c.ends
             );
+        }
+        let with_counts: Vec<&crate::wanfs_bench::Copy> = self.copies.iter().filter(|c| c.requests.is_some()).collect();
+        if !with_counts.is_empty() {
+            s += "\nRequests each renkei mount sent (its own counters, logged at unmount):\n\n";
+            for c in with_counts {
+                let r = c.requests.as_ref().map(counts).unwrap_or_default();
+                s += &format!("- {}: {r}\n", c.name);
+            }
         }
         if let Some(same) = self.read_back_identical {
             s += &format!(

@@ -92,9 +92,7 @@ pub fn run_cli(a: WanFsArgs) -> anyhow::Result<()> {
     let report = run(&o);
     let _ = std::fs::remove_dir_all(&a.scratch);
     let mut report = report?;
-    if a.no_sshfs {
-        report.skipped.push("sshfs (`--no-sshfs`)".into());
-    } else if !sshfs {
+    if !a.no_sshfs && !sshfs {
         report.skipped.push("sshfs (sshfs or sshd not installed)".into());
     }
     let md = report.markdown();
