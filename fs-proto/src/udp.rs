@@ -76,3 +76,23 @@ impl AsyncUdpSocket for GsoCapped {
         self.inner.may_fragment()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_batch_never_exceeds_one_ip_packet() {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let Some(rt) = quinn::default_runtime() else { panic!("no runtime") };
+        let inner = rt.wrap_udp_socket(sock).unwrap();
+        let offered = inner.max_transmit_segments();
+        for mtu in [1200u16, 1452, 8952, 65000] {
+            let capped =
+                GsoCapped::wrap(rt.wrap_udp_socket(std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap(), mtu);
+            let n = capped.max_transmit_segments();
+            assert!(n >= 1 && n <= offered, "mtu {mtu}: {n} segments (socket offers {offered})");
+            assert!(n == 1 || n * usize::from(mtu) <= MAX_GSO_BYTES, "mtu {mtu}: {n} segments exceed 64 KiB");
+        }
+    }
+}
