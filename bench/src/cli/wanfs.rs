@@ -92,6 +92,9 @@ pub fn run_cli(a: WanFsArgs) -> anyhow::Result<()> {
     let report = run(&o);
     let _ = std::fs::remove_dir_all(&a.scratch);
     let mut report = report?;
+    if !a.no_limit && !limit {
+        report.skipped.push("emulator limit (measured with iperf3, which is skipped or missing)".into());
+    }
     if !a.no_sshfs && !sshfs {
         report.skipped.push("sshfs (sshfs or sshd not installed)".into());
     }
