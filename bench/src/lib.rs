@@ -7,11 +7,20 @@
 //! - [`putget`]: one large file through `renkei put/get` beside `cp`.
 //! - [`mount_bench`]: one large file through the FUSE mount beside put/get and sshfs.
 //! - [`rep_bench`]: replicating the Montage-like set between two sites beside one tar stream.
+//! - [`wanfs_bench`]: the Montage-like set into and out of the mount across the WAN, beside one tar
+//!   stream, per-file creates and sshfs; `ls -l` cold and warm; one large file at 50 ms.
+//! - [`sshfs`], [`tar_stream`]: the baselines those compare with.
 
 pub mod dataset;
 pub mod mount_bench;
 pub mod putget;
 pub mod rep_bench;
+pub mod sshfs;
+pub mod tar_stream;
 pub mod wan;
 pub mod wan_transfer;
 pub mod wanfed;
+pub mod wanfs_bench;
+pub mod wanfs_ls;
+pub mod wanfs_mount;
+pub mod wanfs_report;

@@ -12,11 +12,12 @@
 //! directory, and stopped afterwards.
 
 use crate::putget::make_file;
+use crate::sshfs::{self, unmount, wait_for, Killed, Place, SshfsSpec};
 use anyhow::Context;
 use fs_client::local::{self, LocalSpec};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// What to measure.
@@ -110,110 +111,17 @@ fn copy(src: &Path, dst: &Path) -> anyhow::Result<Duration> {
 }
 
 /// Drop the page cache so the next read is cold (root only; best effort).
-fn drop_caches() {
+pub(crate) fn drop_caches() {
     let _ = Command::new("sync").status();
     let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
 }
 
-fn wait_for(what: &str, bound: Duration, mut ok: impl FnMut() -> bool) -> anyhow::Result<()> {
-    let t = Instant::now();
-    while !ok() {
-        anyhow::ensure!(t.elapsed() < bound, "{what} not ready within {bound:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
-}
-
-fn mounted(mp: &Path) -> bool {
+pub(crate) fn mounted(mp: &Path) -> bool {
     let want = mp.to_string_lossy().to_string();
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
         .any(|l| l.split(' ').nth(4) == Some(&want))
-}
-
-fn unmount(mp: &Path) {
-    let _ = Command::new("fusermount3").arg("-u").arg(mp).status();
-}
-
-/// A process killed when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// An sshd for this run only, and sshfs mounted through it.
-struct Sshfs {
-    _sshd: Killed,
-    mp: PathBuf,
-}
-
-impl Drop for Sshfs {
-    fn drop(&mut self) {
-        unmount(&self.mp);
-    }
-}
-
-fn free_tcp_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn start_sshfs(dir: &Path, remote: &Path, mp: &Path) -> anyhow::Result<Sshfs> {
-    let ssh = dir.join("ssh");
-    std::fs::create_dir_all(&ssh)?;
-    for key in ["host_key", "id"] {
-        let p = ssh.join(key);
-        if !p.exists() {
-            let st = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&p).status()?;
-            anyhow::ensure!(st.success(), "ssh-keygen failed");
-        }
-    }
-    std::fs::copy(ssh.join("id.pub"), ssh.join("authorized_keys"))?;
-    let port = free_tcp_port()?;
-    let config = ssh.join("sshd_config");
-    std::fs::write(
-        &config,
-        format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\nPidFile {pid}\n\
-             PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             UsePAM no\nStrictModes no\nSubsystem sftp internal-sftp\n",
-            hk = ssh.join("host_key").display(),
-            ak = ssh.join("authorized_keys").display(),
-            pid = ssh.join("sshd.pid").display(),
-        ),
-    )?;
-    let sshd = ["/usr/sbin/sshd", "/usr/bin/sshd"].into_iter().find(|p| Path::new(p).exists()).unwrap_or("sshd");
-    // sshd insists on its privilege separation directory.
-    let _ = std::fs::create_dir_all("/run/sshd");
-    let child = Command::new(sshd)
-        .arg("-D")
-        .arg("-e")
-        .arg("-f")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let sshd = Killed(child);
-    wait_for("sshd", Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok())?;
-    std::fs::create_dir_all(mp)?;
-    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
-    let st = Command::new("timeout")
-        .arg("30")
-        .arg("sshfs")
-        .arg(format!("{user}@127.0.0.1:{}", remote.display()))
-        .arg(mp)
-        .arg("-o")
-        .arg(format!(
-            "port={port},IdentityFile={},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,LogLevel=ERROR",
-            ssh.join("id").display()
-        ))
-        .status()?;
-    anyhow::ensure!(st.success(), "sshfs mount failed");
-    Ok(Sshfs { _sshd: sshd, mp: mp.to_path_buf() })
 }
 
 /// Run the benchmark.
@@ -253,7 +161,14 @@ pub async fn run(opts: &MountBenchOptions) -> anyhow::Result<MountBenchReport> {
         } else {
             let remote = opts.dir.join("sshfs-remote");
             std::fs::create_dir_all(&remote)?;
-            Some(start_sshfs(&opts.dir, &remote, &opts.dir.join("sshfs"))?)
+            let mp = opts.dir.join("sshfs");
+            Some(sshfs::start(&SshfsSpec {
+                dir: &opts.dir,
+                remote: &remote,
+                mp: &mp,
+                server: (Place::Local, std::net::Ipv4Addr::LOCALHOST),
+                client: Place::Local,
+            })?)
         };
         let client = fs_client::Client::connect(fs_client::ClientConfig::load(&state.client_config)?).await?;
         let out = opts.dir.join("out.bin");

@@ -17,16 +17,14 @@
 //! show the bytes went server to server.
 
 use crate::dataset;
+use crate::tar_stream;
 use crate::wan::{preset, Wan};
 use crate::wanfed::{WanFedSpec, WanFederation};
 use anyhow::Context;
 use fs_client::local::{self, LocalSpec};
 use fs_client::replicate::RepOptions;
 use fs_client::{Client, ClientConfig};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// An emulated link between the two sites.
@@ -252,49 +250,8 @@ async fn fresh_client(bed: &Bed) -> anyhow::Result<Client> {
 /// destination site, untar there and sync. Returns seconds.
 fn tar_over_tcp(o: &RepBenchOptions, bed: &Bed, src: &Path) -> anyhow::Result<f64> {
     let dst = o.scratch.join("tar-dst");
-    let _ = std::fs::remove_dir_all(&dst);
-    std::fs::create_dir_all(&dst)?;
-    let (listener, connect): (TcpListener, Box<dyn FnOnce(std::net::SocketAddr) -> std::io::Result<TcpStream> + Send>) =
-        match &bed._wan {
-            None => (TcpListener::bind("127.0.0.1:0")?, Box::new(TcpStream::connect)),
-            Some((_, wan)) => {
-                let b = wan.site("b")?;
-                let ip = b.addr();
-                let l = b.run_in(move || TcpListener::bind((ip, 0)))?;
-                let a = wan.site("a")?;
-                (l, Box::new(move |addr| a.run_in(move || TcpStream::connect(addr)).map_err(std::io::Error::other)))
-            }
-        };
-    let addr = listener.local_addr()?;
-    let t = Instant::now();
-    let receiver = {
-        let dst = dst.clone();
-        std::thread::spawn(move || -> anyhow::Result<()> {
-            let (mut sock, _) = listener.accept()?;
-            let mut tar = Command::new("tar").arg("-C").arg(&dst).arg("-xf").arg("-").stdin(Stdio::piped()).spawn()?;
-            let mut stdin = tar.stdin.take().context("tar stdin")?;
-            std::io::copy(&mut sock, &mut stdin)?;
-            drop(stdin);
-            anyhow::ensure!(tar.wait()?.success(), "tar -x failed");
-            anyhow::ensure!(Command::new("sync").arg("-f").arg(&dst).status()?.success(), "sync failed");
-            Ok(())
-        })
-    };
-    let mut sock = connect(addr)?;
-    let mut tar = Command::new("tar").arg("-C").arg(src).arg("-cf").arg("-").arg(".").stdout(Stdio::piped()).spawn()?;
-    let mut out = tar.stdout.take().context("tar stdout")?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = out.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        sock.write_all(&buf[..n])?;
+    match &bed._wan {
+        None => tar_stream::tar_on_loopback(src, &dst),
+        Some((_, wan)) => tar_stream::tar_between_sites(wan, "a", &bed.dst_site, src, &dst),
     }
-    sock.shutdown(std::net::Shutdown::Write)?;
-    anyhow::ensure!(tar.wait()?.success(), "tar -c failed");
-    receiver.join().map_err(|_| anyhow::anyhow!("receiver panicked"))??;
-    let secs = t.elapsed().as_secs_f64();
-    std::fs::remove_dir_all(&dst)?;
-    Ok(secs)
 }

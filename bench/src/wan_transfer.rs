@@ -5,7 +5,9 @@
 
 use crate::putget::make_file;
 use crate::wan::{iperf::iperf3_bps, preset, Wan};
-use crate::wanfed::{WanFedSpec, WanFederation};
+use crate::wanfed::{WanFedSpec, WanFederation, SERVER_PORT};
+use fs_proto::rpc::PeerAddr;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -45,6 +47,53 @@ pub struct TransferReport {
     pub get_mbit: f64,
     /// iperf3, one TCP stream, default kernel buffers.
     pub tcp_mbit: Option<f64>,
+    /// The client's QUIC path during the put (it is the sender then).
+    pub put_path: Option<PathNote>,
+}
+
+/// What the sender's QUIC path saw: where the time went.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PathNote {
+    /// Smoothed RTT at the end, ms.
+    pub rtt_ms: f64,
+    /// Congestion window at the end, bytes.
+    pub cwnd: u64,
+    /// Congestion events (loss episodes).
+    pub congestion_events: u64,
+    /// Packets declared lost.
+    pub lost_packets: u64,
+    /// Packets sent.
+    pub sent_packets: u64,
+    /// Path MTU reached.
+    pub mtu: u16,
+}
+
+impl PathNote {
+    fn of(before: &quinn::ConnectionStats, after: &quinn::ConnectionStats) -> Self {
+        PathNote {
+            rtt_ms: after.path.rtt.as_secs_f64() * 1e3,
+            cwnd: after.path.cwnd,
+            congestion_events: after.path.congestion_events - before.path.congestion_events,
+            lost_packets: after.path.lost_packets - before.path.lost_packets,
+            sent_packets: after.path.sent_packets - before.path.sent_packets,
+            mtu: after.path.current_mtu,
+        }
+    }
+
+    /// One line for the report.
+    pub fn line(&self) -> String {
+        format!(
+            "sender's QUIC path: {} packets sent, {} lost ({:.3} %), {} congestion events, final cwnd {:.1} MB, \
+             smoothed RTT {:.1} ms, path MTU {}",
+            self.sent_packets,
+            self.lost_packets,
+            100.0 * self.lost_packets as f64 / self.sent_packets.max(1) as f64,
+            self.congestion_events,
+            self.cwnd as f64 / 1e6,
+            self.rtt_ms,
+            self.mtu
+        )
+    }
 }
 
 impl TransferReport {
@@ -62,6 +111,9 @@ impl TransferReport {
         s += &row("renkei get", self.get_mbit);
         if let Some(t) = self.tcp_mbit {
             s += &row("TCP (iperf3, untuned)", t);
+        }
+        if let Some(p) = &self.put_path {
+            s += &format!("\nDuring the put, the {}.\n", p.line());
         }
         s
     }
@@ -85,10 +137,43 @@ pub async fn run(o: &TransferOptions) -> anyhow::Result<TransferReport> {
     make_file(&src, o.size)?;
     let client = fed.client(&wan, "b", "bench").await?;
     client.stat("/").await?;
+    let server =
+        PeerAddr { addr: SocketAddr::from((wan.addr_of("a")?, SERVER_PORT)), name: WanFederation::server_name("a") };
+    let conn = client.data().dialer().connect(&server).await?;
+    let before = conn.stats();
 
+    // RENKEI_BENCH_TRACE=1: the sender's path every second, to see where
+    // the time goes (window, loss, RTT, MTU).
+    let tracer = std::env::var_os("RENKEI_BENCH_TRACE").map(|_| {
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let mut last = conn.stats();
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let now = conn.stats();
+                let sent = now.udp_tx.bytes - last.udp_tx.bytes;
+                eprintln!(
+                    "t={:>5.1}s sent {:>7.1} Mbit/s, {}; probes lost {}, black holes {}, ios {}",
+                    start.elapsed().as_secs_f64(),
+                    sent as f64 * 8.0 / 1e6,
+                    PathNote::of(&last, &now).line(),
+                    now.path.lost_plpmtud_probes,
+                    now.path.black_holes_detected,
+                    now.udp_tx.ios - last.udp_tx.ios,
+                );
+                last = now;
+            }
+        })
+    });
     let t = Instant::now();
     client.put_file(&src, "/big.bin", &|_| {}).await?;
+    if let Some(t) = tracer {
+        t.abort();
+        eprintln!("emulator: {:?}", wan.stats());
+    }
     let put = o.size as f64 * 8.0 / 1e6 / t.elapsed().as_secs_f64();
+    let put_path = Some(PathNote::of(&before, &conn.stats()));
     let _ = std::fs::remove_file(&src);
 
     let out = o.scratch.join("back.bin");
@@ -108,5 +193,6 @@ pub async fn run(o: &TransferOptions) -> anyhow::Result<TransferReport> {
         put_mbit: put,
         get_mbit: get,
         tcp_mbit: tcp,
+        put_path,
     })
 }

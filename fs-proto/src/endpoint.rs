@@ -343,7 +343,9 @@ fn endpoint_on(
         .map_err(|source| EndpointError::Bind { addr: SocketAddr::from(([0, 0, 0, 0], 0)), source })?;
     let runtime = quinn::default_runtime()
         .ok_or_else(|| EndpointError::QuicCrypto("no async runtime to drive the endpoint".into()))?;
-    let mut ep = Endpoint::new(endpoint_config(), server, socket, runtime)
+    let socket = runtime.wrap_udp_socket(socket).map_err(|source| EndpointError::Bind { addr, source })?;
+    let socket = crate::udp::GsoCapped::wrap(socket, tuning.max_mtu);
+    let mut ep = Endpoint::new_with_abstract_socket(endpoint_config(), server, socket, runtime)
         .map_err(|source| EndpointError::Bind { addr, source })?;
     ep.set_default_client_config(client_config(id, tuning)?);
     Ok(ep)

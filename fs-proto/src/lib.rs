@@ -46,6 +46,7 @@ pub mod rpc;
 pub mod serve;
 pub mod server;
 pub mod types;
+mod udp;
 pub mod version;
 pub mod vpe;
 

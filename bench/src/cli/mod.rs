@@ -7,6 +7,7 @@ pub mod rep;
 pub mod transfer;
 pub mod wan;
 pub mod wan_serve;
+pub mod wanfs;
 
 use clap::Subcommand;
 
@@ -25,6 +26,9 @@ pub enum Command {
     Mount(mount::MountArgs),
     /// Replicate the Montage-like set between two sites (loopback, or --wan) vs one tar stream.
     Rep(rep::RepArgs),
+    /// Issue 5 side by side: the Montage-like set into and out of the mount across a 10 ms WAN vs
+    /// one tar stream, per-file creates and sshfs; cold/warm `ls -l`; one large file at 50 ms.
+    Wanfs(wanfs::WanFsArgs),
 }
 
 /// Run one subcommand.
@@ -36,5 +40,6 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Rep(args) => rep::run_cli(args),
         Command::Dataset(args) => dataset::run(args),
         Command::Transfer(args) => transfer::run_cli(args),
+        Command::Wanfs(args) => wanfs::run_cli(args),
     }
 }
