@@ -225,6 +225,23 @@ impl Dialer {
         (rx, tx)
     }
 
+    /// Close every cached connection (the owner is done): peers end what
+    /// they keep for them (e.g. a callback session) at once instead of
+    /// waiting out the idle timeout. Waits, at most `bound`, until the
+    /// endpoint has nothing left to send.
+    pub async fn close_all(&self, bound: Duration) {
+        let slots: Vec<Slot> = {
+            let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.values().cloned().collect()
+        };
+        for slot in slots {
+            if let Some(c) = slot.lock().await.take() {
+                c.close(crate::error::quic_codes::OK, b"done");
+            }
+        }
+        let _ = tokio::time::timeout(bound, self.endpoint.wait_idle()).await;
+    }
+
     /// Drop the cached connection to `peer` (after it failed).
     pub async fn forget(&self, peer: &PeerAddr) {
         let slot = self.slot(peer);

@@ -100,6 +100,7 @@ impl Mounted {
         tokio::select! {
             r = &mut done => {
                 self.subscription.abort();
+                self.close_connections().await;
                 return r.map_err(|e| ClientError::Config(format!("FUSE session: {e}")))?
                     .map_err(|e| local(&self.inner.opts.mountpoint, e));
             }
@@ -109,6 +110,7 @@ impl Mounted {
         unmount(&self.inner.opts.mountpoint).map_err(|e| local(&self.inner.opts.mountpoint, e))?;
         let r = tokio::time::timeout(Duration::from_secs(30), done).await;
         self.subscription.abort();
+        self.close_connections().await;
         tracing::info!(requests = ?self.inner.counters.snapshot(), "unmounted");
         match r {
             Ok(Ok(Ok(()))) => Ok(()),
@@ -116,6 +118,15 @@ impl Mounted {
             Ok(Err(e)) => Err(ClientError::Config(format!("FUSE session: {e}"))),
             Err(_) => Err(ClientError::Config("FUSE session did not end within 30 s of unmounting".into())),
         }
+    }
+}
+
+impl Mounted {
+    /// Close every connection now that everything is committed, so the
+    /// meta server ends this mount's callback session (and the directory
+    /// leases it held) at once rather than after the idle timeout.
+    async fn close_connections(&self) {
+        self.inner.remote.dialer().close_all(Duration::from_secs(1)).await;
     }
 }
 
