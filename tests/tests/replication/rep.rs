@@ -40,6 +40,17 @@ async fn thousand_files_go_server_to_server_and_where_shows_both_sites() {
         let after_dry = replicas(&writer, &inos).await;
         assert!(after_dry.values().all(|(_, r)| r.len() <= 1), "a dry run copies nothing");
 
+        // Counters travel with heartbeats: start from one that has seen
+        // every byte the tree's writes brought to pop1.
+        crate::common::eventually(Duration::from_secs(10), "pop1's heartbeat counts the writes", || async {
+            let (pop1_in, _) = host_bytes(&writer, "pop1").await;
+            if pop1_in >= total {
+                Ok(())
+            } else {
+                Err(format!("pop1 reported {pop1_in} of {total} bytes written"))
+            }
+        })
+        .await;
         let (pop1_in0, pop1_out0) = host_bytes(&writer, "pop1").await;
         let (pop2_in0, _) = host_bytes(&writer, "pop2").await;
         let opts = RepOptions { to: Some("site2".into()), parallel: 4, ..Default::default() };
