@@ -44,9 +44,10 @@ async fn a_burst_costs_o_bundles_and_shows_complete_at_another_site() {
         eprintln!("1000 creates: {meta} meta requests, {} bundles: {after:?}", delta("data.bundle"));
         assert!(meta <= 20, "a burst in a leased directory sends O(bundles) requests to meta: {after:?}");
         assert_eq!(delta("create"), 0, "no create goes to the meta server: {after:?}");
-        // A file still open when its entry had to be committed alone (the
-        // bundle's deadline passed mid-write on a loaded machine: seen once
-        // in CI) sends its bytes in a write session of its own; a few at most.
+        // A file still open when its entry has to be committed alone (a
+        // request naming it, a recall) sends its bytes in a write session
+        // of its own; a few at most. Seen once in CI under load (one file
+        // of 1,000); what committed it early is not pinned down yet.
         assert!(delta("open_write") <= 3 && delta("data.write") == delta("open_write"), "{after:?}");
         assert!(delta("data.bundle") <= 40, "bundles, not files: {after:?}");
 
