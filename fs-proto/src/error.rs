@@ -139,6 +139,10 @@ pub enum ProtoError {
     /// The bytes did not decode as the expected message.
     #[error("malformed frame: {0}")]
     Malformed(#[from] postcard::Error),
+    /// A compressed frame that does not decompress within
+    /// [`crate::version::MAX_FRAME`].
+    #[error("malformed compressed frame: {0}")]
+    Compression(String),
     /// The QUIC stream failed while reading.
     #[error("stream read failed: {0}")]
     Read(#[from] quinn::ReadError),
@@ -157,7 +161,13 @@ impl ProtoError {
     /// True when the peer sent bytes that violate the protocol (as opposed to
     /// a transport failure); the right answer is to close the connection.
     pub fn is_protocol_violation(&self) -> bool {
-        matches!(self, ProtoError::Oversized { .. } | ProtoError::Truncated | ProtoError::Malformed(_))
+        matches!(
+            self,
+            ProtoError::Oversized { .. }
+                | ProtoError::Truncated
+                | ProtoError::Malformed(_)
+                | ProtoError::Compression(_)
+        )
     }
 }
 

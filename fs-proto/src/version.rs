@@ -2,11 +2,12 @@
 
 /// ALPN protocol name for the current wire version. A peer speaking another
 /// version fails the TLS handshake with "no application protocol" instead of
-/// misreading frames.
-pub const ALPN: &[u8] = b"renkei/1";
+/// misreading frames. Version 2: large frames may be zstd-compressed
+/// ([`crate::frame`]).
+pub const ALPN: &[u8] = b"renkei/2";
 
 /// Human-readable form of [`ALPN`], for messages.
-pub const ALPN_STR: &str = "renkei/1";
+pub const ALPN_STR: &str = "renkei/2";
 
 /// Largest framed message accepted on any stream (16 MiB). Bulk file bytes
 /// never travel inside a frame, so only large directory pages or metadata

@@ -11,8 +11,17 @@ fn bad_inputs() -> Vec<(&'static str, Vec<u8>)> {
     truncated.extend_from_slice(&[1, 2, 3]);
     let mut garbage = 5u32.to_be_bytes().to_vec();
     garbage.extend_from_slice(&[0xff; 5]);
+    // A body flagged compressed that is not zstd, and a zstd body that would
+    // decompress to four times the frame limit.
+    let mut not_zstd = (fs_proto::frame::COMPRESSED | 5).to_be_bytes().to_vec();
+    not_zstd.extend_from_slice(&[0xff; 5]);
+    let bomb = zstd::bulk::compress(&vec![0u8; 4 * fs_proto::version::MAX_FRAME], 3).expect("compress");
+    let mut bomb_frame = (fs_proto::frame::COMPRESSED | bomb.len() as u32).to_be_bytes().to_vec();
+    bomb_frame.extend_from_slice(&bomb);
     vec![
         ("oversized length prefix", u32::MAX.to_be_bytes().to_vec()),
+        ("compressed flag on a body that is not zstd", not_zstd),
+        ("decompression bomb", bomb_frame),
         ("truncated frame", truncated),
         ("undecodable body", garbage),
         ("half a length prefix", vec![0, 0]),
