@@ -80,6 +80,9 @@ pub enum Congestion {
     NewReno,
 }
 
+/// The smallest initial window accepted: RFC 9002's two datagrams' worth.
+const MIN_INITIAL_WINDOW: u64 = 2 * 1200;
+
 /// Transport tuning, shared by every role. Every field has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -98,6 +101,13 @@ pub struct Tuning {
     pub max_streams: u32,
     /// Congestion controller.
     pub congestion: Congestion,
+    /// Initial congestion window (bytes): what a fresh connection may send
+    /// in its first round trip before acknowledgements open the window
+    /// further. quinn's default, ten 1,200-byte datagrams, makes a 150 KB
+    /// reply (a compressed 10,000-entry listing) on a fresh connection wait
+    /// four round trips of slow start; sending is paced over the round trip,
+    /// so a larger first window is spread out rather than burst.
+    pub initial_window: u64,
     /// Upper bound for path MTU discovery (bytes of UDP payload).
     pub max_mtu: u16,
     /// Kernel receive and send buffer of the UDP socket. A burst that
@@ -120,6 +130,7 @@ impl Default for Tuning {
             idle_timeout_ms: 10_000,
             max_streams: 4096,
             congestion: Congestion::Cubic,
+            initial_window: 64 << 10,
             max_mtu: 8952,
             socket_buffer: 32 << 20,
         }
@@ -140,13 +151,22 @@ impl Tuning {
         let mut mtu = quinn::MtuDiscoveryConfig::default();
         mtu.upper_bound(self.max_mtu.max(1200));
         t.mtu_discovery_config(Some(mtu));
+        let iw = self.initial_window.max(MIN_INITIAL_WINDOW);
         match self.congestion {
-            Congestion::Cubic => {}
+            Congestion::Cubic => {
+                let mut c = quinn::congestion::CubicConfig::default();
+                c.initial_window(iw);
+                t.congestion_controller_factory(Arc::new(c));
+            }
             Congestion::Bbr => {
-                t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
+                let mut c = quinn::congestion::BbrConfig::default();
+                c.initial_window(iw);
+                t.congestion_controller_factory(Arc::new(c));
             }
             Congestion::NewReno => {
-                t.congestion_controller_factory(Arc::new(quinn::congestion::NewRenoConfig::default()));
+                let mut c = quinn::congestion::NewRenoConfig::default();
+                c.initial_window(iw);
+                t.congestion_controller_factory(Arc::new(c));
             }
         }
         t
@@ -402,7 +422,7 @@ pub fn explain_connection_error(e: &quinn::ConnectionError) -> String {
     {
         " (a client certificate is required: set cert/key in the client config)"
     } else if raw.contains("no application protocol") || raw.contains("NoApplicationProtocol") {
-        " (protocol version mismatch: this build speaks renkei/1)"
+        return format!("{raw} (protocol version mismatch: this build speaks {})", crate::version::ALPN_STR);
     } else if matches!(e, C::TimedOut) {
         " (no answer: is the peer running and the address right?)"
     } else {
