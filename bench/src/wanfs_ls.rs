@@ -20,6 +20,9 @@ const FILL_PARALLEL: usize = 64;
 pub struct Listing {
     /// Wall time, seconds.
     pub secs: f64,
+    /// Time the mount spent waiting for replies of the meta server
+    /// meanwhile, seconds (the acceptance's "waiting").
+    pub waited_secs: f64,
     /// Lines `ls -l` printed (entries + the "total" line).
     pub lines: usize,
     /// Requests the mount sent meanwhile, per kind.
@@ -58,12 +61,14 @@ fn delta(before: &BTreeMap<&'static str, u64>, after: &BTreeMap<&'static str, u6
 
 fn ls_l(m: &CountedMount, dir: &Path) -> anyhow::Result<Listing> {
     let before = m.counters.snapshot();
+    let waited = m.counters.meta_wait();
     let t = Instant::now();
     let out = Command::new("ls").arg("-l").arg(dir).output().context("running ls -l")?;
     let secs = t.elapsed().as_secs_f64();
     anyhow::ensure!(out.status.success(), "ls -l failed: {}", String::from_utf8_lossy(&out.stderr));
     let lines = out.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count();
-    Ok(Listing { secs, lines, requests: delta(&before, &m.counters.snapshot()) })
+    let waited_secs = (m.counters.meta_wait() - waited).as_secs_f64();
+    Ok(Listing { secs, waited_secs, lines, requests: delta(&before, &m.counters.snapshot()) })
 }
 
 /// Make `/ls<entries>` with `entries` empty files (a client at `b`, many

@@ -104,18 +104,23 @@ impl WanFsReport {
             let rtt = ls.rtt_ms / 1e3;
             s += &format!(
                 "\n## `ls -l` of a {}-entry directory, {} ms RTT, from a fresh mount at c\n\n\
-                 | | wall ms | in RTTs | metadata requests | requests by kind |\n|---|---|---|---|---|\n\
-                 | cold | {:.0} | {:.1} | {} | {} |\n| warm | {:.0} | {:.1} | {} | {} |\n\n\
-                 The wall time includes `ls` itself and the kernel's work, so \"in RTTs\" is an upper bound on \
-                 the round trips waited for; the warm run's requests should be zero.\n",
+                 | | waited for meta, ms | in RTTs | wall ms | metadata requests | requests by kind |\n\
+                 |---|---|---|---|---|---|\n\
+                 | cold | {:.1} | **{:.1}** | {:.0} | {} | {} |\n| warm | {:.1} | {:.1} | {:.0} | {} | {} |\n\n\
+                 \"Waited\" is the time the mount spent waiting for the meta server's replies (the target: at \
+                 most 5 RTT cold). The wall time adds `ls` itself and the kernel's work: one FUSE request per \
+                 entry for its attributes and one for its security label, answered by the mount from its \
+                 cache (the warm row shows that part alone).\n",
                 ls.entries,
                 ls.rtt_ms,
+                ls.cold.waited_secs * 1e3,
+                ls.cold.waited_secs / rtt,
                 ls.cold.secs * 1e3,
-                ls.cold.secs / rtt,
                 ls.cold.meta_requests(),
                 kinds(&ls.cold),
+                ls.warm.waited_secs * 1e3,
+                ls.warm.waited_secs / rtt,
                 ls.warm.secs * 1e3,
-                ls.warm.secs / rtt,
                 ls.warm.meta_requests(),
                 kinds(&ls.warm),
             );

@@ -2,21 +2,16 @@
 
 use crate::counters::Counters;
 use crate::error::ClientError;
+use fs_proto::error::ProtoError;
 use fs_proto::meta::{
-    MetaCall, MetaRequest, MetaResponse, ReadGrant, RenameFlags, SetAttr, StatFs, WhoAmI, WriteGrant,
+    listing_page, MetaCall, MetaRequest, MetaResponse, ReadGrant, RenameFlags, SetAttr, StatFs, WhoAmI, WriteGrant,
 };
-use fs_proto::rpc::{CallError, Dialer, PeerAddr};
+use fs_proto::rpc::{call_paged, CallError, Dialer, PeerAddr};
 use fs_proto::{Attr, Cred, DirEntry, FileKind, HostInfo, Ino, ReplicaInfo};
 use std::sync::Arc;
 use std::time::Duration;
 
 type Result<T> = std::result::Result<T, ClientError>;
-
-/// Entries asked for per readdir page (the meta server also ends a page at
-/// a byte budget): a directory of up to 100,000 entries is one exchange, so
-/// `renkei ls`, `get -r` and walks of trees pay one round trip per
-/// directory, as the mount does.
-pub const READDIR_PAGE: u32 = fs_proto::meta::READDIR_MAX_ENTRIES;
 
 /// Calls to the meta server.
 #[derive(Clone)]
@@ -88,22 +83,27 @@ impl MetaClient {
         expect!(self.call_at("", MetaRequest::GetAttr { ino }).await?, MetaResponse::Attr(a) => a)
     }
 
-    /// One page of a directory.
-    pub async fn readdir_page(&self, ino: Ino, after: Option<String>, plus: bool) -> Result<(Vec<DirEntry>, bool)> {
-        let req = MetaRequest::ReadDir { ino, after, limit: READDIR_PAGE, plus };
-        expect!(self.call_at("", req).await?, MetaResponse::Entries { entries, more } => (entries, more))
-    }
-
-    /// A whole directory, page by page.
+    /// A whole directory in one `ListDir` stream of pages (one round trip
+    /// plus the bytes, however large the directory).
     pub async fn readdir_all(&self, ino: Ino, plus: bool) -> Result<Vec<DirEntry>> {
-        let mut out: Vec<DirEntry> = Vec::new();
+        let req = MetaRequest::ListDir { ino, plus };
+        self.counters.bump(req.kind());
+        let span = tracing::debug_span!("meta_call", kind = req.kind());
+        let _e = span.enter();
+        let msg = MetaCall { cred: self.cred.clone(), req };
+        let mut retried = false;
         loop {
-            let after = out.last().map(|e| e.name.clone());
-            let (page, more) = self.readdir_page(ino, after, plus).await?;
-            let empty = page.is_empty();
-            out.extend(page);
-            if !more || empty {
-                return Ok(out);
+            let conn = self.dialer.connect(&self.peer).await.map_err(|e| ClientError::at("", e))?;
+            let mut out = Vec::new();
+            match call_paged(&conn, &self.peer.name, &msg, self.timeout, |p| listing_page(p, &mut out)).await {
+                Ok(()) => return Ok(out),
+                // The cached connection was dead before the request left:
+                // dial again once (as `Dialer::call` does).
+                Err(CallError::Proto { source: ProtoError::Connection(_), .. }) if !retried => {
+                    retried = true;
+                    self.dialer.forget(&self.peer).await;
+                }
+                Err(e) => return Err(ClientError::at("", e)),
             }
         }
     }

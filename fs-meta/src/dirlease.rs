@@ -287,7 +287,7 @@ pub fn touched(ns: &Namespace, req: &MetaRequest) -> Vec<Ino> {
         | Q::Mkdir { parent, .. }
         | Q::Symlink { parent, .. }
         | Q::Unlink { parent, .. } => vec![*parent],
-        Q::ReadDir { ino, .. } | Q::GetAttr { ino } | Q::SetAttr { ino, .. } => vec![*ino],
+        Q::ReadDir { ino, .. } | Q::ListDir { ino, .. } | Q::GetAttr { ino } | Q::SetAttr { ino, .. } => vec![*ino],
         Q::Link { new_parent, .. } => vec![*new_parent],
         Q::Rmdir { parent, name } => std::iter::once(*parent).chain(child(*parent, name)).collect(),
         Q::Rename { parent, name, new_parent, new_name, .. } => {

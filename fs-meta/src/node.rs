@@ -11,7 +11,7 @@ use crate::MetaError;
 use fs_proto::endpoint::TlsIdentity;
 use fs_proto::error::quic_codes;
 use fs_proto::frame::write_msg;
-use fs_proto::meta::{MetaCall, MetaRequest};
+use fs_proto::meta::{MetaCall, MetaRequest, MetaResponse, LISTDIR_PAGE};
 use fs_proto::{CapabilitySigner, Identity};
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -137,6 +137,10 @@ async fn handle_stream(
     let needs_flush = call.req.is_mutation() && !matches!(call.req, MetaRequest::Heartbeat(_));
     let span = tracing::debug_span!("request", kind);
     let session: SessionId = streams.session.load(Ordering::Acquire);
+    if matches!(call.req, MetaRequest::ListDir { .. }) {
+        return serve_listing(svc, streams, id, session, call, send).instrument(span).await;
+    }
+    let started = std::time::Instant::now();
     // Directory write leases: other sessions' leases in the way are
     // recalled first; lease requests are served with the session.
     let admitted = svc.dirleases.admit(&svc.ns, &streams.cbs, session, &call.req).await;
@@ -167,11 +171,60 @@ async fn handle_stream(
             return;
         }
     }
+    let handled = started.elapsed();
     if let Err(e) = write_msg(&mut send, &reply).await {
         debug!(kind, "reply not delivered: {e}");
         return;
     }
     let _ = send.finish();
+    debug!(kind, handled_us = handled.as_micros() as u64, replied_us = started.elapsed().as_micros() as u64, "served");
+}
+
+/// Serve a `ListDir`: pages built and leased one after another (each like a
+/// `ReadDir` page, under the callbacks' ordering), each written as soon as
+/// it is built, so the first page is on the wire while the meta server still
+/// reads the rest. An error ends the stream with an error frame.
+async fn serve_listing(
+    svc: Arc<MetaService>,
+    streams: Streams,
+    id: Identity,
+    session: SessionId,
+    call: MetaCall,
+    mut send: quinn::SendStream,
+) {
+    let MetaRequest::ListDir { ino, plus } = call.req else { return };
+    let started = std::time::Instant::now();
+    // Another client's write lease on the directory is recalled first (its
+    // pending entries land before the listing is read).
+    let admitted = svc.dirleases.admit(&svc.ns, &streams.cbs, session, &call.req).await;
+    let (mut after, mut pages, mut entries) = (None, 0u32, 0usize);
+    loop {
+        let req = MetaRequest::ReadDir { ino, after: after.take(), limit: LISTDIR_PAGE, plus };
+        let (reply, _) = streams.cbs.handle(&svc, &id, session, MetaCall { cred: call.cred.clone(), req });
+        let next = match &reply {
+            Ok(MetaResponse::Entries { entries: page, more }) => {
+                entries += page.len();
+                page.last().filter(|_| *more).map(|e| e.name.clone())
+            }
+            Ok(_) => None,
+            Err(e) => {
+                debug!(ino, "listing failed: {e}");
+                None
+            }
+        };
+        if let Err(e) = write_msg(&mut send, &reply).await {
+            debug!(ino, "listing not delivered: {e}");
+            return;
+        }
+        pages += 1;
+        match next {
+            Some(name) => after = Some(name),
+            None => break,
+        }
+    }
+    drop(admitted);
+    let _ = send.finish();
+    debug!(ino, pages, entries, replied_us = started.elapsed().as_micros() as u64, "served listing");
 }
 
 /// Serve a callback subscription: answer `Subscribed`, then write each batch

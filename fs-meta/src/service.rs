@@ -99,6 +99,12 @@ impl MetaService {
                 let (entries, more) = self.ns.readdir(c, ino, after.as_deref(), limit, plus)?;
                 A::Entries { entries, more }
             }
+            Q::ListDir { .. } => {
+                return Err(RemoteError::new(
+                    ErrorCode::InvalidArgument,
+                    "ListDir is answered as a stream of its own, not inside a batch",
+                ))
+            }
             Q::ReadLink { ino } => A::Target(self.ns.readlink(ino)?),
             Q::Create { parent, name, kind, perm, rdev, exclusive } => {
                 A::Attr(self.ns.create(c, parent, &name, kind, perm, rdev, exclusive)?.0)

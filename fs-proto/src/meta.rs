@@ -22,6 +22,26 @@ pub const READDIR_MAX_ENTRIES: u32 = 100_000;
 /// decides, so the real frame stays well below the limit).
 pub const READDIR_PAGE_BYTES: usize = crate::version::MAX_FRAME / 4;
 
+/// Entries per page of a [`MetaRequest::ListDir`] stream: small enough
+/// that the first page leaves the meta server within a couple of
+/// milliseconds, large enough to compress well.
+pub const LISTDIR_PAGE: u32 = 1_000;
+
+/// Take one page of a [`MetaRequest::ListDir`] stream into `out`; whether
+/// more pages follow. Anything but `Entries` is refused.
+pub fn listing_page(page: MetaResponse, out: &mut Vec<DirEntry>) -> Result<bool, crate::rpc::CallError> {
+    match page {
+        MetaResponse::Entries { entries, more } => {
+            out.extend(entries);
+            Ok(more)
+        }
+        other => Err(crate::rpc::CallError::Remote(crate::RemoteError::new(
+            crate::ErrorCode::Internal,
+            format!("a listing page was {}", format!("{other:?}").chars().take(80).collect::<String>()),
+        ))),
+    }
+}
+
 /// The frame a caller sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetaCall {
@@ -186,6 +206,19 @@ pub enum MetaRequest {
         after: Option<String>,
         /// Maximum entries in this page.
         limit: u32,
+        /// Include each child's attributes (readdir-plus).
+        plus: bool,
+    },
+    /// Every entry of a directory, answered as a stream of `Entries`
+    /// frames (pages of up to [`LISTDIR_PAGE`] entries; the last has
+    /// `more: false`, an error ends the stream), each built and leased like
+    /// a [`MetaRequest::ReadDir`] page. The meta server sends the first page
+    /// while it still reads the rest and the client decodes pages as they
+    /// arrive, so a large listing costs one round trip plus its bytes on
+    /// the wire. Not allowed inside a [`MetaRequest::Batch`].
+    ListDir {
+        /// Directory.
+        ino: Ino,
         /// Include each child's attributes (readdir-plus).
         plus: bool,
     },
@@ -403,6 +436,7 @@ impl MetaRequest {
             MetaRequest::GetAttr { .. } => "getattr",
             MetaRequest::Resolve { .. } => "resolve",
             MetaRequest::ReadDir { .. } => "readdir",
+            MetaRequest::ListDir { .. } => "listdir",
             MetaRequest::ReadLink { .. } => "readlink",
             MetaRequest::Create { .. } => "create",
             MetaRequest::Mkdir { .. } => "mkdir",
@@ -448,6 +482,7 @@ impl MetaRequest {
                 | MetaRequest::GetAttr { .. }
                 | MetaRequest::Resolve { .. }
                 | MetaRequest::ReadDir { .. }
+                | MetaRequest::ListDir { .. }
                 | MetaRequest::ReadLink { .. }
                 | MetaRequest::GetXattr { .. }
                 | MetaRequest::ListXattr { .. }

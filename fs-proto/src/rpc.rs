@@ -127,6 +127,34 @@ pub async fn call<Q: Serialize, A: DeserializeOwned>(
     }
 }
 
+/// One request answered by a stream of reply frames (`Result<A,
+/// RemoteError>`, e.g. the pages of a `ListDir`). `on_page` takes each page
+/// as it arrives and says whether more follow (or refuses it); each wait for
+/// a page is bounded by `idle`. A remote error ends the call; so does the
+/// stream ending before `on_page` said the last page came (truncated).
+pub async fn call_paged<Q: Serialize, A: DeserializeOwned>(
+    conn: &quinn::Connection,
+    peer: &str,
+    req: &Q,
+    idle: Duration,
+    mut on_page: impl FnMut(A) -> Result<bool, CallError>,
+) -> Result<(), CallError> {
+    let timeout = || CallError::Timeout { peer: peer.to_string(), secs: idle.as_secs() };
+    let proto = |source: ProtoError| CallError::Proto { peer: peer.to_string(), source };
+    let (mut send, mut recv) =
+        tokio::time::timeout(idle, request(conn, req)).await.map_err(|_| timeout())?.map_err(proto)?;
+    send.finish().map_err(|e| proto(e.into()))?;
+    loop {
+        let page = match tokio::time::timeout(idle, reply::<A>(&mut recv)).await.map_err(|_| timeout())? {
+            Err(ProtoError::Eof) => return Err(proto(ProtoError::Truncated)),
+            other => other.map_err(proto)??,
+        };
+        if !on_page(page)? {
+            return Ok(());
+        }
+    }
+}
+
 /// One request answered by a header reply and then a stream of event
 /// frames until the peer finishes its side (e.g. a copy order reporting
 /// each file as it completes). `on_event` sees every event as it arrives;

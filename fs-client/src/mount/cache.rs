@@ -107,6 +107,8 @@ impl State {
 #[derive(Default)]
 pub struct Cache {
     state: Mutex<State>,
+    /// Woken when a subscription becomes live.
+    went_live: tokio::sync::Notify,
 }
 
 /// A valid cached value with the time it stays valid.
@@ -162,6 +164,8 @@ impl Cache {
         st.recent.clear();
         st.sub += 1;
         st.live = Some((conn, lease));
+        drop(st);
+        self.went_live.notify_waiters();
     }
 
     /// The subscription ended: nothing cached can be trusted any more.
@@ -175,6 +179,20 @@ impl Cache {
     /// Whether a subscription is live.
     pub fn is_live(&self) -> bool {
         self.st().live.is_some()
+    }
+
+    /// Wait up to `bound` for a subscription to be live; whether it is.
+    pub async fn wait_live(&self, bound: Duration) -> bool {
+        let wait = async {
+            loop {
+                let woken = self.went_live.notified();
+                if self.is_live() {
+                    return;
+                }
+                woken.await;
+            }
+        };
+        tokio::time::timeout(bound, wait).await.is_ok()
     }
 
     /// Apply invalidations from the meta server.

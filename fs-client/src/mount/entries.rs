@@ -15,10 +15,6 @@ use std::time::Duration;
 /// (never listed or looked up through the mount).
 pub const HIDDEN_PREFIX: &str = ".renkei-unlinked.";
 
-/// Entries asked for per page when listing a directory (the meta server
-/// also ends a page at a byte budget): a directory of tens of thousands of
-/// entries is one exchange.
-const PAGE: u32 = fs_proto::meta::READDIR_MAX_ENTRIES;
 /// Attributes fetched per batch when refreshing a cached listing.
 const ATTR_BATCH: usize = 4096;
 
@@ -217,30 +213,7 @@ impl Inner {
                 return Ok(Arc::new(full));
             }
         }
-        let mut out: Vec<DirEntry> = Vec::new();
-        let mut ticket = None;
-        let mut first = true;
-        loop {
-            let after = out.last().map(|e| e.name.clone());
-            let req = MetaRequest::ReadDir { ino: dir, after, limit: PAGE, plus: true };
-            let (entries, more, t) = match self.call(cred, req).await? {
-                (MetaResponse::Entries { entries, more }, t) => (entries, more, t),
-                (other, _) => return Err(unexpected(other)),
-            };
-            // The listing is cached under the first page's ticket, and only
-            // if every page came over the subscribed connection.
-            if first {
-                ticket = t;
-                first = false;
-            } else if t.is_none() {
-                ticket = None;
-            }
-            let empty = entries.is_empty();
-            out.extend(entries);
-            if !more || empty {
-                break;
-            }
-        }
+        let (out, ticket) = self.remote.list_dir(cred, dir).await.map_err(|e| errno(&e))?;
         self.cache.put_listing(ticket, dir, &out);
         self.prefetch.listed(dir, &out);
         Ok(Arc::new(out))

@@ -12,8 +12,8 @@ use super::options::MountOptions;
 use crate::counters::Counters;
 use crate::error::ClientError;
 use fs_proto::meta::{MetaCall, MetaRequest, MetaResponse};
-use fs_proto::rpc::{call, CallError, Dialer, PeerAddr};
-use fs_proto::Cred;
+use fs_proto::rpc::{call, call_paged, CallError, Dialer, PeerAddr};
+use fs_proto::{Cred, DirEntry, Ino};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -92,12 +92,37 @@ impl Remote {
         cred: Option<&Cred>,
         req: MetaRequest,
     ) -> (Result<MetaResponse, ClientError>, Option<Ticket>) {
+        let (r, t) = self.exchange(cred, req).await;
+        let r = r.and_then(|a| match a {
+            Answer::One(r) => Ok(*r),
+            Answer::Listing(_) => Err(ClientError::Unexpected("a listing stream".into())),
+        });
+        (r, t)
+    }
+
+    /// Every entry of directory `dir` with attributes, in one
+    /// `MetaRequest::ListDir` stream; the ticket covers the whole listing.
+    pub async fn list_dir(
+        &self,
+        cred: Option<&Cred>,
+        dir: Ino,
+    ) -> Result<(Vec<DirEntry>, Option<Ticket>), ClientError> {
+        match self.exchange(cred, MetaRequest::ListDir { ino: dir, plus: true }).await {
+            (Ok(Answer::Listing(entries)), t) => Ok((entries, t)),
+            (Ok(Answer::One(other)), _) => Err(ClientError::Unexpected(format!("{other:?}"))),
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    /// One exchange with the meta server, retried as the module docs say.
+    async fn exchange(&self, cred: Option<&Cred>, req: MetaRequest) -> (Result<Answer, ClientError>, Option<Ticket>) {
         if let Some(b) = self.bundler.get().and_then(|w| w.upgrade()) {
             // Boxed: giving a lease back sends a request itself.
             Box::pin(b.before(&req)).await;
         }
         let kind = req.kind();
         let mutation = req.is_mutation();
+        let listing = matches!(req, MetaRequest::ListDir { .. });
         let msg = MetaCall { cred: cred.cloned(), req };
         let deadline = Instant::now() + self.timeout;
         let span = tracing::debug_span!("meta", kind);
@@ -110,11 +135,18 @@ impl Remote {
                 let conn = self.dialer.connect(&self.peer).await?;
                 self.counters.bump(kind);
                 let t = ticket.filter(|t| t.conn == conn.stable_id());
-                let r = call::<_, MetaResponse>(&conn, &self.peer.name, &msg, self.call_timeout.min(left)).await;
+                let bound = self.call_timeout.min(left);
+                let r = if listing {
+                    read_listing(&conn, &self.peer.name, &msg, bound).await.map(Answer::Listing)
+                } else {
+                    call::<_, MetaResponse>(&conn, &self.peer.name, &msg, bound).await.map(|r| Answer::One(Box::new(r)))
+                };
                 Ok::<_, CallError>((r, t))
             };
             let sent = Instant::now();
-            let done = tokio::time::timeout(left, attempt).await;
+            // A listing is bounded per page (it may be long, and moves while
+            // pages arrive); anything else by what is left of the operation.
+            let done = if listing { Ok(attempt.await) } else { tokio::time::timeout(left, attempt).await };
             let waited = sent.elapsed();
             self.counters.add_meta_wait(waited);
             tracing::debug!(kind, waited_us = waited.as_micros() as u64, "meta reply");
@@ -146,4 +178,23 @@ impl Remote {
             pause = (pause * 2).min(Duration::from_millis(500));
         }
     }
+}
+
+/// What one exchange brought back.
+enum Answer {
+    One(Box<MetaResponse>),
+    Listing(Vec<DirEntry>),
+}
+
+/// Read a `ListDir` stream to its last page; each page must arrive within
+/// `idle`.
+async fn read_listing(
+    conn: &quinn::Connection,
+    peer: &str,
+    msg: &MetaCall,
+    idle: Duration,
+) -> Result<Vec<DirEntry>, CallError> {
+    let mut out = Vec::new();
+    call_paged(conn, peer, msg, idle, |page| fs_proto::meta::listing_page(page, &mut out)).await?;
+    Ok(out)
 }

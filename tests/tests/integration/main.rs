@@ -4,6 +4,7 @@ mod bundle;
 mod configs;
 mod crash;
 mod integrity;
+mod listing;
 mod malformed;
 mod roundtrip;
 mod trust;

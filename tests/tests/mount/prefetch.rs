@@ -2,7 +2,7 @@
 //! directory through the mount moves them in bundles (one `ReadMany` per
 //! bundle), contents verified, and close-to-open still holds for a file
 //! another client changes after it was prefetched; `cp -r` of a tree out of
-//! a cold mount costs one readdir per directory, one open per file and a
+//! a cold mount costs one listing per directory, one open per file and a
 //! few bundles.
 
 use crate::common::{blocking, enabled, sh, TestMount};
@@ -92,9 +92,9 @@ async fn cp_r_out_of_a_cold_mount() {
         let after = m.counters.snapshot();
         let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
         eprintln!("cp -r of 4 x 50 files from a cold mount: {after:?}");
-        // Per directory one readdir-plus page; per file one open (close-to-
+        // Per directory one listing stream; per file one open (close-to-
         // open); the bytes in bundles; no per-file lookup or getattr.
-        assert_eq!(delta("readdir"), 5, "the tree and its 4 directories: {after:?}");
+        assert_eq!(delta("listdir"), 5, "the tree and its 4 directories: {after:?}");
         assert!(delta("lookup") + delta("getattr") <= 4, "per-file lookups: {after:?}");
         assert_eq!(delta("open_read") + delta("batch"), 200, "one open per file: {after:?}");
         assert!(delta("data.read_many") <= 8 && delta("data.read") <= 2, "data requests per file: {after:?}");

@@ -26,9 +26,9 @@ async fn second_ls_l_and_stat_of_1000_entries_send_nothing() {
         assert_eq!(first.trim(), "1001", "ls -l shows a total line and 1000 entries");
         let cold = m.meta_requests();
         eprintln!("cold ls -l sent {cold} metadata requests: {:?}", m.counters.snapshot());
-        // One readdir-plus page carries every entry's attributes and xattr
+        // One listing stream carries every entry's attributes and xattr
         // names: no request per entry (ls probes security.selinux on each).
-        assert_eq!(m.counters.get("readdir"), 1, "{:?}", m.counters.snapshot());
+        assert_eq!(m.counters.get("listdir"), 1, "{:?}", m.counters.snapshot());
         assert_eq!(m.counters.get("getxattr"), 0, "{:?}", m.counters.snapshot());
         assert!(cold <= 8, "cold ls -l of 1000 entries sent {cold} requests: {:?}", m.counters.snapshot());
 

@@ -1,18 +1,20 @@
 //! `ls -l` of a 10,000-entry directory through a mount 10 ms from the meta
 //! server (issue 5, acceptance 3): cold, a handful of round trips (one
-//! readdir-plus page carries every entry's attributes and xattr names, so
-//! the per-entry `security.selinux` probes are answered locally); warm, no
+//! listing stream carries every entry's attributes and xattr names, so the
+//! per-entry `security.selinux` probes are answered locally); warm, no
 //! request at all.
 //!
-//! Cold is three requests: `GetAttr` of the mount root, `Lookup` of the
-//! directory, one `ReadDir`. The target is at most 5 RTT of waiting; what
-//! this machine measures is about 12 RTT (printed): ~1 RTT each for the
-//! first two, and ~10 for the readdir, whose reply is ~700 KB (about 70
-//! bytes per entry) that the meta server builds in ~8 ms and then sends
-//! through QUIC slow start from quinn's 12 KB initial window (the same
-//! reply on a connection whose window has grown takes ~4-5 RTT). The bound
-//! asserted here is therefore 5 RTT plus a generous [`WAIT_SLACK`]; the
-//! request counts are the protocol facts.
+//! Cold is two requests: `Lookup` of the directory and one `ListDir`
+//! stream (the mount root's attributes were leased when it mounted). The
+//! target is at most 5 RTT of waiting; this machine measures about 4 RTT
+//! (printed): 1 for the lookup, 1 for the listing's request and reply, ~2
+//! for the meta server building ten 1,000-entry pages (~2 ms each, sent as
+//! each is built), the last page's bytes and their decoding. The reply is
+//! ~100 KB (zstd-compressed from ~700 KB) and the connection's initial
+//! congestion window 64 KiB, so slow start costs about one round trip
+//! (quinn's default 12 KB window made it ~6 RTT). The bound asserted is
+//! 5 RTT plus a generous [`WAIT_SLACK`]; the request counts are the
+//! protocol facts.
 //!
 //! Gated by `RENKEI_TEST_NETNS=1` and `RENKEI_TEST_FUSE=1` (root, /dev/fuse).
 
@@ -28,8 +30,10 @@ use tests::{tier_enabled, with_timeout};
 
 const RTT_MS: f64 = 10.0;
 const ENTRIES: usize = 10_000;
-/// Slack beyond the 5 RTT target for the cold waiting (see the module docs
-/// for what it covers: slow start of a ~700 KB reply, a loaded machine).
+/// Slack beyond the 5 RTT target for the cold waiting: a generous bound,
+/// since two busy cores (CI, other tests of this binary) slow the meta
+/// server's page building and the mount's decoding; the benchmark
+/// (`renkei-bench wanfs`) measures the waiting itself.
 const WAIT_SLACK: Duration = Duration::from_millis(150);
 
 /// Run `ls -l` in `dir` (bounded); (lines of output, wall time).
@@ -133,14 +137,14 @@ async fn ls_l_of_10000_entries_over_10ms_rtt() {
             in_rtt(waited),
             in_rtt(cold),
         );
-        // The protocol fact: the root's attributes, the lookup of `big` and
-        // one readdir-plus page; no per-entry request (no getxattr, no
-        // getattr, no lookup).
-        assert_eq!(after.get("readdir").copied().unwrap_or(0), 1, "one readdir page: {after:?}");
+        // The protocol fact: the lookup of `big` and one listing stream; no
+        // per-entry request (no getxattr, no getattr, no lookup), not even
+        // the mount root's attributes (leased at mount time).
+        assert_eq!(after.get("listdir").copied().unwrap_or(0), 1, "one listing stream: {after:?}");
         assert_eq!(after.get("getxattr").copied().unwrap_or(0), 0, "no xattr probe went out: {after:?}");
-        assert!(sent <= 3, "cold ls -l sent {sent} requests: {after:?}");
-        // The waiting, asserted loosely (a shared 2-core machine; the reply
-        // of ~700 KB also pays QUIC slow start on a fresh connection).
+        assert_eq!(after.get("getattr").copied().unwrap_or(0), 0, "the root's attributes were leased: {after:?}");
+        assert!(sent <= 2, "cold ls -l sent {sent} requests: {after:?}");
+        // The waiting, with slack for a loaded 2-core machine.
         assert!(waited < rtt * 5 + WAIT_SLACK, "cold ls -l waited {waited:?} at RTT {rtt:?}");
 
         // Warm: nothing goes out, even after the kernel's own cache expired.

@@ -357,7 +357,7 @@ impl LocalState {
                 ino(*parent, &mut b);
                 named(*parent, name, &mut b);
             }
-            Q::ReadDir { ino: d, .. } => {
+            Q::ReadDir { ino: d, .. } | Q::ListDir { ino: d, .. } => {
                 ino(*d, &mut b);
                 if self.nodes.values().any(|n| n.parent == *d) {
                     b.settle.push(*d);
