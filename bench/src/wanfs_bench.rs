@@ -12,7 +12,8 @@
 //! 4. the same into sshfs at `b` through an sshd at `a` (ends after `sync
 //!    -f` of the sshd's directory);
 //! 5. `cp -r`'d out of a fresh mount at `c` (cold) onto local disk, then
-//!    `sync -f` (ends after the sync), and compared with the source.
+//!    `sync -f` (ends after the sync), and compared with the source; then
+//!    the same from another fresh mount with `-o openlease`.
 //!
 //! Then a 10,000-entry directory is listed with `ls -l` from a fresh mount
 //! at `c` (cold, then warm), counting the mount's requests, and one large
@@ -236,7 +237,7 @@ pub fn run(o: &WanFsOptions) -> anyhow::Result<WanFsReport> {
     let rt = tokio::runtime::Runtime::new()?;
     let mut skipped = Vec::new();
     let mut copies = Vec::new();
-    let read_back_identical;
+    let mut read_back_identical = None;
     let mut ls = None;
     {
         let wan = Wan::start(topology(o)?)?;
@@ -310,27 +311,29 @@ pub fn run(o: &WanFsOptions) -> anyhow::Result<WanFsReport> {
             skipped.push("sshfs (`--no-sshfs`)".to_string());
         }
 
-        eprintln!("cp -r out of a fresh mount at c");
-        let (_, cfg) = fed.client_config("c", "bench")?;
+        // The read side, default and with `-o openlease`, each from a fresh
+        // (cold) mount; the default copy is also compared with the source.
         let out = o.scratch.join("out-c");
-        let _ = std::fs::remove_dir_all(&out);
-        {
-            let mut m = BinMount::start(&wan.site("c")?, &o.bin_dir, &cfg, &o.scratch.join("mnt-c"), "", &o.scratch)?;
+        for (opts, name) in [
+            ("", "`cp -r` out of renkei mount at c (cold; files at b)"),
+            ("openlease", "`cp -r` out of renkei mount at c, `-o openlease`"),
+        ] {
+            eprintln!("{name}");
+            let (_, cfg) = fed.client_config("c", "bench")?;
+            let _ = std::fs::remove_dir_all(&out);
+            let mut m = BinMount::start(&wan.site("c")?, &o.bin_dir, &cfg, &o.scratch.join("mnt-c"), opts, &o.scratch)?;
             drop_caches();
             let t = Instant::now();
             cp_r(&m.mp.join("bundled"), &out).with_context(|| m.log_tail())?;
             sync_f(&out)?;
             let secs = t.elapsed().as_secs_f64();
             m.stop(Duration::from_secs(60));
-            copies.push(Copy {
-                name: "`cp -r` out of renkei mount at c (cold; files at b)".into(),
-                secs,
-                ends: "local copy `sync -f`".into(),
-                requests: m.requests(),
-            });
+            copies.push(Copy { name: name.into(), secs, ends: "local copy `sync -f`".into(), requests: m.requests() });
+            if read_back_identical.is_none() {
+                let same = Command::new("diff").arg("-rq").arg(&set).arg(&out).status()?.success();
+                read_back_identical = Some(same);
+            }
         }
-        let same = Command::new("diff").arg("-rq").arg(&set).arg(&out).status()?.success();
-        read_back_identical = Some(same);
         let _ = std::fs::remove_dir_all(&out);
 
         if o.ls_entries > 0 {

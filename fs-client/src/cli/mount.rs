@@ -23,8 +23,8 @@ pub struct MountArgs {
     /// attr_timeout=SECS (kernel cache, default 1), timeout=SECS (bound of an
     /// operation before EIO, default 10), max_write=BYTES (default 1 MiB),
     /// spill_dir=DIR (dirty data before commit, default $TMPDIR), fsname=NAME,
-    /// nobundle (no small-file bundling on write), noprefetch (no small-file
-    /// bundles on read), openlease (open a file
+    /// nobundle (no small-file bundling on write), noprefetch (no read-ahead
+    /// of a directory's files in bundles), openlease (open a file
     /// whose prefetched bytes are held under a live lease without asking
     /// the meta server).
     #[arg(short = 'o', value_name = "OPTIONS")]

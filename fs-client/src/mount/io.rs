@@ -3,16 +3,20 @@
 //! the dirty state, commits on flush/fsync/close, truncation, and attribute
 //! changes that must follow the data they describe.
 
+use super::cache::Cache;
 use super::commit;
 use super::dirty::{Dirty, Piece};
 use super::files::{FileState, OpenFile};
 use super::fs::{errno, io_errno, unexpected, Inner, Op};
-use super::prefetch;
+use super::prefetch::{self, Prefetch};
+use super::remote::Remote;
 use super::upload::Upload;
+use crate::counters::Counters;
 use crate::error::to_errno;
 use fs_proto::meta::{MetaRequest, MetaResponse, ReadGrant, SetAttr, TimeSet};
 use fs_proto::{Attr, Cred, FileKind, Ino, Timestamp};
 use fuser::{Errno, TimeOrNow};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Changes a `setattr` asks for (FUSE ids, already local).
@@ -76,15 +80,25 @@ impl Inner {
     /// round trip (a `Batch`) and their bytes are fetched in one bundle
     /// (see [`super::prefetch`]).
     async fn open_read(&self, cred: Option<&Cred>, ino: Ino, write: bool) -> Op<ReadGrant> {
+        let extra = if write || !self.opts.prefetch { Vec::new() } else { self.prefetch.candidates(ino) };
         if self.opts.open_lease && !write && cred.is_none() {
             // The lease on the attributes says nothing changed since the
             // body's grant was issued (see `MountOptions::open_lease`).
             let held = self.cache.attr(ino).and_then(|(a, _)| self.prefetch.grant(ino, a.gen, a.hash));
             if let Some(g) = held {
+                if !extra.is_empty() {
+                    let ahead = read_ahead(
+                        self.remote.clone(),
+                        self.cache.clone(),
+                        self.prefetch.clone(),
+                        self.counters.clone(),
+                        extra,
+                    );
+                    self.spawn(ahead);
+                }
                 return Ok(g);
             }
         }
-        let extra = if write || !self.opts.prefetch { Vec::new() } else { self.prefetch.candidates(ino) };
         if extra.is_empty() {
             return match self.call(cred, MetaRequest::OpenRead { ino }).await? {
                 (MetaResponse::Read(g), t) => {
@@ -113,13 +127,18 @@ impl Inner {
             }
         }
         let Some(own) = grants.first().cloned() else { return Err(Errno::EIO) };
+        self.fetch_ahead(grants);
+        Ok(own)
+    }
+
+    /// Start fetching the bodies of `grants` not held yet.
+    fn fetch_ahead(&self, grants: Vec<ReadGrant>) {
         let wanted = self.prefetch.claim(grants);
         if !wanted.is_empty() {
             let fetch =
                 prefetch::fetch(self.prefetch.clone(), self.remote.dialer().clone(), self.counters.clone(), wanted);
             self.spawn(fetch);
         }
-        Ok(own)
     }
 
     /// Read through handle `fh`.
@@ -440,5 +459,27 @@ impl Inner {
             }
         }
         Ok((self.overlay(a).await, self.ttl_of(t)))
+    }
+}
+
+/// The read-ahead of an open that sent no request itself (`-o openlease`):
+/// ask grants for `inos` in one batch and fetch their bodies.
+async fn read_ahead(remote: Remote, cache: Arc<Cache>, pf: Arc<Prefetch>, counters: Arc<Counters>, inos: Vec<Ino>) {
+    let reqs = inos.into_iter().map(|ino| MetaRequest::OpenRead { ino }).collect();
+    let (replies, t) = match remote.call(None, MetaRequest::Batch(reqs)).await {
+        Ok((MetaResponse::Batch(r), t)) => (r, t),
+        Ok(_) | Err(_) => return,
+    };
+    let mut grants = Vec::with_capacity(replies.len());
+    for r in replies {
+        if let Ok(MetaResponse::Read(g)) = r {
+            cache.put_attr(t, &g.attr);
+            grants.push(g);
+        }
+    }
+    let wanted = pf.claim(grants);
+    if !wanted.is_empty() {
+        let dialer = remote.dialer().clone();
+        prefetch::fetch(pf, dialer, counters, wanted).await;
     }
 }

@@ -11,13 +11,13 @@
 //! ([`subscription`], [`cache`]); a warm `stat` or `ls -l` sends nothing.
 //! The kernel is told of invalidations too ([`notify`]) and caches at most
 //! `attr_timeout` (1 s) on its own. A directory's listing is one
-//! readdir-plus exchange carrying every child's attributes and xattr names,
-//! so a cold `ls -l` sends no request per entry. Contents are
+//! `ListDir` stream of pages carrying every child's attributes and xattr
+//! names, so a cold `ls -l` sends no request per entry. Contents are
 //! close-to-open: every open asks the meta server for the current
 //! generation (unless `-o openlease`, see [`prefetch`]); writes are
 //! committed as a new generation on flush (close), fsync, truncate and
-//! unmount. Small files of a listed directory are read in bundles, one
-//! `ReadMany` stream each ([`prefetch`]).
+//! unmount. Files of a listed directory read one after another are read
+//! ahead in bundles, one `ReadMany` stream each ([`prefetch`]).
 //!
 //! # Identity
 //! See [`idmap`]: by default the certificate's user appears as the local
@@ -42,7 +42,7 @@
 //! - [`entries`], [`dirs`], [`xattr`]: namespace operations.
 //! - [`files`], [`io`], [`reader`], [`dirty`], [`commit`], [`upload`]: file
 //!   contents.
-//! - [`prefetch`]: small files of a directory fetched in bundles on read.
+//! - [`prefetch`]: read-ahead through directories, in bundles.
 //! - [`bundler`]: small-file bundling under directory write leases.
 
 pub mod bundler;

@@ -55,8 +55,8 @@ pub struct MountOptions {
     /// round trip after the writer's close returned). Off by default: every
     /// open asks the meta server.
     pub open_lease: bool,
-    /// Fetch the small files of a listed directory in bundles on read
-    /// (`-o noprefetch` turns it off: one read request per file).
+    /// Read ahead the files of a listed directory read one after another,
+    /// in bundles (`-o noprefetch` turns it off: one read request per file).
     pub prefetch: bool,
 }
 

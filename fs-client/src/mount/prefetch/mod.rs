@@ -1,16 +1,19 @@
-//! Small-file prefetch on read: reading through a directory of small files
-//! (`cp -r`, `tar c` out of the mount) moves them in bundles, one
-//! `ServerRequest::ReadMany` stream each, instead of one read request (and
-//! round trip) per file.
+//! Read-ahead through directories: reading the files of a directory one
+//! after another (`cp -r`, `tar c`, `rsync` out of the mount) moves them in
+//! bundles, one `ServerRequest::ReadMany` stream each, kept ahead of the
+//! reader, instead of a read request (and round trip) per file.
 //!
-//! When a small file ([`SMALL`]) of a directory this mount listed is opened
-//! for reading and its bytes are not here, the open's `OpenRead` goes out as
-//! a `Batch` with `OpenRead`s of the next small files of that directory (in
-//! listing order, not held or being fetched yet; up to [`BUNDLE_FILES`] and
-//! [`BUNDLE_BYTES`]); the grants' capabilities go to the file server that
-//! holds the opened file in one `ReadMany`. Files arrive one after another
-//! on that stream, each checked against its grant's size and BLAKE3 before
-//! it is kept ([`Prefetch`], bounded by [`MAX_BYTES`]).
+//! When a file of a directory this mount listed is opened for reading, the
+//! files that follow it — in the order the opens follow, by name or by inode
+//! number ([`ahead`]) — are kept fetched or in flight up to [`AHEAD`] bytes:
+//! the open's `OpenRead` goes out as a `Batch` with `OpenRead`s of the
+//! following files not held yet, when the opened file is not held itself or
+//! at least [`TOP_UP`] bytes of the window are missing (or the window reaches
+//! the directory's end), and their grants' capabilities go to the servers
+//! holding them, one `ReadMany` per server ([`fetch`]). Files arrive one
+//! after another, each checked against its grant's size and BLAKE3 before it
+//! is kept ([`Prefetch`], bounded by [`MAX_BYTES`]). So the link stays busy
+//! while the reader waits on opens.
 //!
 //! Close-to-open is unchanged: every open still asks the meta server for
 //! the current generation, and a kept body is served only to an open whose
@@ -18,34 +21,42 @@
 //! open of a file whose body is held under a live lease on its attributes
 //! (same generation and hash, no invalidation since) uses the grant the
 //! body came with and sends nothing (AFS-style callbacks: a change made
-//! elsewhere is seen once its invalidation has arrived). Invalidations of an
-//! inode drop its body, losing the subscription drops them all; otherwise
-//! the oldest go first when [`MAX_BYTES`] would be exceeded.
+//! elsewhere is seen once its invalidation has arrived); the read-ahead is
+//! then topped up in the background. Invalidations of an inode drop its
+//! body, losing the subscription drops them all; otherwise the oldest go
+//! first when [`MAX_BYTES`] would be exceeded.
 
-use crate::counters::Counters;
-use crate::error::ClientError;
+pub mod ahead;
+pub mod fetch;
+
+use ahead::Ahead;
 use bytes::Bytes;
 use fs_proto::meta::ReadGrant;
-use fs_proto::rpc::{reply, request, CallError, Dialer, PeerAddr};
-use fs_proto::server::{ServerRequest, ServerResponse};
-use fs_proto::{DirEntry, FileKind, Gen, Hash, Ino, ServerLoc};
+use fs_proto::{DirEntry, FileKind, Gen, Hash, Ino};
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// Files up to this size are prefetched.
-pub const SMALL: u64 = 1 << 20;
-/// Most files in one bundle.
-pub const BUNDLE_FILES: usize = 64;
-/// Most bytes in one bundle (by listed sizes).
-pub const BUNDLE_BYTES: u64 = 16 << 20;
-/// Most bytes kept or in flight.
-pub const MAX_BYTES: u64 = 64 << 20;
-/// Directories whose listing order is remembered.
-pub const MAX_DIRS: usize = 256;
-/// A bundle stream may take this long plus [`BUNDLE_BYTES`] at 4 MiB/s.
-const BOUND: Duration = Duration::from_secs(10);
+pub use fetch::fetch;
+
+/// Files up to this size are read ahead whole (larger ones stream through
+/// the handle's reader).
+pub const LARGE: u64 = 64 << 20;
+/// Bytes kept fetched or in flight ahead of the file being opened: enough
+/// to keep a 1 Gbit/s link busy for a quarter of a second while the reader
+/// waits on opens.
+pub const AHEAD: u64 = 32 << 20;
+/// With the opened file held, the read-ahead is topped up once this much
+/// of the window is missing (fewer, larger bundles).
+pub const TOP_UP: u64 = 8 << 20;
+/// Most files asked for in one bundle.
+pub const BUNDLE_FILES: usize = 256;
+/// Most bytes kept or in flight (the window, the largest file, and what
+/// was read last).
+pub const MAX_BYTES: u64 = 160 << 20;
+/// A file asked for is not asked again for this long unless its grant came.
+const ASKED_FOR: Duration = Duration::from_secs(5);
 
 /// What a waiting reader learns: the verified bytes, or None (failed).
 type Outcome = Option<Bytes>;
@@ -59,36 +70,36 @@ struct Slot {
     grant: ReadGrant,
 }
 
-#[derive(Default)]
 struct State {
-    /// Regular small files of recently listed directories, in listing order.
-    order: HashMap<Ino, Vec<(Ino, u64)>>,
-    /// Listed directories, oldest first.
-    dirs: VecDeque<Ino>,
-    /// Where a file sits in a listing: (directory, index).
-    place: HashMap<Ino, (Ino, usize)>,
+    /// Listings and the order each directory is read in.
+    ahead: Ahead,
     /// Bodies kept or being fetched.
     slots: HashMap<Ino, Slot>,
     /// Slots in the order they were made (oldest evicted first).
     fifo: VecDeque<Ino>,
     /// Bytes of the slots.
     bytes: u64,
+    /// Files whose grants were asked for and have not come back yet (so
+    /// opens meanwhile do not ask again), with when.
+    asked: HashMap<Ino, Instant>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            ahead: Ahead::new(AHEAD),
+            slots: HashMap::new(),
+            fifo: VecDeque::new(),
+            bytes: 0,
+            asked: HashMap::new(),
+        }
+    }
 }
 
 impl State {
     fn drop_slot(&mut self, ino: Ino) {
         if let Some(s) = self.slots.remove(&ino) {
             self.bytes -= s.size;
-        }
-    }
-
-    fn forget_dir(&mut self, dir: Ino) {
-        if let Some(files) = self.order.remove(&dir) {
-            for (ino, _) in files {
-                if self.place.get(&ino).is_some_and(|(d, _)| *d == dir) {
-                    self.place.remove(&ino);
-                }
-            }
         }
     }
 
@@ -121,8 +132,8 @@ pub struct Prefetch {
     state: Mutex<State>,
 }
 
-fn small(size: u64) -> bool {
-    size > 0 && size <= SMALL
+fn worth(size: u64) -> bool {
+    size > 0 && size <= LARGE
 }
 
 impl Prefetch {
@@ -130,53 +141,46 @@ impl Prefetch {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Remember the order of the small regular files of a listing.
+    /// Remember the files of a listing worth reading ahead.
     pub fn listed(&self, dir: Ino, entries: &[DirEntry]) {
         let files: Vec<(Ino, u64)> = entries
             .iter()
             .filter(|e| e.kind == FileKind::Regular)
             .filter_map(|e| e.attr.as_ref().map(|a| (e.ino, a.size)))
-            .filter(|(_, size)| small(*size))
+            .filter(|(_, size)| worth(*size))
             .collect();
-        let mut st = self.st();
-        st.forget_dir(dir);
-        st.dirs.retain(|d| *d != dir);
-        if files.is_empty() {
-            return;
-        }
-        for (i, (ino, _)) in files.iter().enumerate() {
-            st.place.insert(*ino, (dir, i));
-        }
-        st.order.insert(dir, files);
-        st.dirs.push_back(dir);
-        while st.dirs.len() > MAX_DIRS {
-            if let Some(old) = st.dirs.pop_front() {
-                st.forget_dir(old);
-            }
-        }
+        self.st().ahead.listed(dir, files);
     }
 
-    /// Files to ask grants for along with opening `ino`: the next small
-    /// files of its directory not held or fetched yet. Empty when `ino`
-    /// itself is held, being fetched, or not a listed small file.
+    /// `ino` is being opened for reading: the files to ask grants for along
+    /// with it, to be fetched in one bundle (see the module docs). Empty
+    /// when nothing needs fetching now or `ino` is of no listing.
     pub fn candidates(&self, ino: Ino) -> Vec<Ino> {
-        let st = self.st();
-        if st.slots.contains_key(&ino) {
+        let mut st = self.st();
+        let window = st.ahead.opened(ino);
+        let own_held = st.slots.contains_key(&ino);
+        if !st.ahead.knows(ino) {
             return Vec::new();
         }
-        let Some((dir, at)) = st.place.get(&ino).copied() else { return Vec::new() };
-        let Some(files) = st.order.get(&dir) else { return Vec::new() };
-        let mut bytes = files.get(at).map_or(0, |(_, s)| *s);
+        let now = Instant::now();
+        st.asked.retain(|_, at| now.duration_since(*at) < ASKED_FOR);
+        let mut missing = 0u64;
         let mut out = Vec::new();
-        for (f, size) in files.iter().skip(at + 1) {
-            if out.len() + 1 >= BUNDLE_FILES || bytes + size > BUNDLE_BYTES {
-                break;
-            }
-            if st.slots.contains_key(f) {
+        for (f, size) in window.files {
+            if st.slots.contains_key(&f) || st.asked.contains_key(&f) {
                 continue;
             }
-            bytes += size;
-            out.push(*f);
+            if out.len() + 1 >= BUNDLE_FILES {
+                break;
+            }
+            missing += size;
+            out.push(f);
+        }
+        if own_held && missing < TOP_UP && !window.to_end {
+            return Vec::new();
+        }
+        for f in &out {
+            st.asked.insert(*f, now);
         }
         out
     }
@@ -186,10 +190,13 @@ impl Prefetch {
     pub fn claim(&self, grants: Vec<ReadGrant>) -> Vec<Wanted> {
         let mut st = self.st();
         let mut out = Vec::new();
+        for g in &grants {
+            st.asked.remove(&g.attr.ino);
+        }
         for g in grants {
             let a = &g.attr;
             let (Some(hash), Some(_)) = (a.hash, g.cap.as_ref()) else { continue };
-            if !small(a.size) || g.replicas.is_empty() {
+            if !worth(a.size) || g.replicas.is_empty() {
                 continue;
             }
             if st.slots.get(&a.ino).is_some_and(|s| s.gen == a.gen && s.hash == hash) {
@@ -234,7 +241,7 @@ impl Prefetch {
                 }
             }
         };
-        tokio::time::timeout(bound(BUNDLE_BYTES), wait).await.ok().flatten()
+        tokio::time::timeout(fetch::bound(LARGE), wait).await.ok().flatten()
     }
 
     /// The grant a held (or arriving) body of `ino` at `gen` with `hash`
@@ -262,9 +269,7 @@ impl Prefetch {
         for ino in done {
             st.drop_slot(ino);
         }
-        st.order.clear();
-        st.place.clear();
-        st.dirs.clear();
+        st.ahead.clear();
     }
 
     /// Bytes held or in flight.
@@ -283,85 +288,10 @@ impl Prefetch {
     }
 }
 
-fn bound(bytes: u64) -> Duration {
-    BOUND + Duration::from_secs(bytes / (4 << 20))
-}
-
-/// Fetch a bundle: the files go to the first replica of the first file in
-/// one `ReadMany`; files that server does not hold are left out (their
-/// readers read them the usual way).
-#[tracing::instrument(skip_all, fields(files = wanted.len()))]
-pub async fn fetch(prefetch: Arc<Prefetch>, dialer: Dialer, counters: Arc<Counters>, wanted: Vec<Wanted>) {
-    let Some(loc) = wanted.first().and_then(|w| w.grant.replicas.first()).cloned() else { return };
-    let (here, elsewhere): (Vec<Wanted>, Vec<Wanted>) =
-        wanted.into_iter().partition(|w| w.grant.replicas.iter().any(|r| r.host == loc.host));
-    for w in elsewhere {
-        prefetch.failed(w);
-    }
-    let bytes: u64 = here.iter().map(|w| w.grant.attr.size).sum();
-    let mut left = here.into_iter();
-    let work = read_many(&loc, &dialer, &counters, &prefetch, &mut left);
-    match tokio::time::timeout(bound(bytes), work).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::debug!(host = %loc.host, "prefetch stream failed: {e}"),
-        Err(_) => tracing::debug!(host = %loc.host, "prefetch stream took too long"),
-    }
-    for w in left {
-        prefetch.failed(w);
-    }
-}
-
-async fn read_many(
-    loc: &ServerLoc,
-    dialer: &Dialer,
-    counters: &Counters,
-    prefetch: &Prefetch,
-    left: &mut std::vec::IntoIter<Wanted>,
-) -> Result<(), ClientError> {
-    let caps = left.as_slice().iter().filter_map(|w| w.grant.cap.clone()).collect::<Vec<_>>();
-    let peer = PeerAddr { addr: loc.addr, name: loc.host.clone() };
-    let proto = |e: &dyn std::fmt::Display| {
-        ClientError::Call(CallError::Connect { peer: loc.host.clone(), reason: e.to_string() })
-    };
-    let conn = dialer.connect(&peer).await?;
-    counters.bump("data.read_many");
-    let (mut send, mut recv) = request(&conn, &ServerRequest::ReadMany { caps }).await.map_err(|e| proto(&e))?;
-    let _ = send.finish();
-    for w in left.by_ref() {
-        let a = w.grant.attr.clone();
-        let len = match reply::<ServerResponse>(&mut recv).await.map_err(|e| proto(&e))? {
-            Ok(ServerResponse::Reading { len, .. }) => len,
-            Ok(other) => return Err(ClientError::Unexpected(format!("{other:?}"))),
-            Err(e) => {
-                tracing::debug!(ino = a.ino, "not prefetched: {e}");
-                prefetch.failed(w);
-                continue;
-            }
-        };
-        if len != a.size {
-            prefetch.failed(w);
-            return Err(ClientError::Integrity(format!("inode {} came with {len} bytes, not {}", a.ino, a.size)));
-        }
-        let mut buf = vec![0u8; len as usize];
-        if let Err(e) = recv.read_exact(&mut buf).await {
-            prefetch.failed(w);
-            return Err(proto(&e));
-        }
-        counters.add("data.bytes_in", len);
-        if Some(*blake3::hash(&buf).as_bytes()) != a.hash {
-            prefetch.failed(w);
-            return Err(ClientError::Integrity(format!("inode {} failed its end-to-end hash check", a.ino)));
-        }
-        tracing::debug!(ino = a.ino, gen = a.gen, len, "prefetched");
-        let _ = w.tx.send(Some(Some(Bytes::from(buf))));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fs_proto::{Attr, Timestamp};
+    use fs_proto::{Attr, ServerLoc, Timestamp};
 
     fn attr(ino: Ino, size: u64, gen: Gen) -> Attr {
         let t = Timestamp::default();
@@ -394,19 +324,53 @@ mod tests {
         ReadGrant { attr: attr(ino, size, gen), replicas: vec![loc], cap: Some(cap) }
     }
 
+    const MB: u64 = 1 << 20;
+
     #[test]
-    fn candidates_follow_the_listing_and_skip_held_and_large_files() {
+    fn candidates_follow_the_listing_and_skip_held_and_too_large_files() {
         let p = Prefetch::default();
         let mut list: Vec<DirEntry> = (10..20).map(|i| entry(i, 1000)).collect();
-        list[3] = entry(13, SMALL + 1);
+        list[3] = entry(13, LARGE + 1);
         p.listed(1, &list);
         assert_eq!(p.candidates(10), vec![11, 12, 14, 15, 16, 17, 18, 19]);
-        assert!(p.candidates(13).is_empty(), "a large file is not prefetched");
+        assert!(p.candidates(13).is_empty(), "a file over LARGE is not read ahead");
         assert!(p.candidates(99).is_empty(), "nor one of an unlisted directory");
-        let w = p.claim(vec![grant(15, 1000, 1)]);
-        assert_eq!(w.len(), 1);
+        assert!(p.candidates(11).is_empty(), "files asked for already are not asked again before their grants");
+
+        let p = Prefetch::default();
+        p.listed(1, &list);
+        assert_eq!(p.claim(vec![grant(15, 1000, 1)]).len(), 1);
         assert_eq!(p.candidates(14), vec![16, 17, 18, 19], "held files are not asked again");
-        assert!(p.candidates(15).is_empty());
+        p.claim(vec![grant(16, 1000, 1), grant(17, 1000, 1)]);
+        assert!(p.candidates(15).is_empty(), "18 and 19 are still being asked for");
+    }
+
+    #[test]
+    fn the_window_is_topped_up_in_large_steps() {
+        let p = Prefetch::default();
+        // 40 files of 2 MB: the window holds 16 of them.
+        let list: Vec<DirEntry> = (100..140).map(|i| entry(i, 2 * MB)).collect();
+        p.listed(1, &list);
+        let first = p.candidates(100);
+        assert_eq!(first, (101..117).collect::<Vec<Ino>>(), "AHEAD bytes after the opened file");
+        let grants = std::iter::once(100).chain(first).map(|i| grant(i, 2 * MB, 1)).collect();
+        assert_eq!(p.claim(grants).len(), 17);
+        for i in 101..104 {
+            assert!(p.candidates(i).is_empty(), "{i}: under TOP_UP missing, nothing asked");
+        }
+        assert_eq!(p.candidates(104), (117..121).collect::<Vec<Ino>>(), "TOP_UP missing: asked in one bundle");
+        p.claim((117..137).map(|i| grant(i, 2 * MB, 1)).collect());
+        assert!(p.candidates(122).is_empty(), "137 and 138 missing: under TOP_UP");
+        assert_eq!(p.candidates(124), vec![137, 138, 139], "a window reaching the directory's end is completed");
+    }
+
+    #[test]
+    fn an_unheld_file_is_fetched_with_its_window_in_inode_order() {
+        let p = Prefetch::default();
+        // Names in one order, inode numbers in another (cp -r reads by inode).
+        let list = vec![entry(30, 10), entry(10, 10), entry(20, 10), entry(40, 10)];
+        p.listed(1, &list);
+        assert_eq!(p.candidates(10), vec![20, 30, 40], "lowest inode first, not the first name: by inode");
     }
 
     #[tokio::test]
@@ -427,13 +391,13 @@ mod tests {
     #[test]
     fn memory_is_bounded() {
         let p = Prefetch::default();
-        let n = (MAX_BYTES / SMALL) as Ino;
-        let all = p.claim((0..n + 5).map(|i| grant(i, SMALL, 1)).collect());
+        let n = (MAX_BYTES / MB) as Ino;
+        let all = p.claim((0..n + 5).map(|i| grant(i, MB, 1)).collect());
         assert_eq!(all.len() as Ino, n, "nothing beyond the bound is claimed while all are in flight");
         for w in &all {
             let _ = w.tx.send(Some(Some(Bytes::new())));
         }
-        let more = p.claim(vec![grant(1000, SMALL, 1)]);
+        let more = p.claim(vec![grant(1000, MB, 1)]);
         assert_eq!(more.len(), 1, "finished bodies make room, oldest first");
         assert!(p.bytes() <= MAX_BYTES);
     }
