@@ -13,7 +13,8 @@
 //!    -f` of the sshd's directory);
 //! 5. `cp -r`'d out of a fresh mount at `c` (cold) onto local disk, then
 //!    `sync -f` (ends after the sync), and compared with the source; then
-//!    the same from another fresh mount with `-o openlease`.
+//!    the same from another fresh mount with `-o noopenlease` (every open
+//!    asks the meta server).
 //!
 //! Then a 10,000-entry directory is listed with `ls -l` from a fresh mount
 //! at `c` (cold, then warm), counting the mount's requests, and one large
@@ -311,12 +312,12 @@ pub fn run(o: &WanFsOptions) -> anyhow::Result<WanFsReport> {
             skipped.push("sshfs (`--no-sshfs`)".to_string());
         }
 
-        // The read side, default and with `-o openlease`, each from a fresh
+        // The read side, default and with `-o noopenlease`, each from a fresh
         // (cold) mount; the default copy is also compared with the source.
         let out = o.scratch.join("out-c");
         for (opts, name) in [
             ("", "`cp -r` out of renkei mount at c (cold; files at b)"),
-            ("openlease", "`cp -r` out of renkei mount at c, `-o openlease`"),
+            ("noopenlease", "`cp -r` out of renkei mount at c, `-o noopenlease`"),
         ] {
             eprintln!("{name}");
             let (_, cfg) = fed.client_config("c", "bench")?;

@@ -28,7 +28,7 @@ use fs_proto::{ErrorCode, Identity, Ino};
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Identifies one subscription (0: none).
 pub type SessionId = u64;
@@ -40,13 +40,48 @@ pub const QUEUE_DEPTH: usize = 4096;
 /// How often expired leases are swept.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
+/// How long a change waits for the sessions it was pushed to.
+pub const ACK_BOUND: Duration = Duration::from_millis(fs_proto::callback::ACK_BOUND_MS);
+/// What a session's acknowledgement watch holds once its peer closed the
+/// connection: nothing it cached matters any more.
+pub const PEER_GONE: u64 = u64::MAX;
+
+/// A numbered batch of invalidations for one session's stream.
+pub type Batch = (u64, Vec<Invalidation>);
+
 /// Invalidations to deliver once the change is durable.
 #[derive(Default)]
-pub struct Pending(Vec<(mpsc::Sender<Vec<Invalidation>>, SessionId, Vec<Invalidation>)>);
+pub struct Pending(Vec<(SessionId, Vec<Invalidation>)>);
+
+/// Invalidations handed to sessions' streams, to be acknowledged.
+#[derive(Default)]
+#[must_use = "a change is answered only once its invalidations are acknowledged"]
+pub struct Delivery(Vec<(SessionId, u64, watch::Receiver<u64>)>);
+
+impl Delivery {
+    /// Nobody to wait for.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// One subscription as its stream's task sees it.
+pub struct Subscription {
+    /// The session.
+    pub id: SessionId,
+    /// Numbered batches to write.
+    pub rx: mpsc::Receiver<Batch>,
+    /// Where the task records the client's acknowledgements (the highest
+    /// sequence number, or [`PEER_GONE`]).
+    pub acked: watch::Sender<u64>,
+}
 
 struct Session {
-    tx: mpsc::Sender<Vec<Invalidation>>,
+    tx: mpsc::Sender<Batch>,
     leases: usize,
+    /// Sequence number of the last batch queued.
+    seq: u64,
+    acked: watch::Receiver<u64>,
 }
 
 #[derive(Default)]
@@ -91,14 +126,16 @@ impl Callbacks {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Start a session; invalidations for it arrive on the receiver.
-    pub fn subscribe(&self) -> (SessionId, mpsc::Receiver<Vec<Invalidation>>) {
+    /// Start a session; numbered batches of invalidations for it arrive on
+    /// the receiver, and its acknowledgements go into `acked`.
+    pub fn subscribe(&self) -> Subscription {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let (acked, acked_rx) = watch::channel(0);
         let mut st = self.state();
         let id = st.next_id;
         st.next_id += 1;
-        st.sessions.insert(id, Session { tx, leases: 0 });
-        (id, rx)
+        st.sessions.insert(id, Session { tx, leases: 0, seq: 0, acked: acked_rx });
+        Subscription { id, rx, acked }
     }
 
     /// End a session (its leases are swept later).
@@ -196,11 +233,7 @@ impl Callbacks {
                 }
             }
         }
-        Pending(
-            per.into_iter()
-                .filter_map(|(sid, list)| st.sessions.get(&sid).map(|s| (s.tx.clone(), sid, list)))
-                .collect(),
-        )
+        Pending(per.into_iter().collect())
     }
 
     /// Whether session `id` is subscribed (its stream is open).
@@ -208,19 +241,27 @@ impl Callbacks {
         id != 0 && self.state().sessions.contains_key(&id)
     }
 
+    /// Queue a numbered batch for session `id`; the batch's number and
+    /// the session's acknowledgements, or None if the session is gone or
+    /// does not keep up (then dropped).
+    fn queue(&self, id: SessionId, list: Vec<Invalidation>) -> Option<(u64, watch::Receiver<u64>)> {
+        let mut st = self.state();
+        let s = st.sessions.get_mut(&id)?;
+        let seq = s.seq + 1;
+        if s.tx.try_send((seq, list)).is_err() {
+            drop(st);
+            tracing::warn!(session = id, "session does not keep up with invalidations; dropping it");
+            self.unsubscribe(id);
+            return None;
+        }
+        s.seq = seq;
+        Some((seq, s.acked.clone()))
+    }
+
     /// Send `list` to session `id` alone (e.g. a directory lease recall);
     /// false if the session is gone or does not keep up (then dropped).
     pub fn send_to(&self, id: SessionId, list: Vec<Invalidation>) -> bool {
-        let tx = match self.state().sessions.get(&id) {
-            Some(s) => s.tx.clone(),
-            None => return false,
-        };
-        if tx.try_send(list).is_err() {
-            tracing::warn!(session = id, "session does not keep up with invalidations; dropping it");
-            self.unsubscribe(id);
-            return false;
-        }
-        true
+        self.queue(id, list).is_some()
     }
 
     /// Run a change made outside [`Self::handle`] with the ordering a
@@ -232,13 +273,42 @@ impl Callbacks {
         (out, self.route(origin, changes))
     }
 
-    /// Deliver invalidations; a session whose queue is full is dropped.
-    pub fn push(&self, pending: Pending) {
-        for (tx, sid, list) in pending.0 {
-            if tx.try_send(list).is_err() {
-                tracing::warn!(session = sid, "session does not keep up with invalidations; dropping it");
-                self.unsubscribe(sid);
+    /// Hand invalidations to the sessions' streams; a session whose queue
+    /// is full is dropped. Wait on the result with [`Self::acknowledged`]
+    /// before answering the change.
+    pub fn push(&self, pending: Pending) -> Delivery {
+        let mut out = Vec::new();
+        for (sid, list) in pending.0 {
+            if let Some((seq, acked)) = self.queue(sid, list) {
+                out.push((sid, seq, acked));
             }
+        }
+        Delivery(out)
+    }
+
+    /// Wait until every session of `delivery` has acknowledged its batch or
+    /// its peer closed the connection, at most [`ACK_BOUND`]; a session
+    /// that has not by then is dropped (its client, hearing nothing, has
+    /// stopped trusting its cache by then: see [`fs_proto::callback`]).
+    pub async fn acknowledged(&self, delivery: Delivery) {
+        if delivery.is_empty() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + ACK_BOUND;
+        let mut late = Vec::new();
+        for (sid, seq, mut acked) in delivery.0 {
+            let wait = async { acked.wait_for(|a| *a >= seq).await.is_ok() };
+            match tokio::time::timeout_at(deadline, wait).await {
+                Ok(true) => {}
+                // The session's stream ended without an acknowledgement:
+                // its client may not know yet; wait out the bound.
+                Ok(false) => tokio::time::sleep_until(deadline).await,
+                Err(_) => late.push(sid),
+            }
+        }
+        for sid in late {
+            tracing::warn!(session = sid, "no acknowledgement of invalidations within the bound; dropping the session");
+            self.unsubscribe(sid);
         }
     }
 }
@@ -353,6 +423,7 @@ fn succeeded(changes: Vec<Invalidation>, reply: &MetaReply) -> Vec<Invalidation>
 mod tests {
     use super::*;
     use fs_proto::{Attr, DirEntry, FileKind, RemoteError, Timestamp};
+    use std::sync::Arc;
 
     fn attr(ino: Ino) -> Attr {
         let t = Timestamp::default();
@@ -394,30 +465,30 @@ mod tests {
     #[test]
     fn changes_reach_other_holders_only() {
         let cb = Callbacks::new(Duration::from_secs(60));
-        let (a, mut ra) = cb.subscribe();
-        let (b, mut rb) = cb.subscribe();
-        let (c, mut rc) = cb.subscribe();
-        cb.grant(a, &[1, 7]);
-        cb.grant(b, &[1]);
+        let mut a = cb.subscribe();
+        let mut b = cb.subscribe();
+        let mut c = cb.subscribe();
+        cb.grant(a.id, &[1, 7]);
+        cb.grant(b.id, &[1]);
         let change = vec![Invalidation::Entry { parent: 1, name: "x".into() }, Invalidation::Attr { ino: 7 }];
-        cb.push(cb.route(b, change));
-        assert_eq!(ra.try_recv().unwrap().len(), 2, "a holds both");
-        assert!(rb.try_recv().is_err(), "the session that made the change is not called back");
-        assert!(rc.try_recv().is_err(), "c holds no lease");
-        cb.unsubscribe(a);
-        cb.push(cb.route(c, vec![Invalidation::Attr { ino: 1 }]));
-        assert!(ra.try_recv().is_err(), "a dropped session hears nothing");
-        assert_eq!(rb.try_recv().unwrap(), vec![Invalidation::Attr { ino: 1 }]);
+        let _ = cb.push(cb.route(b.id, change));
+        assert_eq!(a.rx.try_recv().unwrap().1.len(), 2, "a holds both");
+        assert!(b.rx.try_recv().is_err(), "the session that made the change is not called back");
+        assert!(c.rx.try_recv().is_err(), "c holds no lease");
+        cb.unsubscribe(a.id);
+        let _ = cb.push(cb.route(c.id, vec![Invalidation::Attr { ino: 1 }]));
+        assert!(a.rx.try_recv().is_err(), "a dropped session hears nothing");
+        assert_eq!(b.rx.try_recv().unwrap(), (1, vec![Invalidation::Attr { ino: 1 }]));
         assert_eq!(cb.sessions(), 2);
     }
 
     #[test]
     fn expired_leases_are_not_called_back_and_are_swept() {
         let cb = Callbacks::new(Duration::ZERO);
-        let (a, mut ra) = cb.subscribe();
-        cb.grant(a, &[5]);
-        cb.push(cb.route(0, vec![Invalidation::Attr { ino: 5 }]));
-        assert!(ra.try_recv().is_err(), "a lease of zero length has expired");
+        let mut a = cb.subscribe();
+        cb.grant(a.id, &[5]);
+        assert!(cb.push(cb.route(0, vec![Invalidation::Attr { ino: 5 }])).is_empty());
+        assert!(a.rx.try_recv().is_err(), "a lease of zero length has expired");
         let mut st = cb.state();
         sweep(&mut st, Instant::now());
         assert!(st.holders.is_empty());
@@ -426,11 +497,65 @@ mod tests {
     #[test]
     fn a_session_that_does_not_keep_up_is_dropped() {
         let cb = Callbacks::new(Duration::from_secs(60));
-        let (a, _ra) = cb.subscribe();
-        cb.grant(a, &[5]);
+        let a = cb.subscribe();
+        cb.grant(a.id, &[5]);
         for _ in 0..=QUEUE_DEPTH {
-            cb.push(cb.route(0, vec![Invalidation::Attr { ino: 5 }]));
+            let _ = cb.push(cb.route(0, vec![Invalidation::Attr { ino: 5 }]));
         }
         assert_eq!(cb.sessions(), 0, "a full queue drops the session (its client resubscribes)");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_waits_for_the_acknowledgement() {
+        let cb = Arc::new(Callbacks::new(Duration::from_secs(60)));
+        let mut a = cb.subscribe();
+        cb.grant(a.id, &[5]);
+        let delivery = cb.push(cb.route(0, vec![Invalidation::Attr { ino: 5 }]));
+        let waiter = tokio::spawn({
+            let cb = cb.clone();
+            async move {
+                let t = tokio::time::Instant::now();
+                cb.acknowledged(delivery).await;
+                t.elapsed()
+            }
+        });
+        let (seq, _) = a.rx.recv().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        a.acked.send_replace(seq);
+        let waited = waiter.await.unwrap();
+        assert_eq!(waited, Duration::from_millis(30), "answered when acknowledged, not before");
+        assert_eq!(cb.sessions(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_session_holds_a_change_for_the_bound_and_is_dropped() {
+        let cb = Callbacks::new(Duration::from_secs(60));
+        let a = cb.subscribe();
+        cb.grant(a.id, &[5]);
+        let t = tokio::time::Instant::now();
+        cb.acknowledged(cb.push(cb.route(0, vec![Invalidation::Attr { ino: 5 }]))).await;
+        assert_eq!(t.elapsed(), ACK_BOUND);
+        assert_eq!(cb.sessions(), 0, "dropped");
+        drop(a);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_closed_holds_nothing_up_but_a_lost_stream_does() {
+        let cb = Callbacks::new(Duration::from_secs(60));
+        let a = cb.subscribe();
+        let b = cb.subscribe();
+        cb.grant(a.id, &[5]);
+        cb.grant(b.id, &[6]);
+        let to_a = cb.push(cb.route(0, vec![Invalidation::Attr { ino: 5 }]));
+        a.acked.send_replace(PEER_GONE);
+        let t = tokio::time::Instant::now();
+        cb.acknowledged(to_a).await;
+        assert_eq!(t.elapsed(), Duration::ZERO, "a closed peer trusts nothing");
+        // b's stream task ended without an acknowledgement (e.g. its
+        // connection timed out): its client may not know yet.
+        let to_b = cb.push(cb.route(0, vec![Invalidation::Attr { ino: 6 }]));
+        drop(b);
+        cb.acknowledged(to_b).await;
+        assert_eq!(t.elapsed(), ACK_BOUND);
     }
 }

@@ -128,7 +128,7 @@ async fn handle_stream(
 ) {
     let Some(call) = fs_proto::serve::read_request::<MetaCall>(&conn, &mut send, &mut recv).await else { return };
     if matches!(call.req, MetaRequest::Subscribe) {
-        return serve_subscription(streams, conn, send).await;
+        return serve_subscription(streams, conn, send, recv).await;
     }
     if let MetaRequest::Monitor(fs_proto::monitor::MonitorRequest::Netcheck(req)) = call.req {
         return crate::monitor::netcheck::serve(svc, id, req, send).await;
@@ -154,8 +154,10 @@ async fn handle_stream(
     }
     let flushed = if needs_flush { Some(flush(&db).await) } else { None };
     // Whether or not the flush worked, the change is visible to readers:
-    // tell caching sessions before the caller hears it is done.
-    streams.cbs.push(pending);
+    // tell caching sessions, and hear them acknowledge, before the caller
+    // hears it is done.
+    let delivery = streams.cbs.push(pending);
+    streams.cbs.acknowledged(delivery).await;
     {
         if let Some(Err(e)) = flushed {
             warn!("database flush failed: {e}");
@@ -229,25 +231,66 @@ async fn serve_listing(
 
 /// Serve a callback subscription: answer `Subscribed`, then write each batch
 /// of invalidations for this connection until it or the session ends.
-async fn serve_subscription(streams: Streams, conn: quinn::Connection, mut send: quinn::SendStream) {
-    use fs_proto::callback::CallbackFrame;
-    let (id, mut rx) = streams.cbs.subscribe();
+async fn serve_subscription(
+    streams: Streams,
+    conn: quinn::Connection,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    use fs_proto::callback::{CallbackAck, CallbackFrame, ALIVE_EVERY_MS};
+    let sub = streams.cbs.subscribe();
+    let (id, mut rx, acked) = (sub.id, sub.rx, sub.acked);
     let old = streams.session.swap(id, Ordering::AcqRel);
     if old != 0 {
         streams.cbs.unsubscribe(old);
     }
     debug!(session = id, "callback subscription started");
     let lease_ms = streams.cbs.lease().as_millis() as u64;
+    let alive = Duration::from_millis(ALIVE_EVERY_MS);
+    // Acknowledgements arrive on the client's side of the stream.
+    let acks = async {
+        loop {
+            match fs_proto::frame::read_msg::<CallbackAck>(&mut recv).await {
+                Ok(a) => {
+                    acked.send_if_modified(|v| {
+                        let newer = a.seq > *v;
+                        if newer {
+                            *v = a.seq;
+                        }
+                        newer
+                    });
+                }
+                Err(e) => return e,
+            }
+        }
+    };
+    tokio::pin!(acks);
     if write_msg(&mut send, &CallbackFrame::Subscribed { lease_ms }).await.is_ok() {
         loop {
             tokio::select! {
                 batch = rx.recv() => {
-                    let Some(batch) = batch else { break };
-                    if write_msg(&mut send, &CallbackFrame::Invalidate(batch)).await.is_err() {
+                    let Some((seq, list)) = batch else { break };
+                    if write_msg(&mut send, &CallbackFrame::Invalidate { seq, list }).await.is_err() {
                         break;
                     }
                 }
-                _ = conn.closed() => break,
+                _ = tokio::time::sleep(alive) => {
+                    if write_msg(&mut send, &CallbackFrame::Alive).await.is_err() {
+                        break;
+                    }
+                }
+                e = &mut acks => {
+                    debug!(session = id, "subscription's acknowledgements ended: {e}");
+                    break;
+                }
+                e = conn.closed() => {
+                    // The client closed its connection: it trusts nothing
+                    // it cached any more, nobody need wait for it.
+                    if matches!(e, quinn::ConnectionError::ApplicationClosed(_) | quinn::ConnectionError::ConnectionClosed(_)) {
+                        acked.send_replace(crate::callbacks::PEER_GONE);
+                    }
+                    break;
+                }
                 _ = send.stopped() => break,
             }
         }

@@ -24,9 +24,8 @@ pub struct MountArgs {
     /// operation before EIO, default 10), max_write=BYTES (default 1 MiB),
     /// spill_dir=DIR (dirty data before commit, default $TMPDIR), fsname=NAME,
     /// nobundle (no small-file bundling on write), noprefetch (no read-ahead
-    /// of a directory's files in bundles), openlease (open a file
-    /// whose prefetched bytes are held under a live lease without asking
-    /// the meta server).
+    /// of a directory's files in bundles), noopenlease (every open asks the
+    /// meta server, even for a file read ahead under a live lease).
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
     /// Stay in the foreground (log to stderr; Ctrl-C unmounts).

@@ -462,7 +462,7 @@ impl Inner {
     }
 }
 
-/// The read-ahead of an open that sent no request itself (`-o openlease`):
+/// The read-ahead of an open that sent no request itself (a leased open):
 /// ask grants for `inos` in one batch and fetch their bodies.
 async fn read_ahead(remote: Remote, cache: Arc<Cache>, pf: Arc<Prefetch>, counters: Arc<Counters>, inos: Vec<Ino>) {
     let reqs = inos.into_iter().map(|ino| MetaRequest::OpenRead { ino }).collect();

@@ -14,7 +14,8 @@
 //! `ListDir` stream of pages carrying every child's attributes and xattr
 //! names, so a cold `ls -l` sends no request per entry. Contents are
 //! close-to-open: every open asks the meta server for the current
-//! generation (unless `-o openlease`, see [`prefetch`]); writes are
+//! generation, unless it holds the file read ahead under a live lease (see
+//! [`prefetch`]); writes are
 //! committed as a new generation on flush (close), fsync, truncate and
 //! unmount. Files of a listed directory read one after another are read
 //! ahead in bundles, one `ReadMany` stream each ([`prefetch`]).

@@ -49,11 +49,12 @@ pub struct MountOptions {
     /// nobundle` turns it off: every create goes to the meta server).
     pub bundle: bool,
     /// Open a file for reading without asking the meta server when the
-    /// mount holds a prefetched grant of its current generation under an
-    /// unexpired, uninvalidated lease (`-o openlease`; AFS-style: a change
-    /// made elsewhere is seen once its callback has arrived, about half a
-    /// round trip after the writer's close returned). Off by default: every
-    /// open asks the meta server.
+    /// mount holds a read-ahead body and grant of its current generation
+    /// under an unexpired, uninvalidated lease (AFS-style). Close-to-open
+    /// still holds: a writer's close returns only once every mount leasing
+    /// the file acknowledged the invalidation (or stopped trusting its
+    /// cache, see `fs_proto::callback`). On by default; `-o noopenlease`
+    /// makes every open ask the meta server.
     pub open_lease: bool,
     /// Read ahead the files of a listed directory read one after another,
     /// in bundles (`-o noprefetch` turns it off: one read request per file).
@@ -87,7 +88,7 @@ impl MountOptions {
             spill_dir: std::env::temp_dir(),
             fsname: String::new(),
             bundle: true,
-            open_lease: false,
+            open_lease: true,
             prefetch: true,
         }
         .named()

@@ -1,7 +1,8 @@
 //! The mount's callback subscription: one long-lived stream on the
-//! connection to the meta server that carries invalidations, re-opened
-//! after the connection or the meta server goes away. While it is down,
-//! nothing is cached (see [`super::cache`]).
+//! connection to the meta server that carries invalidations, each batch
+//! acknowledged once applied, re-opened after the connection or the meta
+//! server goes away or falls silent for [`SILENT_MS`]. While it is down,
+//! nothing is cached (see [`super::cache`] and [`fs_proto::callback`]).
 
 use super::bundler::Bundler;
 use super::cache::Cache;
@@ -9,7 +10,7 @@ use super::notify::KernelNotes;
 use super::prefetch::Prefetch;
 use super::remote::Remote;
 use crate::counters::Counters;
-use fs_proto::callback::{CallbackFrame, Invalidation};
+use fs_proto::callback::{CallbackAck, CallbackFrame, Invalidation, SILENT_MS};
 use fs_proto::frame::{read_msg, write_msg};
 use fs_proto::meta::{MetaCall, MetaRequest};
 use std::sync::Arc;
@@ -58,7 +59,6 @@ async fn subscribe_once(
     counters.bump("subscribe");
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     write_msg(&mut send, &MetaCall { cred: None, req: MetaRequest::Subscribe }).await.map_err(|e| e.to_string())?;
-    let _ = send.finish();
     let first = tokio::time::timeout(SUBSCRIBE_TIMEOUT, read_msg::<CallbackFrame>(&mut recv))
         .await
         .map_err(|_| "no answer to subscribe".to_string())?
@@ -68,10 +68,14 @@ async fn subscribe_once(
     };
     cache.subscribed(conn.stable_id(), Duration::from_millis(lease_ms));
     info!(lease_ms, "callback subscription active");
+    let silent = Duration::from_millis(SILENT_MS);
     loop {
-        match read_msg::<CallbackFrame>(&mut recv).await {
-            Ok(CallbackFrame::Invalidate(list)) => {
-                debug!(n = list.len(), "invalidations");
+        let frame = tokio::time::timeout(silent, read_msg::<CallbackFrame>(&mut recv))
+            .await
+            .map_err(|_| format!("the meta server was silent for {silent:?}"))?;
+        match frame {
+            Ok(CallbackFrame::Invalidate { seq, list }) => {
+                debug!(seq, n = list.len(), "invalidations");
                 bundler.on_callbacks(&list);
                 cache.apply(&list);
                 for inv in &list {
@@ -82,7 +86,10 @@ async fn subscribe_once(
                     }
                 }
                 notes.send(&list);
+                // Applied: the change it describes may now be answered.
+                write_msg(&mut send, &CallbackAck { seq }).await.map_err(|e| e.to_string())?;
             }
+            Ok(CallbackFrame::Alive) => {}
             Ok(other) => return Err(format!("unexpected frame {other:?}")),
             Err(e) => return Err(e.to_string()),
         }

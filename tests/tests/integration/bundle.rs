@@ -7,7 +7,7 @@
 use fs_client::bundle::ship::{ship, Outgoing, Source};
 use fs_client::Client;
 use fs_proto::bundle::{BundleEntry, LeaseGrant, LeaseRequest};
-use fs_proto::callback::{CallbackFrame, Invalidation};
+use fs_proto::callback::{CallbackAck, CallbackFrame, Invalidation};
 use fs_proto::frame::{read_msg, write_msg};
 use fs_proto::meta::{MetaCall, MetaRequest, MetaResponse};
 use fs_proto::rpc::{call, PeerAddr};
@@ -21,15 +21,32 @@ fn meta_peer(cluster: &Cluster) -> PeerAddr {
     PeerAddr { addr: cluster.meta_addr(), name: "meta".into() }
 }
 
-/// Open a callback subscription on `c`'s connection to the meta server.
-async fn subscribe(cluster: &Cluster, c: &Client) -> quinn::RecvStream {
+/// Frames of a callback subscription.
+type Calls = tokio::sync::mpsc::UnboundedReceiver<CallbackFrame>;
+
+/// Open a callback subscription on `c`'s connection to the meta server;
+/// its frames arrive on the receiver, each batch acknowledged as a mount
+/// does (a change waits for that).
+async fn subscribe(cluster: &Cluster, c: &Client) -> Calls {
     let conn = c.data().dialer().connect(&meta_peer(cluster)).await.expect("connect");
     let (mut send, mut recv) = conn.open_bi().await.expect("stream");
     write_msg(&mut send, &MetaCall { cred: None, req: MetaRequest::Subscribe }).await.expect("subscribe");
-    let _ = send.finish();
     let first: CallbackFrame = read_msg(&mut recv).await.expect("subscribed");
     assert!(matches!(first, CallbackFrame::Subscribed { .. }));
-    recv
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(frame) = read_msg::<CallbackFrame>(&mut recv).await {
+            if let CallbackFrame::Invalidate { seq, .. } = &frame {
+                if write_msg(&mut send, &CallbackAck { seq: *seq }).await.is_err() {
+                    break;
+                }
+            }
+            if tx.send(frame).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 async fn lease(c: &Client, dir: Option<Ino>, inos: u32) -> LeaseGrant {
@@ -40,13 +57,13 @@ async fn lease(c: &Client, dir: Option<Ino>, inos: u32) -> LeaseGrant {
     }
 }
 
-/// The next recall on a subscription stream (other invalidations skipped).
-async fn next_recall(recv: &mut quinn::RecvStream, bound: Duration) -> Option<Ino> {
+/// The next recall on a subscription (other frames skipped).
+async fn next_recall(calls: &mut Calls, bound: Duration) -> Option<Ino> {
     let until = Instant::now() + bound;
     loop {
         let left = until.checked_duration_since(Instant::now())?;
-        match tokio::time::timeout(left, read_msg::<CallbackFrame>(recv)).await {
-            Ok(Ok(CallbackFrame::Invalidate(list))) => {
+        match tokio::time::timeout(left, calls.recv()).await {
+            Ok(Some(CallbackFrame::Invalidate { list, .. })) => {
                 if let Some(d) = list.iter().find_map(|i| match i {
                     Invalidation::Recall { dir } => Some(*dir),
                     _ => None,
@@ -54,6 +71,7 @@ async fn next_recall(recv: &mut quinn::RecvStream, bound: Duration) -> Option<In
                     return Some(d);
                 }
             }
+            Ok(Some(_)) => {}
             _ => return None,
         }
     }

@@ -1,6 +1,7 @@
 //! Integration tests: in-process clusters and real processes.
 
 mod bundle;
+mod callbacks;
 mod configs;
 mod crash;
 mod integrity;

@@ -136,3 +136,49 @@ async fn close_to_open_and_callbacks_between_two_mounts() {
     })
     .await
 }
+
+/// A mount that hears nothing from the meta server (stopped, or cut off)
+/// for `SILENT_MS` stops trusting what it cached: the meta server answers a
+/// change after at most `ACK_BOUND_MS` without that mount's acknowledgement,
+/// so by then the mount must not serve the old state from its cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mount_cut_off_from_meta_stops_trusting_its_cache() {
+    if !enabled("a_mount_cut_off_from_meta_stops_trusting_its_cache") {
+        return;
+    }
+    with_timeout(120, async {
+        let fed = ProcFederation::up(1).await;
+        fed.client(None).await.put_bytes(b"cached", "/cached.txt").await.expect("put");
+        let m = TestMount::new(&fed, None, "/", "").await;
+        let f = m.join("cached.txt");
+        let stat = |f: std::path::PathBuf| blocking(move || std::fs::metadata(f).map(|m| m.len()));
+        assert_eq!(stat(f.clone()).await.unwrap(), 6);
+        // Warm: a stat past the kernel's own 1 s cache costs nothing.
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        let before = m.meta_requests();
+        assert_eq!(stat(f.clone()).await.unwrap(), 6);
+        assert_eq!(m.meta_requests(), before, "warm stat sent a request");
+
+        let meta = fed.pid("meta").expect("meta running");
+        // SAFETY: stopping and continuing a process this federation started.
+        unsafe { libc::kill(meta, libc::SIGSTOP) };
+        let silent = Duration::from_millis(fs_proto::callback::SILENT_MS);
+        tokio::time::sleep(silent + Duration::from_millis(1_500)).await;
+        let before = m.meta_requests();
+        let pending = tokio::spawn(stat(f.clone()));
+        let asked = async {
+            while m.meta_requests() == before {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let asked = tokio::time::timeout(Duration::from_secs(3), asked).await.is_ok();
+        // SAFETY: as above.
+        unsafe { libc::kill(meta, libc::SIGCONT) };
+        assert!(asked, "after {silent:?} of silence the mount still answered from its cache");
+        // Once the meta server answers again, so does the mount.
+        let len = tokio::time::timeout(Duration::from_secs(30), pending).await.expect("stat bounded").unwrap();
+        assert_eq!(len.expect("stat once the meta server is back"), 6);
+        m.unmount().await;
+    })
+    .await
+}

@@ -15,14 +15,14 @@
 //! is kept ([`Prefetch`], bounded by [`MAX_BYTES`]). So the link stays busy
 //! while the reader waits on opens.
 //!
-//! Close-to-open is unchanged: every open still asks the meta server for
-//! the current generation, and a kept body is served only to an open whose
-//! grant names the same inode, generation and hash. With `-o openlease` an
-//! open of a file whose body is held under a live lease on its attributes
-//! (same generation and hash, no invalidation since) uses the grant the
-//! body came with and sends nothing (AFS-style callbacks: a change made
-//! elsewhere is seen once its invalidation has arrived); the read-ahead is
-//! then topped up in the background. Invalidations of an inode drop its
+//! A kept body is served only to an open whose grant names the same
+//! inode, generation and hash. An open of a file whose body is held under a
+//! live lease on its attributes (same generation and hash, no invalidation
+//! since) uses the grant the body came with and sends nothing (AFS-style
+//! callbacks; close-to-open holds because a writer's close returns only once
+//! every leasing mount acknowledged its invalidation); the read-ahead is then
+//! topped up in the background. With `-o noopenlease` every open asks the
+//! meta server for the current generation. Invalidations of an inode drop its
 //! body, losing the subscription drops them all; otherwise the oldest go
 //! first when [`MAX_BYTES`] would be exceeded.
 
@@ -245,7 +245,7 @@ impl Prefetch {
     }
 
     /// The grant a held (or arriving) body of `ino` at `gen` with `hash`
-    /// was fetched under, for `-o openlease` opens.
+    /// was fetched under, for leased opens.
     pub fn grant(&self, ino: Ino, gen: Gen, hash: Option<Hash>) -> Option<ReadGrant> {
         let st = self.st();
         let s = st.slots.get(&ino)?;
