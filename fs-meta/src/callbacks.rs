@@ -342,7 +342,10 @@ pub fn lease_keys(req: &MetaRequest, reply: &MetaReply) -> Vec<Ino> {
             }
         }
         // A missing name is cached too (negative entry) under the directory.
-        (Q::Lookup { parent, .. }, Err(e)) if e.code == ErrorCode::NotFound => out.push(*parent),
+        (Q::Lookup { parent, .. } | Q::LookupPlus { parent, .. }, Err(e)) if e.code == ErrorCode::NotFound => {
+            out.push(*parent)
+        }
+        (Q::LookupPlus { parent, .. }, Ok(A::Entry(e))) => out.extend([*parent, e.ino]),
         (Q::GetXattr { ino, .. }, Err(e)) if e.code == ErrorCode::NoAttr => out.push(*ino),
         (_, Err(_)) => {}
         (Q::ReadDir { ino, .. }, Ok(A::Entries { entries, .. })) => {

@@ -283,6 +283,7 @@ pub fn touched(ns: &Namespace, req: &MetaRequest) -> Vec<Ino> {
     let child = |parent: Ino, name: &str| ns.lookup(&root(), parent, name).ok().map(|a| a.ino);
     match req {
         Q::Lookup { parent, .. }
+        | Q::LookupPlus { parent, .. }
         | Q::Create { parent, .. }
         | Q::Mkdir { parent, .. }
         | Q::Symlink { parent, .. }

@@ -10,8 +10,8 @@ use fs_proto::meta::{
     BaseGrant, MetaCall, MetaReply, MetaRequest, MetaResponse, ReadGrant, StatFs, WhoAmI, WriteGrant,
 };
 use fs_proto::{
-    Access, Capability, CapabilitySigner, CapabilityVerifier, ErrorCode, Identity, Ino, RemoteError, ReplicaInfo, Role,
-    ServerLoc, Timestamp,
+    Access, Capability, CapabilitySigner, CapabilityVerifier, DirEntry, ErrorCode, Identity, Ino, RemoteError,
+    ReplicaInfo, Role, ServerLoc, Timestamp,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -93,6 +93,11 @@ impl MetaService {
                 A::WhoAmI(WhoAmI { name: id.name.clone(), uid: c.uid, gid: c.gid, groups: c.groups.clone(), admin })
             }
             Q::Lookup { parent, name } => A::Attr(self.ns.lookup(c, parent, &name)?),
+            Q::LookupPlus { parent, name } => {
+                let attr = self.ns.lookup(c, parent, &name)?;
+                let xattrs = self.ns.listxattr(attr.ino)?;
+                A::Entry(DirEntry { name, ino: attr.ino, kind: attr.kind, attr: Some(attr), xattrs: Some(xattrs) })
+            }
             Q::GetAttr { ino } => A::Attr(self.ns.getattr(ino)?),
             Q::Resolve { path } => A::Attr(self.ns.resolve(c, &path)?),
             Q::ReadDir { ino, after, limit, plus } => {

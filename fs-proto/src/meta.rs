@@ -185,6 +185,16 @@ pub enum MetaRequest {
         /// Name.
         name: String,
     },
+    /// Like [`MetaRequest::Lookup`], answered with [`MetaResponse::Entry`]:
+    /// the attributes and the names of the inode's extended attributes, so a
+    /// caching client answers the xattr probes that follow a lookup (`ls -l
+    /// DIR` asks DIR for `security.selinux` before listing it) locally.
+    LookupPlus {
+        /// Directory.
+        parent: Ino,
+        /// Name.
+        name: String,
+    },
     /// Attributes of an inode.
     GetAttr {
         /// Inode.
@@ -433,6 +443,7 @@ impl MetaRequest {
         match self {
             MetaRequest::WhoAmI => "whoami",
             MetaRequest::Lookup { .. } => "lookup",
+            MetaRequest::LookupPlus { .. } => "lookup",
             MetaRequest::GetAttr { .. } => "getattr",
             MetaRequest::Resolve { .. } => "resolve",
             MetaRequest::ReadDir { .. } => "readdir",
@@ -479,6 +490,7 @@ impl MetaRequest {
             self,
             MetaRequest::WhoAmI
                 | MetaRequest::Lookup { .. }
+                | MetaRequest::LookupPlus { .. }
                 | MetaRequest::GetAttr { .. }
                 | MetaRequest::Resolve { .. }
                 | MetaRequest::ReadDir { .. }
@@ -524,6 +536,9 @@ pub enum MetaResponse {
     WhoAmI(WhoAmI),
     /// Attributes of one inode.
     Attr(Attr),
+    /// One entry with its attributes and xattr names
+    /// ([`MetaRequest::LookupPlus`]).
+    Entry(DirEntry),
     /// A page of entries; `more` when another page follows.
     Entries {
         /// Entries, sorted by name.

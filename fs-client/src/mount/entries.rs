@@ -37,11 +37,15 @@ impl Inner {
                 }
             }
         }
-        let req = MetaRequest::Lookup { parent, name: name.to_string() };
+        // With the xattr names: the probes that follow a lookup are local.
+        let req = MetaRequest::LookupPlus { parent, name: name.to_string() };
         match self.remote.call_t(cred, req).await {
-            (Ok(MetaResponse::Attr(a)), t) => {
+            (Ok(MetaResponse::Entry(DirEntry { attr: Some(a), xattrs, .. })), t) => {
                 self.cache.put_name(t, parent, name, Some(a.ino));
                 self.cache.put_attr(t, &a);
+                if let Some(names) = xattrs {
+                    self.cache.put_xattr_list(t, a.ino, &names);
+                }
                 Ok((self.overlay(a).await, self.ttl_of(t)))
             }
             (Ok(other), _) => Err(unexpected(other)),

@@ -36,15 +36,16 @@ const ENTRIES: usize = 10_000;
 /// (`renkei-bench wanfs`) measures the waiting itself.
 const WAIT_SLACK: Duration = Duration::from_millis(150);
 
-/// Run `ls -l` in `dir` (bounded); (lines of output, wall time).
+/// Run `ls -l DIR` (bounded; `ls` also probes DIR's own xattrs); (lines
+/// of output, wall time).
 async fn ls_l(dir: &Path) -> (usize, Duration) {
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let t = Instant::now();
         let out = Command::new("timeout")
             .args(["60", "ls", "-l"])
+            .arg(&dir)
             .env("LC_ALL", "C")
-            .current_dir(&dir)
             .output()
             .expect("run ls");
         let took = t.elapsed();

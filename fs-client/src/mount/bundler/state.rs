@@ -353,7 +353,7 @@ impl LocalState {
             | Q::SetXattr { ino: i, .. }
             | Q::ListXattr { ino: i }
             | Q::RemoveXattr { ino: i, .. } => ino(*i, &mut b),
-            Q::Lookup { parent, name } => {
+            Q::Lookup { parent, name } | Q::LookupPlus { parent, name } => {
                 ino(*parent, &mut b);
                 named(*parent, name, &mut b);
             }
