@@ -24,3 +24,40 @@ pub async fn send_raw(conn: &quinn::Connection, bytes: &[u8]) -> Result<Vec<u8>,
     let _ = send.finish();
     recv.read_to_end(1 << 20).await.map_err(|e| why(e.to_string()))
 }
+
+/// A callback subscription opened by hand on `conn` (a client's connection
+/// to the meta server, so the client's replies lease to it). Every frame
+/// after `Subscribed` arrives on the receiver (which closes when the stream
+/// ends); each `Invalidate` batch is acknowledged after `ack_after`, as a
+/// mount does, or never if None.
+pub async fn subscribe(
+    conn: &quinn::Connection,
+    ack_after: Option<std::time::Duration>,
+) -> tokio::sync::mpsc::UnboundedReceiver<fs_proto::callback::CallbackFrame> {
+    use fs_proto::callback::{CallbackAck, CallbackFrame};
+    use fs_proto::frame::{read_msg, write_msg};
+    use fs_proto::meta::{MetaCall, MetaRequest};
+    let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+    write_msg(&mut send, &MetaCall { cred: None, req: MetaRequest::Subscribe }).await.expect("subscribe");
+    let first: CallbackFrame = read_msg(&mut recv).await.expect("subscribed");
+    assert!(matches!(first, CallbackFrame::Subscribed { .. }), "{first:?}");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(frame) = read_msg::<CallbackFrame>(&mut recv).await {
+            let seq = match &frame {
+                CallbackFrame::Invalidate { seq, .. } => Some(*seq),
+                _ => None,
+            };
+            if tx.send(frame).is_err() {
+                break;
+            }
+            if let (Some(seq), Some(d)) = (seq, ack_after) {
+                tokio::time::sleep(d).await;
+                if write_msg(&mut send, &CallbackAck { seq }).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    rx
+}

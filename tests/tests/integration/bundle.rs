@@ -7,9 +7,8 @@
 use fs_client::bundle::ship::{ship, Outgoing, Source};
 use fs_client::Client;
 use fs_proto::bundle::{BundleEntry, LeaseGrant, LeaseRequest};
-use fs_proto::callback::{CallbackAck, CallbackFrame, Invalidation};
-use fs_proto::frame::{read_msg, write_msg};
-use fs_proto::meta::{MetaCall, MetaRequest, MetaResponse};
+use fs_proto::callback::{CallbackFrame, Invalidation};
+use fs_proto::meta::{MetaRequest, MetaResponse};
 use fs_proto::rpc::{call, PeerAddr};
 use fs_proto::server::{ServerRequest, ServerResponse};
 use fs_proto::{ErrorCode, FileKind, Ino, Timestamp};
@@ -24,29 +23,11 @@ fn meta_peer(cluster: &Cluster) -> PeerAddr {
 /// Frames of a callback subscription.
 type Calls = tokio::sync::mpsc::UnboundedReceiver<CallbackFrame>;
 
-/// Open a callback subscription on `c`'s connection to the meta server;
-/// its frames arrive on the receiver, each batch acknowledged as a mount
-/// does (a change waits for that).
+/// Open a callback subscription on `c`'s connection to the meta server,
+/// acknowledging as a mount does.
 async fn subscribe(cluster: &Cluster, c: &Client) -> Calls {
     let conn = c.data().dialer().connect(&meta_peer(cluster)).await.expect("connect");
-    let (mut send, mut recv) = conn.open_bi().await.expect("stream");
-    write_msg(&mut send, &MetaCall { cred: None, req: MetaRequest::Subscribe }).await.expect("subscribe");
-    let first: CallbackFrame = read_msg(&mut recv).await.expect("subscribed");
-    assert!(matches!(first, CallbackFrame::Subscribed { .. }));
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok(frame) = read_msg::<CallbackFrame>(&mut recv).await {
-            if let CallbackFrame::Invalidate { seq, .. } = &frame {
-                if write_msg(&mut send, &CallbackAck { seq: *seq }).await.is_err() {
-                    break;
-                }
-            }
-            if tx.send(frame).is_err() {
-                break;
-            }
-        }
-    });
-    rx
+    tests::raw::subscribe(&conn, Some(Duration::ZERO)).await
 }
 
 async fn lease(c: &Client, dir: Option<Ino>, inos: u32) -> LeaseGrant {

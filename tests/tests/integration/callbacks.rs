@@ -3,44 +3,31 @@
 //! never does holds the change up for at most the bound and is dropped.
 
 use fs_client::Client;
-use fs_proto::callback::{CallbackAck, CallbackFrame, ACK_BOUND_MS};
-use fs_proto::frame::{read_msg, write_msg};
-use fs_proto::meta::{MetaCall, MetaRequest};
+use fs_proto::callback::{CallbackFrame, ACK_BOUND_MS};
 use fs_proto::rpc::PeerAddr;
 use std::time::{Duration, Instant};
 use tests::cluster::Cluster;
 use tests::with_timeout;
 
+type Calls = tokio::sync::mpsc::UnboundedReceiver<CallbackFrame>;
+
 /// A subscription on `c`'s connection that acknowledges each batch after
-/// `delay` (never, if None); the receiver yields each batch's arrival and
-/// learns when the stream ends.
-async fn subscriber(
-    cluster: &Cluster,
-    c: &Client,
-    delay: Option<Duration>,
-) -> tokio::sync::mpsc::UnboundedReceiver<()> {
+/// `delay` (never, if None).
+async fn subscriber(cluster: &Cluster, c: &Client, delay: Option<Duration>) -> Calls {
     let peer = PeerAddr { addr: cluster.meta_addr(), name: "meta".into() };
     let conn = c.data().dialer().connect(&peer).await.expect("connect");
-    let (mut send, mut recv) = conn.open_bi().await.expect("stream");
-    write_msg(&mut send, &MetaCall { cred: None, req: MetaRequest::Subscribe }).await.expect("subscribe");
-    let first: CallbackFrame = read_msg(&mut recv).await.expect("subscribed");
-    assert!(matches!(first, CallbackFrame::Subscribed { .. }));
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok(frame) = read_msg::<CallbackFrame>(&mut recv).await {
-            if let CallbackFrame::Invalidate { seq, .. } = frame {
-                let _ = tx.send(());
-                if let Some(d) = delay {
-                    tokio::time::sleep(d).await;
-                    if write_msg(&mut send, &CallbackAck { seq }).await.is_err() {
-                        break;
-                    }
-                }
-            }
+    tests::raw::subscribe(&conn, delay).await
+}
+
+/// The invalidation batches of a subscription (other frames skipped); None
+/// once its stream ended.
+async fn next_batch(calls: &mut Calls) -> Option<()> {
+    loop {
+        match calls.recv().await? {
+            CallbackFrame::Invalidate { .. } => return Some(()),
+            _ => continue,
         }
-        // The stream ended: the receiver sees the channel close.
-    });
-    rx
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,7 +42,11 @@ async fn a_change_is_answered_once_the_holder_acknowledged() {
         let t = Instant::now();
         b.put_bytes(b"two", "/f").await.expect("put at b");
         let took = t.elapsed();
-        assert!(calls.try_recv().is_ok(), "a was told");
+        let mut told = false;
+        while let Ok(frame) = calls.try_recv() {
+            told |= matches!(frame, CallbackFrame::Invalidate { .. });
+        }
+        assert!(told, "a was told before b's write was answered");
         assert!(took >= delay, "b's write was answered before a acknowledged ({took:?})");
         assert!(took < delay + Duration::from_secs(3), "{took:?}");
         cluster.shutdown().await;
@@ -76,8 +67,8 @@ async fn a_holder_that_never_acknowledges_is_dropped_after_the_bound() {
         let took = t.elapsed();
         let bound = Duration::from_millis(ACK_BOUND_MS);
         assert!(took >= bound && took < bound + Duration::from_secs(3), "held for the bound, not more: {took:?}");
-        assert!(calls.recv().await.is_some(), "a was told");
-        let ended = tokio::time::timeout(Duration::from_secs(5), calls.recv()).await;
+        assert!(next_batch(&mut calls).await.is_some(), "a was told");
+        let ended = tokio::time::timeout(Duration::from_secs(5), next_batch(&mut calls)).await;
         assert!(matches!(ended, Ok(None)), "the silent session's stream was ended: {ended:?}");
         // With a gone, the next change waits for nobody.
         let t = Instant::now();

@@ -42,12 +42,8 @@ async fn ls_l(dir: &Path) -> (usize, Duration) {
     let dir = dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let t = Instant::now();
-        let out = Command::new("timeout")
-            .args(["60", "ls", "-l"])
-            .arg(&dir)
-            .env("LC_ALL", "C")
-            .output()
-            .expect("run ls");
+        let out =
+            Command::new("timeout").args(["60", "ls", "-l"]).arg(&dir).env("LC_ALL", "C").output().expect("run ls");
         let took = t.elapsed();
         assert!(out.status.success(), "ls -l failed: {}", String::from_utf8_lossy(&out.stderr));
         (out.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count(), took)
