@@ -425,28 +425,11 @@ fn succeeded(changes: Vec<Invalidation>, reply: &MetaReply) -> Vec<Invalidation>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fs_proto::{Attr, DirEntry, FileKind, RemoteError, Timestamp};
+    use fs_proto::{Attr, DirEntry, FileKind, RemoteError};
     use std::sync::Arc;
 
     fn attr(ino: Ino) -> Attr {
-        let t = Timestamp::default();
-        Attr {
-            ino,
-            kind: FileKind::Regular,
-            perm: 0o644,
-            nlink: 1,
-            uid: 1,
-            gid: 1,
-            size: 0,
-            atime: t,
-            mtime: t,
-            ctime: t,
-            crtime: t,
-            rdev: 0,
-            gen: 0,
-            hash: None,
-            ncopy: 0,
-        }
+        Attr { uid: 1, gid: 1, ..Attr::new(ino, FileKind::Regular, 0o644) }
     }
 
     #[test]

@@ -104,21 +104,14 @@ mod tests {
             .map(|i| {
                 let t = Timestamp { secs: 1_764_860_000, nanos: (i * 7_919 % 1_000_000_000) as u32 };
                 let attr = Attr {
-                    ino: 100 + i,
-                    kind: FileKind::Regular,
-                    perm: 0o644,
-                    nlink: 1,
                     uid: 1000,
                     gid: 1000,
-                    size: 0,
                     atime: t,
                     mtime: t,
                     ctime: t,
                     crtime: t,
-                    rdev: 0,
                     gen: 1,
-                    hash: None,
-                    ncopy: 0,
+                    ..Attr::new(100 + i, FileKind::Regular, 0o644)
                 };
                 DirEntry {
                     name: format!("entry-{i:05}"),

@@ -151,6 +151,29 @@ pub struct Attr {
 }
 
 impl Attr {
+    /// Attributes of a new `kind` inode with `perm`: one link, owner and
+    /// group 0, empty, times at the epoch, generation 0, no contents yet.
+    pub fn new(ino: Ino, kind: FileKind, perm: u32) -> Attr {
+        let t = Timestamp::default();
+        Attr {
+            ino,
+            kind,
+            perm,
+            nlink: 1,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+            rdev: 0,
+            gen: 0,
+            hash: None,
+            ncopy: 0,
+        }
+    }
+
     /// `st_mode`: kind bits plus permission bits.
     pub fn mode(&self) -> u32 {
         self.kind.mode_bits() | (self.perm & 0o7777)

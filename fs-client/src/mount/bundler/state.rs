@@ -414,27 +414,9 @@ impl LocalState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fs_proto::Timestamp;
 
     fn attr(ino: Ino, kind: FileKind) -> Attr {
-        let t = Timestamp::default();
-        Attr {
-            ino,
-            kind,
-            perm: 0o644,
-            nlink: 1,
-            uid: 1,
-            gid: 1,
-            size: 0,
-            atime: t,
-            mtime: t,
-            ctime: t,
-            crtime: t,
-            rdev: 0,
-            gen: 0,
-            hash: None,
-            ncopy: 0,
-        }
+        Attr { uid: 1, gid: 1, ..Attr::new(ino, kind, 0o644) }
     }
 
     fn node(parent: Ino, name: &str, ino: Ino, kind: FileKind) -> Node {

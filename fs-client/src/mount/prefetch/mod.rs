@@ -291,27 +291,10 @@ impl Prefetch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fs_proto::{Attr, ServerLoc, Timestamp};
+    use fs_proto::{Attr, ServerLoc};
 
     fn attr(ino: Ino, size: u64, gen: Gen) -> Attr {
-        let t = Timestamp::default();
-        Attr {
-            ino,
-            kind: FileKind::Regular,
-            perm: 0o644,
-            nlink: 1,
-            uid: 1,
-            gid: 1,
-            size,
-            atime: t,
-            mtime: t,
-            ctime: t,
-            crtime: t,
-            rdev: 0,
-            gen,
-            hash: Some([gen as u8; 32]),
-            ncopy: 0,
-        }
+        Attr { uid: 1, gid: 1, size, gen, hash: Some([gen as u8; 32]), ..Attr::new(ino, FileKind::Regular, 0o644) }
     }
 
     fn entry(ino: Ino, size: u64) -> DirEntry {
