@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 . scripts/lib/setup.sh
 
 install_packages
+# The set-up repairs a removed tool and fails loudly on a missing one.
+bash scripts/lib/setup-selftest.sh
 ensure_rust
 start_services
 build_release

@@ -36,7 +36,7 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Output, CommandError>
     cmd.stdin(Stdio::null()).stdout(out.try_clone().map_err(io)?).stderr(err.try_clone().map_err(io)?);
     debug!(?cmd, "running");
     let mut child =
-        die_with_parent(cmd).spawn().map_err(|source| CommandError::Spawn { program: program.clone(), source })?;
+        die_with_parent(cmd).spawn().map_err(|source| CommandError::spawn(&program, source))?;
     let status = match wait_bounded(&mut child, timeout).map_err(io)? {
         Some(status) => status,
         None => return Err(CommandError::Timeout { program, timeout }),
@@ -111,5 +111,15 @@ mod tests {
         let err = run(Command::new("sleep").arg("30"), Duration::from_millis(200)).unwrap_err();
         assert!(matches!(err, CommandError::Timeout { .. }));
         assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_missing_tool_names_its_package() {
+        let err = run(&mut Command::new("/nonexistent/qemu-img"), Duration::from_secs(5)).unwrap_err();
+        assert!(matches!(err, CommandError::Missing { package: "qemu-utils", .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "/nonexistent/qemu-img is not installed on this host (install the Debian package qemu-utils)"
+        );
     }
 }

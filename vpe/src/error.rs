@@ -68,7 +68,15 @@ pub enum CacheError {
 /// Running an external tool (qemu-img, qemu) with a deadline.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
-    /// The tool could not be started at all (not installed?).
+    /// The tool is not installed on this host.
+    #[error("{program} is not installed on this host (install the Debian package {package})")]
+    Missing {
+        /// The program name.
+        program: String,
+        /// The Debian package that provides it.
+        package: &'static str,
+    },
+    /// The tool could not be started for another reason.
     #[error("cannot run {program}: {source}")]
     Spawn {
         /// The program name.
@@ -102,6 +110,33 @@ pub enum CommandError {
         /// The underlying error.
         source: std::io::Error,
     },
+}
+
+impl CommandError {
+    /// The error for a failed spawn: `Missing` (with its package) when the
+    /// program does not exist, `Spawn` otherwise.
+    pub fn spawn(program: &str, source: std::io::Error) -> Self {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            CommandError::Missing { program: program.to_string(), package: package_of(program) }
+        } else {
+            CommandError::Spawn { program: program.to_string(), source }
+        }
+    }
+}
+
+/// The Debian package providing one of the tools vpe runs.
+pub fn package_of(program: &str) -> &'static str {
+    let name = program.rsplit('/').next().unwrap_or(program);
+    match name {
+        "qemu-img" | "qemu-nbd" => "qemu-utils",
+        n if n.starts_with("qemu-system-") => "qemu-system-x86",
+        "virsh" => "libvirt-clients",
+        "mke2fs" | "mkfs.ext4" => "e2fsprogs",
+        "cpio" => "cpio",
+        "busybox" => "busybox-static",
+        "ssh" | "ssh-keygen" => "openssh-client",
+        _ => "that provides it",
+    }
 }
 
 /// Talking to the hypervisor (libvirt, or the unit tests' fake).

@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use crate::accel::Accel;
-use crate::error::{CacheError, HypervisorError, SourceError, VmError};
+use crate::error::{CacheError, CommandError, HypervisorError, SourceError, VmError};
 use crate::image::{ImageId, Role};
 use crate::store::transfer::LocalImage;
 use crate::store::NamespaceSource;
@@ -85,6 +85,7 @@ pub(crate) fn vm_error(e: &VmError) -> RemoteError {
         VmError::Exists(_) => ErrorCode::Exists,
         VmError::Unknown(_) => ErrorCode::NotFound,
         VmError::Transition(_) => ErrorCode::Busy,
+        VmError::Command(CommandError::Missing { .. }) => ErrorCode::Unsupported,
         _ => ErrorCode::Internal,
     };
     RemoteError::new(code, e.to_string())
