@@ -6,7 +6,8 @@
 use crate::perm::Caller;
 use crate::service::MetaService;
 use fs_proto::bundle::{BundleCommit, EntryResult};
-use fs_proto::{Access, CapabilityVerifier, ErrorCode, FileKind, Identity, RemoteError, Role};
+use fs_proto::{Access, CapabilityVerifier, ErrorCode, FileKind, Identity, Ino, RemoteError, Role};
+use std::collections::HashSet;
 
 /// Most entries one bundle may carry.
 pub const MAX_ENTRIES: usize = 16_384;
@@ -25,7 +26,16 @@ pub fn commit(svc: &MetaService, id: &Identity, b: BundleCommit) -> Result<Vec<E
     }
     let user = svc.users.get_or_register(&cap.principal)?;
     let caller = Caller { name: cap.principal.clone(), uid: user.uid, gid: user.gid, groups: user.groups };
-    let results = svc.ns.commit_bundle(&caller, &id.name, &b.entries)?;
+    // The inode-number rule for the principal: entries in a directory it
+    // cannot reach by path fail (each alone).
+    let new: HashSet<Ino> = b.entries.iter().map(|e| e.entry.ino).collect();
+    let mut denied = HashSet::new();
+    for p in b.entries.iter().map(|e| e.entry.parent).filter(|p| !new.contains(p)) {
+        if !denied.contains(&p) && svc.ns.check_reachable(&caller, p).is_err() {
+            denied.insert(p);
+        }
+    }
+    let results = svc.ns.commit_bundle(&caller, &id.name, &b.entries, &denied)?;
     let mut wrote = false;
     for (e, r) in b.entries.iter().zip(&results) {
         if let Ok(a) = r {

@@ -25,7 +25,7 @@ use crate::callbacks::{Callbacks, Pending, SessionId};
 use crate::namespace::Namespace;
 use crate::perm::{Caller, W, X};
 use crate::service::MetaService;
-use fs_proto::bundle::{LeaseGrant, LeaseRequest, MAX_INOS_PER_GRANT};
+use fs_proto::bundle::{InoRange, LeaseGrant, LeaseRequest, MAX_HELD_RANGES, MAX_INOS_PER_GRANT};
 use fs_proto::callback::Invalidation;
 use fs_proto::meta::{MetaCall, MetaReply, MetaRequest, MetaResponse};
 use fs_proto::{Access, Capability, ErrorCode, FileKind, Identity, Ino, RemoteError, Role, ROOT_INO};
@@ -222,6 +222,9 @@ impl DirLeases {
             Ok((c, _)) => c,
             Err(e) => return fail(e),
         };
+        if let Err(e) = svc.check_reachable(&caller, &call.req) {
+            return fail(e);
+        }
         let target = match svc.hosts.choose_write_target(&r.site) {
             Ok(t) => t,
             Err(e) => return fail(e),
@@ -264,6 +267,17 @@ impl DirLeases {
         } else {
             None
         };
+        // The capability covers the new range and every held one that is
+        // really leased to the caller.
+        let mut covered: Vec<InoRange> = Vec::new();
+        for h in r.held.iter().take(MAX_HELD_RANGES) {
+            match svc.ns.range_leased_to(*h, &id.name) {
+                Ok(true) => covered.push(*h),
+                Ok(false) => tracing::debug!(principal = %id.name, ?h, "a held range is not leased to its holder"),
+                Err(e) => return (Err(e), pending),
+            }
+        }
+        covered.extend(inos);
         let cap = svc.signer.sign(&Capability {
             ino: 0,
             gen: self.holder_id(session),
@@ -272,6 +286,7 @@ impl DirLeases {
             expires_ms: svc.expiry(),
             base_gen: None,
             expect: None,
+            inos: covered,
         });
         (Ok(MetaResponse::Lease(LeaseGrant { dir, inos, target, cap })), pending)
     }

@@ -17,6 +17,10 @@ const REPLICA: u8 = b'r';
 const XATTR: u8 = b'x';
 const GC: u8 = b'g';
 const INO_LEASE: u8 = b'l';
+const BACKLINK: u8 = b'b';
+/// Present once every non-directory's names have backlinks (databases made
+/// before backlinks existed are migrated when opened).
+pub const BACKLINKS_DONE: &[u8] = b"c:backlinks.v1";
 /// Key of the inode allocation counter.
 pub const NEXT_INO: &[u8] = b"c:next_ino";
 
@@ -36,6 +40,11 @@ pub fn dentry_prefix(parent: Ino) -> Vec<u8> {
     k
 }
 
+/// Prefix of every directory entry.
+pub fn all_dentries() -> Vec<u8> {
+    vec![DENTRY]
+}
+
 /// `d` + parent + name.
 pub fn dentry(parent: Ino, name: &str) -> Vec<u8> {
     let mut k = dentry_prefix(parent);
@@ -46,6 +55,28 @@ pub fn dentry(parent: Ino, name: &str) -> Vec<u8> {
 /// The name part of a dentry key.
 pub fn dentry_name(key: &[u8]) -> Option<&str> {
     key.get(9..).and_then(|b| std::str::from_utf8(b).ok())
+}
+
+/// `b` + ino: prefix of the names (parent, name) of a non-directory.
+pub fn backlink_prefix(ino: Ino) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(BACKLINK);
+    k.extend_from_slice(&ino.to_be_bytes());
+    k
+}
+
+/// `b` + ino + parent + name: one name of a non-directory, so the
+/// directories holding a file can be found from the file.
+pub fn backlink(ino: Ino, parent: Ino, name: &str) -> Vec<u8> {
+    let mut k = backlink_prefix(ino);
+    k.extend_from_slice(&parent.to_be_bytes());
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// The parent of a backlink key.
+pub fn backlink_parent(key: &[u8]) -> Option<Ino> {
+    Some(Ino::from_be_bytes(key.get(9..17)?.try_into().ok()?))
 }
 
 /// `r` + ino: prefix of all replicas of a file.

@@ -24,6 +24,8 @@ type R<T> = Result<T, RemoteError>;
 pub const MAX_LINKS: u32 = 65_000;
 /// Longest symlink target.
 pub const MAX_TARGET: usize = 4095;
+/// Deepest directory chain walked when checking reachability.
+const MAX_DEPTH: usize = 4096;
 /// Largest xattr value.
 pub const MAX_XATTR: usize = 64 * 1024;
 
@@ -71,10 +73,76 @@ impl Namespace {
                 let root = new_inode(FileKind::Directory, root_perm, 0, 0, now, ROOT_INO);
                 txn.put(keys::inode(ROOT_INO), &InodeRecord { nlink: 2, ..root });
                 txn.put_raw(keys::NEXT_INO.to_vec(), (ROOT_INO + 1).to_be_bytes().to_vec());
+                txn.put_raw(keys::BACKLINKS_DONE.to_vec(), Vec::new());
             }
             Ok(())
         })?;
+        ns.migrate_backlinks()?;
         Ok(ns)
+    }
+
+    /// Databases made before backlinks existed: give every name of a
+    /// non-directory its backlink (once; in batches, then the marker).
+    fn migrate_backlinks(&self) -> R<()> {
+        if self.tree.get(keys::BACKLINKS_DONE).map_err(TxnError::from)?.is_some() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        let mut n = 0u64;
+        for kv in self.tree.scan_prefix(keys::all_dentries()) {
+            let (k, v) = kv.map_err(TxnError::from)?;
+            let (Some(parent), Some(name)) = (key_ino(&k, &keys::dentry_prefix(0)), keys::dentry_name(&k)) else {
+                continue;
+            };
+            let d: DentryRecord = crate::record::decode(&v).map_err(TxnError::from)?;
+            if d.kind != FileKind::Directory {
+                batch.insert(keys::backlink(d.ino, parent, name), Vec::<u8>::new());
+                n += 1;
+                if n % 10_000 == 0 {
+                    self.tree.apply_batch(std::mem::take(&mut batch)).map_err(TxnError::from)?;
+                }
+            }
+        }
+        batch.insert(keys::BACKLINKS_DONE, Vec::<u8>::new());
+        self.tree.apply_batch(batch).map_err(TxnError::from)?;
+        self.tree.flush().map_err(TxnError::from)?;
+        tracing::info!(names = n, "backlinks written for existing names");
+        Ok(())
+    }
+
+    /// The inode-number rule: `c` may address `ino` by number only if it
+    /// could reach it by path, i.e. it has search permission on every
+    /// directory from the root down to the directory holding it (for a
+    /// file, through any one of its names). Root reaches everything.
+    pub fn check_reachable(&self, c: &Caller, ino: Ino) -> R<()> {
+        if c.is_root() || ino == ROOT_INO {
+            return Ok(());
+        }
+        self.read(|t| {
+            let i = load(t, ino)?;
+            let reachable = if i.kind == FileKind::Directory {
+                searchable_from(t, c, i.parent)?
+            } else {
+                let mut any = false;
+                for k in t.keys_with_prefix(&keys::backlink_prefix(ino))? {
+                    if let Some(p) = keys::backlink_parent(&k) {
+                        if searchable_from(t, c, p)? {
+                            any = true;
+                            break;
+                        }
+                    }
+                }
+                any
+            };
+            if reachable {
+                Ok(())
+            } else {
+                Err(err(
+                    ErrorCode::PermissionDenied,
+                    format!("inode {ino}: no search permission on a directory above it"),
+                ))
+            }
+        })
     }
 
     fn write<T>(&self, f: impl FnOnce(&mut Txn<'_>) -> R<T>) -> R<T> {
@@ -368,6 +436,14 @@ impl Namespace {
             if inode.kind == FileKind::Directory {
                 return Err(err(ErrorCode::NotPermitted, "hard links to directories are not allowed"));
             }
+            // protected_hardlinks: only the owner, or someone who may read
+            // and write an ordinary file, may give it another name.
+            let plain = inode.kind == FileKind::Regular
+                && inode.perm & S_ISUID == 0
+                && inode.perm & (S_ISGID | 0o010) != (S_ISGID | 0o010);
+            if !(c.owns(&inode) || plain && c.may(&inode, R | W)) {
+                return Err(err(ErrorCode::NotPermitted, "hard link to a file you neither own nor may read and write"));
+            }
             let mut dir = load_dir(t, new_parent)?;
             c.check(&dir, W | X, "write permission on the directory")?;
             if entry(t, new_parent, new_name)?.is_some() {
@@ -381,7 +457,7 @@ impl Namespace {
             inode.ctime = now;
             dir.mtime = now;
             dir.ctime = now;
-            t.put(keys::dentry(new_parent, new_name), &DentryRecord { ino, kind: inode.kind });
+            put_name(t, new_parent, new_name, DentryRecord { ino, kind: inode.kind });
             t.put(keys::inode(new_parent), &dir);
             t.put(keys::inode(ino), &inode);
             Ok(inode.attr(ino))
@@ -404,7 +480,7 @@ impl Namespace {
                 return Err(err(ErrorCode::NotPermitted, "sticky directory: not the owner"));
             }
             let now = Timestamp::now();
-            t.del(keys::dentry(parent, name));
+            del_name(t, parent, name, d);
             drop_link(t, d.ino, child, now)?;
             dir.mtime = now;
             dir.ctime = now;
@@ -501,8 +577,10 @@ impl Namespace {
                 }
                 moving_dir_across(&src, parent, new_parent)?;
                 moving_dir_across(&dst, new_parent, parent)?;
-                t.put(keys::dentry(parent, name), &dst_ent);
-                t.put(keys::dentry(new_parent, new_name), &src_ent);
+                del_name(t, parent, name, src_ent);
+                del_name(t, new_parent, new_name, dst_ent);
+                put_name(t, parent, name, dst_ent);
+                put_name(t, new_parent, new_name, src_ent);
                 move_inode(t, src_ent.ino, parent, new_parent, now)?;
                 move_inode(t, dst_ent.ino, new_parent, parent, now)?;
                 touch_dirs(t, parent, new_parent, now)?;
@@ -534,7 +612,7 @@ impl Namespace {
                     check_not_under(t, new_parent, src_ent.ino)?;
                 }
                 moving_dir_across(&src, parent, new_parent)?;
-                t.del(keys::dentry(new_parent, new_name));
+                del_name(t, new_parent, new_name, dst_ent);
                 if dst.kind == FileKind::Directory {
                     remove_inode(t, dst_ent.ino)?;
                     let mut tp = load(t, new_parent)?;
@@ -549,8 +627,8 @@ impl Namespace {
                 }
                 moving_dir_across(&src, parent, new_parent)?;
             }
-            t.del(keys::dentry(parent, name));
-            t.put(keys::dentry(new_parent, new_name), &src_ent);
+            del_name(t, parent, name, src_ent);
+            put_name(t, new_parent, new_name, src_ent);
             move_inode(t, src_ent.ino, parent, new_parent, now)?;
             touch_dirs(t, parent, new_parent, now)?;
             Ok(())
@@ -1010,9 +1088,41 @@ fn insert_child(
     dir.mtime = now;
     dir.ctime = now;
     t.put(keys::inode(ino), &i);
-    t.put(keys::dentry(parent, name), &DentryRecord { ino, kind });
+    put_name(t, parent, name, DentryRecord { ino, kind });
     t.put(keys::inode(parent), &dir);
     Ok(i.attr(ino))
+}
+
+/// Write the entry `parent/name` (with a non-directory's backlink).
+pub(crate) fn put_name(t: &mut Txn<'_>, parent: Ino, name: &str, d: DentryRecord) {
+    t.put(keys::dentry(parent, name), &d);
+    if d.kind != FileKind::Directory {
+        t.put_raw(keys::backlink(d.ino, parent, name), Vec::new());
+    }
+}
+
+/// Remove the entry `parent/name` that holds `d` (and its backlink).
+pub(crate) fn del_name(t: &mut Txn<'_>, parent: Ino, name: &str, d: DentryRecord) {
+    t.del(keys::dentry(parent, name));
+    if d.kind != FileKind::Directory {
+        t.del(keys::backlink(d.ino, parent, name));
+    }
+}
+
+/// Whether `c` has search permission on `dir` and every directory above it.
+fn searchable_from(t: &Txn<'_>, c: &Caller, dir: Ino) -> R<bool> {
+    let mut cur = dir;
+    for _ in 0..MAX_DEPTH {
+        let d = load(t, cur)?;
+        if d.kind != FileKind::Directory || !c.may(&d, X) {
+            return Ok(false);
+        }
+        if cur == ROOT_INO {
+            return Ok(true);
+        }
+        cur = d.parent;
+    }
+    Ok(false)
 }
 
 fn replicas_of(t: &Txn<'_>, ino: Ino) -> R<Vec<HostReplica>> {
@@ -1039,6 +1149,9 @@ fn gc_all_replicas(t: &mut Txn<'_>, ino: Ino, now: Timestamp) -> R<()> {
 fn remove_inode(t: &mut Txn<'_>, ino: Ino) -> R<()> {
     gc_all_replicas(t, ino, Timestamp::now())?;
     for k in t.keys_with_prefix(&keys::xattr_prefix(ino))? {
+        t.del(k);
+    }
+    for k in t.keys_with_prefix(&keys::backlink_prefix(ino))? {
         t.del(k);
     }
     t.del(keys::inode(ino));

@@ -75,7 +75,28 @@ impl MetaService {
     /// Handle one call from `id`.
     pub fn handle(&self, id: &Identity, call: MetaCall) -> MetaReply {
         let (caller, admin) = self.users.caller(id, call.cred.as_ref())?;
+        self.check_reachable(&caller, &call.req)?;
         self.dispatch(id, &caller, admin, call.req)
+    }
+
+    /// The inode-number rule, in one place: every existing inode `req`
+    /// names by number must be reachable by `c` by path
+    /// ([`Namespace::check_reachable`]). An inode that does not exist is
+    /// left to the request itself (it answers "not found").
+    pub fn check_reachable(&self, c: &Caller, req: &MetaRequest) -> R<()> {
+        if c.is_root() {
+            return Ok(());
+        }
+        let mut inos = req.named_inos();
+        inos.sort_unstable();
+        inos.dedup();
+        for ino in inos {
+            match self.ns.check_reachable(c, ino) {
+                Err(e) if e.code == ErrorCode::NotFound => {}
+                r => r?,
+            }
+        }
+        Ok(())
     }
 
     fn dispatch(&self, id: &Identity, c: &Caller, admin: bool, req: MetaRequest) -> MetaReply {
@@ -280,6 +301,7 @@ impl MetaService {
             expires_ms: self.expiry(),
             base_gen: None,
             expect: Some((inode.size, hash)),
+            inos: Vec::new(),
         });
         Ok(ReadGrant { attr, replicas, cap: Some(cap) })
     }
@@ -302,6 +324,7 @@ impl MetaService {
                     expires_ms: self.expiry(),
                     base_gen: None,
                     expect: Some((size, hash)),
+                    inos: Vec::new(),
                 });
                 Some(BaseGrant { gen: g, cap, replicas })
             }
@@ -315,6 +338,7 @@ impl MetaService {
             expires_ms: self.expiry(),
             base_gen: base.as_ref().map(|b| b.gen),
             expect: None,
+            inos: Vec::new(),
         });
         Ok(WriteGrant { attr: before.attr(ino), gen, target, cap, base })
     }

@@ -63,7 +63,14 @@ pub struct LeaseRequest {
     pub inos: u32,
     /// The caller's site: bundles go to a file server there.
     pub site: String,
+    /// Ranges from earlier grants whose numbers the caller still uses (at
+    /// most [`MAX_HELD_RANGES`]): the new capability covers them too, so one
+    /// capability covers every entry of a bundle.
+    pub held: Vec<InoRange>,
 }
+
+/// Most earlier ranges one capability covers.
+pub const MAX_HELD_RANGES: usize = 64;
 
 /// The answer to [`crate::meta::MetaRequest::LeaseDir`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,7 +84,8 @@ pub struct LeaseGrant {
     pub inos: Option<InoRange>,
     /// The file server that takes the caller's bundles.
     pub target: ServerLoc,
-    /// A [`crate::Access::Bundle`] capability for the caller.
+    /// A [`crate::Access::Bundle`] capability for the caller, covering the
+    /// new range and the `held` ones the meta server confirmed.
     pub cap: SignedCapability,
 }
 

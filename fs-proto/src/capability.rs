@@ -9,6 +9,7 @@
 //! capability presented by anyone but its principal is refused, so replaying
 //! another user's capability does not work.
 
+use crate::bundle::InoRange;
 use crate::error::{ErrorCode, RemoteError};
 use crate::types::{Gen, Hash, Ino};
 use ring::rand::SystemRandom;
@@ -29,7 +30,7 @@ pub enum Access {
     /// Send bundles of new files (see [`crate::bundle`]) to file servers,
     /// which store them and forward the commit. `ino` is 0; `gen` names the
     /// callback session whose directory leases the bundles act under (0:
-    /// none).
+    /// none); `inos` lists the inode ranges its bundles may create.
     Bundle,
 }
 
@@ -50,6 +51,17 @@ pub struct Capability {
     pub base_gen: Option<Gen>,
     /// For reads: the size and hash the replica must have.
     pub expect: Option<(u64, Hash)>,
+    /// For bundles: the inode numbers leased to the principal that the
+    /// bundles may create. A file server stores only entries whose inode is
+    /// in one of these ranges.
+    pub inos: Vec<InoRange>,
+}
+
+impl Capability {
+    /// Whether a bundle under this capability may create inode `ino`.
+    pub fn covers(&self, ino: Ino) -> bool {
+        self.inos.iter().any(|r| r.contains(ino))
+    }
 }
 
 /// A capability with the meta server's signature over its encoding.
@@ -161,6 +173,7 @@ mod tests {
             expires_ms,
             base_gen: None,
             expect: None,
+            inos: Vec::new(),
         }
     }
 

@@ -483,6 +483,64 @@ impl MetaRequest {
         }
     }
 
+    /// Every existing inode a request names by number (not the new ones it
+    /// creates), so the meta server can apply the inode-number rule in one
+    /// place: a user may address an inode by number only if it could reach
+    /// it by path (search permission on every directory above it). Requests
+    /// reserved to hosts name none here; their role is checked instead.
+    /// Exhaustive on purpose: a new variant must say what it names.
+    pub fn named_inos(&self) -> Vec<Ino> {
+        use MetaRequest as Q;
+        match self {
+            Q::WhoAmI
+            | Q::Resolve { .. }
+            | Q::StatFs
+            | Q::ListHosts
+            | Q::ReplicationStatus
+            | Q::Subscribe
+            | Q::Monitor(_)
+            | Q::Heartbeat(_)
+            | Q::RegisterReplica { .. }
+            | Q::ReportBadReplica { .. }
+            | Q::Inventory { .. }
+            | Q::ReleaseDirs { .. } => Vec::new(),
+            Q::Lookup { parent, .. }
+            | Q::LookupPlus { parent, .. }
+            | Q::Create { parent, .. }
+            | Q::Mkdir { parent, .. }
+            | Q::Symlink { parent, .. }
+            | Q::Unlink { parent, .. }
+            | Q::Rmdir { parent, .. } => vec![*parent],
+            Q::GetAttr { ino }
+            | Q::ReadDir { ino, .. }
+            | Q::ListDir { ino, .. }
+            | Q::ReadLink { ino }
+            | Q::SetAttr { ino, .. }
+            | Q::GetXattr { ino, .. }
+            | Q::SetXattr { ino, .. }
+            | Q::ListXattr { ino }
+            | Q::RemoveXattr { ino, .. }
+            | Q::OpenRead { ino }
+            | Q::OpenWrite { ino, .. }
+            | Q::Where { ino }
+            | Q::SetNcopy { ino, .. } => vec![*ino],
+            Q::Link { ino, new_parent, .. } => vec![*ino, *new_parent],
+            Q::Rename { parent, new_parent, .. } => vec![*parent, *new_parent],
+            Q::Batch(reqs) => reqs.iter().flat_map(MetaRequest::named_inos).collect(),
+            Q::PlanReplication(q) => q.inos.clone(),
+            Q::PlanCheck { inos } => inos.clone(),
+            Q::LeaseDir(r) => r.dir.into_iter().collect(),
+            Q::CommitBundle(b) => {
+                // Parents the bundle itself creates are reached through theirs.
+                let new: std::collections::HashSet<Ino> = b.entries.iter().map(|e| e.entry.ino).collect();
+                let mut v: Vec<Ino> = b.entries.iter().map(|e| e.entry.parent).filter(|p| !new.contains(p)).collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            }
+        }
+    }
+
     /// Whether the request changes persistent state (and so must be durable
     /// before it is acknowledged).
     pub fn is_mutation(&self) -> bool {

@@ -3,11 +3,12 @@
 /// ALPN protocol name for the current wire version. A peer speaking another
 /// version fails the TLS handshake with "no application protocol" instead of
 /// misreading frames. Version 2: large frames may be zstd-compressed
-/// ([`crate::frame`]).
-pub const ALPN: &[u8] = b"renkei/2";
+/// ([`crate::frame`]). Version 3: bundle capabilities name the inode
+/// ranges they may create.
+pub const ALPN: &[u8] = b"renkei/3";
 
 /// Human-readable form of [`ALPN`], for messages.
-pub const ALPN_STR: &str = "renkei/2";
+pub const ALPN_STR: &str = "renkei/3";
 
 /// Largest framed message accepted on any stream (16 MiB). Bulk file bytes
 /// never travel inside a frame, so only large directory pages or metadata

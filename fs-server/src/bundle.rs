@@ -6,7 +6,7 @@
 
 use crate::data::{io_to_remote, verify_cap};
 use crate::node::Ctx;
-use crate::replica::{ReplicaError, ReplicaWriter};
+use crate::replica::{Published, ReplicaError, ReplicaWriter};
 use bytes::Bytes;
 use fs_proto::bundle::{stored_cost, BundleCommit, BundleEntry, EntryResult, StoredEntry};
 use fs_proto::error::quic_codes;
@@ -14,8 +14,8 @@ use fs_proto::frame::write_msg;
 use fs_proto::meta::{MetaRequest, MetaResponse};
 use fs_proto::rpc::CallError;
 use fs_proto::server::{ServerReply, ServerResponse};
-use fs_proto::{Access, ErrorCode, FileKind, Hash, Identity, Ino, RemoteError, SignedCapability};
-use std::collections::HashMap;
+use fs_proto::{Access, Capability, ErrorCode, FileKind, Identity, Ino, RemoteError, SignedCapability};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
@@ -32,8 +32,9 @@ pub const RESERVE_MARGIN: u64 = 1 << 20;
 const BATCH: usize = 1 << 20;
 
 type R<T> = Result<T, RemoteError>;
-/// A file the disk thread is sealing: its size and hash when done.
-type Sealing = oneshot::Receiver<Result<(u64, Hash), ReplicaError>>;
+/// A file the disk thread is sealing: its size, hash and whether this
+/// bundle created it, when done.
+type Sealing = oneshot::Receiver<Result<Published, ReplicaError>>;
 
 /// Disk space reserved by connections of bundling clients.
 #[derive(Default)]
@@ -139,7 +140,7 @@ pub async fn write_bundle(
 enum Disk {
     Begin(Ino),
     Data(u64, Vec<Bytes>),
-    End(oneshot::Sender<Result<(u64, Hash), ReplicaError>>),
+    End(oneshot::Sender<Result<Published, ReplicaError>>),
 }
 
 /// The disk side of one bundle: one file at a time, on a blocking thread.
@@ -193,10 +194,19 @@ fn disk_thread(ctx: Arc<Ctx>) -> mpsc::Sender<Disk> {
     tx
 }
 
-fn check_entry(e: &BundleEntry) -> R<()> {
+/// Whether this server stores entry `e` under capability `cap`: its inode
+/// must be one the meta server leased to the bundle's principal (signed into
+/// the capability), whatever the meta server later says about the rest.
+fn check_entry(cap: &Capability, e: &BundleEntry) -> R<()> {
     let bad = |m: &str| Err(RemoteError::new(ErrorCode::InvalidArgument, m.to_string()));
     if e.ino == 0 {
         return bad("inode 0");
+    }
+    if !cap.covers(e.ino) {
+        return Err(RemoteError::new(
+            ErrorCode::BadCapability,
+            format!("inode {} is not in a range leased to {}", e.ino, cap.principal),
+        ));
     }
     match e.kind {
         FileKind::Regular => Ok(()),
@@ -210,11 +220,11 @@ async fn bundle(
     ctx: &Arc<Ctx>,
     conn: &quinn::Connection,
     peer: &Identity,
-    cap: &SignedCapability,
+    signed: &SignedCapability,
     entries: &[BundleEntry],
     recv: &mut quinn::RecvStream,
 ) -> R<Vec<EntryResult>> {
-    verify_cap(ctx, peer, cap, Access::Bundle)?;
+    let cap = &verify_cap(ctx, peer, signed, Access::Bundle)?;
     if entries.len() > MAX_ENTRIES {
         return Err(RemoteError::new(ErrorCode::TooLarge, format!("more than {MAX_ENTRIES} entries")));
     }
@@ -225,7 +235,7 @@ async fn bundle(
     let mut stored: Vec<R<Option<Sealing>>> = Vec::new();
     let mut cost = 0u64;
     for e in entries {
-        let ok = check_entry(e);
+        let ok = check_entry(cap, e);
         if e.kind == FileKind::Regular {
             cost += stored_cost(e.size);
         }
@@ -268,10 +278,13 @@ async fn bundle(
     }
     drop(disk);
     ctx.reservations.consume(conn.stable_id(), cost);
-    // Every file written (not yet durable): collect hashes.
+    // Every file written (not yet durable): collect hashes. `created` lists
+    // the replicas this bundle put in the spool: the only ones it may ever
+    // delete (an identical replica found in place, from an earlier attempt
+    // of the same bundle, may already be committed).
     let mut forward = Vec::new();
     let mut results: Vec<Option<EntryResult>> = Vec::with_capacity(entries.len());
-    let mut on_disk: Vec<Ino> = Vec::new();
+    let mut created: HashSet<Ino> = HashSet::new();
     for (e, s) in entries.iter().zip(stored) {
         let hash = match s {
             Err(er) => {
@@ -280,13 +293,17 @@ async fn bundle(
             }
             Ok(None) => None,
             Ok(Some(rx)) => match rx.await {
-                Ok(Ok((size, h))) if size == e.size => {
-                    on_disk.push(e.ino);
-                    Some(h)
+                Ok(Ok(p)) if p.size == e.size => {
+                    if p.created {
+                        created.insert(e.ino);
+                    }
+                    Some(p.hash)
                 }
-                Ok(Ok((size, _))) => {
-                    let _ = ctx.spool.delete(e.ino, FIRST_GEN);
-                    let m = format!("stored {size} bytes of {}", e.size);
+                Ok(Ok(p)) => {
+                    if p.created {
+                        let _ = ctx.spool.delete(e.ino, FIRST_GEN);
+                    }
+                    let m = format!("stored {} bytes of {}", p.size, e.size);
                     results.push(Some(Err(RemoteError::new(ErrorCode::Internal, m))));
                     continue;
                 }
@@ -303,38 +320,41 @@ async fn bundle(
         results.push(None);
         forward.push(StoredEntry { entry: e.clone(), hash });
     }
-    if !on_disk.is_empty() {
+    if !created.is_empty() {
         let c = ctx.clone();
         let synced = tokio::task::spawn_blocking(move || sync_spool(c.spool.root()))
             .await
             .map_err(|e| RemoteError::new(ErrorCode::Internal, e.to_string()))?;
         if let Err(e) = synced {
-            for ino in &on_disk {
-                let _ = ctx.spool.delete(*ino, FIRST_GEN);
-            }
-            return Err(RemoteError::new(ErrorCode::Internal, format!("syncing the spool: {e}")));
+            delete_created(ctx, &created);
+            warn!("syncing the spool: {e}");
+            return Err(RemoteError::new(ErrorCode::Internal, format!("file server spool could not be synced: {e}")));
         }
     }
     let committed = if forward.is_empty() {
         Vec::new()
     } else {
         let n = forward.len();
-        let req = MetaRequest::CommitBundle(BundleCommit { cap: cap.clone(), entries: forward.clone() });
+        let req = MetaRequest::CommitBundle(BundleCommit { cap: signed.clone(), entries: forward.clone() });
         match ctx.meta.call(req).await {
             Ok(MetaResponse::Bundle(r)) if r.len() == n => r,
             Ok(other) => {
+                // Not an answer to this commit: it may or may not have
+                // happened, so nothing is deleted (see below).
                 warn!("unexpected bundle commit reply {other:?}");
-                delete_all(ctx, &forward);
-                vec![Err(RemoteError::new(ErrorCode::Internal, "unexpected reply from the meta server")); n]
+                vec![Err(RemoteError::new(ErrorCode::Unavailable, "stored, commit unknown: unexpected reply")); n]
             }
             Err(CallError::Remote(e)) => {
-                delete_all(ctx, &forward);
+                // The meta server refused the whole bundle: nothing of it
+                // was committed.
+                delete_created(ctx, &created);
                 vec![e; n].into_iter().map(Err).collect()
             }
             Err(e) => {
                 // The commit may or may not have happened: keep the files
                 // (an unregistered one is removed when the spool is next
-                // reconciled with the meta server).
+                // reconciled with the meta server; a retry of the bundle
+                // finds them in place).
                 warn!("bundle stored but its commit is unknown: {e}");
                 let m = format!("stored, commit unknown: {e}");
                 vec![Err(RemoteError::new(ErrorCode::Unavailable, m)); n]
@@ -350,7 +370,9 @@ async fn bundle(
                 let r = committed
                     .next()
                     .unwrap_or_else(|| Err(RemoteError::new(ErrorCode::Internal, "missing commit result")));
-                if r.is_err() && on_disk.contains(&e.ino) {
+                // Refused by the meta server (not merely unanswered): a
+                // replica this bundle created is an orphan.
+                if matches!(&r, Err(er) if er.code != ErrorCode::Unavailable) && created.contains(&e.ino) {
                     let _ = ctx.spool.delete(e.ino, FIRST_GEN);
                 }
                 r
@@ -361,11 +383,10 @@ async fn bundle(
     Ok(out)
 }
 
-fn delete_all(ctx: &Ctx, forward: &[StoredEntry]) {
-    for s in forward {
-        if s.hash.is_some() {
-            let _ = ctx.spool.delete(s.entry.ino, FIRST_GEN);
-        }
+/// Delete the replicas this bundle created (never one it found in place).
+fn delete_created(ctx: &Ctx, created: &HashSet<Ino>) {
+    for ino in created {
+        let _ = ctx.spool.delete(*ino, FIRST_GEN);
     }
 }
 

@@ -26,13 +26,23 @@ pub(crate) const READ_PIECE: u64 = 1 << 20;
 /// Bytes gathered before handing them to the disk thread.
 const WRITE_BATCH: usize = 1 << 20;
 
+/// The wire error for a spool failure. Spool paths stay in the server's own
+/// log: a client learns what failed, never where the server keeps files.
 pub(crate) fn io_to_remote(e: &ReplicaError) -> RemoteError {
+    tracing::debug!("spool: {e}");
     match e {
-        ReplicaError::Corrupt { .. } => RemoteError::new(ErrorCode::Corrupt, e.to_string()),
+        ReplicaError::Corrupt { what, .. } => RemoteError::new(ErrorCode::Corrupt, format!("corrupt replica: {what}")),
+        ReplicaError::Exists { .. } => {
+            RemoteError::new(ErrorCode::Exists, "a replica of this generation is already stored on this server")
+        }
         ReplicaError::Io { source, .. } => match source.raw_os_error() {
-            Some(libc::ENOSPC) | Some(libc::EDQUOT) => RemoteError::new(ErrorCode::NoSpace, e.to_string()),
-            _ if source.kind() == std::io::ErrorKind::NotFound => RemoteError::new(ErrorCode::NotFound, e.to_string()),
-            _ => RemoteError::new(ErrorCode::Internal, e.to_string()),
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
+                RemoteError::new(ErrorCode::NoSpace, format!("file server spool: {source}"))
+            }
+            _ if source.kind() == std::io::ErrorKind::NotFound => {
+                RemoteError::new(ErrorCode::NotFound, "replica not found on this server")
+            }
+            _ => RemoteError::new(ErrorCode::Internal, format!("file server spool I/O: {source}")),
         },
     }
 }
@@ -308,19 +318,20 @@ async fn write_session(
     Ok(ServerResponse::Stored { gen: cap.gen, size, hash })
 }
 
-/// Register a finished replica; on refusal delete it so no orphan stays.
+/// Register a finished replica. Only when the meta server said no is it
+/// deleted (no orphan stays); when the answer was lost it may have been
+/// registered, so it stays (the spool's next reconciliation with the meta
+/// server removes it if it was not).
 pub async fn register(ctx: &Arc<Ctx>, signed: &SignedCapability, cap: &Capability, size: u64, hash: Hash) -> R<()> {
     let res = ctx.meta.call(MetaRequest::RegisterReplica { cap: signed.clone(), size, hash }).await;
     match res {
         Ok(MetaResponse::Attr(_)) => Ok(()),
-        other => {
+        Err(CallError::Remote(e)) => {
             let _ = ctx.spool.delete(cap.ino, cap.gen);
-            Err(match other {
-                Err(CallError::Remote(e)) => e,
-                Err(e) => RemoteError::new(ErrorCode::Unavailable, format!("replica stored but not registered: {e}")),
-                Ok(r) => RemoteError::new(ErrorCode::Internal, format!("unexpected meta reply {r:?}")),
-            })
+            Err(e)
         }
+        Err(e) => Err(RemoteError::new(ErrorCode::Unavailable, format!("replica stored, registration unknown: {e}"))),
+        Ok(r) => Err(RemoteError::new(ErrorCode::Internal, format!("unexpected meta reply {r:?}"))),
     }
 }
 

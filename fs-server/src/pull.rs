@@ -317,12 +317,21 @@ fn sealer(
     let pool = tokio::runtime::Handle::current();
     Box::new(move |w| {
         pool.spawn_blocking(move || {
-            let r = w.and_then(|w| w.finish_expecting(&dst, expect));
+            // A copy this server already holds (an earlier order's) is kept
+            // as it is and registered again; only a file this copy created is
+            // ever deleted here.
+            let r = match w.and_then(|w| w.finish_expecting(&dst, expect)) {
+                Ok(_) => Ok(true),
+                Err(ReplicaError::Exists { .. }) if crate::replica::holds(&dst, expect.0, &expect.1) => Ok(false),
+                Err(e) => Err(e),
+            };
             drop(permit);
             match r {
-                Ok(_) => {
+                Ok(created) => {
                     if let Err(mpsc::error::SendError(s)) = stored.blocking_send(Stored { item, bytes, from }) {
-                        let _ = ctx.spool.delete(s.item.ino, s.item.gen);
+                        if created {
+                            let _ = ctx.spool.delete(s.item.ino, s.item.gen);
+                        }
                         let error = RemoteError::new(ErrorCode::Internal, "registrar stopped");
                         let _ = left.send(Leftover { item: s.item, error });
                     }

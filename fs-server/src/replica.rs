@@ -34,6 +34,13 @@ pub enum ReplicaError {
         /// Cause.
         source: std::io::Error,
     },
+    /// A replica is already stored at the destination; it was left as it is
+    /// (a replica is never replaced: a new generation has a new path).
+    #[error("{path}: a replica is already stored there")]
+    Exists {
+        /// The destination.
+        path: PathBuf,
+    },
     /// The bytes on disk do not match their hashes.
     #[error("{path}: corrupt replica: {what}")]
     Corrupt {
@@ -179,6 +186,17 @@ impl ReplicaFile {
     }
 }
 
+/// A replica given its final name by [`ReplicaWriter::finish_unsynced`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// Data bytes.
+    pub size: u64,
+    /// Root hash.
+    pub hash: Hash,
+    /// This writer created the file (false: an identical replica was there).
+    pub created: bool,
+}
+
 /// Writes a new replica into a temporary file; [`ReplicaWriter::finish`]
 /// appends the chunk table and footer, syncs and renames it into place.
 pub struct ReplicaWriter {
@@ -296,7 +314,7 @@ impl ReplicaWriter {
     }
 
     fn publish(&self, dst: &Path) -> Result<(), ReplicaError> {
-        std::fs::rename(&self.tmp, dst).map_err(io(dst))?;
+        link_new(&self.tmp, dst)?;
         if let Some(dir) = dst.parent() {
             File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
         }
@@ -305,20 +323,23 @@ impl ReplicaWriter {
 
     /// Like [`Self::finish`], but without syncing: for many replicas made
     /// durable at once by syncing the whole spool (a bundle) before any of
-    /// them is registered. On failure the temporary file is removed.
-    pub fn finish_unsynced(mut self, dst: &Path) -> Result<(u64, Hash), ReplicaError> {
-        let done = match self.write_tail() {
+    /// them is registered. The temporary file is always removed. If `dst`
+    /// already holds exactly these bytes (a retried bundle), that replica is
+    /// kept and the answer says it was not created here; if it holds other
+    /// bytes, `Exists` and nothing changes.
+    pub fn finish_unsynced(mut self, dst: &Path) -> Result<Published, ReplicaError> {
+        let (size, hash) = match self.write_tail() {
             Ok(d) => d,
             Err(e) => {
                 self.abort();
                 return Err(e);
             }
         };
-        if let Err(e) = std::fs::rename(&self.tmp, dst) {
-            self.abort();
-            return Err(io(dst)(e));
+        match link_new(&self.tmp, dst) {
+            Ok(()) => Ok(Published { size, hash, created: true }),
+            Err(ReplicaError::Exists { .. }) if holds(dst, size, &hash) => Ok(Published { size, hash, created: false }),
+            Err(e) => Err(e),
         }
-        Ok(done)
     }
 
     /// Append the chunk table and footer and fsync the temporary file.
@@ -348,6 +369,28 @@ impl ReplicaWriter {
     pub fn abort(self) {
         let _ = std::fs::remove_file(&self.tmp);
     }
+}
+
+/// Give the finished temporary file `tmp` its final name `dst`, never
+/// replacing a file already there (`link` fails with EEXIST where `rename`
+/// would silently replace), then drop the temporary name. On any error the
+/// temporary file is removed and `dst` is untouched.
+fn link_new(tmp: &Path, dst: &Path) -> Result<(), ReplicaError> {
+    let linked = std::fs::hard_link(tmp, dst);
+    let _ = std::fs::remove_file(tmp);
+    match linked {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(ReplicaError::Exists { path: dst.to_path_buf() })
+        }
+        Err(e) => Err(io(dst)(e)),
+    }
+}
+
+/// Whether the replica stored at `path` holds exactly `size` bytes hashing
+/// to `hash` (its footer says so and it opens as a replica).
+pub fn holds(path: &Path, size: u64, hash: &Hash) -> bool {
+    ReplicaFile::open(path).is_ok_and(|r| r.size() == size && &r.hash() == hash)
 }
 
 /// Read a whole replica into memory after full verification (tests, tools).
@@ -436,6 +479,29 @@ mod tests {
         assert!(matches!(w.finish_expecting(&other, want), Err(ReplicaError::Corrupt { .. })));
         assert!(!other.exists(), "nothing published");
         assert!(!dir.path().join("t2").exists(), "temporary file removed");
+    }
+
+    #[test]
+    fn a_replica_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let dst = dir.path().join("r");
+        let write = |name: &str, data: &[u8]| {
+            let mut w = ReplicaWriter::create(dir.path().join(name)).unwrap();
+            w.write_at(0, data).unwrap();
+            w
+        };
+        let first = write("t1", b"first").finish_unsynced(&dst).unwrap();
+        assert!(first.created);
+        // The same bytes again (a retried bundle): found in place, kept.
+        let again = write("t2", b"first").finish_unsynced(&dst).unwrap();
+        assert_eq!((again.size, again.hash, again.created), (first.size, first.hash, false));
+        // Other bytes: refused, the replica untouched, no temporary left.
+        assert!(matches!(write("t3", b"other").finish_unsynced(&dst), Err(ReplicaError::Exists { .. })));
+        assert!(matches!(write("t4", b"other").finish(&dst), Err(ReplicaError::Exists { .. })));
+        assert_eq!(read_all(&dst).unwrap(), b"first");
+        for t in ["t1", "t2", "t3", "t4"] {
+            assert!(!dir.path().join(t).exists(), "{t} left behind");
+        }
     }
 
     #[test]

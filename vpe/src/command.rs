@@ -35,8 +35,7 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> Result<Output, CommandError>
     let mut err = tempfile::tempfile().map_err(io)?;
     cmd.stdin(Stdio::null()).stdout(out.try_clone().map_err(io)?).stderr(err.try_clone().map_err(io)?);
     debug!(?cmd, "running");
-    let mut child =
-        die_with_parent(cmd).spawn().map_err(|source| CommandError::spawn(&program, source))?;
+    let mut child = die_with_parent(cmd).spawn().map_err(|source| CommandError::spawn(&program, source))?;
     let status = match wait_bounded(&mut child, timeout).map_err(io)? {
         Some(status) => status,
         None => return Err(CommandError::Timeout { program, timeout }),

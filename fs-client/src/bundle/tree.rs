@@ -12,7 +12,7 @@ use crate::client::Client;
 use crate::data::OnBytes;
 use crate::error::ClientError;
 use crate::path;
-use fs_proto::bundle::{BundleEntry, InoRange, LeaseGrant, LeaseRequest, MAX_INOS_PER_GRANT};
+use fs_proto::bundle::{BundleEntry, InoRange, LeaseGrant, LeaseRequest, MAX_HELD_RANGES, MAX_INOS_PER_GRANT};
 use fs_proto::meta::{MetaRequest, MetaResponse};
 use fs_proto::{ErrorCode, FileKind, Ino, RemoteError, Timestamp};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -67,6 +67,9 @@ fn walk(
 struct Inos<'a> {
     client: &'a Client,
     ranges: Vec<InoRange>,
+    /// Every range granted, as granted: the next capability must cover
+    /// those whose numbers are still on their way.
+    granted: Vec<InoRange>,
     grant: Option<LeaseGrant>,
 }
 
@@ -86,6 +89,7 @@ impl Inos<'_> {
                 dir: None,
                 inos: want.clamp(1, MAX_INOS_PER_GRANT as u64) as u32,
                 site: self.client.config().site.clone(),
+                held: self.granted.iter().rev().take(MAX_HELD_RANGES).copied().collect(),
             };
             let g = match self.client.meta().call_at("", MetaRequest::LeaseDir(req)).await? {
                 MetaResponse::Lease(g) => g,
@@ -93,6 +97,7 @@ impl Inos<'_> {
             };
             let r = g.inos.ok_or_else(|| ClientError::Unexpected("no inode numbers granted".into()))?;
             self.ranges.push(r);
+            self.granted.push(r);
             self.grant = Some(g);
         }
     }
@@ -105,7 +110,7 @@ pub async fn put_tree(client: &Client, local: &Path, root: &str, on_bytes: OnByt
     let mut files = Vec::new();
     walk(local, root, &mut dirs, &mut files)?;
     let total = (dirs.len() + files.len()) as u64;
-    let mut inos = Inos { client, ranges: Vec::new(), grant: None };
+    let mut inos = Inos { client, ranges: Vec::new(), granted: Vec::new(), grant: None };
     let now = Timestamp::now();
     // Directories: existing ones by lookup (only below existing ones), new
     // ones as bundle entries.

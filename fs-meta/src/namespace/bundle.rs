@@ -5,10 +5,11 @@
 use super::{check_name, entry, err, load_dir, new_inode, Namespace, MAX_LINKS, MAX_TARGET, R};
 use crate::keys;
 use crate::perm::{Caller, S_ISGID, W, X};
-use crate::record::{DentryRecord, InoLeaseRecord, ReplicaRecord};
+use crate::record::{DentryRecord, InoLeaseRecord, InodeRecord, ReplicaRecord};
 use crate::txn::{Txn, TxnError};
 use fs_proto::bundle::{EntryResult, InoRange, StoredEntry};
 use fs_proto::{Attr, ErrorCode, FileKind, Ino, Timestamp};
+use std::collections::HashSet;
 
 /// The generation a bundled file's first replica has.
 pub const FIRST_GEN: u64 = 1;
@@ -33,6 +34,21 @@ impl Namespace {
         })
     }
 
+    /// Whether every number of `r` was leased to `principal` (by one grant).
+    pub fn range_leased_to(&self, r: InoRange, principal: &str) -> R<bool> {
+        if r.count == 0 {
+            return Ok(false);
+        }
+        let Some(kv) = self.tree.range(keys::ino_lease(0)..=keys::ino_lease(r.first)).next_back() else {
+            return Ok(false);
+        };
+        let (k, v) = kv.map_err(TxnError::from)?;
+        let Some(first) = keys::ino_lease_first(&k) else { return Ok(false) };
+        let rec: InoLeaseRecord = crate::record::decode(&v).map_err(TxnError::from)?;
+        let end = first.saturating_add(rec.count);
+        Ok(rec.principal == principal && r.first.saturating_add(r.count) <= end)
+    }
+
     /// Whether `ino` was leased to `principal`.
     fn leased_to(&self, ino: Ino, principal: &str) -> R<bool> {
         let Some(kv) = self.tree.range(keys::ino_lease(0)..=keys::ino_lease(ino)).next_back() else {
@@ -50,14 +66,31 @@ impl Namespace {
     /// succeeds or fails alone (a failed one changes nothing); entries
     /// after a failed directory that live in it fail as their parent is
     /// missing.
-    pub fn commit_bundle(&self, c: &Caller, host: &str, entries: &[StoredEntry]) -> R<Vec<EntryResult>> {
+    /// Entries in a directory of `denied` (existing directories the caller
+    /// cannot reach by path) fail with `PermissionDenied`.
+    pub fn commit_bundle(
+        &self,
+        c: &Caller,
+        host: &str,
+        entries: &[StoredEntry],
+        denied: &HashSet<Ino>,
+    ) -> R<Vec<EntryResult>> {
         let mut owned = Vec::with_capacity(entries.len());
         for e in entries {
             owned.push(self.leased_to(e.entry.ino, &c.name)?);
         }
         self.write(|t| {
             let now = Timestamp::now();
-            Ok(entries.iter().zip(owned).map(|(e, owned)| insert_entry(t, c, host, e, owned, now)).collect())
+            Ok(entries
+                .iter()
+                .zip(owned)
+                .map(|(e, owned)| {
+                    if denied.contains(&e.entry.parent) {
+                        return Err(err(ErrorCode::PermissionDenied, "no search permission above the directory"));
+                    }
+                    insert_entry(t, c, host, e, owned, now)
+                })
+                .collect())
         })
     }
 }
@@ -79,8 +112,8 @@ fn insert_entry(t: &mut Txn<'_>, c: &Caller, host: &str, s: &StoredEntry, owned:
     if !owned {
         return Err(err(ErrorCode::BadCapability, format!("inode {} was not leased to {}", e.ino, c.name)));
     }
-    if t.get_raw(&keys::inode(e.ino))?.is_some() {
-        return Err(err(ErrorCode::InvalidArgument, format!("inode {} is in use", e.ino)));
+    if let Some(existing) = t.get::<InodeRecord>(&keys::inode(e.ino))? {
+        return recommitted(t, c, host, s, existing, now);
     }
     let mut dir = load_dir(t, e.parent)?;
     c.check(&dir, W | X, "write permission on the directory")?;
@@ -130,10 +163,43 @@ fn insert_entry(t: &mut Txn<'_>, c: &Caller, host: &str, s: &StoredEntry, owned:
         t.put(keys::replica(e.ino, host), &rec);
     }
     t.put(keys::inode(e.ino), &i);
-    t.put(keys::dentry(e.parent, &e.name), &DentryRecord { ino: e.ino, kind: e.kind });
+    super::put_name(t, e.parent, &e.name, DentryRecord { ino: e.ino, kind: e.kind });
     t.put(keys::inode(e.parent), &dir);
     let attr: Attr = i.attr(e.ino);
     Ok(attr)
+}
+
+/// A bundle retried after its answer was lost (its file server or the meta
+/// server restarted in between) names an inode that exists already. If that
+/// inode is this very entry, committed before (same name, kind, owner and,
+/// for a file, the same first generation), the retry succeeds again,
+/// registering `host`'s replica if that is new; anything else is refused.
+fn recommitted(
+    t: &mut Txn<'_>,
+    c: &Caller,
+    host: &str,
+    s: &StoredEntry,
+    existing: InodeRecord,
+    now: Timestamp,
+) -> EntryResult {
+    let e = &s.entry;
+    let named = entry(t, e.parent, &e.name)?.is_some_and(|d| d.ino == e.ino);
+    let same_file = match e.kind {
+        FileKind::Regular if e.size == 0 => existing.gen == 0 || existing.hash.is_none(),
+        FileKind::Regular => existing.gen == FIRST_GEN && existing.hash == s.hash && existing.size == e.size,
+        _ => true,
+    };
+    if !(named && existing.kind == e.kind && existing.uid == c.uid && same_file) {
+        return Err(err(ErrorCode::InvalidArgument, format!("inode {} is in use", e.ino)));
+    }
+    if let (FileKind::Regular, Some(h)) = (e.kind, s.hash.filter(|_| e.size > 0)) {
+        if t.get::<ReplicaRecord>(&keys::replica(e.ino, host))?.is_none() {
+            let rec =
+                ReplicaRecord { gen: FIRST_GEN, size: e.size, hash: h, bad: false, registered_ms: now.as_millis() };
+            t.put(keys::replica(e.ino, host), &rec);
+        }
+    }
+    Ok(existing.attr(e.ino))
 }
 
 #[cfg(test)]
@@ -198,7 +264,7 @@ mod tests {
             entry(f, "again", f + 1, FileKind::Regular, 0),
             entry(ROOT_INO, "stolen", 99_999, FileKind::Regular, 0),
         ];
-        let res = ns.commit_bundle(&alice(), "pop1", &entries).unwrap();
+        let res = ns.commit_bundle(&alice(), "pop1", &entries, &HashSet::new()).unwrap();
         assert_eq!(res.len(), 7);
         let dir = res[0].as_ref().unwrap();
         assert_eq!((dir.kind, dir.nlink, dir.uid), (FileKind::Directory, 2, 1000));
@@ -222,14 +288,43 @@ mod tests {
     }
 
     #[test]
+    fn a_retried_bundle_finds_its_own_commit() {
+        let (_d, ns) = ns();
+        let r = ns.lease_inodes("alice", 10).unwrap();
+        let f = r.first;
+        let entries = vec![
+            entry(ROOT_INO, "d", f, FileKind::Directory, 0),
+            entry(f, "a", f + 1, FileKind::Regular, 10),
+            entry(f, "l", f + 2, FileKind::Symlink, 0),
+        ];
+        let none = HashSet::new();
+        let first = ns.commit_bundle(&alice(), "pop1", &entries, &none).unwrap();
+        let again = ns.commit_bundle(&alice(), "pop1", &entries, &none).unwrap();
+        assert!(again.iter().all(|r| r.is_ok()), "{again:?}");
+        assert_eq!(first.iter().map(|r| r.as_ref().unwrap().ino).collect::<Vec<_>>(), vec![f, f + 1, f + 2]);
+        assert_eq!(ns.replicas(f + 1).unwrap().len(), 1, "the same replica, registered once");
+        assert_eq!(ns.getattr(ROOT_INO).unwrap().nlink, 3, "the directory counted once");
+        // A retry whose bytes differ is not the same commit.
+        let mut other = entries[1].clone();
+        other.hash = Some([9; 32]);
+        let res = ns.commit_bundle(&alice(), "pop1", &[other], &none).unwrap();
+        assert_eq!(res[0].as_ref().unwrap_err().code, ErrorCode::InvalidArgument);
+        assert_eq!(ns.getattr(f + 1).unwrap().hash, Some([7; 32]));
+    }
+
+    #[test]
     fn entries_need_write_permission_on_their_directory() {
         let (_d, ns) = ns();
         let bob = Caller { name: "bob".into(), uid: 2000, gid: 2000, groups: vec![] };
         let private = ns.mkdir(&alice(), ROOT_INO, "private", 0o755).unwrap();
         let r = ns.lease_inodes("bob", 2).unwrap();
-        let res = ns.commit_bundle(&bob, "pop1", &[entry(private.ino, "x", r.first, FileKind::Regular, 1)]).unwrap();
+        let res = ns
+            .commit_bundle(&bob, "pop1", &[entry(private.ino, "x", r.first, FileKind::Regular, 1)], &HashSet::new())
+            .unwrap();
         assert_eq!(res[0].as_ref().unwrap_err().code, ErrorCode::PermissionDenied);
-        let res = ns.commit_bundle(&bob, "pop1", &[entry(77_777, "x", r.first, FileKind::Regular, 1)]).unwrap();
+        let res = ns
+            .commit_bundle(&bob, "pop1", &[entry(77_777, "x", r.first, FileKind::Regular, 1)], &HashSet::new())
+            .unwrap();
         assert_eq!(res[0].as_ref().unwrap_err().code, ErrorCode::NotFound);
     }
 }

@@ -43,6 +43,7 @@ pub fn sign_copy(svc: &MetaService, ino: Ino, gen: Gen, dst: &str, size: u64, ha
         expires_ms: svc.expiry(),
         base_gen: None,
         expect: Some((size, hash)),
+        inos: Vec::new(),
     })
 }
 
@@ -185,6 +186,7 @@ pub fn plan_check(svc: &MetaService, c: &Caller, inos: &[Ino]) -> R<CheckPlan> {
                     expires_ms: svc.expiry(),
                     base_gen: None,
                     expect: Some((inode.size, hash)),
+                    inos: Vec::new(),
                 });
                 by_host.entry(host.clone()).or_default().push(CheckItem { ino, gen: inode.gen, cap });
             }

@@ -206,7 +206,8 @@ impl Bundler {
     /// capability). Returns the grant.
     pub async fn ask(&self, dir: Option<Ino>) -> Result<LeaseGrant, ClientError> {
         let inos = if self.with(|l| l.inos_left()) < INO_LOW { INO_BATCH } else { 0 };
-        let req = LeaseRequest { dir, inos, site: self.site.clone() };
+        let held = self.with(|l| l.held());
+        let req = LeaseRequest { dir, inos, site: self.site.clone(), held };
         match self.remote.call(None, MetaRequest::LeaseDir(req)).await?.0 {
             MetaResponse::Lease(g) => {
                 self.granted(&g);

@@ -6,7 +6,7 @@
 
 use crate::bundle::plan::{Limits, Planner};
 use crate::bundle::ship::Source;
-use fs_proto::bundle::InoRange;
+use fs_proto::bundle::{InoRange, MAX_HELD_RANGES};
 use fs_proto::meta::MetaRequest;
 use fs_proto::{Attr, DirEntry, FileKind, Ino};
 use std::collections::{HashMap, VecDeque};
@@ -92,6 +92,9 @@ pub struct LocalState {
     /// Pending bundles.
     pub planner: Planner,
     ranges: VecDeque<InoRange>,
+    /// The latest ranges as granted (numbers of them may still be pending):
+    /// each new bundle capability must cover them.
+    granted: VecDeque<InoRange>,
     /// Reserved bytes not yet charged to an entry.
     pub budget: u64,
     /// Directories not to ask a lease for again before the instant.
@@ -112,6 +115,7 @@ impl LocalState {
             dirs: HashMap::new(),
             planner: Planner::new(limits),
             ranges: VecDeque::new(),
+            granted: VecDeque::new(),
             budget: 0,
             cooldown: HashMap::new(),
             queued_bytes: 0,
@@ -138,7 +142,16 @@ impl LocalState {
     pub fn add_range(&mut self, r: InoRange) {
         if r.count > 0 {
             self.ranges.push_back(r);
+            self.granted.push_back(r);
+            if self.granted.len() > MAX_HELD_RANGES {
+                self.granted.pop_front();
+            }
         }
+    }
+
+    /// The ranges a new bundle capability must cover (see `granted`).
+    pub fn held(&self) -> Vec<InoRange> {
+        self.granted.iter().copied().collect()
     }
 
     /// The next inode number.
