@@ -21,6 +21,10 @@ id tests >/dev/null 2>&1 || useradd -M -U -s /usr/sbin/nologin tests
 PJD="$PWD/target/pjdfstest"
 [ -x "$PJD/bin/pjdfstest" ] || cargo install --locked --quiet pjdfstest --version 0.2.2 --root "$PJD"
 export RENKEI_PJDFSTEST="$PJD/bin/pjdfstest"
+log "fsx (the file system exerciser run on the mount)"
+FSX="$PWD/target/fsx"
+[ -x "$FSX/bin/fsx" ] || cargo install --locked --quiet fsx --version 0.3.2 --root "$FSX"
+export RENKEI_FSX="$FSX/bin/fsx"
 export RENKEI_TEST_NETNS=1 VPE_TEST_LIBVIRT=1 RENKEI_TEST_FUSE=1 RENKEI_TEST_STRICT=1
 log "cargo test (release)"
 cargo test --release --locked --workspace -- --test-threads=2

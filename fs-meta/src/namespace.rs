@@ -22,8 +22,7 @@ type R<T> = Result<T, RemoteError>;
 
 /// Most hard links one inode may have.
 pub const MAX_LINKS: u32 = 65_000;
-/// Longest symlink target.
-pub const MAX_TARGET: usize = 4095;
+pub use fs_proto::MAX_TARGET;
 /// Deepest directory chain walked when checking reachability.
 const MAX_DEPTH: usize = 4096;
 /// Largest xattr value.
@@ -644,6 +643,16 @@ impl Namespace {
             let mut i = load(t, ino)?;
             let now = Timestamp::now();
             let mut changed = false;
+            if set.kill_priv && i.kind == FileKind::Regular {
+                if !c.may(&i, W) {
+                    return Err(err(ErrorCode::PermissionDenied, "write permission needed to write"));
+                }
+                let killed = kill_priv(i.perm);
+                if killed != i.perm {
+                    i.perm = killed;
+                    changed = true;
+                }
+            }
             if let Some(perm) = set.perm {
                 if !c.owns(&i) {
                     return Err(err(ErrorCode::NotPermitted, "only the owner may change the mode"));
@@ -668,10 +677,7 @@ impl Namespace {
                     return Err(err(ErrorCode::NotPermitted, "not the owner"));
                 }
                 if i.kind != FileKind::Directory {
-                    i.perm &= !S_ISUID;
-                    if i.perm & 0o010 != 0 {
-                        i.perm &= !S_ISGID;
-                    }
+                    i.perm = kill_priv(i.perm);
                 }
                 i.uid = new_uid;
                 i.gid = new_gid;
@@ -1168,6 +1174,17 @@ fn drop_link(t: &mut Txn<'_>, ino: Ino, mut inode: InodeRecord, now: Timestamp) 
         t.put(keys::inode(ino), &inode);
         Ok(())
     }
+}
+
+/// The mode after a write by someone without CAP_FSETID: no set-user-id,
+/// and no set-group-id if the group may execute (otherwise it marks
+/// mandatory locking and stays).
+pub(crate) fn kill_priv(perm: u32) -> u32 {
+    let mut p = perm & !S_ISUID;
+    if p & 0o010 != 0 {
+        p &= !S_ISGID;
+    }
+    p
 }
 
 /// Fail with `InvalidArgument` if `dir` is `ancestor` or below it.

@@ -80,6 +80,11 @@ pub struct SetAttr {
     pub atime: Option<TimeSet>,
     /// New modification time.
     pub mtime: Option<TimeSet>,
+    /// A write or truncation by someone without CAP_FSETID: clear the
+    /// file's set-user-id bit, and its set-group-id bit when it is group
+    /// executable, as a local file system does (the mount's kernel leaves
+    /// this to the file system). Needs only write permission on the file.
+    pub kill_priv: bool,
 }
 
 /// Flags of a rename.

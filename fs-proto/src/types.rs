@@ -16,6 +16,9 @@ pub const ROOT_INO: Ino = 1;
 
 /// Longest name of one directory entry, in bytes.
 pub const MAX_NAME: usize = 255;
+/// Longest symlink target (PATH_MAX - 1): a target is only a string, its
+/// components may be longer than a name.
+pub const MAX_TARGET: usize = 4095;
 
 /// What kind of object an inode is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -34,13 +34,20 @@ pub async fn with_timeout<T>(secs: u64, f: impl Future<Output = T>) -> T {
     }
 }
 
+/// `RENKEI_TEST_STRICT=1` (the project's test command): every test tier
+/// must run; a gate that cannot run fails instead of skipping. The one rule
+/// every gate of the workspace follows.
+pub fn strict() -> bool {
+    std::env::var("RENKEI_TEST_STRICT").as_deref() == Ok("1")
+}
+
 /// Whether a gated test tier runs: its environment variable is set (and we
 /// are root when `needs_root`). Otherwise print why it is skipped; under
 /// `RENKEI_TEST_STRICT=1` (the project's test command) a skip is a failure.
 pub fn tier_enabled(var: &str, needs_root: bool) -> bool {
-    let strict = std::env::var_os("RENKEI_TEST_STRICT").is_some();
-    let why = if std::env::var_os(var).is_none() {
-        Some(format!("{var} is not set"))
+    let strict = strict();
+    let why = if std::env::var(var).as_deref() != Ok("1") {
+        Some(format!("{var}=1 is not set"))
     } else if needs_root && unsafe { libc::geteuid() } != 0 {
         Some("not running as root".to_string())
     } else {

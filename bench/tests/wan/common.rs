@@ -15,7 +15,14 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// set, anything missing is a failure, not a skip: CI sets it and a skip there must not pass.
 pub fn gate(test: &str) -> Option<MutexGuard<'static, ()>> {
     if std::env::var("RENKEI_TEST_NETNS").as_deref() != Ok("1") {
-        eprintln!("skipping {test}: set RENKEI_TEST_NETNS=1 (as root) to run the network-namespace tests");
+        let why = "set RENKEI_TEST_NETNS=1 (as root) to run the network-namespace tests";
+        // The workspace's one rule: under RENKEI_TEST_STRICT=1 a gate that
+        // cannot run fails.
+        assert!(
+            std::env::var("RENKEI_TEST_STRICT").as_deref() != Ok("1"),
+            "{test} cannot run: {why} (RENKEI_TEST_STRICT=1)"
+        );
+        eprintln!("skipping {test}: {why}");
         return None;
     }
     assert!(nix::unistd::geteuid().is_root(), "RENKEI_TEST_NETNS=1 but not root: {test} needs root");

@@ -35,6 +35,9 @@ pub struct FileState {
     /// kernel's write-back cache sends them as it writes the inode back):
     /// applied right after the data's commit, which would overwrite them.
     pub pending_times: Option<(Option<fs_proto::meta::TimeSet>, Option<fs_proto::meta::TimeSet>)>,
+    /// Set-user-id and set-group-id bits were cleared for a write by a
+    /// non-root writer (until the mode is changed again).
+    pub privs_killed: bool,
 }
 
 /// One open inode.

@@ -65,7 +65,16 @@ impl Filesystem for RenkeiFs {
         let _ = config.set_max_write(max);
         let _ = config.set_max_readahead(max);
         let _ = config.set_max_background(64);
-        for flag in [InitFlags::FUSE_DO_READDIRPLUS, InitFlags::FUSE_PARALLEL_DIROPS, InitFlags::FUSE_AUTO_INVAL_DATA] {
+        // FUSE_HANDLE_KILLPRIV: writes and truncations by non-root clear
+        // set-user-id/set-group-id bits here (`Inner::kill_priv`); the
+        // kernel would otherwise ask with a chmod as the writer, which the
+        // meta server refuses to anyone but the owner.
+        for flag in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_AUTO_INVAL_DATA,
+            InitFlags::FUSE_HANDLE_KILLPRIV,
+        ] {
             let _ = config.add_capabilities(flag);
         }
         Ok(())
@@ -116,7 +125,8 @@ impl Filesystem for RenkeiFs {
         reply: ReplyAttr,
     ) {
         let (fs, cred, ino) = (self.0.clone(), self.0.cred(req), self.ino(ino));
-        let ch = AttrChange { mode, uid, gid, size, atime, mtime };
+        let kill_priv = size.is_some() && req.uid() != 0;
+        let ch = AttrChange { mode, uid, gid, size, atime, mtime, kill_priv };
         self.0.spawn(async move {
             // A truncation may upload; it is bounded by the commit bound.
             match fs.setattr(cred.as_ref(), ino, ch).await {
@@ -180,7 +190,10 @@ impl Filesystem for RenkeiFs {
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         let (fs, cred, parent) = (self.0.clone(), self.0.cred(req), self.ino(parent));
         let name = name_or_reply!(link_name, reply);
-        let target = name_or_reply!(target.as_os_str(), reply);
+        let target = match Inner::link_target(target.as_os_str()) {
+            Ok(t) => t,
+            Err(e) => return reply.error(e),
+        };
         self.0.spawn(async move {
             let r = fs.bounded(fs.symlink(cred.as_ref(), parent, &name, &target)).await;
             reply_entry(&fs, r, reply)
@@ -278,8 +291,9 @@ impl Filesystem for RenkeiFs {
     ) {
         let (fs, cred) = (self.0.clone(), self.0.cred(req));
         let data = data.to_vec();
+        let kill_priv = req.uid() != 0;
         self.0.spawn(async move {
-            match fs.bounded(fs.write(cred.as_ref(), fh.0, offset, &data)).await {
+            match fs.bounded(fs.write(cred.as_ref(), fh.0, offset, &data, kill_priv)).await {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(e),
             }

@@ -155,7 +155,7 @@ impl Inner {
     /// upload) shows its attributes as they were, rather than waiting.
     pub async fn overlay(&self, mut a: Attr) -> Attr {
         if let Some(f) = self.files.file(a.ino) {
-            let Ok(st) = f.state.try_lock() else { return a };
+            let st = f.state.lock().await;
             if st.hidden.is_some() {
                 a.nlink = a.nlink.saturating_sub(1);
             }
@@ -230,6 +230,16 @@ impl Inner {
     pub fn name(name: &std::ffi::OsStr) -> Op<String> {
         let s = name.to_str().ok_or(Errno::EINVAL)?;
         if s.len() > fs_proto::MAX_NAME {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        Ok(s.to_string())
+    }
+
+    /// A symlink target as a UTF-8 string: only a string, so its components
+    /// may be of any length; the whole must be shorter than PATH_MAX.
+    pub fn link_target(target: &std::ffi::OsStr) -> Op<String> {
+        let s = target.to_str().ok_or(Errno::EINVAL)?;
+        if s.len() > fs_proto::MAX_TARGET {
             return Err(Errno::ENAMETOOLONG);
         }
         Ok(s.to_string())

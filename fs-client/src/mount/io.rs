@@ -34,6 +34,9 @@ pub struct AttrChange {
     pub atime: Option<TimeOrNow>,
     /// New modification time.
     pub mtime: Option<TimeOrNow>,
+    /// Asked by someone without CAP_FSETID (not root): a truncation clears
+    /// set-user-id and set-group-id bits (see `Inner::kill_priv`).
+    pub kill_priv: bool,
 }
 
 fn time_set(t: TimeOrNow) -> TimeSet {
@@ -232,13 +235,17 @@ impl Inner {
         st.dirty.as_mut().ok_or(Errno::EIO)
     }
 
-    /// Write through handle `fh`.
-    pub async fn write(&self, cred: Option<&Cred>, fh: u64, offset: u64, data: &[u8]) -> Op<u32> {
+    /// Write through handle `fh`; `kill_priv` when the writer is not root
+    /// (see [`Self::kill_priv`]).
+    pub async fn write(&self, cred: Option<&Cred>, fh: u64, offset: u64, data: &[u8], kill_priv: bool) -> Op<u32> {
         let h = self.files.handle(fh).ok_or(Errno::EBADF)?;
         if !h.write {
             return Err(Errno::EBADF);
         }
         let mut st = h.file.state.lock().await;
+        if kill_priv && !st.privs_killed {
+            self.kill_priv(h.file.ino, &mut st).await?;
+        }
         self.dirty(cred, &h.file, &mut st).await?.write(offset, data).map_err(|e| io_errno(&e))?;
         let FileState { dirty: Some(d), upload, .. } = &mut *st else { return Err(Errno::EIO) };
         match upload.take() {
@@ -376,13 +383,50 @@ impl Inner {
         }
     }
 
-    /// Change the size of `ino` now (a new generation, or empty).
+    /// POSIX: a write or truncation by someone without CAP_FSETID clears
+    /// the file's set-user-id bit, and its set-group-id bit when it is
+    /// group executable. The kernel leaves this to the file system
+    /// (`FUSE_HANDLE_KILLPRIV`): if the mode has such bits, they are cleared
+    /// now (on a local entry, in its mode; else at the meta server), once
+    /// per open file until its mode changes again.
+    async fn kill_priv(&self, ino: Ino, st: &mut FileState) -> Op<()> {
+        st.privs_killed = true;
+        if self.bundler.with(|l| l.nodes.get_mut(&ino).map(|n| n.attr.perm = kill_priv(n.attr.perm))).is_some() {
+            return Ok(());
+        }
+        // (Not `self.attr`: its overlay takes the state lock we hold.)
+        let perm = match (&st.attr, self.cache.attr(ino)) {
+            (_, Some((a, _))) => a.perm,
+            (Some(a), None) => a.perm,
+            (None, None) => self.call_attr(self.file_cred().as_ref(), MetaRequest::GetAttr { ino }).await?.0.perm,
+        };
+        if kill_priv(perm) == perm {
+            return Ok(());
+        }
+        let set = SetAttr { kill_priv: true, ..Default::default() };
+        let (a, t) = self.call_attr(self.file_cred().as_ref(), MetaRequest::SetAttr { ino, set }).await?;
+        self.cache.put_attr(t, &a);
+        if let Some(x) = st.attr.as_mut() {
+            x.perm = a.perm;
+        }
+        Ok(())
+    }
+
+    /// Change the size of `ino`: of an open file, in its dirty state
+    /// (committed with its other changes at close or fsync, close-to-open
+    /// as any write); of a file not open here, now (a new generation, or
+    /// empty).
     async fn truncate(&self, cred: Option<&Cred>, ino: Ino, size: u64) -> Op<()> {
         match self.files.file(ino) {
             Some(f) => {
                 let mut st = f.state.lock().await;
                 self.dirty(cred, &f, &mut st).await?.truncate(size).map_err(|e| io_errno(&e))?;
-                self.commit_locked(&f, &mut st).await
+                if let Some(up) = st.upload.take() {
+                    // Write-behind streams a file written in order; a
+                    // truncation ends that.
+                    up.abort();
+                }
+                Ok(())
             }
             None => {
                 let current = self.attr(cred, ino).await?.0;
@@ -404,6 +448,15 @@ impl Inner {
             return r;
         }
         if let Some(size) = ch.size {
+            if ch.kill_priv {
+                match self.files.file(ino) {
+                    Some(f) => {
+                        let mut st = f.state.lock().await;
+                        self.kill_priv(ino, &mut st).await?;
+                    }
+                    None => self.kill_priv(ino, &mut FileState::default()).await?,
+                }
+            }
             self.truncate(cred, ino, size).await?;
         } else if ch.atime.is_some() || ch.mtime.is_some() {
             // Times set while data is pending must not be overwritten by
@@ -439,12 +492,16 @@ impl Inner {
             size: None,
             atime: ch.atime.map(time_set),
             mtime: ch.mtime.map(time_set),
+            kill_priv: false,
         };
         self.cache.forget_attr(ino);
         if set.perm.is_some() {
-            // An explicit chmod replaces a mode deferred at create.
+            // An explicit chmod replaces a mode deferred at create, and may
+            // set privilege bits a later write must clear again.
             if let Some(f) = self.files.file(ino) {
-                f.state.lock().await.final_perm = None;
+                let mut st = f.state.lock().await;
+                st.final_perm = None;
+                st.privs_killed = false;
             }
         }
         if set == SetAttr::default() {
@@ -482,4 +539,14 @@ async fn read_ahead(remote: Remote, cache: Arc<Cache>, pf: Arc<Prefetch>, counte
         let dialer = remote.dialer().clone();
         prefetch::fetch(pf, dialer, counters, wanted).await;
     }
+}
+
+/// The mode after a write by someone without CAP_FSETID (as the meta
+/// server computes it for `SetAttr::kill_priv`).
+fn kill_priv(perm: u32) -> u32 {
+    let mut p = perm & !0o4000;
+    if p & 0o010 != 0 {
+        p &= !0o2000;
+    }
+    p
 }

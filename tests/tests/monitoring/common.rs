@@ -17,9 +17,7 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// Chromium is heavy on two cores.
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn strict() -> bool {
-    std::env::var_os("RENKEI_TEST_STRICT").is_some()
-}
+use tests::strict;
 
 /// Whether Chromium and chromedriver are installed; otherwise print why the
 /// test is skipped (a failure under `RENKEI_TEST_STRICT=1`).

@@ -10,12 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tests::procs::ProcFederation;
 
-/// Whether FUSE tests run here: `RENKEI_TEST_FUSE=1`. When they should run
-/// but cannot (no /dev/fuse, no fusermount3), that is a failure under
-/// `RENKEI_TEST_STRICT=1` and a printed skip otherwise.
+/// Whether FUSE tests run here: `RENKEI_TEST_FUSE=1`. When they cannot run
+/// (the flag is missing, no /dev/fuse, no fusermount3), that is a failure
+/// under `RENKEI_TEST_STRICT=1` and a printed skip otherwise.
 pub fn enabled(test: &str) -> bool {
     if std::env::var("RENKEI_TEST_FUSE").as_deref() != Ok("1") {
-        eprintln!("skipping {test}: set RENKEI_TEST_FUSE=1 to run FUSE mount tests (needs root, /dev/fuse, fuse3)");
+        let why = "set RENKEI_TEST_FUSE=1 to run FUSE mount tests (needs root, /dev/fuse, fuse3)";
+        assert!(!strict(), "{test} cannot run: {why} (RENKEI_TEST_STRICT=1)");
+        eprintln!("skipping {test}: {why}");
         return false;
     }
     let missing = if !Path::new("/dev/fuse").exists() {
@@ -35,10 +37,7 @@ pub fn enabled(test: &str) -> bool {
     }
 }
 
-/// `RENKEI_TEST_STRICT=1`: every prerequisite must be there.
-pub fn strict() -> bool {
-    std::env::var("RENKEI_TEST_STRICT").as_deref() == Ok("1")
-}
+pub use tests::strict;
 
 /// Whether a program is on PATH.
 pub fn tool(name: &str) -> bool {

@@ -186,3 +186,76 @@ async fn a_large_sequential_write_streams_in_one_session() {
     })
     .await
 }
+
+/// As `uid` (a child process): `sh -c script`; whether it succeeded.
+fn sh_as(uid: u32, script: &str) -> bool {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new("sh").arg("-c").arg(script).uid(uid).gid(uid).status().is_ok_and(|s| s.success())
+}
+
+/// Symlink targets are strings: a 256-byte component and a 4,095-byte
+/// target (PATH_MAX - 1) are fine, PATH_MAX is ENAMETOOLONG (issue 13).
+fn symlink_targets(root: &Path) {
+    let comp = "c".repeat(256);
+    let long: String = std::iter::repeat_n("d".repeat(255), 16).collect::<Vec<_>>().join("/")[..4095].to_string();
+    for (name, target) in [("comp256", comp.as_str()), ("long4095", long.as_str())] {
+        std::os::unix::fs::symlink(target, root.join(name)).unwrap_or_else(|e| panic!("symlink {name}: {e}"));
+        assert_eq!(std::fs::read_link(root.join(name)).unwrap().as_os_str().len(), target.len(), "{name}");
+    }
+    let e = std::os::unix::fs::symlink("e".repeat(4096), root.join("long4096")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENAMETOOLONG));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn privileges_cleared_by_other_writers_and_long_symlink_targets() {
+    if !enabled("privileges_cleared_by_other_writers_and_long_symlink_targets") {
+        return;
+    }
+    with_timeout(180, async {
+        let fed = ProcFederation::up(1).await;
+        let c = fed.client(None).await;
+        c.mkdir("/shared", false, 0o777).await.unwrap();
+        // Callers' own credentials (as pjdfstest runs), others allowed in.
+        let m = TestMount::new(&fed, None, "/shared", "cred,allow_other").await;
+        let root = m.path.clone();
+        blocking(move || {
+            let f = root.join("priv");
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+            let set = |m: u32| std::fs::set_permissions(&f, std::fs::Permissions::from_mode(m)).unwrap();
+            std::fs::write(&f, b"x").unwrap();
+            let nobody = 65534;
+            let p = f.display();
+            // A write by someone else succeeds and clears set-user-id...
+            set(0o4777);
+            assert!(sh_as(nobody, &format!("echo more >> {p}")), "a write by another user succeeds");
+            assert_eq!(mode(&f), 0o777);
+            // ... and set-group-id when group executable (then also on truncate).
+            set(0o2777);
+            assert!(sh_as(nobody, &format!("truncate -s 1 {p}")));
+            assert_eq!(mode(&f), 0o777);
+            // Without group execute, set-group-id marks locking: it stays.
+            set(0o2767);
+            assert!(sh_as(nobody, &format!("echo x >> {p}")));
+            assert_eq!(mode(&f), 0o2767);
+            // Root (CAP_FSETID) keeps the bits.
+            set(0o4777);
+            std::fs::OpenOptions::new().append(true).open(&f).unwrap().write_all(b"root").unwrap();
+            assert_eq!(mode(&f), 0o4777);
+            assert_eq!(std::fs::read(&f).unwrap(), b"xx\nroot", "truncated to 1 byte, then appended");
+            symlink_targets(&root.join("."));
+        })
+        .await;
+        m.unmount().await;
+        // The same through bundles (a default mount creating in a leased
+        // directory).
+        let m = TestMount::new(&fed, None, "/", "").await;
+        let dir = m.join("bundled");
+        blocking(move || {
+            std::fs::create_dir(&dir).unwrap();
+            symlink_targets(&dir);
+        })
+        .await;
+        m.unmount().await;
+    })
+    .await
+}

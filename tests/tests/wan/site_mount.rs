@@ -78,7 +78,7 @@ impl Drop for SiteMount {
 
 /// Whether FUSE tests run here (`RENKEI_TEST_FUSE=1`, /dev/fuse).
 pub fn fuse_enabled() -> bool {
-    let strict = std::env::var_os("RENKEI_TEST_STRICT").is_some();
+    let strict = tests::strict();
     let why = if std::env::var("RENKEI_TEST_FUSE").as_deref() != Ok("1") {
         Some("RENKEI_TEST_FUSE is not set")
     } else if !Path::new("/dev/fuse").exists() {
