@@ -130,6 +130,7 @@ pub async fn run(opts: &PutGetOptions) -> anyhow::Result<PutGetReport> {
         servers_per_site: 1,
         user: "bench".into(),
         bin_dir: Some(opts.bin_dir.clone()),
+        env: Vec::new(),
     };
     let state = local::up(&spec, Duration::from_secs(30)).await?;
     let result = async {

@@ -136,6 +136,7 @@ async fn bring_up(o: &RepBenchOptions) -> anyhow::Result<Bed> {
                 servers_per_site: 1,
                 user: "bench".into(),
                 bin_dir: Some(o.bin_dir.clone()),
+                env: Vec::new(),
             };
             let state = local::up(&spec, Duration::from_secs(60)).await?;
             let client = Client::connect(ClientConfig::load(&state.client_config)?).await?;

@@ -147,16 +147,28 @@ impl DataPlane {
     ) -> Result<(u64, Hash)> {
         self.counters.bump("data.read");
         let peer = peer_of(loc);
-        let conn = self.dialer.connect(&peer).await?;
-        let (mut send, mut recv) =
-            request(&conn, &ServerRequest::Read { cap: cap.clone(), offset, len }).await.map_err(|e| proto(loc, e))?;
-        let _ = send.finish();
-        let header = match reply::<ServerResponse>(&mut recv).await {
-            // A corrupt first chunk resets the stream before its header is read.
-            Err(fs_proto::ProtoError::Read(quinn::ReadError::Reset(code))) if code == quic_codes::CORRUPT => {
-                return Err(ClientError::Integrity(format!("{} refused to send a corrupt replica", loc.host)));
+        // A cached connection to a server that restarted since is dead
+        // though not known to be yet: the request fails on it before any
+        // byte arrives. A read is idempotent: dial again once.
+        let mut attempt = 0;
+        let (mut recv, header) = loop {
+            attempt += 1;
+            let conn = self.dialer.connect(&peer).await?;
+            let (mut send, mut recv) = request(&conn, &ServerRequest::Read { cap: cap.clone(), offset, len })
+                .await
+                .map_err(|e| proto(loc, e))?;
+            let _ = send.finish();
+            match reply::<ServerResponse>(&mut recv).await {
+                // A corrupt first chunk resets the stream before its header is read.
+                Err(fs_proto::ProtoError::Read(quinn::ReadError::Reset(code))) if code == quic_codes::CORRUPT => {
+                    return Err(ClientError::Integrity(format!("{} refused to send a corrupt replica", loc.host)));
+                }
+                Err(e) if attempt == 1 && conn.close_reason().is_some() => {
+                    debug!(host = %loc.host, "cached connection was dead ({e}); dialling again");
+                    self.dialer.forget(&peer).await;
+                }
+                other => break (recv, other.map_err(|e| proto(loc, e))?),
             }
-            other => other.map_err(|e| proto(loc, e))?,
         };
         let n = match header {
             Ok(ServerResponse::Reading { len, .. }) => len,

@@ -39,6 +39,9 @@ pub struct LocalSpec {
     /// Where `renkei-meta` and `renkei-server` are (default: next to this
     /// executable, or `RENKEI_BIN_DIR`).
     pub bin_dir: Option<PathBuf>,
+    /// Extra environment for the processes started now (fault tests arm
+    /// crash points this way, see [`fs_proto::process::crash_point`]).
+    pub env: Vec<(String, String)>,
 }
 
 /// One process of the local federation.
@@ -232,16 +235,51 @@ pub fn running_pid(pidfile: &Path) -> Option<i32> {
     (alive && not_zombie).then_some(pid)
 }
 
+/// Whether process `pid` still has a thread that is not a zombie. Right
+/// after SIGKILL the main thread may already be a zombie while another
+/// thread still holds the process's sockets: such a process is still
+/// exiting, and a new one started now could not bind its port.
+fn exiting(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().any(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            .map(|s| s.rsplit(')').next().is_some_and(|r| !r.trim_start().starts_with('Z')))
+            .unwrap_or(false)
+    })
+}
+
+/// Wait (at most `bound`) until the process in `pidfile` has no live
+/// thread left.
+fn wait_exited(pidfile: &Path, bound: Duration) -> Result<()> {
+    let Some(pid) = std::fs::read_to_string(pidfile).ok().and_then(|s| s.trim().parse::<i32>().ok()) else {
+        return Ok(());
+    };
+    let until = Instant::now() + bound;
+    while exiting(pid) {
+        if Instant::now() >= until {
+            return Err(ClientError::Config(format!(
+                "process {pid} ({}) is still exiting after {} s; try again once it is gone",
+                pidfile.display(),
+                bound.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 fn pidfile(dir: &Path, name: &str) -> PathBuf {
     dir.join("run").join(format!("{name}.pid"))
 }
 
 /// Start one process of the federation (if it is not running).
-pub fn start_proc(dir: &Path, p: &LocalProc, bins: &Path) -> Result<Option<i32>> {
+pub fn start_proc(dir: &Path, p: &LocalProc, bins: &Path, env: &[(String, String)]) -> Result<Option<i32>> {
     let pf = pidfile(dir, &p.name);
     if running_pid(&pf).is_some() {
         return Ok(None);
     }
+    // A process killed a moment ago may still hold its port.
+    wait_exited(&pf, Duration::from_secs(10))?;
     let (bin, subcommand) = match vpe::command(&p.role, bins) {
         Some((bin, sub)) => (bin, Some(sub)),
         None => (bins.join(if p.role == "meta" { "renkei-meta" } else { "renkei-server" }), None),
@@ -261,6 +299,7 @@ pub fn start_proc(dir: &Path, p: &LocalProc, bins: &Path) -> Result<Option<i32>>
     let log2 = log.try_clone().map_err(|e| local_err(&log_path, e))?;
     let child = std::process::Command::new(&bin)
         .args(subcommand)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .arg("--config")
         .arg(&p.config)
         .stdin(std::process::Stdio::null())
@@ -287,24 +326,99 @@ pub async fn up(spec: &LocalSpec, wait: Duration) -> Result<LocalState> {
         create(spec)?
     };
     let bins = bin_dir(spec.bin_dir.as_deref());
-    for p in &state.procs {
-        start_proc(&spec.dir, p, &bins)?;
+    // A process found running may be one just killed, about to be gone:
+    // once everything is up, check again, and start what died meanwhile.
+    for round in 0..3 {
+        let started_ms = fs_proto::Timestamp::now().as_millis();
+        let mut started = Vec::new();
+        for p in &state.procs {
+            if let Some(pid) = start_proc(&spec.dir, p, &bins, &spec.env)? {
+                started.push((p.clone(), pid));
+            }
+        }
+        // A server started now counts only once it heartbeats itself (meta
+        // may still show the heartbeats of the one it replaces).
+        let fresh: Vec<&str> =
+            started.iter().filter(|(p, _)| p.role == "server").map(|(p, _)| p.name.as_str()).collect();
+        let waited = wait_alive_since(&spec.dir, &state, wait, &fresh, started_ms, &started).await;
+        // Whatever was started must still be running: say which did not, and why.
+        for (p, pid) in &started {
+            if running_pid(&pidfile(&spec.dir, &p.name)) != Some(*pid) {
+                let log = spec.dir.join("logs").join(format!("{}.log", p.name));
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                return Err(ClientError::Config(format!(
+                    "{} (process {pid}) exited right after starting; from {}:\n{}",
+                    p.name,
+                    log.display(),
+                    last_error(&text)
+                )));
+            }
+        }
+        waited?;
+        let gone: Vec<&str> = state
+            .procs
+            .iter()
+            .filter(|p| running_pid(&pidfile(&spec.dir, &p.name)).is_none())
+            .map(|p| p.name.as_str())
+            .collect();
+        if gone.is_empty() {
+            vpe::wait_ready(&state, &bins, wait).await?;
+            return Ok(state);
+        }
+        tracing::info!(?gone, round, "processes that were running are gone: starting them");
     }
-    wait_alive(&spec.dir, &state, wait).await?;
-    vpe::wait_ready(&state, &bins, wait).await?;
-    Ok(state)
+    Err(ClientError::Config(format!("processes of {} keep dying right after `up`; see its logs", spec.dir.display())))
+}
+
+/// What a process that died said about why: its last `Error:` report (the
+/// message and its causes, without a backtrace), else its last lines.
+fn last_error(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    match lines.iter().rposition(|l| l.starts_with("Error: ")) {
+        Some(at) => lines[at..]
+            .iter()
+            .take_while(|l| !l.starts_with("Stack backtrace:"))
+            .filter(|l| !l.trim().is_empty())
+            .take(8)
+            .copied()
+            .collect::<Vec<_>>()
+            .join("\n"),
+        None => lines[lines.len().saturating_sub(5)..].join("\n"),
+    }
 }
 
 /// Wait until every file server of the federation is reported alive.
 pub async fn wait_alive(dir: &Path, state: &LocalState, wait: Duration) -> Result<()> {
+    wait_alive_since(dir, state, wait, &[], 0, &[]).await
+}
+
+/// Wait until every file server is reported alive, those in `fresh` with a
+/// heartbeat at or after `since_ms`.
+async fn wait_alive_since(
+    dir: &Path,
+    state: &LocalState,
+    wait: Duration,
+    fresh: &[&str],
+    since_ms: u64,
+    started: &[(LocalProc, i32)],
+) -> Result<()> {
     let client = crate::Client::connect(ClientConfig::load(&state.client_config)?).await?;
     let want: Vec<&str> = state.procs.iter().filter(|p| p.role == "server").map(|p| p.name.as_str()).collect();
     let start = Instant::now();
     let mut last = String::from("no answer yet");
     while start.elapsed() < wait {
+        // A process started now that died already will not come: stop
+        // waiting (the caller says which and why).
+        if started.iter().any(|(p, pid)| running_pid(&pidfile(dir, &p.name)) != Some(*pid)) {
+            return Err(ClientError::Config("a process exited right after starting".into()));
+        }
         match client.hosts().await {
             Ok(hosts) => {
-                let alive: Vec<&str> = hosts.iter().filter(|h| h.alive).map(|h| h.host.as_str()).collect();
+                let alive: Vec<&str> = hosts
+                    .iter()
+                    .filter(|h| h.alive && (!fresh.contains(&h.host.as_str()) || h.last_heartbeat_ms >= since_ms))
+                    .map(|h| h.host.as_str())
+                    .collect();
                 if want.iter().all(|w| alive.contains(w)) {
                     return Ok(());
                 }

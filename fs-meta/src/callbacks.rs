@@ -258,10 +258,11 @@ impl Callbacks {
         Some((seq, s.acked.clone()))
     }
 
-    /// Send `list` to session `id` alone (e.g. a directory lease recall);
-    /// false if the session is gone or does not keep up (then dropped).
-    pub fn send_to(&self, id: SessionId, list: Vec<Invalidation>) -> bool {
-        self.queue(id, list).is_some()
+    /// Send `list` to session `id` alone (e.g. a directory lease recall):
+    /// the batch's number and the session's acknowledgements, or None if
+    /// the session is gone or does not keep up (then dropped).
+    pub fn send_to(&self, id: SessionId, list: Vec<Invalidation>) -> Option<(u64, watch::Receiver<u64>)> {
+        self.queue(id, list)
     }
 
     /// Run a change made outside [`Self::handle`] with the ordering a

@@ -33,6 +33,12 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, RwLock, RwLockReadGuard};
 
+/// How long a holder has to acknowledge a recall (not to finish it: that is
+/// the recall timeout) before its session is taken for dead: as long as a
+/// mount goes without hearing from the meta server before it stops trusting
+/// its cache ([`fs_proto::callback::SILENT_MS`]).
+pub const RECALL_ACK_BOUND: Duration = Duration::from_millis(fs_proto::callback::SILENT_MS);
+
 /// The lease table and its waiters.
 pub struct DirLeases {
     boot: u64,
@@ -129,7 +135,28 @@ impl DirLeases {
         let started = Instant::now();
         let give_up = started + self.recall_timeout * 3;
         let mut dirs: Option<Vec<Ino>> = None;
+        // Recalls not acknowledged yet: (holder, batch, acknowledgements, by).
+        let mut unacked: Vec<(SessionId, u64, watch::Receiver<u64>, Instant)> = Vec::new();
         loop {
+            // A holder that does not even acknowledge its recall within
+            // RECALL_ACK_BOUND is gone (killed, or cut off: it has stopped
+            // trusting its cache by then): its session ends, and its leases
+            // with it, instead of holding everyone up for the recall timeout.
+            let now = Instant::now();
+            unacked.retain(|(holder, seq, acked, by)| {
+                if *acked.borrow() >= *seq || !cbs.is_subscribed(*holder) {
+                    return false;
+                }
+                if now >= *by {
+                    tracing::warn!(
+                        session = holder,
+                        "a lease holder did not acknowledge its recall; ending its session"
+                    );
+                    cbs.unsubscribe(*holder);
+                    return false;
+                }
+                true
+            });
             let mut changed = self.version.subscribe();
             let mut endings = cbs.endings();
             let conflicts = {
@@ -163,12 +190,18 @@ impl DirLeases {
                 match c {
                     Conflict::Recall { dir, holder } => {
                         tracing::debug!(dir, holder, kind = req.kind(), "recalling a directory lease");
-                        if !cbs.send_to(holder, vec![Invalidation::Recall { dir }]) {
-                            self.table().release(holder, &[dir]);
+                        match cbs.send_to(holder, vec![Invalidation::Recall { dir }]) {
+                            Some((seq, acked)) => unacked.push((holder, seq, acked, Instant::now() + RECALL_ACK_BOUND)),
+                            None => {
+                                self.table().release(holder, &[dir]);
+                            }
                         }
                     }
                     Conflict::Wait { until: u, .. } => until = until.min(u),
                 }
+            }
+            if let Some(by) = unacked.iter().map(|u| u.3).min() {
+                until = until.min(by);
             }
             let until = tokio::time::Instant::from_std(until.min(give_up));
             // A release, or the end of any session (a holder's end frees

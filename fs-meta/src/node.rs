@@ -173,6 +173,10 @@ async fn handle_stream(
             return;
         }
     }
+    if kind == "commit_bundle" {
+        // Fault tests: die with the bundle durable, before anyone hears.
+        fs_proto::process::crash_point("meta.commit_bundle.flushed");
+    }
     let handled = started.elapsed();
     if let Err(e) = write_msg(&mut send, &reply).await {
         debug!(kind, "reply not delivered: {e}");

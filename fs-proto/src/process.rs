@@ -1,6 +1,7 @@
 //! What every renkei binary does the same way: install the tracing
-//! subscriber (binaries only; libraries never do) and wait for SIGINT or
-//! SIGTERM as the shutdown signal.
+//! subscriber (binaries only; libraries never do), wait for SIGINT or
+//! SIGTERM as the shutdown signal, and die at a named crash point when a
+//! fault test asks for it ([`crash_point`]).
 
 /// Install a `tracing` subscriber reading `RUST_LOG`, defaulting to `default`.
 pub fn init_tracing(default: &str) {
@@ -20,5 +21,28 @@ pub async fn shutdown_signal() {
                 None => std::future::pending::<()>().await,
             }
         } => {}
+    }
+}
+
+/// Environment variable naming the crash points at which this process kills
+/// itself (comma-separated), for fault tests that must hit an exact moment:
+/// e.g. `RENKEI_CRASH_AT=server.bundle.committed` makes a file server die
+/// after the meta server committed a bundle and before the client hears.
+pub const CRASH_AT_ENV: &str = "RENKEI_CRASH_AT";
+
+/// If `RENKEI_CRASH_AT` names `point`, die here as `kill -9` would (no
+/// destructors, no flush, no goodbye to peers). A no-op otherwise (the
+/// variable is read once).
+pub fn crash_point(point: &str) {
+    static POINTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let points = POINTS.get_or_init(|| {
+        std::env::var(CRASH_AT_ENV).map(|v| v.split(',').map(|p| p.trim().to_string()).collect()).unwrap_or_default()
+    });
+    if points.iter().any(|p| p == point) {
+        eprintln!("crash point {point} reached ({CRASH_AT_ENV}): killing this process");
+        // SAFETY: signalling ourselves.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
     }
 }

@@ -336,7 +336,10 @@ async fn bundle(
     } else {
         let n = forward.len();
         let req = MetaRequest::CommitBundle(BundleCommit { cap: signed.clone(), entries: forward.clone() });
-        match ctx.meta.call(req).await {
+        let answer = ctx.meta.call(req).await;
+        // Fault tests: die after the commit, before the client hears of it.
+        fs_proto::process::crash_point("server.bundle.committed");
+        match answer {
             Ok(MetaResponse::Bundle(r)) if r.len() == n => r,
             Ok(other) => {
                 // Not an answer to this commit: it may or may not have

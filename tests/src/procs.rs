@@ -44,6 +44,7 @@ impl ProcFederation {
             servers_per_site: 1,
             user: "tester".into(),
             bin_dir: Some(bin_dir()),
+            env: Vec::new(),
         };
         let state = match local::up(&spec, Duration::from_secs(30)).await {
             Ok(s) => s,
@@ -103,16 +104,39 @@ impl ProcFederation {
 
     /// Start whatever is not running and wait for every server.
     pub async fn restart(&self) {
+        self.restart_with(&[]).await
+    }
+
+    /// Like [`Self::restart`], with `env` for the processes started now
+    /// (e.g. `RENKEI_CRASH_AT` to arm a crash point).
+    pub async fn restart_with(&self, env: &[(&str, &str)]) {
+        if let Err(e) = self.try_restart(env).await {
+            let _ = local::down(self.dir());
+            panic!("restart: {e}");
+        }
+    }
+
+    /// `renkei local up` again: start whatever is not running and wait for
+    /// every server; the error as `local up` reports it.
+    pub async fn try_restart(&self, env: &[(&str, &str)]) -> Result<(), fs_client::ClientError> {
         let spec = LocalSpec {
             dir: self.dir().to_path_buf(),
             sites: 0,
             servers_per_site: 0,
             user: self.state.user.clone(),
             bin_dir: Some(bin_dir()),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
-        if let Err(e) = local::up(&spec, Duration::from_secs(30)).await {
-            let _ = local::down(self.dir());
-            panic!("restart: {e}");
+        local::up(&spec, Duration::from_secs(30)).await.map(|_| ())
+    }
+
+    /// Wait until process `name` has died by itself (a crash point), at
+    /// most `bound`.
+    pub async fn wait_dead(&self, name: &str, bound: Duration) {
+        let t = std::time::Instant::now();
+        while self.pid(name).is_some() {
+            assert!(t.elapsed() < bound, "{name} still running after {bound:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

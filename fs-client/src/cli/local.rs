@@ -61,6 +61,7 @@ pub(crate) async fn run(cmd: &LocalCommand, json: bool) -> anyhow::Result<()> {
                 servers_per_site: *servers_per_site,
                 user,
                 bin_dir: bin_dir.clone(),
+                env: Vec::new(),
             };
             let state = local::up(&spec, Duration::from_secs(*wait)).await?;
             if json {

@@ -111,6 +111,10 @@ impl Dirty {
     pub fn plan(&self, offset: u64, len: u64) -> Vec<Piece> {
         let end = offset.saturating_add(len).min(self.size);
         let mut out = Vec::new();
+        if offset >= end {
+            // At or past the end (a read beyond EOF): nothing.
+            return out;
+        }
         let mut pos = offset;
         let push_gap = |out: &mut Vec<Piece>, a: u64, b: u64| {
             if a >= b {
@@ -184,5 +188,8 @@ mod tests {
         assert_eq!(x.ranges(), vec![(10, 12)]);
         assert_eq!(x.plan(0, 100), vec![Piece::Base(0, 10), Piece::Spill(10, 12)]);
         assert_eq!(x.read_spill(10, 2).unwrap(), vec![1, 1]);
+        // Reads at or past the end plan nothing.
+        assert_eq!(x.plan(12, 10), vec![]);
+        assert_eq!(x.plan(500, 10), vec![]);
     }
 }

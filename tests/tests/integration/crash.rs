@@ -122,3 +122,54 @@ async fn a_write_cut_by_killing_its_server_registers_nothing() {
     })
     .await
 }
+
+/// `renkei local up` right after `kill -9` of a file server (issue 19, bug
+/// 4): the killed process may still be exiting, holding its port, while
+/// the meta server still shows its last heartbeats. `local up` waits for it
+/// to be gone, starts a new server and counts it only once that one
+/// heartbeats; a server that cannot start is an error naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_up_right_after_kill_9_brings_the_server_back() {
+    with_timeout(120, async {
+        let fed = ProcFederation::up(1).await;
+        let c = fed.client(None).await;
+        c.put_bytes(b"before", "/before").await.unwrap();
+        for round in 0..3 {
+            let old = fed.pid("pop1").expect("running");
+            // SAFETY: killing a process this federation started; no wait.
+            unsafe { libc::kill(old, libc::SIGKILL) };
+            let t = Instant::now();
+            fed.try_restart(&[]).await.unwrap_or_else(|e| panic!("round {round}: local up failed: {e}"));
+            let new = fed.pid("pop1").expect("a new server runs");
+            assert_ne!(new, old, "round {round}: a new process");
+            eprintln!("round {round}: pop1 back {:?} after kill -9", t.elapsed());
+            // Written as a `renkei put` run now would (a new client), read
+            // by the old one, whose cached connection to the killed server
+            // is dead: a read dials again.
+            let name = format!("/after{round}");
+            let fresh = fed.client(None).await;
+            fresh.put_bytes(name.as_bytes(), &name).await.unwrap_or_else(|e| panic!("round {round}: put: {e}"));
+            assert_eq!(c.get_bytes(&name).await.unwrap(), name.as_bytes());
+        }
+        assert_eq!(c.get_bytes("/before").await.unwrap(), b"before");
+
+        // A server that cannot start (its port taken by someone else) is
+        // reported, with its log, and `local up` fails.
+        fed.kill("pop1");
+        let cfg = std::fs::read_to_string(fed.dir().join("pop1.toml")).unwrap();
+        let listen: std::net::SocketAddr = cfg
+            .lines()
+            .find_map(|l| l.strip_prefix("listen = \"").and_then(|r| r.strip_suffix('"')))
+            .expect("listen in pop1.toml")
+            .parse()
+            .unwrap();
+        let squatter = std::net::UdpSocket::bind(listen).expect("take the server's port");
+        let err = fed.try_restart(&[]).await.expect_err("the server cannot bind its port");
+        let msg = err.to_string();
+        eprintln!("local up with the port taken: {msg}");
+        assert!(msg.contains("pop1"), "the error names the server: {msg}");
+        drop(squatter);
+        fed.restart().await;
+    })
+    .await
+}

@@ -7,6 +7,7 @@
 mod bundle;
 mod coherence;
 mod common;
+mod crash;
 mod fsx;
 mod pjdfstest;
 mod posix;

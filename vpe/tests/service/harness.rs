@@ -118,6 +118,7 @@ impl Stack {
             servers_per_site: setup.pops_per_site,
             user: "alice".into(),
             bin_dir: Some(bins.clone()),
+            env: Vec::new(),
         };
         let state = local::up(&spec, Duration::from_secs(30)).await.context("renkei local up")?;
         ensure!(state.procs.iter().any(|p| p.role == "vpe-manager"), "local up did not start the VM manager");
@@ -213,6 +214,7 @@ impl Stack {
             servers_per_site: 0,
             user: "alice".into(),
             bin_dir: Some(self.bins.clone()),
+            env: Vec::new(),
         };
         local::up(&spec, Duration::from_secs(30)).await.context("restarting the VM service")?;
         Ok(())

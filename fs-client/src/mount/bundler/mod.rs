@@ -95,6 +95,13 @@ pub struct Bundler {
     reserving: tokio::sync::Mutex<()>,
 }
 
+/// Whether a bundle's failure leaves its outcome open, so it must be sent
+/// again: the answer was lost, the commit's outcome is unknown, or nothing
+/// could take it yet.
+fn retryable(e: &RemoteError) -> bool {
+    matches!(e.code, ErrorCode::Unavailable | ErrorCode::NoServer | ErrorCode::Interrupted)
+}
+
 fn gone(what: &str) -> RemoteError {
     RemoteError::new(ErrorCode::Interrupted, what.to_string())
 }
@@ -484,37 +491,7 @@ impl Bundler {
                 })
                 .collect()
         };
-        let bytes: u64 = items.iter().map(|i| i.entry.size).sum();
-        let bound = self.remote.timeout() * 2 + Duration::from_secs(bytes / (4 << 20));
-        let mut result = Err(gone("no bundle target"));
-        for attempt in 0..2 {
-            let target = match self.target().await {
-                Ok(t) => t,
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            };
-            match ship(self.remote.dialer(), &target.server, &target.cap, &items, &self.counters, bound).await {
-                Ok(r) => {
-                    result = Ok(r);
-                    break;
-                }
-                Err(e) if e.code().is_some() => {
-                    result = Err(RemoteError::new(e.code().unwrap_or(ErrorCode::Internal), e.to_string()));
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(bundle = id, attempt, "bundle not delivered: {e}");
-                    result = Err(RemoteError::new(ErrorCode::Unavailable, e.to_string()));
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }
-        let results: Vec<Result<Attr, RemoteError>> = match result {
-            Ok(r) => r,
-            Err(e) => vec![Err(e); items.len()],
-        };
+        let results = self.deliver(id, &items).await;
         let mut s = self.lock();
         s.local.planner.done(id);
         let mut failed = 0;
@@ -543,9 +520,69 @@ impl Bundler {
             }
         }
         drop(s);
-        tracing::debug!(bundle = id, entries = items.len(), failed, bytes, "bundle done");
+        tracing::debug!(bundle = id, entries = items.len(), failed, "bundle done");
         self.settled.send_modify(|v| *v += 1);
         self.kick.notify_one();
+    }
+
+    /// Ship `items` until every entry has a definite answer. What the mount
+    /// acknowledged is never dropped because an answer was lost: a file
+    /// server or the meta server that restarted, a commit whose outcome is
+    /// unknown, no live file server yet, all mean "send it again" (the file
+    /// server finds the replicas it stored in place and the meta server
+    /// recognises a commit it made already), with a backoff, for as long as
+    /// the mount lives. Only a refusal (the meta server said no) ends an
+    /// entry in error.
+    async fn deliver(&self, id: BundleId, items: &[Outgoing]) -> Vec<Result<Attr, RemoteError>> {
+        let bytes: u64 = items.iter().map(|i| i.entry.size).sum();
+        let bound = self.remote.timeout() * 2 + Duration::from_secs(bytes / (4 << 20));
+        let mut results: Vec<Option<Result<Attr, RemoteError>>> = vec![None; items.len()];
+        let mut backoff = Duration::from_millis(100);
+        for attempt in 0u32.. {
+            let todo: Vec<usize> = (0..items.len()).filter(|&i| results[i].is_none()).collect();
+            if todo.is_empty() {
+                break;
+            }
+            let batch: Vec<Outgoing> = todo.iter().map(|&i| items[i].clone()).collect();
+            let answer = match self.target().await {
+                Ok(t) => ship(self.remote.dialer(), &t.server, &t.cap, &batch, &self.counters, bound)
+                    .await
+                    .map_err(|e| RemoteError::new(e.code().unwrap_or(ErrorCode::Unavailable), e.to_string())),
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(r) => {
+                    for (&i, r) in todo.iter().zip(r) {
+                        match r {
+                            Err(e) if retryable(&e) => {
+                                tracing::info!(
+                                    bundle = id,
+                                    attempt,
+                                    ino = items[i].entry.ino,
+                                    "entry not committed yet: {e}"
+                                )
+                            }
+                            r => results[i] = Some(r),
+                        }
+                    }
+                }
+                Err(e) if retryable(&e) => tracing::warn!(bundle = id, attempt, "bundle not delivered, retrying: {e}"),
+                Err(e) => {
+                    for &i in &todo {
+                        results[i] = Some(Err(e.clone()));
+                    }
+                }
+            }
+            if results.iter().any(Option::is_none) {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                // The target may be the server that went away, and the
+                // capability may name a session of a meta server that
+                // restarted: ask for both again.
+                self.lock().target = None;
+            }
+        }
+        results.into_iter().map(|r| r.unwrap_or_else(|| Err(gone("bundle not delivered")))).collect()
     }
 
     /// The mode to give `ino` at its last close (see `hurry`).
