@@ -40,6 +40,28 @@ fn proto(loc: &ServerLoc, e: impl std::fmt::Display) -> ClientError {
     ClientError::Call(CallError::Connect { peer: loc.host.clone(), reason: e.to_string() })
 }
 
+/// Put the replicas at `site` first, keeping the order within each group:
+/// the one rule every reader (CLI, mount, read-ahead, VM agents) follows
+/// before round-trip times break ties ([`DataPlane::order`]).
+pub fn nearest_first(replicas: &mut [ServerLoc], site: &str) {
+    replicas.sort_by_key(|r| r.site != site);
+}
+
+/// [`nearest_first`] for every read grant in a meta server's answer (a
+/// batch's included).
+pub fn nearest_first_in(answer: &mut fs_proto::meta::MetaResponse, site: &str) {
+    use fs_proto::meta::MetaResponse as A;
+    match answer {
+        A::Read(g) => nearest_first(&mut g.replicas, site),
+        A::Batch(rs) => {
+            for r in rs.iter_mut().flatten() {
+                nearest_first_in(r, site);
+            }
+        }
+        _ => {}
+    }
+}
+
 impl DataPlane {
     /// A data plane for a client at `site`.
     pub fn new(dialer: Dialer, site: String, counters: Arc<Counters>) -> Self {

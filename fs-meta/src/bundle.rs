@@ -1,15 +1,16 @@
 //! Committing a bundle a file server forwards (see [`fs_proto::bundle`]):
-//! check the client's bundle capability, create the entries as its
+//! check the client's bundle capability, apply its operations as its
 //! principal in one transaction ([`crate::namespace::Namespace::commit_bundle`]),
 //! and hand directories it created to the holder of the capability's leases.
 
 use crate::perm::Caller;
 use crate::service::MetaService;
-use fs_proto::bundle::{BundleCommit, EntryResult};
-use fs_proto::{Access, CapabilityVerifier, ErrorCode, FileKind, Identity, Ino, RemoteError, Role};
+use fs_proto::bundle::{BundleCommit, BundleOp, EntryResult};
+use fs_proto::meta::MetaRequest;
+use fs_proto::{Access, CapabilityVerifier, ErrorCode, FileKind, Identity, RemoteError, Role};
 use std::collections::HashSet;
 
-/// Most entries one bundle may carry.
+/// Most operations one bundle may carry.
 pub const MAX_ENTRIES: usize = 16_384;
 
 /// Commit `b`, forwarded by the file server `id`.
@@ -17,8 +18,8 @@ pub fn commit(svc: &MetaService, id: &Identity, b: BundleCommit) -> Result<Vec<E
     if id.role != Role::Host {
         return Err(RemoteError::new(ErrorCode::NotPermitted, "bundles are committed by file servers"));
     }
-    if b.entries.len() > MAX_ENTRIES {
-        return Err(RemoteError::new(ErrorCode::TooLarge, format!("more than {MAX_ENTRIES} entries in one bundle")));
+    if b.ops.len() > MAX_ENTRIES {
+        return Err(RemoteError::new(ErrorCode::TooLarge, format!("more than {MAX_ENTRIES} operations in one bundle")));
     }
     let cap = CapabilityVerifier::new(svc.signer.public_key().to_vec()).check_signature(&b.cap)?;
     if cap.access != Access::Bundle {
@@ -26,26 +27,28 @@ pub fn commit(svc: &MetaService, id: &Identity, b: BundleCommit) -> Result<Vec<E
     }
     let user = svc.users.get_or_register(&cap.principal)?;
     let caller = Caller { name: cap.principal.clone(), uid: user.uid, gid: user.gid, groups: user.groups };
-    // The inode-number rule for the principal: entries in a directory it
-    // cannot reach by path fail (each alone).
-    let new: HashSet<Ino> = b.entries.iter().map(|e| e.entry.ino).collect();
+    // The inode-number rule for the principal: an operation naming an inode
+    // it cannot reach by path fails (each alone).
+    let req = MetaRequest::CommitBundle(b);
     let mut denied = HashSet::new();
-    for p in b.entries.iter().map(|e| e.entry.parent).filter(|p| !new.contains(p)) {
-        if !denied.contains(&p) && svc.ns.check_reachable(&caller, p).is_err() {
-            denied.insert(p);
+    for ino in req.named_inos() {
+        // (An inode that does not exist is the operation's own error.)
+        if matches!(svc.ns.check_reachable(&caller, ino), Err(e) if e.code == ErrorCode::PermissionDenied) {
+            denied.insert(ino);
         }
     }
-    let results = svc.ns.commit_bundle(&caller, &id.name, &b.entries, &denied)?;
+    let MetaRequest::CommitBundle(b) = req else { unreachable!("built above") };
+    let results = svc.ns.commit_bundle(&caller, &id.name, &b.ops, &denied)?;
     let mut wrote = false;
-    for (e, r) in b.entries.iter().zip(&results) {
-        if let Ok(a) = r {
-            match a.kind {
+    for (o, r) in b.ops.iter().zip(&results) {
+        match (&o.op, r) {
+            (BundleOp::Create(_), Ok(a)) => match a.kind {
                 FileKind::Directory => svc.dirleases.adopt(cap.gen, a.ino),
                 FileKind::Regular if a.gen > 0 => wrote = true,
                 _ => {}
-            }
-        } else if let Err(err) = r {
-            tracing::debug!(parent = e.entry.parent, name = %e.entry.name, "bundle entry refused: {err}");
+            },
+            (_, Ok(_)) => {}
+            (op, Err(err)) => tracing::debug!(?op, "bundle operation refused: {err}"),
         }
     }
     if wrote {

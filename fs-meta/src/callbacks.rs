@@ -403,11 +403,8 @@ pub fn invalidations(ns: &Namespace, req: &MetaRequest) -> Vec<Invalidation> {
             vec![Attr { ino: *ino }]
         }
         Q::RegisterReplica { cap, .. } => cap.peek().map(|c| vec![Attr { ino: c.ino }]).unwrap_or_default(),
-        Q::CommitBundle(b) => b
-            .entries
-            .iter()
-            .flat_map(|e| [Entry { parent: e.entry.parent, name: e.entry.name.clone() }, Attr { ino: e.entry.parent }])
-            .collect(),
+        // Each operation changes what the request it stands for would.
+        Q::CommitBundle(b) => b.ops.iter().flat_map(|o| invalidations(ns, &o.op.as_request())).collect(),
         Q::Batch(reqs) => reqs.iter().flat_map(|r| invalidations(ns, r)).collect(),
         _ => Vec::new(),
     }

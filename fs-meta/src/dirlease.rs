@@ -336,8 +336,22 @@ pub fn touched(ns: &Namespace, req: &MetaRequest) -> Vec<Ino> {
         | Q::Mkdir { parent, .. }
         | Q::Symlink { parent, .. }
         | Q::Unlink { parent, .. } => vec![*parent],
-        Q::ReadDir { ino, .. } | Q::ListDir { ino, .. } | Q::GetAttr { ino } | Q::SetAttr { ino, .. } => vec![*ino],
-        Q::Link { new_parent, .. } => vec![*new_parent],
+        Q::ReadDir { ino, .. } | Q::ListDir { ino, .. } => vec![*ino],
+        // A lease on a directory covers its children's attributes too (the
+        // holder may change them under write-back): asking about an inode
+        // touches every directory holding it.
+        Q::GetAttr { ino }
+        | Q::SetAttr { ino, .. }
+        | Q::OpenRead { ino }
+        | Q::OpenWrite { ino, .. }
+        | Q::ReadLink { ino }
+        | Q::GetXattr { ino, .. }
+        | Q::SetXattr { ino, .. }
+        | Q::ListXattr { ino }
+        | Q::RemoveXattr { ino, .. }
+        | Q::SetNcopy { ino, .. }
+        | Q::Where { ino } => std::iter::once(*ino).chain(ns.parents_of(*ino)).collect(),
+        Q::Link { ino, new_parent, .. } => [*ino, *new_parent].into_iter().chain(ns.parents_of(*ino)).collect(),
         Q::Rmdir { parent, name } => std::iter::once(*parent).chain(child(*parent, name)).collect(),
         Q::Rename { parent, name, new_parent, new_name, .. } => {
             [*parent, *new_parent].into_iter().chain(child(*parent, name)).chain(child(*new_parent, new_name)).collect()
@@ -358,7 +372,7 @@ pub fn touched(ns: &Namespace, req: &MetaRequest) -> Vec<Ino> {
         }
         Q::Batch(reqs) => reqs.iter().flat_map(|r| touched(ns, r)).collect(),
         Q::CommitBundle(b) => {
-            let mut v: Vec<Ino> = b.entries.iter().map(|e| e.entry.parent).collect();
+            let mut v: Vec<Ino> = b.ops.iter().flat_map(|o| touched(ns, &o.op.as_request())).collect();
             v.sort_unstable();
             v.dedup();
             v

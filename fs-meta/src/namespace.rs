@@ -109,6 +109,25 @@ impl Namespace {
         Ok(())
     }
 
+    /// The directories holding `ino`: a directory's parent, or every
+    /// directory with a name of a file (empty if it does not exist).
+    pub fn parents_of(&self, ino: Ino) -> Vec<Ino> {
+        self.read(|t| {
+            let i = load(t, ino)?;
+            if i.kind == FileKind::Directory {
+                return Ok(if ino == ROOT_INO { Vec::new() } else { vec![i.parent] });
+            }
+            let mut v: Vec<Ino> = t
+                .keys_with_prefix(&keys::backlink_prefix(ino))?
+                .iter()
+                .filter_map(|k| keys::backlink_parent(k))
+                .collect();
+            v.dedup();
+            Ok(v)
+        })
+        .unwrap_or_default()
+    }
+
     /// The inode-number rule: `c` may address `ino` by number only if it
     /// could reach it by path, i.e. it has search permission on every
     /// directory from the root down to the directory holding it (for a
@@ -365,160 +384,34 @@ impl Namespace {
         rdev: u32,
         exclusive: bool,
     ) -> R<(Attr, bool)> {
-        check_name(name)?;
-        if matches!(kind, FileKind::Directory | FileKind::Symlink) {
-            return Err(err(ErrorCode::InvalidArgument, "use mkdir/symlink"));
-        }
-        self.write(|t| {
-            let dir = load_dir(t, parent)?;
-            if let Some(existing) = entry(t, parent, name)? {
-                c.check(&dir, X, "search permission on the directory")?;
-                if exclusive {
-                    return Err(err(ErrorCode::Exists, name.to_string()));
-                }
-                if existing.kind == FileKind::Directory {
-                    return Err(err(ErrorCode::IsADirectory, name.to_string()));
-                }
-                return Ok((load(t, existing.ino)?.attr(existing.ino), false));
-            }
-            c.check(&dir, W | X, "write permission on the directory")?;
-            let attr = insert_child(t, c, parent, dir, name, kind, perm, |i| i.rdev = rdev)?;
-            Ok((attr, true))
-        })
+        self.write(|t| create_in(t, c, parent, name, kind, perm, rdev, exclusive))
     }
 
     /// Create a directory.
     pub fn mkdir(&self, c: &Caller, parent: Ino, name: &str, perm: u32) -> R<Attr> {
-        check_name(name)?;
-        self.write(|t| {
-            let dir = load_dir(t, parent)?;
-            c.check(&dir, W | X, "write permission on the directory")?;
-            if entry(t, parent, name)?.is_some() {
-                return Err(err(ErrorCode::Exists, name.to_string()));
-            }
-            if dir.nlink >= MAX_LINKS {
-                return Err(err(ErrorCode::TooManyLinks, "parent has too many subdirectories"));
-            }
-            let sgid = dir.perm & S_ISGID;
-            insert_child(t, c, parent, dir, name, FileKind::Directory, perm, |i| {
-                i.nlink = 2;
-                i.parent = parent;
-                i.perm |= sgid;
-            })
-        })
+        self.write(|t| mkdir_in(t, c, parent, name, perm))
     }
 
     /// Create a symlink.
     pub fn symlink(&self, c: &Caller, parent: Ino, name: &str, target: &str) -> R<Attr> {
-        check_name(name)?;
-        if target.is_empty() || target.len() > MAX_TARGET {
-            return Err(err(ErrorCode::NameTooLong, "symlink target length"));
-        }
-        self.write(|t| {
-            let dir = load_dir(t, parent)?;
-            c.check(&dir, W | X, "write permission on the directory")?;
-            if entry(t, parent, name)?.is_some() {
-                return Err(err(ErrorCode::Exists, name.to_string()));
-            }
-            insert_child(t, c, parent, dir, name, FileKind::Symlink, 0o777, |i| {
-                i.size = target.len() as u64;
-                i.target = Some(target.to_string());
-            })
-        })
+        self.write(|t| symlink_in(t, c, parent, name, target))
     }
 
     /// Create a hard link.
     pub fn link(&self, c: &Caller, ino: Ino, new_parent: Ino, new_name: &str) -> R<Attr> {
-        check_name(new_name)?;
-        self.write(|t| {
-            let mut inode = load(t, ino)?;
-            if inode.kind == FileKind::Directory {
-                return Err(err(ErrorCode::NotPermitted, "hard links to directories are not allowed"));
-            }
-            // protected_hardlinks: only the owner, or someone who may read
-            // and write an ordinary file, may give it another name.
-            let plain = inode.kind == FileKind::Regular
-                && inode.perm & S_ISUID == 0
-                && inode.perm & (S_ISGID | 0o010) != (S_ISGID | 0o010);
-            if !(c.owns(&inode) || plain && c.may(&inode, R | W)) {
-                return Err(err(ErrorCode::NotPermitted, "hard link to a file you neither own nor may read and write"));
-            }
-            let mut dir = load_dir(t, new_parent)?;
-            c.check(&dir, W | X, "write permission on the directory")?;
-            if entry(t, new_parent, new_name)?.is_some() {
-                return Err(err(ErrorCode::Exists, new_name.to_string()));
-            }
-            if inode.nlink >= MAX_LINKS {
-                return Err(err(ErrorCode::TooManyLinks, format!("{} links", inode.nlink)));
-            }
-            let now = Timestamp::now();
-            inode.nlink += 1;
-            inode.ctime = now;
-            dir.mtime = now;
-            dir.ctime = now;
-            put_name(t, new_parent, new_name, DentryRecord { ino, kind: inode.kind });
-            t.put(keys::inode(new_parent), &dir);
-            t.put(keys::inode(ino), &inode);
-            Ok(inode.attr(ino))
-        })
+        self.write(|t| link_in(t, c, ino, new_parent, new_name))
     }
 
     // ----- removal -----------------------------------------------------
 
     /// Remove a non-directory name.
     pub fn unlink(&self, c: &Caller, parent: Ino, name: &str) -> R<()> {
-        self.write(|t| {
-            let mut dir = load_dir(t, parent)?;
-            c.check(&dir, W | X, "write permission on the directory")?;
-            let d = entry(t, parent, name)?.ok_or_else(|| err(ErrorCode::NotFound, name.to_string()))?;
-            let child = load(t, d.ino)?;
-            if child.kind == FileKind::Directory {
-                return Err(err(ErrorCode::IsADirectory, name.to_string()));
-            }
-            if !c.may_delete_in(&dir, &child) {
-                return Err(err(ErrorCode::NotPermitted, "sticky directory: not the owner"));
-            }
-            let now = Timestamp::now();
-            del_name(t, parent, name, d);
-            drop_link(t, d.ino, child, now)?;
-            dir.mtime = now;
-            dir.ctime = now;
-            t.put(keys::inode(parent), &dir);
-            Ok(())
-        })
+        self.write(|t| unlink_in(t, c, parent, name))
     }
 
     /// Remove an empty directory.
     pub fn rmdir(&self, c: &Caller, parent: Ino, name: &str) -> R<()> {
-        if name == "." {
-            return Err(err(ErrorCode::InvalidArgument, "cannot remove '.'"));
-        }
-        if name == ".." {
-            return Err(err(ErrorCode::NotEmpty, "cannot remove '..'"));
-        }
-        self.write(|t| {
-            let mut dir = load_dir(t, parent)?;
-            c.check(&dir, W | X, "write permission on the directory")?;
-            let d = entry(t, parent, name)?.ok_or_else(|| err(ErrorCode::NotFound, name.to_string()))?;
-            let child = load(t, d.ino)?;
-            if child.kind != FileKind::Directory {
-                return Err(err(ErrorCode::NotADirectory, name.to_string()));
-            }
-            if !c.may_delete_in(&dir, &child) {
-                return Err(err(ErrorCode::NotPermitted, "sticky directory: not the owner"));
-            }
-            if !t.keys_with_prefix(&keys::dentry_prefix(d.ino))?.is_empty() {
-                return Err(err(ErrorCode::NotEmpty, name.to_string()));
-            }
-            let now = Timestamp::now();
-            t.del(keys::dentry(parent, name));
-            remove_inode(t, d.ino)?;
-            dir.nlink = dir.nlink.saturating_sub(1).max(2);
-            dir.mtime = now;
-            dir.ctime = now;
-            t.put(keys::inode(parent), &dir);
-            Ok(())
-        })
+        self.write(|t| rmdir_in(t, c, parent, name))
     }
 
     /// Rename, with POSIX semantics plus RENAME_NOREPLACE and RENAME_EXCHANGE.
@@ -531,107 +424,7 @@ impl Namespace {
         new_name: &str,
         flags: RenameFlags,
     ) -> R<()> {
-        if flags.exchange && flags.noreplace {
-            return Err(err(ErrorCode::InvalidArgument, "RENAME_EXCHANGE with RENAME_NOREPLACE"));
-        }
-        for n in [name, new_name] {
-            if n == "." || n == ".." {
-                return Err(err(ErrorCode::InvalidArgument, "cannot rename '.' or '..'"));
-            }
-        }
-        check_name(new_name)?;
-        self.write(|t| {
-            let sp = load_dir(t, parent)?;
-            let tp = load_dir(t, new_parent)?;
-            c.check(&sp, W | X, "write permission on the source directory")?;
-            c.check(&tp, W | X, "write permission on the target directory")?;
-            let src_ent = entry(t, parent, name)?.ok_or_else(|| err(ErrorCode::NotFound, name.to_string()))?;
-            let src = load(t, src_ent.ino)?;
-            if !c.may_delete_in(&sp, &src) {
-                return Err(err(ErrorCode::NotPermitted, "sticky directory: not the owner of the source"));
-            }
-            let dst_ent = entry(t, new_parent, new_name)?;
-            let now = Timestamp::now();
-            let moving_dir_across = |inode: &InodeRecord, from: Ino, to: Ino| -> R<()> {
-                if inode.kind == FileKind::Directory && from != to && !c.is_root() && !c.may(inode, W) {
-                    return Err(err(ErrorCode::PermissionDenied, "moving a directory needs write permission on it"));
-                }
-                Ok(())
-            };
-
-            if flags.exchange {
-                let dst_ent = dst_ent.ok_or_else(|| err(ErrorCode::NotFound, new_name.to_string()))?;
-                if dst_ent.ino == src_ent.ino {
-                    return Ok(());
-                }
-                let dst = load(t, dst_ent.ino)?;
-                if !c.may_delete_in(&tp, &dst) {
-                    return Err(err(ErrorCode::NotPermitted, "sticky directory: not the owner of the target"));
-                }
-                if src.kind == FileKind::Directory {
-                    check_not_under(t, new_parent, src_ent.ino)?;
-                }
-                if dst.kind == FileKind::Directory {
-                    check_not_under(t, parent, dst_ent.ino)?;
-                }
-                moving_dir_across(&src, parent, new_parent)?;
-                moving_dir_across(&dst, new_parent, parent)?;
-                del_name(t, parent, name, src_ent);
-                del_name(t, new_parent, new_name, dst_ent);
-                put_name(t, parent, name, dst_ent);
-                put_name(t, new_parent, new_name, src_ent);
-                move_inode(t, src_ent.ino, parent, new_parent, now)?;
-                move_inode(t, dst_ent.ino, new_parent, parent, now)?;
-                touch_dirs(t, parent, new_parent, now)?;
-                return Ok(());
-            }
-
-            if let Some(dst_ent) = dst_ent {
-                if dst_ent.ino == src_ent.ino {
-                    return Ok(());
-                }
-                if flags.noreplace {
-                    return Err(err(ErrorCode::Exists, new_name.to_string()));
-                }
-                let dst = load(t, dst_ent.ino)?;
-                match (src.kind == FileKind::Directory, dst.kind == FileKind::Directory) {
-                    (true, false) => return Err(err(ErrorCode::NotADirectory, new_name.to_string())),
-                    (false, true) => return Err(err(ErrorCode::IsADirectory, new_name.to_string())),
-                    (true, true) => {
-                        if !t.keys_with_prefix(&keys::dentry_prefix(dst_ent.ino))?.is_empty() {
-                            return Err(err(ErrorCode::NotEmpty, new_name.to_string()));
-                        }
-                    }
-                    (false, false) => {}
-                }
-                if !c.may_delete_in(&tp, &dst) {
-                    return Err(err(ErrorCode::NotPermitted, "sticky directory: not the owner of the target"));
-                }
-                if src.kind == FileKind::Directory {
-                    check_not_under(t, new_parent, src_ent.ino)?;
-                }
-                moving_dir_across(&src, parent, new_parent)?;
-                del_name(t, new_parent, new_name, dst_ent);
-                if dst.kind == FileKind::Directory {
-                    remove_inode(t, dst_ent.ino)?;
-                    let mut tp = load(t, new_parent)?;
-                    tp.nlink = tp.nlink.saturating_sub(1).max(2);
-                    t.put(keys::inode(new_parent), &tp);
-                } else {
-                    drop_link(t, dst_ent.ino, dst, now)?;
-                }
-            } else {
-                if src.kind == FileKind::Directory {
-                    check_not_under(t, new_parent, src_ent.ino)?;
-                }
-                moving_dir_across(&src, parent, new_parent)?;
-            }
-            del_name(t, parent, name, src_ent);
-            put_name(t, new_parent, new_name, src_ent);
-            move_inode(t, src_ent.ino, parent, new_parent, now)?;
-            touch_dirs(t, parent, new_parent, now)?;
-            Ok(())
-        })
+        self.write(|t| rename_in(t, c, parent, name, new_parent, new_name, flags))
     }
 
     // ----- attributes --------------------------------------------------
@@ -639,103 +432,7 @@ impl Namespace {
     /// Change attributes. Returns the new attributes and the replicas that
     /// became garbage (when truncating to zero).
     pub fn setattr(&self, c: &Caller, ino: Ino, set: &SetAttr) -> R<Attr> {
-        self.write(|t| {
-            let mut i = load(t, ino)?;
-            let now = Timestamp::now();
-            let mut changed = false;
-            if set.kill_priv && i.kind == FileKind::Regular {
-                if !c.may(&i, W) {
-                    return Err(err(ErrorCode::PermissionDenied, "write permission needed to write"));
-                }
-                let killed = kill_priv(i.perm);
-                if killed != i.perm {
-                    i.perm = killed;
-                    changed = true;
-                }
-            }
-            if let Some(perm) = set.perm {
-                if !c.owns(&i) {
-                    return Err(err(ErrorCode::NotPermitted, "only the owner may change the mode"));
-                }
-                let mut p = perm & 0o7777;
-                if !c.is_root() && i.kind != FileKind::Directory && !c.in_group(i.gid) {
-                    p &= !S_ISGID;
-                }
-                i.perm = p;
-                changed = true;
-            }
-            if set.uid.is_some() || set.gid.is_some() {
-                let new_uid = set.uid.unwrap_or(i.uid);
-                let new_gid = set.gid.unwrap_or(i.gid);
-                if new_uid != i.uid && !c.is_root() {
-                    return Err(err(ErrorCode::NotPermitted, "only root may change the owner"));
-                }
-                if new_gid != i.gid && !c.is_root() && !(c.uid == i.uid && c.in_group(new_gid)) {
-                    return Err(err(ErrorCode::NotPermitted, "may only change the group to one of your own groups"));
-                }
-                if !c.is_root() && c.uid != i.uid {
-                    return Err(err(ErrorCode::NotPermitted, "not the owner"));
-                }
-                if i.kind != FileKind::Directory {
-                    i.perm = kill_priv(i.perm);
-                }
-                i.uid = new_uid;
-                i.gid = new_gid;
-                changed = true;
-            }
-            if let Some(size) = set.size {
-                match i.kind {
-                    FileKind::Regular => {}
-                    FileKind::Directory => return Err(err(ErrorCode::IsADirectory, "truncate")),
-                    _ => return Err(err(ErrorCode::InvalidArgument, "truncate of a special file")),
-                }
-                if !c.may(&i, W) {
-                    return Err(err(ErrorCode::PermissionDenied, "write permission needed to truncate"));
-                }
-                if size == 0 && (i.size != 0 || i.gen != 0) {
-                    let gen = i.next_gen.max(i.gen) + 1;
-                    gc_all_replicas(t, ino, now)?;
-                    i.gen = gen;
-                    i.next_gen = gen;
-                    i.size = 0;
-                    i.hash = None;
-                } else if size != i.size {
-                    return Err(err(
-                        ErrorCode::Unsupported,
-                        "resizing to a non-zero length goes through a file server",
-                    ));
-                }
-                i.mtime = now;
-                changed = true;
-            }
-            for (which, ts) in [(0, set.atime), (1, set.mtime)] {
-                let Some(ts) = ts else { continue };
-                match ts {
-                    TimeSet::At(_) if !c.owns(&i) => {
-                        return Err(err(ErrorCode::NotPermitted, "only the owner may set explicit times"));
-                    }
-                    TimeSet::Now if !c.owns(&i) && !c.may(&i, W) => {
-                        return Err(err(ErrorCode::PermissionDenied, "write permission needed to touch"));
-                    }
-                    _ => {}
-                }
-                let v = match ts {
-                    TimeSet::Now => now,
-                    TimeSet::At(v) => v,
-                };
-                if which == 0 {
-                    i.atime = v;
-                } else {
-                    i.mtime = v;
-                }
-                changed = true;
-            }
-            if changed {
-                i.ctime = now;
-                t.put(keys::inode(ino), &i);
-            }
-            Ok(i.attr(ino))
-        })
+        self.write(|t| setattr_in(t, c, ino, set))
     }
 
     /// Set the wanted copy count (owner or root).
@@ -1017,6 +714,367 @@ impl Namespace {
 }
 
 // ----- helpers working inside a transaction ----------------------------
+
+/// `create` inside a transaction (see [`Namespace::create`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn create_in(
+    t: &mut Txn<'_>,
+    c: &Caller,
+    parent: Ino,
+    name: &str,
+    kind: FileKind,
+    perm: u32,
+    rdev: u32,
+    exclusive: bool,
+) -> R<(Attr, bool)> {
+    check_name(name)?;
+    if matches!(kind, FileKind::Directory | FileKind::Symlink) {
+        return Err(err(ErrorCode::InvalidArgument, "use mkdir/symlink"));
+    }
+    let dir = load_dir(t, parent)?;
+    if let Some(existing) = entry(t, parent, name)? {
+        c.check(&dir, X, "search permission on the directory")?;
+        if exclusive {
+            return Err(err(ErrorCode::Exists, name.to_string()));
+        }
+        if existing.kind == FileKind::Directory {
+            return Err(err(ErrorCode::IsADirectory, name.to_string()));
+        }
+        return Ok((load(t, existing.ino)?.attr(existing.ino), false));
+    }
+    c.check(&dir, W | X, "write permission on the directory")?;
+    let attr = insert_child(t, c, parent, dir, name, kind, perm, |i| i.rdev = rdev)?;
+    Ok((attr, true))
+}
+
+/// `mkdir` inside a transaction (see [`Namespace::mkdir`]).
+pub(crate) fn mkdir_in(t: &mut Txn<'_>, c: &Caller, parent: Ino, name: &str, perm: u32) -> R<Attr> {
+    check_name(name)?;
+    let dir = load_dir(t, parent)?;
+    c.check(&dir, W | X, "write permission on the directory")?;
+    if entry(t, parent, name)?.is_some() {
+        return Err(err(ErrorCode::Exists, name.to_string()));
+    }
+    if dir.nlink >= MAX_LINKS {
+        return Err(err(ErrorCode::TooManyLinks, "parent has too many subdirectories"));
+    }
+    let sgid = dir.perm & S_ISGID;
+    insert_child(t, c, parent, dir, name, FileKind::Directory, perm, |i| {
+        i.nlink = 2;
+        i.parent = parent;
+        i.perm |= sgid;
+    })
+}
+
+/// `symlink` inside a transaction (see [`Namespace::symlink`]).
+pub(crate) fn symlink_in(t: &mut Txn<'_>, c: &Caller, parent: Ino, name: &str, target: &str) -> R<Attr> {
+    check_name(name)?;
+    if target.is_empty() || target.len() > MAX_TARGET {
+        return Err(err(ErrorCode::NameTooLong, "symlink target length"));
+    }
+    let dir = load_dir(t, parent)?;
+    c.check(&dir, W | X, "write permission on the directory")?;
+    if entry(t, parent, name)?.is_some() {
+        return Err(err(ErrorCode::Exists, name.to_string()));
+    }
+    insert_child(t, c, parent, dir, name, FileKind::Symlink, 0o777, |i| {
+        i.size = target.len() as u64;
+        i.target = Some(target.to_string());
+    })
+}
+
+/// `link` inside a transaction (see [`Namespace::link`]).
+pub(crate) fn link_in(t: &mut Txn<'_>, c: &Caller, ino: Ino, new_parent: Ino, new_name: &str) -> R<Attr> {
+    check_name(new_name)?;
+    let mut inode = load(t, ino)?;
+    if inode.kind == FileKind::Directory {
+        return Err(err(ErrorCode::NotPermitted, "hard links to directories are not allowed"));
+    }
+    // protected_hardlinks: only the owner, or someone who may read
+    // and write an ordinary file, may give it another name.
+    let plain = inode.kind == FileKind::Regular
+        && inode.perm & S_ISUID == 0
+        && inode.perm & (S_ISGID | 0o010) != (S_ISGID | 0o010);
+    if !(c.owns(&inode) || plain && c.may(&inode, R | W)) {
+        return Err(err(ErrorCode::NotPermitted, "hard link to a file you neither own nor may read and write"));
+    }
+    let mut dir = load_dir(t, new_parent)?;
+    c.check(&dir, W | X, "write permission on the directory")?;
+    if entry(t, new_parent, new_name)?.is_some() {
+        return Err(err(ErrorCode::Exists, new_name.to_string()));
+    }
+    if inode.nlink >= MAX_LINKS {
+        return Err(err(ErrorCode::TooManyLinks, format!("{} links", inode.nlink)));
+    }
+    let now = Timestamp::now();
+    inode.nlink += 1;
+    inode.ctime = now;
+    dir.mtime = now;
+    dir.ctime = now;
+    put_name(t, new_parent, new_name, DentryRecord { ino, kind: inode.kind });
+    t.put(keys::inode(new_parent), &dir);
+    t.put(keys::inode(ino), &inode);
+    Ok(inode.attr(ino))
+}
+
+/// `unlink` inside a transaction (see [`Namespace::unlink`]).
+pub(crate) fn unlink_in(t: &mut Txn<'_>, c: &Caller, parent: Ino, name: &str) -> R<()> {
+    let mut dir = load_dir(t, parent)?;
+    c.check(&dir, W | X, "write permission on the directory")?;
+    let d = entry(t, parent, name)?.ok_or_else(|| err(ErrorCode::NotFound, name.to_string()))?;
+    let child = load(t, d.ino)?;
+    if child.kind == FileKind::Directory {
+        return Err(err(ErrorCode::IsADirectory, name.to_string()));
+    }
+    if !c.may_delete_in(&dir, &child) {
+        return Err(err(ErrorCode::NotPermitted, "sticky directory: not the owner"));
+    }
+    let now = Timestamp::now();
+    del_name(t, parent, name, d);
+    drop_link(t, d.ino, child, now)?;
+    dir.mtime = now;
+    dir.ctime = now;
+    t.put(keys::inode(parent), &dir);
+    Ok(())
+}
+
+/// `rmdir` inside a transaction (see [`Namespace::rmdir`]).
+pub(crate) fn rmdir_in(t: &mut Txn<'_>, c: &Caller, parent: Ino, name: &str) -> R<()> {
+    if name == "." {
+        return Err(err(ErrorCode::InvalidArgument, "cannot remove '.'"));
+    }
+    if name == ".." {
+        return Err(err(ErrorCode::NotEmpty, "cannot remove '..'"));
+    }
+    let mut dir = load_dir(t, parent)?;
+    c.check(&dir, W | X, "write permission on the directory")?;
+    let d = entry(t, parent, name)?.ok_or_else(|| err(ErrorCode::NotFound, name.to_string()))?;
+    let child = load(t, d.ino)?;
+    if child.kind != FileKind::Directory {
+        return Err(err(ErrorCode::NotADirectory, name.to_string()));
+    }
+    if !c.may_delete_in(&dir, &child) {
+        return Err(err(ErrorCode::NotPermitted, "sticky directory: not the owner"));
+    }
+    if !t.keys_with_prefix(&keys::dentry_prefix(d.ino))?.is_empty() {
+        return Err(err(ErrorCode::NotEmpty, name.to_string()));
+    }
+    let now = Timestamp::now();
+    t.del(keys::dentry(parent, name));
+    remove_inode(t, d.ino)?;
+    dir.nlink = dir.nlink.saturating_sub(1).max(2);
+    dir.mtime = now;
+    dir.ctime = now;
+    t.put(keys::inode(parent), &dir);
+    Ok(())
+}
+
+/// `rename` inside a transaction (see [`Namespace::rename`]).
+pub(crate) fn rename_in(
+    t: &mut Txn<'_>,
+    c: &Caller,
+    parent: Ino,
+    name: &str,
+    new_parent: Ino,
+    new_name: &str,
+    flags: RenameFlags,
+) -> R<()> {
+    if flags.exchange && flags.noreplace {
+        return Err(err(ErrorCode::InvalidArgument, "RENAME_EXCHANGE with RENAME_NOREPLACE"));
+    }
+    for n in [name, new_name] {
+        if n == "." || n == ".." {
+            return Err(err(ErrorCode::InvalidArgument, "cannot rename '.' or '..'"));
+        }
+    }
+    check_name(new_name)?;
+    let sp = load_dir(t, parent)?;
+    let tp = load_dir(t, new_parent)?;
+    c.check(&sp, W | X, "write permission on the source directory")?;
+    c.check(&tp, W | X, "write permission on the target directory")?;
+    let src_ent = entry(t, parent, name)?.ok_or_else(|| err(ErrorCode::NotFound, name.to_string()))?;
+    let src = load(t, src_ent.ino)?;
+    if !c.may_delete_in(&sp, &src) {
+        return Err(err(ErrorCode::NotPermitted, "sticky directory: not the owner of the source"));
+    }
+    let dst_ent = entry(t, new_parent, new_name)?;
+    let now = Timestamp::now();
+    let moving_dir_across = |inode: &InodeRecord, from: Ino, to: Ino| -> R<()> {
+        if inode.kind == FileKind::Directory && from != to && !c.is_root() && !c.may(inode, W) {
+            return Err(err(ErrorCode::PermissionDenied, "moving a directory needs write permission on it"));
+        }
+        Ok(())
+    };
+
+    if flags.exchange {
+        let dst_ent = dst_ent.ok_or_else(|| err(ErrorCode::NotFound, new_name.to_string()))?;
+        if dst_ent.ino == src_ent.ino {
+            return Ok(());
+        }
+        let dst = load(t, dst_ent.ino)?;
+        if !c.may_delete_in(&tp, &dst) {
+            return Err(err(ErrorCode::NotPermitted, "sticky directory: not the owner of the target"));
+        }
+        if src.kind == FileKind::Directory {
+            check_not_under(t, new_parent, src_ent.ino)?;
+        }
+        if dst.kind == FileKind::Directory {
+            check_not_under(t, parent, dst_ent.ino)?;
+        }
+        moving_dir_across(&src, parent, new_parent)?;
+        moving_dir_across(&dst, new_parent, parent)?;
+        del_name(t, parent, name, src_ent);
+        del_name(t, new_parent, new_name, dst_ent);
+        put_name(t, parent, name, dst_ent);
+        put_name(t, new_parent, new_name, src_ent);
+        move_inode(t, src_ent.ino, parent, new_parent, now)?;
+        move_inode(t, dst_ent.ino, new_parent, parent, now)?;
+        touch_dirs(t, parent, new_parent, now)?;
+        return Ok(());
+    }
+
+    if let Some(dst_ent) = dst_ent {
+        if dst_ent.ino == src_ent.ino {
+            return Ok(());
+        }
+        if flags.noreplace {
+            return Err(err(ErrorCode::Exists, new_name.to_string()));
+        }
+        let dst = load(t, dst_ent.ino)?;
+        match (src.kind == FileKind::Directory, dst.kind == FileKind::Directory) {
+            (true, false) => return Err(err(ErrorCode::NotADirectory, new_name.to_string())),
+            (false, true) => return Err(err(ErrorCode::IsADirectory, new_name.to_string())),
+            (true, true) => {
+                if !t.keys_with_prefix(&keys::dentry_prefix(dst_ent.ino))?.is_empty() {
+                    return Err(err(ErrorCode::NotEmpty, new_name.to_string()));
+                }
+            }
+            (false, false) => {}
+        }
+        if !c.may_delete_in(&tp, &dst) {
+            return Err(err(ErrorCode::NotPermitted, "sticky directory: not the owner of the target"));
+        }
+        if src.kind == FileKind::Directory {
+            check_not_under(t, new_parent, src_ent.ino)?;
+        }
+        moving_dir_across(&src, parent, new_parent)?;
+        del_name(t, new_parent, new_name, dst_ent);
+        if dst.kind == FileKind::Directory {
+            remove_inode(t, dst_ent.ino)?;
+            let mut tp = load(t, new_parent)?;
+            tp.nlink = tp.nlink.saturating_sub(1).max(2);
+            t.put(keys::inode(new_parent), &tp);
+        } else {
+            drop_link(t, dst_ent.ino, dst, now)?;
+        }
+    } else {
+        if src.kind == FileKind::Directory {
+            check_not_under(t, new_parent, src_ent.ino)?;
+        }
+        moving_dir_across(&src, parent, new_parent)?;
+    }
+    del_name(t, parent, name, src_ent);
+    put_name(t, new_parent, new_name, src_ent);
+    move_inode(t, src_ent.ino, parent, new_parent, now)?;
+    touch_dirs(t, parent, new_parent, now)?;
+    Ok(())
+}
+
+/// `setattr` inside a transaction (see [`Namespace::setattr`]).
+pub(crate) fn setattr_in(t: &mut Txn<'_>, c: &Caller, ino: Ino, set: &SetAttr) -> R<Attr> {
+    let mut i = load(t, ino)?;
+    let now = Timestamp::now();
+    let mut changed = false;
+    if set.kill_priv && i.kind == FileKind::Regular {
+        if !c.may(&i, W) {
+            return Err(err(ErrorCode::PermissionDenied, "write permission needed to write"));
+        }
+        let killed = kill_priv(i.perm);
+        if killed != i.perm {
+            i.perm = killed;
+            changed = true;
+        }
+    }
+    if let Some(perm) = set.perm {
+        if !c.owns(&i) {
+            return Err(err(ErrorCode::NotPermitted, "only the owner may change the mode"));
+        }
+        let mut p = perm & 0o7777;
+        if !c.is_root() && i.kind != FileKind::Directory && !c.in_group(i.gid) {
+            p &= !S_ISGID;
+        }
+        i.perm = p;
+        changed = true;
+    }
+    if set.uid.is_some() || set.gid.is_some() {
+        let new_uid = set.uid.unwrap_or(i.uid);
+        let new_gid = set.gid.unwrap_or(i.gid);
+        if new_uid != i.uid && !c.is_root() {
+            return Err(err(ErrorCode::NotPermitted, "only root may change the owner"));
+        }
+        if new_gid != i.gid && !c.is_root() && !(c.uid == i.uid && c.in_group(new_gid)) {
+            return Err(err(ErrorCode::NotPermitted, "may only change the group to one of your own groups"));
+        }
+        if !c.is_root() && c.uid != i.uid {
+            return Err(err(ErrorCode::NotPermitted, "not the owner"));
+        }
+        if i.kind != FileKind::Directory {
+            i.perm = kill_priv(i.perm);
+        }
+        i.uid = new_uid;
+        i.gid = new_gid;
+        changed = true;
+    }
+    if let Some(size) = set.size {
+        match i.kind {
+            FileKind::Regular => {}
+            FileKind::Directory => return Err(err(ErrorCode::IsADirectory, "truncate")),
+            _ => return Err(err(ErrorCode::InvalidArgument, "truncate of a special file")),
+        }
+        if !c.may(&i, W) {
+            return Err(err(ErrorCode::PermissionDenied, "write permission needed to truncate"));
+        }
+        if size == 0 && (i.size != 0 || i.gen != 0) {
+            let gen = i.next_gen.max(i.gen) + 1;
+            gc_all_replicas(t, ino, now)?;
+            i.gen = gen;
+            i.next_gen = gen;
+            i.size = 0;
+            i.hash = None;
+        } else if size != i.size {
+            return Err(err(ErrorCode::Unsupported, "resizing to a non-zero length goes through a file server"));
+        }
+        i.mtime = now;
+        changed = true;
+    }
+    for (which, ts) in [(0, set.atime), (1, set.mtime)] {
+        let Some(ts) = ts else { continue };
+        match ts {
+            TimeSet::At(_) if !c.owns(&i) => {
+                return Err(err(ErrorCode::NotPermitted, "only the owner may set explicit times"));
+            }
+            TimeSet::Now if !c.owns(&i) && !c.may(&i, W) => {
+                return Err(err(ErrorCode::PermissionDenied, "write permission needed to touch"));
+            }
+            _ => {}
+        }
+        let v = match ts {
+            TimeSet::Now => now,
+            TimeSet::At(v) => v,
+        };
+        if which == 0 {
+            i.atime = v;
+        } else {
+            i.mtime = v;
+        }
+        changed = true;
+    }
+    if changed {
+        i.ctime = now;
+        t.put(keys::inode(ino), &i);
+    }
+    Ok(i.attr(ino))
+}
 
 fn new_inode(kind: FileKind, perm: u32, uid: u32, gid: u32, now: Timestamp, parent: Ino) -> InodeRecord {
     InodeRecord {

@@ -12,7 +12,18 @@ use std::collections::BTreeMap;
 pub struct Txn<'a> {
     tree: &'a sled::Tree,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// While a savepoint is open: each write's key and the pending value it
+    /// replaced (outer None: the key had no pending write).
+    undo: Option<Vec<Undo>>,
 }
+
+/// One write to undo: the key and the pending value it replaced (outer
+/// None: the key had no pending write).
+type Undo = (Vec<u8>, Option<Option<Vec<u8>>>);
+
+/// A point a transaction can go back to ([`Txn::rollback_to`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Savepoint(usize);
 
 /// Failure inside a transaction.
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +39,7 @@ pub enum TxnError {
 impl<'a> Txn<'a> {
     /// Start a transaction.
     pub fn new(tree: &'a sled::Tree) -> Self {
-        Txn { tree, writes: BTreeMap::new() }
+        Txn { tree, writes: BTreeMap::new(), undo: None }
     }
 
     /// Raw read, seeing pending writes.
@@ -49,17 +60,51 @@ impl<'a> Txn<'a> {
 
     /// Typed write.
     pub fn put<T: Serialize>(&mut self, key: Vec<u8>, value: &T) {
-        self.writes.insert(key, Some(record::encode(value)));
+        self.set(key, Some(record::encode(value)));
     }
 
     /// Raw write (value stored verbatim).
     pub fn put_raw(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.writes.insert(key, Some(value));
+        self.set(key, Some(value));
     }
 
     /// Delete.
     pub fn del(&mut self, key: Vec<u8>) {
-        self.writes.insert(key, None);
+        self.set(key, None);
+    }
+
+    fn set(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        match &mut self.undo {
+            Some(undo) => {
+                let before = self.writes.insert(key.clone(), value);
+                undo.push((key, before));
+            }
+            None => {
+                self.writes.insert(key, value);
+            }
+        }
+    }
+
+    /// Start remembering writes so they can be undone (one operation of a
+    /// batch that must fail alone, leaving the others).
+    pub fn savepoint(&mut self) -> Savepoint {
+        Savepoint(self.undo.get_or_insert_with(Vec::new).len())
+    }
+
+    /// Undo every write since `sp`.
+    pub fn rollback_to(&mut self, sp: Savepoint) {
+        let Some(undo) = self.undo.as_mut() else { return };
+        while undo.len() > sp.0 {
+            let Some((key, before)) = undo.pop() else { break };
+            match before {
+                Some(v) => {
+                    self.writes.insert(key, v);
+                }
+                None => {
+                    self.writes.remove(&key);
+                }
+            }
+        }
     }
 
     /// Keys under a prefix, merging committed data with pending writes.

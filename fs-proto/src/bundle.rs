@@ -30,6 +30,7 @@
 
 use crate::capability::SignedCapability;
 use crate::error::RemoteError;
+use crate::meta::{MetaRequest, RenameFlags, SetAttr};
 use crate::types::{Attr, FileKind, Hash, Ino, ServerLoc, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -113,14 +114,137 @@ pub struct BundleEntry {
     pub size: u64,
     /// Symlink target.
     pub target: Option<String>,
+    /// Owner to give the new inode (None: the principal); another than the
+    /// principal's follows chown's rules (root only).
+    pub uid: Option<u32>,
+    /// Group to give it (None: the principal's, or the directory's when it
+    /// is set-group-id); another follows chown's rules.
+    pub gid: Option<u32>,
 }
 
-/// An entry as the file server forwards it: with the hash of the replica it
-/// stored (regular files with bytes).
+/// One operation of a bundle: what a mount did under its directory write
+/// leases (write-back), applied at the meta server in order, each with the
+/// same checks as the request it stands for, each succeeding or failing
+/// alone. Every name an operation changes is in a directory the bundle's
+/// principal leased; `ino` fields say what the holder saw a name name, and
+/// an operation whose name names something else fails (`Stale`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredEntry {
-    /// The entry.
-    pub entry: BundleEntry,
+pub enum BundleOp {
+    /// A new name with a new inode (regular file, directory, symlink); a
+    /// regular file's bytes follow on the bundle stream.
+    Create(BundleEntry),
+    /// Another name for an existing inode.
+    Link {
+        /// The inode.
+        ino: Ino,
+        /// Directory of the new name.
+        parent: Ino,
+        /// The new name.
+        name: String,
+    },
+    /// Remove a name of a non-directory.
+    Unlink {
+        /// Directory.
+        parent: Ino,
+        /// Name.
+        name: String,
+        /// What it named.
+        ino: Ino,
+    },
+    /// Remove an empty directory.
+    Rmdir {
+        /// Directory holding it.
+        parent: Ino,
+        /// Its name.
+        name: String,
+        /// Its inode.
+        ino: Ino,
+    },
+    /// Move a name (replacing the target as rename(2) does).
+    Rename {
+        /// Source directory.
+        parent: Ino,
+        /// Source name.
+        name: String,
+        /// Target directory.
+        new_parent: Ino,
+        /// Target name.
+        new_name: String,
+        /// RENAME_NOREPLACE / RENAME_EXCHANGE.
+        flags: RenameFlags,
+        /// What the source named.
+        ino: Ino,
+    },
+    /// Change attributes (mode, owner, times; no size: a size travels as a
+    /// new generation).
+    SetAttr {
+        /// The inode.
+        ino: Ino,
+        /// The change.
+        set: SetAttr,
+    },
+}
+
+impl BundleOp {
+    /// The request this operation stands for (the meta server checks and
+    /// describes it as that request).
+    pub fn as_request(&self) -> MetaRequest {
+        match self {
+            BundleOp::Create(e) => match e.kind {
+                FileKind::Directory => MetaRequest::Mkdir { parent: e.parent, name: e.name.clone(), perm: e.perm },
+                FileKind::Symlink => MetaRequest::Symlink {
+                    parent: e.parent,
+                    name: e.name.clone(),
+                    target: e.target.clone().unwrap_or_default(),
+                },
+                kind => MetaRequest::Create {
+                    parent: e.parent,
+                    name: e.name.clone(),
+                    kind,
+                    perm: e.perm,
+                    rdev: 0,
+                    exclusive: true,
+                },
+            },
+            BundleOp::Link { ino, parent, name } => {
+                MetaRequest::Link { ino: *ino, new_parent: *parent, new_name: name.clone() }
+            }
+            BundleOp::Unlink { parent, name, .. } => MetaRequest::Unlink { parent: *parent, name: name.clone() },
+            BundleOp::Rmdir { parent, name, .. } => MetaRequest::Rmdir { parent: *parent, name: name.clone() },
+            BundleOp::Rename { parent, name, new_parent, new_name, flags, .. } => MetaRequest::Rename {
+                parent: *parent,
+                name: name.clone(),
+                new_parent: *new_parent,
+                new_name: new_name.clone(),
+                flags: *flags,
+            },
+            BundleOp::SetAttr { ino, set } => MetaRequest::SetAttr { ino: *ino, set: set.clone() },
+        }
+    }
+
+    /// Bytes that follow this operation on the bundle stream.
+    pub fn data_len(&self) -> u64 {
+        match self {
+            BundleOp::Create(e) if e.kind == FileKind::Regular => e.size,
+            _ => 0,
+        }
+    }
+
+    /// The new inode a `Create` makes.
+    pub fn created(&self) -> Option<Ino> {
+        match self {
+            BundleOp::Create(e) => Some(e.ino),
+            _ => None,
+        }
+    }
+}
+
+/// An operation as the file server forwards it: with the hash of the
+/// replica it stored (a `Create` of a regular file with bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredOp {
+    /// The operation.
+    pub op: BundleOp,
     /// BLAKE3 of the stored replica (generation 1 on the forwarding server).
     pub hash: Option<Hash>,
 }
@@ -130,12 +254,13 @@ pub struct StoredEntry {
 pub struct BundleCommit {
     /// The client's bundle capability.
     pub cap: SignedCapability,
-    /// Entries, in order; every regular file with bytes is durable on the
-    /// forwarding server.
-    pub entries: Vec<StoredEntry>,
+    /// Operations, in order; every regular file with bytes is durable on
+    /// the forwarding server.
+    pub ops: Vec<StoredOp>,
 }
 
-/// The result of one entry: the attributes as committed, or why not.
+/// The result of one operation: the attributes of what it created or
+/// changed (for a removal, of the directory), or why not.
 pub type EntryResult = Result<Attr, RemoteError>;
 
 /// Disk space a file of `size` bytes takes on a file server, for

@@ -536,9 +536,11 @@ impl MetaRequest {
             Q::PlanCheck { inos } => inos.clone(),
             Q::LeaseDir(r) => r.dir.into_iter().collect(),
             Q::CommitBundle(b) => {
-                // Parents the bundle itself creates are reached through theirs.
-                let new: std::collections::HashSet<Ino> = b.entries.iter().map(|e| e.entry.ino).collect();
-                let mut v: Vec<Ino> = b.entries.iter().map(|e| e.entry.parent).filter(|p| !new.contains(p)).collect();
+                // Inodes the bundle itself creates are reached through their
+                // parents.
+                let new: std::collections::HashSet<Ino> = b.ops.iter().filter_map(|o| o.op.created()).collect();
+                let mut v: Vec<Ino> =
+                    b.ops.iter().flat_map(|o| o.op.as_request().named_inos()).filter(|i| !new.contains(i)).collect();
                 v.sort_unstable();
                 v.dedup();
                 v

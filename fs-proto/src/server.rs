@@ -12,7 +12,7 @@
 //! Replication (`Replicate`, `ReadMany`) and checking (`Verify`) are
 //! described in [`crate::replication`].
 
-use crate::bundle::{BundleEntry, EntryResult};
+use crate::bundle::{BundleOp, EntryResult};
 use crate::capability::SignedCapability;
 use crate::error::RemoteError;
 use crate::meta::BaseGrant;
@@ -79,8 +79,9 @@ pub enum ServerRequest {
     WriteBundle {
         /// The caller's [`crate::Access::Bundle`] capability.
         cap: SignedCapability,
-        /// The entries.
-        entries: Vec<BundleEntry>,
+        /// The operations, in order (bytes follow for each
+        /// [`crate::bundle::BundleOp::data_len`]).
+        ops: Vec<BundleOp>,
     },
     /// Reserve disk space for bundles sent later on this connection; refused
     /// with `NoSpace` if the spool cannot back it. Reservations end with the

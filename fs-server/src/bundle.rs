@@ -8,7 +8,7 @@ use crate::data::{io_to_remote, verify_cap};
 use crate::node::Ctx;
 use crate::replica::{Published, ReplicaError, ReplicaWriter};
 use bytes::Bytes;
-use fs_proto::bundle::{stored_cost, BundleCommit, BundleEntry, EntryResult, StoredEntry};
+use fs_proto::bundle::{stored_cost, BundleCommit, BundleEntry, BundleOp, EntryResult, StoredOp};
 use fs_proto::error::quic_codes;
 use fs_proto::frame::write_msg;
 use fs_proto::meta::{MetaRequest, MetaResponse};
@@ -23,7 +23,7 @@ use tracing::{debug, warn};
 
 /// The generation a bundled file's replica is (its first).
 pub const FIRST_GEN: u64 = 1;
-/// Most entries in one bundle.
+/// Most operations in one bundle.
 pub const MAX_ENTRIES: usize = 16_384;
 /// Free space never promised to reservations (other writes, file system
 /// overhead).
@@ -122,11 +122,11 @@ pub async fn write_bundle(
     conn: quinn::Connection,
     peer: &Identity,
     cap: SignedCapability,
-    entries: Vec<BundleEntry>,
+    ops: Vec<BundleOp>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
-    let reply: ServerReply = match bundle(&ctx, &conn, peer, &cap, &entries, &mut recv).await {
+    let reply: ServerReply = match bundle(&ctx, &conn, peer, &cap, &ops, &mut recv).await {
         Ok(results) => Ok(ServerResponse::BundleStored(results)),
         Err(e) => {
             let _ = recv.stop(quic_codes::IO);
@@ -194,9 +194,18 @@ fn disk_thread(ctx: Arc<Ctx>) -> mpsc::Sender<Disk> {
     tx
 }
 
-/// Whether this server stores entry `e` under capability `cap`: its inode
-/// must be one the meta server leased to the bundle's principal (signed into
-/// the capability), whatever the meta server later says about the rest.
+/// Whether this server takes operation `op` under capability `cap`: a new
+/// inode must be one the meta server leased to the bundle's principal
+/// (signed into the capability), whatever the meta server later says about
+/// the rest; other operations carry no bytes and are the meta server's to
+/// check.
+fn check_op(cap: &Capability, op: &BundleOp) -> R<()> {
+    match op {
+        BundleOp::Create(e) => check_entry(cap, e),
+        _ => Ok(()),
+    }
+}
+
 fn check_entry(cap: &Capability, e: &BundleEntry) -> R<()> {
     let bad = |m: &str| Err(RemoteError::new(ErrorCode::InvalidArgument, m.to_string()));
     if e.ino == 0 {
@@ -221,12 +230,12 @@ async fn bundle(
     conn: &quinn::Connection,
     peer: &Identity,
     signed: &SignedCapability,
-    entries: &[BundleEntry],
+    ops: &[BundleOp],
     recv: &mut quinn::RecvStream,
 ) -> R<Vec<EntryResult>> {
     let cap = &verify_cap(ctx, peer, signed, Access::Bundle)?;
-    if entries.len() > MAX_ENTRIES {
-        return Err(RemoteError::new(ErrorCode::TooLarge, format!("more than {MAX_ENTRIES} entries")));
+    if ops.len() > MAX_ENTRIES {
+        return Err(RemoteError::new(ErrorCode::TooLarge, format!("more than {MAX_ENTRIES} operations")));
     }
     let disk = disk_thread(ctx.clone());
     let gone = || RemoteError::new(ErrorCode::Internal, "disk thread stopped");
@@ -234,19 +243,25 @@ async fn bundle(
     // nothing to store, Err for a refused entry.
     let mut stored: Vec<R<Option<Sealing>>> = Vec::new();
     let mut cost = 0u64;
-    for e in entries {
-        let ok = check_entry(cap, e);
-        if e.kind == FileKind::Regular {
-            cost += stored_cost(e.size);
+    for op in ops {
+        let ok = check_op(cap, op);
+        let size = op.data_len();
+        if let BundleOp::Create(e) = op {
+            if e.kind == FileKind::Regular {
+                cost += stored_cost(size);
+            }
         }
-        if e.kind != FileKind::Regular || e.size == 0 {
-            stored.push(ok.map(|_| None));
-            continue;
-        }
+        let (ino, size) = match op {
+            BundleOp::Create(e) if e.kind == FileKind::Regular && size > 0 => (e.ino, size),
+            _ => {
+                stored.push(ok.map(|_| None));
+                continue;
+            }
+        };
         if ok.is_ok() {
-            disk.send(Disk::Begin(e.ino)).await.map_err(|_| gone())?;
+            disk.send(Disk::Begin(ino)).await.map_err(|_| gone())?;
         }
-        let mut left = e.size;
+        let mut left = size;
         let mut off = 0u64;
         while left > 0 {
             let mut pieces = Vec::new();
@@ -283,9 +298,10 @@ async fn bundle(
     // delete (an identical replica found in place, from an earlier attempt
     // of the same bundle, may already be committed).
     let mut forward = Vec::new();
-    let mut results: Vec<Option<EntryResult>> = Vec::with_capacity(entries.len());
+    let mut results: Vec<Option<EntryResult>> = Vec::with_capacity(ops.len());
     let mut created: HashSet<Ino> = HashSet::new();
-    for (e, s) in entries.iter().zip(stored) {
+    for (op, s) in ops.iter().zip(stored) {
+        let (ino, size) = (op.created().unwrap_or(0), op.data_len());
         let hash = match s {
             Err(er) => {
                 results.push(Some(Err(er)));
@@ -293,17 +309,17 @@ async fn bundle(
             }
             Ok(None) => None,
             Ok(Some(rx)) => match rx.await {
-                Ok(Ok(p)) if p.size == e.size => {
+                Ok(Ok(p)) if p.size == size => {
                     if p.created {
-                        created.insert(e.ino);
+                        created.insert(ino);
                     }
                     Some(p.hash)
                 }
                 Ok(Ok(p)) => {
                     if p.created {
-                        let _ = ctx.spool.delete(e.ino, FIRST_GEN);
+                        let _ = ctx.spool.delete(ino, FIRST_GEN);
                     }
-                    let m = format!("stored {} bytes of {}", p.size, e.size);
+                    let m = format!("stored {} bytes of {size}", p.size);
                     results.push(Some(Err(RemoteError::new(ErrorCode::Internal, m))));
                     continue;
                 }
@@ -318,7 +334,7 @@ async fn bundle(
             },
         };
         results.push(None);
-        forward.push(StoredEntry { entry: e.clone(), hash });
+        forward.push(StoredOp { op: op.clone(), hash });
     }
     if !created.is_empty() {
         let c = ctx.clone();
@@ -335,7 +351,7 @@ async fn bundle(
         Vec::new()
     } else {
         let n = forward.len();
-        let req = MetaRequest::CommitBundle(BundleCommit { cap: signed.clone(), entries: forward.clone() });
+        let req = MetaRequest::CommitBundle(BundleCommit { cap: signed.clone(), ops: forward.clone() });
         let answer = ctx.meta.call(req).await;
         // Fault tests: die after the commit, before the client hears of it.
         fs_proto::process::crash_point("server.bundle.committed");
@@ -365,8 +381,8 @@ async fn bundle(
         }
     };
     let mut committed = committed.into_iter();
-    let mut out = Vec::with_capacity(entries.len());
-    for (e, r) in entries.iter().zip(results) {
+    let mut out = Vec::with_capacity(ops.len());
+    for (op, r) in ops.iter().zip(results) {
         out.push(match r {
             Some(r) => r,
             None => {
@@ -375,14 +391,16 @@ async fn bundle(
                     .unwrap_or_else(|| Err(RemoteError::new(ErrorCode::Internal, "missing commit result")));
                 // Refused by the meta server (not merely unanswered): a
                 // replica this bundle created is an orphan.
-                if matches!(&r, Err(er) if er.code != ErrorCode::Unavailable) && created.contains(&e.ino) {
-                    let _ = ctx.spool.delete(e.ino, FIRST_GEN);
+                if let (Err(er), Some(ino)) = (&r, op.created()) {
+                    if er.code != ErrorCode::Unavailable && created.contains(&ino) {
+                        let _ = ctx.spool.delete(ino, FIRST_GEN);
+                    }
                 }
                 r
             }
         });
     }
-    debug!(entries = out.len(), ok = out.iter().filter(|r| r.is_ok()).count(), "bundle done");
+    debug!(ops = out.len(), ok = out.iter().filter(|r| r.is_ok()).count(), "bundle done");
     Ok(out)
 }
 

@@ -271,9 +271,9 @@ async fn handle_stream(
             let span = tracing::debug_span!("probe");
             crate::probe::serve(ctx, &peer, p, send).instrument(span).await
         }
-        ServerRequest::WriteBundle { cap, entries } => {
-            let span = tracing::debug_span!("write_bundle", entries = entries.len());
-            crate::bundle::write_bundle(ctx, conn, &peer, cap, entries, send, recv).instrument(span).await
+        ServerRequest::WriteBundle { cap, ops } => {
+            let span = tracing::debug_span!("write_bundle", ops = ops.len());
+            crate::bundle::write_bundle(ctx, conn, &peer, cap, ops, send, recv).instrument(span).await
         }
         ServerRequest::Reserve { cap, bytes } => {
             let span = tracing::debug_span!("reserve", bytes);

@@ -1,11 +1,21 @@
-//! The bundle planner, sans IO: which pending entries go together into
-//! which bundle, when a bundle is sealed (enough files, enough bytes, old
-//! enough, or someone waits for one of its entries) and when it may be sent
-//! (fewer than `max_inflight` in flight, and every bundle holding the
-//! directory one of its entries lives in already done, so a parent is
-//! always committed before, or in the same bundle as, its children).
+//! The bundle planner, sans IO: which pending items (new entries, and the
+//! other operations a mount does under its directory leases) go together
+//! into which bundle, when a bundle is sealed (enough items, enough bytes,
+//! old enough, or someone waits for one of its items) and when it may be
+//! sent (fewer than `max_inflight` in flight, and every earlier bundle it
+//! conflicts with already done).
 //!
-//! Entries are identified by inode number. Time comes in as `now`.
+//! Each item claims objects ([`Claim`]): a directory's names, an inode.
+//! Two items conflict when they claim the same object and one of them
+//! exclusively; a bundle is sent only after every earlier bundle holding a
+//! conflicting item is done, so operations on one object commit in the
+//! order they were made (creates in one directory claim its names shared,
+//! and go in parallel; an unlink, rename or rmdir claims them exclusively).
+//! Within a bundle, items keep their order.
+//!
+//! Items are identified by a `u64` (the mount uses a new entry's inode
+//! number, and numbers above [`OP_BASE`] for other operations). Time comes
+//! in as `now`.
 
 use fs_proto::Ino;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -13,15 +23,56 @@ use std::time::{Duration, Instant};
 
 /// Identifies one bundle.
 pub type BundleId = u64;
+/// Identifies one pending item.
+pub type ItemId = u64;
+/// Item numbers from here on are operations, not new inodes.
+pub const OP_BASE: ItemId = 1 << 63;
+
+/// What an item claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Object {
+    /// An inode (its attributes, its existence).
+    Ino(Ino),
+    /// The names in a directory.
+    Names(Ino),
+}
+
+/// One claim of an item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// On what.
+    pub object: Object,
+    /// Exclusive (conflicts with every other claim on it) or shared
+    /// (conflicts with exclusive ones only).
+    pub exclusive: bool,
+}
+
+impl Claim {
+    /// A shared claim.
+    pub fn shared(object: Object) -> Self {
+        Claim { object, exclusive: false }
+    }
+
+    /// An exclusive claim.
+    pub fn exclusive(object: Object) -> Self {
+        Claim { object, exclusive: true }
+    }
+}
+
+/// The claims of a new entry `ino` in `parent`: after its directory exists,
+/// in parallel with other creates there, before anything done to it.
+pub fn create_claims(parent: Ino, ino: Ino) -> Vec<Claim> {
+    vec![Claim::shared(Object::Ino(parent)), Claim::shared(Object::Names(parent)), Claim::exclusive(Object::Ino(ino))]
+}
 
 /// Bounds of one bundle and of the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Entries per bundle.
+    /// Items per bundle.
     pub max_files: usize,
     /// Bytes per bundle (a larger file makes a bundle alone).
     pub max_bytes: u64,
-    /// How long an entry may wait before its bundle is sealed.
+    /// How long an item may wait before its bundle is sealed.
     pub max_delay: Duration,
     /// Bundles in flight at once.
     pub max_inflight: usize,
@@ -36,7 +87,7 @@ impl Default for Limits {
 #[derive(Debug)]
 struct Forming {
     id: BundleId,
-    items: Vec<Ino>,
+    items: Vec<ItemId>,
     bytes: u64,
     since: Instant,
 }
@@ -44,15 +95,15 @@ struct Forming {
 #[derive(Debug)]
 struct Sealed {
     id: BundleId,
-    items: Vec<Ino>,
+    items: Vec<ItemId>,
     deps: HashSet<BundleId>,
 }
 
 /// What to do now.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Poll {
-    /// Bundles to send now, with their entries in order.
-    pub send: Vec<(BundleId, Vec<Ino>)>,
+    /// Bundles to send now, with their items in order.
+    pub send: Vec<(BundleId, Vec<ItemId>)>,
     /// When to poll again at the latest (a forming bundle's deadline).
     pub wake: Option<Instant>,
 }
@@ -65,12 +116,14 @@ pub struct Planner {
     forming: Option<Forming>,
     sealed: VecDeque<Sealed>,
     inflight: HashSet<BundleId>,
-    /// Entry -> the bundle holding it (forming, sealed or in flight).
-    place: HashMap<Ino, BundleId>,
-    /// Entry -> its parent directory.
-    parent: HashMap<Ino, Ino>,
-    /// Entries of bundles not yet done, for [`Planner::done`].
-    members: HashMap<BundleId, Vec<Ino>>,
+    /// Item -> the bundle holding it (forming, sealed or in flight).
+    place: HashMap<ItemId, BundleId>,
+    /// Item -> its claims.
+    claims: HashMap<ItemId, Vec<Claim>>,
+    /// Object -> pending items claiming it (and whether exclusively).
+    by_object: HashMap<Object, Vec<(ItemId, bool)>>,
+    /// Items of bundles not yet done, for [`Planner::done`].
+    members: HashMap<BundleId, Vec<ItemId>>,
     urgent: bool,
 }
 
@@ -84,7 +137,8 @@ impl Planner {
             sealed: VecDeque::new(),
             inflight: HashSet::new(),
             place: HashMap::new(),
-            parent: HashMap::new(),
+            claims: HashMap::new(),
+            by_object: HashMap::new(),
             members: HashMap::new(),
             urgent: false,
         }
@@ -95,7 +149,7 @@ impl Planner {
         self.limits
     }
 
-    /// Entries not yet done.
+    /// Items not yet done.
     pub fn len(&self) -> usize {
         self.place.len()
     }
@@ -110,18 +164,29 @@ impl Planner {
         self.inflight.len()
     }
 
-    /// Whether `ino` is pending (in any bundle not yet done).
-    pub fn contains(&self, ino: Ino) -> bool {
-        self.place.contains_key(&ino)
+    /// Whether `item` is pending (in any bundle not yet done).
+    pub fn contains(&self, item: ItemId) -> bool {
+        self.place.contains_key(&item)
     }
 
-    /// Whether `ino` is pending and its bundle has been sent.
-    pub fn is_sent(&self, ino: Ino) -> bool {
-        self.place.get(&ino).is_some_and(|b| self.inflight.contains(b))
+    /// Whether `item` is pending and its bundle has been sent.
+    pub fn is_sent(&self, item: ItemId) -> bool {
+        self.place.get(&item).is_some_and(|b| self.inflight.contains(b))
     }
 
-    /// Queue entry `ino` in `parent` carrying `bytes`.
-    pub fn add(&mut self, ino: Ino, parent: Ino, bytes: u64, now: Instant) {
+    /// Whether `item` is pending and its bundle is still forming (it can be
+    /// changed or taken back).
+    pub fn is_forming(&self, item: ItemId) -> bool {
+        self.forming.as_ref().is_some_and(|f| self.place.get(&item) == Some(&f.id))
+    }
+
+    /// Pending items claiming `object` (in any way).
+    pub fn claiming(&self, object: Object) -> Vec<ItemId> {
+        self.by_object.get(&object).map(|v| v.iter().map(|(i, _)| *i).collect()).unwrap_or_default()
+    }
+
+    /// Queue `item` with its `claims`, carrying `bytes`.
+    pub fn add(&mut self, item: ItemId, claims: Vec<Claim>, bytes: u64, now: Instant) {
         let id = match &mut self.forming {
             Some(f) => f.id,
             None => {
@@ -132,12 +197,15 @@ impl Planner {
             }
         };
         if let Some(f) = &mut self.forming {
-            f.items.push(ino);
+            f.items.push(item);
             f.bytes += bytes;
         }
-        self.place.insert(ino, id);
-        self.parent.insert(ino, parent);
-        self.members.entry(id).or_default().push(ino);
+        self.place.insert(item, id);
+        for c in &claims {
+            self.by_object.entry(c.object).or_default().push((item, c.exclusive));
+        }
+        self.claims.insert(item, claims);
+        self.members.entry(id).or_default().push(item);
         let full = self
             .forming
             .as_ref()
@@ -147,34 +215,60 @@ impl Planner {
         }
     }
 
-    /// Take `ino` back if its bundle is still forming (e.g. the file was
-    /// removed before it was sent). False if it is sealed or sent.
-    pub fn remove(&mut self, ino: Ino) -> bool {
+    fn forget(&mut self, item: ItemId) {
+        self.place.remove(&item);
+        for c in self.claims.remove(&item).unwrap_or_default() {
+            if let Some(v) = self.by_object.get_mut(&c.object) {
+                v.retain(|(i, _)| *i != item);
+                if v.is_empty() {
+                    self.by_object.remove(&c.object);
+                }
+            }
+        }
+    }
+
+    /// Take `item` back if its bundle is still forming (e.g. a file removed
+    /// before it was sent). False if it is sealed or sent.
+    pub fn remove(&mut self, item: ItemId) -> bool {
         let Some(f) = &mut self.forming else { return false };
-        if self.place.get(&ino) != Some(&f.id) {
+        if self.place.get(&item) != Some(&f.id) {
             return false;
         }
-        f.items.retain(|i| *i != ino);
+        f.items.retain(|i| *i != item);
         let id = f.id;
         if f.items.is_empty() {
             self.forming = None;
         }
-        self.place.remove(&ino);
-        self.parent.remove(&ino);
+        self.forget(item);
         if let Some(m) = self.members.get_mut(&id) {
-            m.retain(|i| *i != ino);
+            m.retain(|i| *i != item);
+            if m.is_empty() {
+                self.members.remove(&id);
+            }
         }
         true
     }
 
-    /// Someone waits for `ino`: seal the bundle holding it now.
-    pub fn hurry(&mut self, ino: Ino) {
-        if self.forming.as_ref().is_some_and(|f| self.place.get(&ino) == Some(&f.id)) {
+    /// Add claims to a pending item still forming (an entry renamed before
+    /// it was sent now also claims its new directory's names).
+    pub fn claim_more(&mut self, item: ItemId, more: &[Claim]) {
+        if !self.is_forming(item) {
+            return;
+        }
+        for c in more {
+            self.by_object.entry(c.object).or_default().push((item, c.exclusive));
+        }
+        self.claims.entry(item).or_default().extend_from_slice(more);
+    }
+
+    /// Someone waits for `item`: seal the bundle holding it now.
+    pub fn hurry(&mut self, item: ItemId) {
+        if self.is_forming(item) {
             self.seal();
         }
     }
 
-    /// Seal whatever is forming (and keep doing so for entries added until
+    /// Seal whatever is forming (and keep doing so for items added until
     /// [`Self::relax`]): a flush of everything.
     pub fn hurry_all(&mut self) {
         self.urgent = true;
@@ -189,10 +283,17 @@ impl Planner {
     fn seal(&mut self) {
         let Some(f) = self.forming.take() else { return };
         let mut deps = HashSet::new();
-        for ino in &f.items {
-            if let Some(b) = self.parent.get(ino).and_then(|p| self.place.get(p)) {
-                if *b != f.id {
-                    deps.insert(*b);
+        for item in &f.items {
+            for c in self.claims.get(item).into_iter().flatten() {
+                for (other, ex) in self.by_object.get(&c.object).into_iter().flatten() {
+                    if !(c.exclusive || *ex) {
+                        continue;
+                    }
+                    if let Some(b) = self.place.get(other) {
+                        if *b != f.id {
+                            deps.insert(*b);
+                        }
+                    }
                 }
             }
         }
@@ -223,14 +324,13 @@ impl Planner {
         out
     }
 
-    /// Bundle `id` is done (committed, or failed): its entries are no
-    /// longer pending. Returns them.
-    pub fn done(&mut self, id: BundleId) -> Vec<Ino> {
+    /// Bundle `id` is done (committed, or failed): its items are no longer
+    /// pending. Returns them.
+    pub fn done(&mut self, id: BundleId) -> Vec<ItemId> {
         self.inflight.remove(&id);
         let items = self.members.remove(&id).unwrap_or_default();
-        for ino in &items {
-            self.place.remove(ino);
-            self.parent.remove(ino);
+        for item in &items {
+            self.forget(*item);
         }
         items
     }
@@ -244,18 +344,22 @@ mod tests {
         Limits { max_files: 3, max_bytes: 100, max_delay: Duration::from_millis(100), max_inflight: 2 }
     }
 
+    fn create(parent: Ino, ino: Ino) -> Vec<Claim> {
+        create_claims(parent, ino)
+    }
+
     #[test]
     fn seals_by_count_bytes_and_age() {
         let t0 = Instant::now();
         let mut p = Planner::new(limits());
         for ino in 10..13 {
-            p.add(ino, 1, 1, t0);
+            p.add(ino, create(1, ino), 1, t0);
         }
         let poll = p.poll(t0);
         assert_eq!(poll.send, vec![(1, vec![10, 11, 12])], "three files fill a bundle");
-        p.add(20, 1, 150, t0);
-        assert_eq!(p.poll(t0).send, vec![(2, vec![20])], "a big file makes a bundle alone");
-        p.add(30, 1, 1, t0);
+        p.add(20, create(1, 20), 150, t0);
+        assert_eq!(p.poll(t0).send, vec![(2, vec![20])], "a big file makes a bundle alone; siblings go in parallel");
+        p.add(30, create(1, 30), 1, t0);
         let poll = p.poll(t0 + Duration::from_millis(50));
         assert!(poll.send.is_empty());
         assert_eq!(poll.wake, Some(t0 + Duration::from_millis(100)));
@@ -269,10 +373,10 @@ mod tests {
     fn children_wait_for_the_bundle_creating_their_directory() {
         let t0 = Instant::now();
         let mut p = Planner::new(limits());
-        p.add(5, 1, 0, t0); // mkdir 5
+        p.add(5, create(1, 5), 0, t0); // mkdir 5
         p.hurry(5);
-        p.add(6, 5, 1, t0); // a file in 5: next bundle
-        p.add(7, 1, 1, t0);
+        p.add(6, create(5, 6), 1, t0); // a file in 5: next bundle
+        p.add(7, create(1, 7), 1, t0);
         p.hurry_all();
         let poll = p.poll(t0);
         assert_eq!(poll.send, vec![(1, vec![5])], "the file in 5 waits for 5's bundle");
@@ -284,26 +388,47 @@ mod tests {
     fn parents_in_the_same_bundle_go_first() {
         let t0 = Instant::now();
         let mut p = Planner::new(Limits { max_files: 10, ..limits() });
-        p.add(5, 1, 0, t0);
-        p.add(6, 5, 1, t0);
+        p.add(5, create(1, 5), 0, t0);
+        p.add(6, create(5, 6), 1, t0);
         p.hurry(6);
         assert_eq!(p.poll(t0).send, vec![(1, vec![5, 6])]);
+    }
+
+    #[test]
+    fn operations_on_one_directory_keep_their_order() {
+        let t0 = Instant::now();
+        let mut p = Planner::new(Limits { max_files: 2, max_inflight: 4, ..limits() });
+        p.add(10, create(1, 10), 0, t0);
+        p.add(11, create(1, 11), 0, t0); // bundle 1
+        let unlink = OP_BASE + 1;
+        p.add(unlink, vec![Claim::exclusive(Object::Names(1)), Claim::exclusive(Object::Ino(10))], 0, t0);
+        let chmod = OP_BASE + 2;
+        p.add(chmod, vec![Claim::exclusive(Object::Ino(99))], 0, t0); // bundle 2
+        p.add(12, create(2, 12), 0, t0);
+        p.hurry_all();
+        let poll = p.poll(t0);
+        assert_eq!(poll.send, vec![(1, vec![10, 11]), (3, vec![12])], "the unlink waits; elsewhere goes on");
+        assert_eq!(p.claiming(Object::Names(1)), vec![10, 11, unlink]);
+        p.done(1);
+        assert_eq!(p.poll(t0).send, vec![(2, vec![unlink, chmod])]);
     }
 
     #[test]
     fn removed_before_sealing() {
         let t0 = Instant::now();
         let mut p = Planner::new(limits());
-        p.add(5, 1, 1, t0);
-        p.add(6, 1, 1, t0);
+        p.add(5, create(1, 5), 1, t0);
+        p.add(6, create(1, 6), 1, t0);
+        assert!(p.is_forming(5));
         assert!(p.remove(5));
+        assert!(p.claiming(Object::Ino(5)).is_empty());
         p.hurry(6);
-        assert!(!p.remove(6), "sealed entries stay");
+        assert!(!p.remove(6), "sealed items stay");
         assert_eq!(p.poll(t0).send, vec![(1, vec![6])]);
         assert_eq!(p.len(), 1);
         p.done(1);
         assert!(p.is_empty());
-        p.add(7, 1, 1, t0);
+        p.add(7, create(1, 7), 1, t0);
         assert!(p.remove(7));
         assert!(p.poll(t0 + Duration::from_secs(1)).send.is_empty(), "an emptied bundle is never sent");
     }

@@ -8,11 +8,11 @@ use crate::counters::Counters;
 use crate::error::ClientError;
 use crate::mount::dirty::{Dirty, Piece};
 use bytes::Bytes;
-use fs_proto::bundle::{BundleEntry, EntryResult};
+use fs_proto::bundle::{BundleEntry, BundleOp, EntryResult};
 use fs_proto::error::quic_codes;
 use fs_proto::rpc::{reply, request, CallError, Dialer, PeerAddr};
 use fs_proto::server::{ServerRequest, ServerResponse};
-use fs_proto::{hash_hex, ErrorCode, FileKind, RemoteError, ServerLoc, SignedCapability};
+use fs_proto::{hash_hex, ErrorCode, RemoteError, ServerLoc, SignedCapability};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,13 +42,28 @@ impl std::fmt::Debug for Source {
     }
 }
 
-/// One entry to send, with its bytes (regular files with a size).
+/// One operation to send, with its bytes (a new regular file with a size).
 #[derive(Debug, Clone)]
 pub struct Outgoing {
-    /// The entry.
-    pub entry: BundleEntry,
+    /// The operation.
+    pub op: BundleOp,
     /// Its bytes.
     pub source: Option<Source>,
+}
+
+impl Outgoing {
+    /// A new entry, with its bytes.
+    pub fn create(entry: BundleEntry, source: Option<Source>) -> Self {
+        Outgoing { op: BundleOp::Create(entry), source }
+    }
+
+    /// What it is about, for messages.
+    fn name(&self) -> String {
+        match &self.op {
+            BundleOp::Create(e) => e.name.clone(),
+            other => format!("{other:?}"),
+        }
+    }
 }
 
 fn proto(host: &str, e: impl std::fmt::Display) -> ClientError {
@@ -70,10 +85,9 @@ pub async fn ship(
         counters.bump("data.bundle");
         let peer = PeerAddr { addr: target.addr, name: target.host.clone() };
         let conn = dialer.connect(&peer).await?;
-        let entries: Vec<BundleEntry> = items.iter().map(|i| i.entry.clone()).collect();
-        let (mut send, mut recv) = request(&conn, &ServerRequest::WriteBundle { cap: cap.clone(), entries })
-            .await
-            .map_err(|e| proto(host, e))?;
+        let ops: Vec<BundleOp> = items.iter().map(|i| i.op.clone()).collect();
+        let (mut send, mut recv) =
+            request(&conn, &ServerRequest::WriteBundle { cap: cap.clone(), ops }).await.map_err(|e| proto(host, e))?;
         let mut hashes = Vec::with_capacity(items.len());
         let sent: Result<(), String> = async {
             for it in items {
@@ -114,14 +128,14 @@ fn check(host: &str, items: &[Outgoing], hashes: &[Option<[u8; 32]>], results: V
         .zip(hashes)
         .zip(results)
         .map(|((it, mine), r)| match (r, mine) {
-            (Ok(a), Some(h)) if a.hash != Some(*h) || a.size != it.entry.size => Err(RemoteError::new(
+            (Ok(a), Some(h)) if a.hash != Some(*h) || a.size != it.op.data_len() => Err(RemoteError::new(
                 ErrorCode::Corrupt,
                 format!(
                     "{host} stored {} bytes hashing {} for {}, but {} bytes hashing {} were sent",
                     a.size,
                     a.hash.map(|x| hash_hex(&x)).unwrap_or_default(),
-                    it.entry.name,
-                    it.entry.size,
+                    it.name(),
+                    it.op.data_len(),
                     hash_hex(h)
                 ),
             )),
@@ -136,8 +150,8 @@ async fn send_one(
     it: &Outgoing,
     counters: &Counters,
 ) -> Result<Option<[u8; 32]>, String> {
-    let size = it.entry.size;
-    if it.entry.kind != FileKind::Regular || size == 0 {
+    let size = it.op.data_len();
+    if size == 0 {
         return Ok(None);
     }
     let mut hasher = blake3::Hasher::new();
@@ -146,10 +160,10 @@ async fn send_one(
         counters.add("data.bytes_out", b.len() as u64);
     };
     match &it.source {
-        None => return Err(format!("source of {} missing", it.entry.name)),
+        None => return Err(format!("source of {} missing", it.name())),
         Some(Source::Bytes(b)) => {
             if b.len() as u64 != size {
-                return Err(format!("source of {} holds {} bytes, not {size}", it.entry.name, b.len()));
+                return Err(format!("source of {} holds {} bytes, not {size}", it.name(), b.len()));
             }
             put(b, &mut hasher);
             send.write_all(b).await.map_err(|e| e.to_string())?;

@@ -6,7 +6,7 @@
 //! the meta server checks every entry, and a file whose name exists already
 //! is replaced the ordinary way (a new generation).
 
-use super::plan::{Limits, Planner};
+use super::plan::{create_claims, Limits, Planner};
 use super::ship::{ship, Outgoing, Source};
 use crate::client::Client;
 use crate::data::OnBytes;
@@ -181,6 +181,8 @@ fn entry(parent: Ino, name: &str, ino: Ino, kind: FileKind, perm: u32, size: u64
         ctime: now,
         size,
         target: None,
+        uid: None,
+        gid: None,
     }
 }
 
@@ -196,7 +198,7 @@ async fn send_all(client: &Client, grant: &LeaseGrant, jobs: Vec<Job>, on_bytes:
     let t0 = Instant::now();
     let mut by_ino: HashMap<Ino, Job> = HashMap::new();
     for j in jobs {
-        planner.add(j.entry.ino, j.entry.parent, j.entry.size, t0);
+        planner.add(j.entry.ino, create_claims(j.entry.parent, j.entry.ino), j.entry.size, t0);
         by_ino.insert(j.entry.ino, j);
     }
     planner.hurry_all();
@@ -209,9 +211,9 @@ async fn send_all(client: &Client, grant: &LeaseGrant, jobs: Vec<Job>, on_bytes:
             let out: Vec<Outgoing> = items
                 .iter()
                 .filter_map(|i| by_ino.get(i))
-                .map(|j| Outgoing { entry: j.entry.clone(), source: j.source.clone() })
+                .map(|j| Outgoing::create(j.entry.clone(), j.source.clone()))
                 .collect();
-            let bytes: u64 = out.iter().map(|o| o.entry.size).sum();
+            let bytes: u64 = out.iter().map(|o| o.op.data_len()).sum();
             let b = bound + Duration::from_secs(bytes / (4 << 20));
             let (dialer, counters) = (client.data().dialer().clone(), client.counters().clone());
             inflight.push(async move {

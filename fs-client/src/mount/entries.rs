@@ -116,6 +116,9 @@ impl Inner {
 
     /// Create a hard link.
     pub async fn link(&self, cred: Option<&Cred>, ino: Ino, parent: Ino, name: &str) -> Op<(Attr, Duration)> {
+        if let Some(r) = self.wb_link(cred, ino, parent, name).await {
+            return r;
+        }
         let req = MetaRequest::Link { ino, new_parent: parent, new_name: name.to_string() };
         let (a, t) = self.call_attr(cred, req).await?;
         self.cache.forget_attr(ino);
@@ -155,6 +158,9 @@ impl Inner {
         if let Some(r) = self.local_remove(parent, name, dir).await {
             return r;
         }
+        if let Some(r) = self.wb_remove(cred, parent, name, dir).await {
+            return r;
+        }
         if !dir && self.hide_if_open(cred, parent, name).await? {
             return Ok(());
         }
@@ -174,6 +180,9 @@ impl Inner {
 
     /// Rename.
     pub async fn rename(&self, cred: Option<&Cred>, from: (Ino, &str), to: (Ino, &str), flags: RenameFlags) -> Op<()> {
+        if let Some(r) = self.wb_rename(cred, from, to, flags).await {
+            return r;
+        }
         let req = MetaRequest::Rename {
             parent: from.0,
             name: from.1.to_string(),

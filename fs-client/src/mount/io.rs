@@ -151,6 +151,9 @@ impl Inner {
         if st.dirty.is_some() {
             return self.read_dirty(cred, &h.file, &mut st, &h.reader, offset, len).await;
         }
+        if let Some(r) = self.local_read(h.file.ino, offset, len) {
+            return r;
+        }
         let grant = self.grant(cred, &h.file, &mut st).await?;
         drop(st);
         if let Some(body) = self.prefetch.body(&grant).await {
@@ -328,12 +331,13 @@ impl Inner {
 
     /// Commit what was written through `fh` (flush, fsync).
     pub async fn flush(&self, fh: u64) -> Op<()> {
+        let ino = self.files.handle(fh).map(|h| h.file.ino);
         if let Some(r) = self.local_flush(fh).await {
-            return r;
+            return r.and(ino.map_or(Ok(()), |i| self.refused(i)));
         }
         let Some(h) = self.files.handle(fh) else { return Ok(()) };
         let mut st = h.file.state.lock().await;
-        self.commit_locked(&h.file, &mut st).await
+        self.commit_locked(&h.file, &mut st).await.and(self.refused(h.file.ino))
     }
 
     /// Close `fh`; the last close of an inode commits what is left and
@@ -426,6 +430,13 @@ impl Inner {
                     // truncation ends that.
                     up.abort();
                 }
+                // Its last handle may have been closed while we waited for
+                // the state (truncate(2) of a file just closed, its release
+                // in flight): then nobody else commits this.
+                let still_open = self.files.file(ino).is_some_and(|g| Arc::ptr_eq(&g, &f));
+                if !still_open {
+                    return self.commit_locked(&f, &mut st).await;
+                }
                 Ok(())
             }
             None => {
@@ -445,6 +456,9 @@ impl Inner {
     /// rest at the meta server.
     pub async fn setattr(&self, cred: Option<&Cred>, ino: Ino, ch: AttrChange) -> Op<(Attr, Duration)> {
         if let Some(r) = self.local_setattr(ino, &ch).await {
+            return r;
+        }
+        if let Some(r) = self.wb_setattr(cred, ino, &ch).await {
             return r;
         }
         if let Some(size) = ch.size {

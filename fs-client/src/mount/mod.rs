@@ -182,7 +182,8 @@ pub async fn mount_on(
     let dialer = Dialer::new(endpoint, opts.call_timeout.min(Duration::from_secs(3)));
     let counters = Arc::new(Counters::default());
     let cache = Arc::new(cache::Cache::default());
-    let remote = remote::Remote::new(dialer, config.meta.clone(), counters.clone(), cache.clone(), &opts);
+    let remote =
+        remote::Remote::new(dialer, config.meta.clone(), config.site.clone(), counters.clone(), cache.clone(), &opts);
 
     let me = match remote.call(None, MetaRequest::WhoAmI).await?.0 {
         MetaResponse::WhoAmI(w) => w,
@@ -201,8 +202,7 @@ pub async fn mount_on(
     let bundling = opts.bundle && !opts.cred && !opts.read_only;
     let bundler = bundler::Bundler::new(
         bundling,
-        me.uid,
-        me.gid,
+        bundler::User { uid: me.uid, gid: me.gid, groups: me.groups.clone(), admin: me.admin },
         config.site.clone(),
         remote.clone(),
         counters.clone(),

@@ -59,6 +59,12 @@ pub struct MountOptions {
     /// Read ahead the files of a listed directory read one after another,
     /// in bundles (`-o noprefetch` turns it off: one read request per file).
     pub prefetch: bool,
+    /// Write-back of every namespace operation under directory write
+    /// leases (unlink, rmdir, rename, link, chmod, chown, utimens are
+    /// answered here and committed in order with the bundles); `-o
+    /// nowriteback` sends each to the meta server and waits. Needs
+    /// bundling.
+    pub writeback: bool,
 }
 
 /// A bad `-o` option.
@@ -90,6 +96,7 @@ impl MountOptions {
             bundle: true,
             open_lease: true,
             prefetch: true,
+            writeback: true,
         }
         .named()
     }
@@ -151,6 +158,8 @@ impl MountOptions {
                 ("noopenlease", None) => self.open_lease = false,
                 ("prefetch", None) => self.prefetch = true,
                 ("noprefetch", None) => self.prefetch = false,
+                ("nowriteback", None) => self.writeback = false,
+                ("writeback", None) => self.writeback = true,
                 // Accepted for compatibility with fstab and sshfs habits.
                 (
                     "default_permissions"

@@ -31,12 +31,22 @@ pub struct Remote {
     down: Arc<AtomicBool>,
     /// Bundling: local entries a request names are committed first.
     bundler: Arc<std::sync::OnceLock<std::sync::Weak<super::bundler::Bundler>>>,
+    /// The mount's site: replicas there are read first.
+    site: String,
 }
 
 impl Remote {
     /// A caller of `peer` through `dialer`.
-    pub fn new(dialer: Dialer, peer: PeerAddr, counters: Arc<Counters>, cache: Arc<Cache>, o: &MountOptions) -> Self {
+    pub fn new(
+        dialer: Dialer,
+        peer: PeerAddr,
+        site: String,
+        counters: Arc<Counters>,
+        cache: Arc<Cache>,
+        o: &MountOptions,
+    ) -> Self {
         Remote {
+            site,
             dialer,
             peer,
             counters,
@@ -94,7 +104,11 @@ impl Remote {
     ) -> (Result<MetaResponse, ClientError>, Option<Ticket>) {
         let (r, t) = self.exchange(cred, req).await;
         let r = r.and_then(|a| match a {
-            Answer::One(r) => Ok(*r),
+            Answer::One(mut r) => {
+                // Every read grant the mount gets names the nearest replica first.
+                crate::data::nearest_first_in(&mut r, &self.site);
+                Ok(*r)
+            }
             Answer::Listing(_) => Err(ClientError::Unexpected("a listing stream".into())),
         });
         (r, t)

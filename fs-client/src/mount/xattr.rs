@@ -23,8 +23,8 @@ impl Inner {
         if name.starts_with("system.") {
             return Err(Errno::EOPNOTSUPP);
         }
-        if self.bundler.stage(ino).is_some() {
-            // An entry made here and not yet committed has no xattrs.
+        if self.bundler.with(|l| l.is_bare(ino)) {
+            // An entry made here (under a lease still held) has no xattrs.
             return Err(Errno::NO_XATTR);
         }
         // Values are cached only for the certificate's own user: another
@@ -56,7 +56,7 @@ impl Inner {
 
     /// List extended attribute names, as the NUL-separated list FUSE wants.
     pub async fn listxattr(&self, cred: Option<&Cred>, ino: Ino) -> Op<Vec<u8>> {
-        if self.bundler.stage(ino).is_some() {
+        if self.bundler.with(|l| l.is_bare(ino)) {
             return Ok(Vec::new());
         }
         let names = match self.cache.xattr_list(ino) {
@@ -85,6 +85,7 @@ impl Inner {
         let flags = XattrFlags { create: flags & libc::XATTR_CREATE != 0, replace: flags & libc::XATTR_REPLACE != 0 };
         let req = MetaRequest::SetXattr { ino, name: name.to_string(), value: value.to_vec(), flags };
         let r = self.call(cred, req).await;
+        self.bundler.with(|l| l.bare.remove(&ino));
         self.cache.forget_attr(ino);
         match r? {
             (MetaResponse::Done, _) => Ok(()),

@@ -2,13 +2,13 @@
 //! ranges of inode numbers, and committing a bundle of new entries (with
 //! the replicas their file server stored) as one atomic transaction.
 
-use super::{check_name, entry, err, load_dir, new_inode, Namespace, MAX_LINKS, MAX_TARGET, R};
+use super::{check_name, entry, err, load, load_dir, new_inode, Namespace, MAX_LINKS, MAX_TARGET, R};
 use crate::keys;
 use crate::perm::{Caller, S_ISGID, W, X};
 use crate::record::{DentryRecord, InoLeaseRecord, InodeRecord, ReplicaRecord};
 use crate::txn::{Txn, TxnError};
-use fs_proto::bundle::{EntryResult, InoRange, StoredEntry};
-use fs_proto::{Attr, ErrorCode, FileKind, Ino, Timestamp};
+use fs_proto::bundle::{BundleEntry, BundleOp, EntryResult, InoRange, StoredOp};
+use fs_proto::{Attr, ErrorCode, FileKind, Hash, Ino, Timestamp};
 use std::collections::HashSet;
 
 /// The generation a bundled file's first replica has.
@@ -60,43 +60,102 @@ impl Namespace {
         Ok(ino - first < rec.count && rec.principal == principal)
     }
 
-    /// Create every entry of a bundle, in order, in one transaction, as
-    /// `c` (the bundle's principal); regular files with bytes get their
-    /// replica on `host` registered as generation [`FIRST_GEN`]. Each entry
-    /// succeeds or fails alone (a failed one changes nothing); entries
-    /// after a failed directory that live in it fail as their parent is
-    /// missing.
-    /// Entries in a directory of `denied` (existing directories the caller
-    /// cannot reach by path) fail with `PermissionDenied`.
+    /// Apply every operation of a bundle, in order, in one transaction, as
+    /// `c` (the bundle's principal), each with the checks of the request it
+    /// stands for; new regular files with bytes get their replica on `host`
+    /// registered as generation [`FIRST_GEN`]. Each operation succeeds or
+    /// fails alone (a failed one changes nothing; later ones that needed it
+    /// fail in turn, e.g. entries of a directory whose creation failed). An
+    /// operation naming an inode of `denied` (existing ones the caller
+    /// cannot reach by path) fails with `PermissionDenied`.
     pub fn commit_bundle(
         &self,
         c: &Caller,
         host: &str,
-        entries: &[StoredEntry],
+        ops: &[StoredOp],
         denied: &HashSet<Ino>,
     ) -> R<Vec<EntryResult>> {
-        let mut owned = Vec::with_capacity(entries.len());
-        for e in entries {
-            owned.push(self.leased_to(e.entry.ino, &c.name)?);
+        let mut owned = Vec::with_capacity(ops.len());
+        for o in ops {
+            owned.push(match o.op.created() {
+                Some(ino) => self.leased_to(ino, &c.name)?,
+                None => true,
+            });
         }
         self.write(|t| {
             let now = Timestamp::now();
-            Ok(entries
-                .iter()
-                .zip(owned)
-                .map(|(e, owned)| {
-                    if denied.contains(&e.entry.parent) {
-                        return Err(err(ErrorCode::PermissionDenied, "no search permission above the directory"));
-                    }
-                    insert_entry(t, c, host, e, owned, now)
-                })
-                .collect())
+            let mut out = Vec::with_capacity(ops.len());
+            for (o, owned) in ops.iter().zip(owned) {
+                let sp = t.savepoint();
+                let r = apply_op(t, c, host, o, owned, denied, now);
+                if r.is_err() {
+                    t.rollback_to(sp);
+                }
+                out.push(r);
+            }
+            Ok(out)
         })
     }
 }
 
-fn insert_entry(t: &mut Txn<'_>, c: &Caller, host: &str, s: &StoredEntry, owned: bool, now: Timestamp) -> EntryResult {
-    let e = &s.entry;
+/// Fail with `Stale` unless `parent/name` names `ino`: the holder of the
+/// directory's lease saw it so, and under the lease nobody else changed it.
+fn expect_names(t: &Txn<'_>, parent: Ino, name: &str, ino: Ino) -> R<()> {
+    match entry(t, parent, name)? {
+        Some(d) if d.ino == ino => Ok(()),
+        Some(d) => Err(err(ErrorCode::Stale, format!("{name} names inode {} now, not {ino}", d.ino))),
+        None => Err(err(ErrorCode::NotFound, name.to_string())),
+    }
+}
+
+fn apply_op(
+    t: &mut Txn<'_>,
+    c: &Caller,
+    host: &str,
+    o: &StoredOp,
+    owned: bool,
+    denied: &HashSet<Ino>,
+    now: Timestamp,
+) -> EntryResult {
+    if o.op.as_request().named_inos().iter().any(|i| denied.contains(i)) {
+        return Err(err(ErrorCode::PermissionDenied, "no search permission above the directory"));
+    }
+    match &o.op {
+        BundleOp::Create(e) => insert_entry(t, c, host, e, o.hash, owned, now),
+        BundleOp::Link { ino, parent, name } => super::link_in(t, c, *ino, *parent, name),
+        BundleOp::Unlink { parent, name, ino } => {
+            expect_names(t, *parent, name, *ino)?;
+            super::unlink_in(t, c, *parent, name)?;
+            Ok(load(t, *parent)?.attr(*parent))
+        }
+        BundleOp::Rmdir { parent, name, ino } => {
+            expect_names(t, *parent, name, *ino)?;
+            super::rmdir_in(t, c, *parent, name)?;
+            Ok(load(t, *parent)?.attr(*parent))
+        }
+        BundleOp::Rename { parent, name, new_parent, new_name, flags, ino } => {
+            expect_names(t, *parent, name, *ino)?;
+            super::rename_in(t, c, *parent, name, *new_parent, new_name, *flags)?;
+            Ok(load(t, *ino)?.attr(*ino))
+        }
+        BundleOp::SetAttr { ino, set } => {
+            if set.size.is_some() {
+                return Err(err(ErrorCode::InvalidArgument, "a size travels as a new generation, not in a bundle"));
+            }
+            super::setattr_in(t, c, *ino, set)
+        }
+    }
+}
+
+fn insert_entry(
+    t: &mut Txn<'_>,
+    c: &Caller,
+    host: &str,
+    e: &BundleEntry,
+    stored: Option<Hash>,
+    owned: bool,
+    now: Timestamp,
+) -> EntryResult {
     check_name(&e.name)?;
     match e.kind {
         FileKind::Regular => {}
@@ -113,7 +172,7 @@ fn insert_entry(t: &mut Txn<'_>, c: &Caller, host: &str, s: &StoredEntry, owned:
         return Err(err(ErrorCode::BadCapability, format!("inode {} was not leased to {}", e.ino, c.name)));
     }
     if let Some(existing) = t.get::<InodeRecord>(&keys::inode(e.ino))? {
-        return recommitted(t, c, host, s, existing, now);
+        return recommitted(t, c, host, e, stored, existing, now);
     }
     let mut dir = load_dir(t, e.parent)?;
     c.check(&dir, W | X, "write permission on the directory")?;
@@ -123,14 +182,15 @@ fn insert_entry(t: &mut Txn<'_>, c: &Caller, host: &str, s: &StoredEntry, owned:
     if e.kind == FileKind::Directory && dir.nlink >= MAX_LINKS {
         return Err(err(ErrorCode::TooManyLinks, "parent has too many subdirectories"));
     }
-    let hash = match (e.kind, e.size, s.hash) {
+    let hash = match (e.kind, e.size, stored) {
         (FileKind::Regular, 0, _) => None,
         (FileKind::Regular, _, Some(h)) => Some(h),
         (FileKind::Regular, _, None) => return Err(err(ErrorCode::Internal, "file bytes were not stored")),
         _ => None,
     };
     let gid = if dir.perm & S_ISGID != 0 { dir.gid } else { c.gid };
-    let mut i = new_inode(e.kind, e.perm, c.uid, gid, e.ctime, e.parent);
+    let (uid, gid) = check_owner(c, e, gid)?;
+    let mut i = new_inode(e.kind, e.perm, uid, gid, e.ctime, e.parent);
     if e.kind != FileKind::Directory && !c.is_root() && !c.in_group(gid) {
         i.perm &= !S_ISGID;
     }
@@ -169,6 +229,22 @@ fn insert_entry(t: &mut Txn<'_>, c: &Caller, host: &str, s: &StoredEntry, owned:
     Ok(attr)
 }
 
+/// The owner and group a bundled entry asks for, under chown's rules:
+/// another owner is root's to give; another group must be one of the
+/// creator's (or root's). The entry's mode is final as sent (the mount
+/// applied chown's clearing of set-id bits in the order things happened).
+fn check_owner(c: &Caller, e: &BundleEntry, default_gid: u32) -> R<(u32, u32)> {
+    let uid = e.uid.unwrap_or(c.uid);
+    let gid = e.gid.unwrap_or(default_gid);
+    if uid != c.uid && !c.is_root() {
+        return Err(err(ErrorCode::NotPermitted, "only root may change the owner"));
+    }
+    if gid != default_gid && !c.is_root() && !c.in_group(gid) {
+        return Err(err(ErrorCode::NotPermitted, "may only change the group to one of your own groups"));
+    }
+    Ok((uid, gid))
+}
+
 /// A bundle retried after its answer was lost (its file server or the meta
 /// server restarted in between) names an inode that exists already. If that
 /// inode is this very entry, committed before (same name, kind, owner and,
@@ -178,21 +254,21 @@ fn recommitted(
     t: &mut Txn<'_>,
     c: &Caller,
     host: &str,
-    s: &StoredEntry,
+    e: &BundleEntry,
+    stored: Option<Hash>,
     existing: InodeRecord,
     now: Timestamp,
 ) -> EntryResult {
-    let e = &s.entry;
     let named = entry(t, e.parent, &e.name)?.is_some_and(|d| d.ino == e.ino);
     let same_file = match e.kind {
         FileKind::Regular if e.size == 0 => existing.gen == 0 || existing.hash.is_none(),
-        FileKind::Regular => existing.gen == FIRST_GEN && existing.hash == s.hash && existing.size == e.size,
+        FileKind::Regular => existing.gen == FIRST_GEN && existing.hash == stored && existing.size == e.size,
         _ => true,
     };
-    if !(named && existing.kind == e.kind && existing.uid == c.uid && same_file) {
+    if !(named && existing.kind == e.kind && existing.uid == e.uid.unwrap_or(c.uid) && same_file) {
         return Err(err(ErrorCode::InvalidArgument, format!("inode {} is in use", e.ino)));
     }
-    if let (FileKind::Regular, Some(h)) = (e.kind, s.hash.filter(|_| e.size > 0)) {
+    if let (FileKind::Regular, Some(h)) = (e.kind, stored.filter(|_| e.size > 0)) {
         if t.get::<ReplicaRecord>(&keys::replica(e.ino, host))?.is_none() {
             let rec =
                 ReplicaRecord { gen: FIRST_GEN, size: e.size, hash: h, bad: false, registered_ms: now.as_millis() };
@@ -206,6 +282,7 @@ fn recommitted(
 mod tests {
     use super::*;
     use fs_proto::bundle::BundleEntry;
+    use fs_proto::meta::SetAttr;
     use fs_proto::ROOT_INO;
 
     fn ns() -> (tempfile::TempDir, Namespace) {
@@ -219,10 +296,10 @@ mod tests {
         Caller { name: "alice".into(), uid: 1000, gid: 1000, groups: vec![] }
     }
 
-    fn entry(parent: Ino, name: &str, ino: Ino, kind: FileKind, size: u64) -> StoredEntry {
+    fn entry(parent: Ino, name: &str, ino: Ino, kind: FileKind, size: u64) -> StoredOp {
         let t = Timestamp { secs: 1_000, nanos: 5 };
-        StoredEntry {
-            entry: BundleEntry {
+        StoredOp {
+            op: BundleOp::Create(BundleEntry {
                 parent,
                 name: name.into(),
                 ino,
@@ -233,9 +310,76 @@ mod tests {
                 ctime: t,
                 size,
                 target: (kind == FileKind::Symlink).then(|| "target".to_string()),
-            },
+                uid: None,
+                gid: None,
+            }),
             hash: (size > 0).then_some([7; 32]),
         }
+    }
+
+    fn op(op: BundleOp) -> StoredOp {
+        StoredOp { op, hash: None }
+    }
+
+    #[test]
+    fn operations_apply_in_order_each_alone() {
+        let (_d, ns) = ns();
+        let r = ns.lease_inodes("alice", 10).unwrap();
+        let f = r.first;
+        let none = HashSet::new();
+        let old = ns.create(&alice(), ROOT_INO, "old", FileKind::Regular, 0o644, 0, true).unwrap().0;
+        let ops = vec![
+            entry(ROOT_INO, "d", f, FileKind::Directory, 0),
+            entry(f, "tmp.x", f + 1, FileKind::Regular, 10),
+            // rsync: attributes on the temporary name, then the rename.
+            op(BundleOp::SetAttr { ino: f + 1, set: SetAttr { perm: Some(0o600), ..Default::default() } }),
+            op(BundleOp::Rename {
+                parent: f,
+                name: "tmp.x".into(),
+                new_parent: f,
+                new_name: "x".into(),
+                flags: Default::default(),
+                ino: f + 1,
+            }),
+            // A stale view of a name fails alone and changes nothing.
+            op(BundleOp::Unlink { parent: ROOT_INO, name: "old".into(), ino: 424_242 }),
+            op(BundleOp::Link { ino: f + 1, parent: ROOT_INO, name: "x2".into() }),
+            op(BundleOp::Unlink { parent: ROOT_INO, name: "old".into(), ino: old.ino }),
+            // chown is root's: refused, rolled back alone.
+            op(BundleOp::SetAttr { ino: f + 1, set: SetAttr { uid: Some(0), ..Default::default() } }),
+            op(BundleOp::SetAttr { ino: f + 1, set: SetAttr { size: Some(3), ..Default::default() } }),
+        ];
+        let res = ns.commit_bundle(&alice(), "pop1", &ops, &none).unwrap();
+        let codes: Vec<Option<ErrorCode>> = res.iter().map(|r| r.as_ref().err().map(|e| e.code)).collect();
+        assert_eq!(
+            codes,
+            vec![
+                None,
+                None,
+                None,
+                None,
+                Some(ErrorCode::Stale),
+                None,
+                None,
+                Some(ErrorCode::NotPermitted),
+                Some(ErrorCode::InvalidArgument)
+            ]
+        );
+        let x = ns.lookup(&alice(), f, "x").unwrap();
+        assert_eq!((x.ino, x.perm, x.nlink, x.uid), (f + 1, 0o600, 2, 1000));
+        assert!(ns.lookup(&alice(), f, "tmp.x").is_err());
+        assert!(ns.lookup(&alice(), ROOT_INO, "old").is_err());
+        assert!(ns.getattr(old.ino).is_err(), "its last name gone, the inode is gone");
+        // Removing the tree: children first, then the directory.
+        let ops = vec![
+            op(BundleOp::Unlink { parent: f, name: "x".into(), ino: f + 1 }),
+            op(BundleOp::Unlink { parent: ROOT_INO, name: "x2".into(), ino: f + 1 }),
+            op(BundleOp::Rmdir { parent: ROOT_INO, name: "d".into(), ino: f }),
+        ];
+        let res = ns.commit_bundle(&alice(), "pop1", &ops, &none).unwrap();
+        assert!(res.iter().all(|r| r.is_ok()), "{res:?}");
+        assert!(ns.getattr(f).is_err() && ns.getattr(f + 1).is_err());
+        assert_eq!(ns.getattr(ROOT_INO).unwrap().nlink, 2);
     }
 
     #[test]

@@ -28,5 +28,7 @@ pub fn file_entry(parent: Ino, name: &str, ino: Ino, size: u64) -> BundleEntry {
         ctime: now,
         size,
         target: None,
+        uid: None,
+        gid: None,
     }
 }

@@ -33,10 +33,10 @@ async fn a_bundle_naming_another_users_inode_is_refused_and_destroys_nothing() {
             let server = reps[0].server.clone();
             let g = lease(&bob, None, 4).await;
             let evil = pattern(200_000, 666);
-            let items = vec![Outgoing {
-                entry: file_entry(ROOT_INO, "stolen", attr.ino, evil.len() as u64),
-                source: Some(Source::Bytes(evil.into())),
-            }];
+            let items = vec![Outgoing::create(
+                file_entry(ROOT_INO, "stolen", attr.ino, evil.len() as u64),
+                Some(Source::Bytes(evil.into())),
+            )];
             let res = ship(bob.data().dialer(), &server, &g.cap, &items, bob.counters(), Duration::from_secs(30))
                 .await
                 .expect("the server answers");
@@ -51,10 +51,10 @@ async fn a_bundle_naming_another_users_inode_is_refused_and_destroys_nothing() {
         // And bob's own bundles still work (the refusal is about the inode).
         let g = lease(&bob, None, 4).await;
         let r = g.inos.expect("a range");
-        let items = vec![Outgoing {
-            entry: file_entry(ROOT_INO, "bobs", r.first, 3),
-            source: Some(Source::Bytes(b"bob".to_vec().into())),
-        }];
+        let items = vec![Outgoing::create(
+            file_entry(ROOT_INO, "bobs", r.first, 3),
+            Some(Source::Bytes(b"bob".to_vec().into())),
+        )];
         let res = ship(bob.data().dialer(), &g.target, &g.cap, &items, bob.counters(), Duration::from_secs(30))
             .await
             .unwrap();
@@ -75,10 +75,8 @@ async fn a_replayed_bundle_with_other_bytes_never_replaces_a_committed_replica()
         let bob = cluster.client("bob", "site1").await;
         let g = lease(&bob, None, 4).await;
         let ino = g.inos.expect("a range").first;
-        let first = vec![Outgoing {
-            entry: file_entry(ROOT_INO, "f", ino, 5),
-            source: Some(Source::Bytes(b"first".to_vec().into())),
-        }];
+        let first =
+            vec![Outgoing::create(file_entry(ROOT_INO, "f", ino, 5), Some(Source::Bytes(b"first".to_vec().into())))];
         let d = Duration::from_secs(30);
         let res = ship(bob.data().dialer(), &g.target, &g.cap, &first, bob.counters(), d).await.unwrap();
         assert!(res[0].is_ok(), "{res:?}");
@@ -86,10 +84,8 @@ async fn a_replayed_bundle_with_other_bytes_never_replaces_a_committed_replica()
         let res = ship(bob.data().dialer(), &g.target, &g.cap, &first, bob.counters(), d).await.unwrap();
         assert!(res[0].is_ok(), "a retry of the same bundle finds its own commit: {res:?}");
         // Other bytes for the same inode: refused, and the replica stays.
-        let other = vec![Outgoing {
-            entry: file_entry(ROOT_INO, "f", ino, 5),
-            source: Some(Source::Bytes(b"other".to_vec().into())),
-        }];
+        let other =
+            vec![Outgoing::create(file_entry(ROOT_INO, "f", ino, 5), Some(Source::Bytes(b"other".to_vec().into())))];
         let res = ship(bob.data().dialer(), &g.target, &g.cap, &other, bob.counters(), d).await.unwrap();
         let err = res[0].as_ref().expect_err("other bytes for a stored generation");
         assert_eq!(err.code, ErrorCode::Exists, "{err}");

@@ -71,6 +71,8 @@ fn entry(parent: Ino, name: &str, ino: Ino, kind: FileKind, size: u64) -> Bundle
         ctime: now,
         size,
         target: None,
+        uid: None,
+        gid: None,
     }
 }
 
@@ -130,20 +132,20 @@ async fn bundle_entries_commit_alone_and_only_with_their_data() {
         let r = g.inos.expect("inode numbers");
         let data = pattern(300_000, 9);
         let items = vec![
-            Outgoing {
-                entry: entry(dir, "big", r.first, FileKind::Regular, data.len() as u64),
-                source: Some(Source::Bytes(data.clone().into())),
-            },
-            Outgoing { entry: entry(dir, "sub", r.first + 1, FileKind::Directory, 0), source: None },
-            Outgoing {
-                entry: entry(r.first + 1, "inner", r.first + 2, FileKind::Regular, 3),
-                source: Some(Source::Bytes(b"abc".to_vec().into())),
-            },
-            Outgoing {
-                entry: entry(dir, "taken", r.first + 3, FileKind::Regular, 4),
-                source: Some(Source::Bytes(b"lost".to_vec().into())),
-            },
-            Outgoing { entry: entry(dir, "foreign", 1_000_000_000, FileKind::Regular, 0), source: None },
+            Outgoing::create(
+                entry(dir, "big", r.first, FileKind::Regular, data.len() as u64),
+                Some(Source::Bytes(data.clone().into())),
+            ),
+            Outgoing::create(entry(dir, "sub", r.first + 1, FileKind::Directory, 0), None),
+            Outgoing::create(
+                entry(r.first + 1, "inner", r.first + 2, FileKind::Regular, 3),
+                Some(Source::Bytes(b"abc".to_vec().into())),
+            ),
+            Outgoing::create(
+                entry(dir, "taken", r.first + 3, FileKind::Regular, 4),
+                Some(Source::Bytes(b"lost".to_vec().into())),
+            ),
+            Outgoing::create(entry(dir, "foreign", 1_000_000_000, FileKind::Regular, 0), None),
         ];
         let res = ship(c.data().dialer(), &g.target, &g.cap, &items, c.counters(), Duration::from_secs(30))
             .await
@@ -161,7 +163,7 @@ async fn bundle_entries_commit_alone_and_only_with_their_data() {
 
         // Another user cannot use our capability (its principal is us).
         let bob = cluster.client("bob", "site1").await;
-        let stolen = vec![Outgoing { entry: entry(dir, "x", r.first + 4, FileKind::Regular, 0), source: None }];
+        let stolen = vec![Outgoing::create(entry(dir, "x", r.first + 4, FileKind::Regular, 0), None)];
         let e = ship(bob.data().dialer(), &g.target, &g.cap, &stolen, bob.counters(), Duration::from_secs(30)).await;
         assert_eq!(e.unwrap_err().code(), Some(ErrorCode::BadCapability));
         cluster.shutdown().await;

@@ -89,7 +89,8 @@ async fn fsx_passes_for_several_seeds() {
             let tail: Vec<&str> = text.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
             assert!(
                 out.status.success() && text.contains("All operations completed A-OK!"),
-                "fsx seed {seed} ({ops} operations) failed on the mount:\n{}",
+                "fsx seed {seed} ({ops} operations) failed on the mount ({}):\n{}",
+                out.status,
                 tail.join("\n")
             );
             eprintln!("fsx seed {seed}: {ops} operations A-OK");

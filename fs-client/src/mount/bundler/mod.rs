@@ -27,13 +27,14 @@
 
 mod ops;
 pub mod state;
+mod writeback;
 
 use super::remote::Remote;
-use crate::bundle::plan::{BundleId, Limits};
+use crate::bundle::plan::{BundleId, ItemId, Limits, OP_BASE};
 use crate::bundle::ship::{ship, Outgoing};
 use crate::counters::Counters;
 use crate::error::ClientError;
-use fs_proto::bundle::{BundleEntry, LeaseGrant, LeaseRequest};
+use fs_proto::bundle::{LeaseGrant, LeaseRequest};
 use fs_proto::callback::Invalidation;
 use fs_proto::meta::{MetaRequest, MetaResponse};
 use fs_proto::rpc::{call, PeerAddr};
@@ -79,11 +80,35 @@ struct Shared {
     target: Option<Target>,
 }
 
+/// The federation user the mount acts as (its certificate's).
+#[derive(Debug, Clone)]
+pub struct User {
+    /// uid.
+    pub uid: u32,
+    /// Primary gid.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+    /// An admin: root in the namespace (chown, any mode).
+    pub admin: bool,
+}
+
+impl User {
+    /// Member of `gid`.
+    pub fn in_group(&self, gid: u32) -> bool {
+        self.admin || self.gid == gid || self.groups.contains(&gid)
+    }
+
+    /// Owner of something owned by `uid` (or root).
+    pub fn owns(&self, uid: u32) -> bool {
+        self.admin || self.uid == uid
+    }
+}
+
 /// The mount's bundling: local state, leases, the driver sending bundles.
 pub struct Bundler {
     enabled: bool,
-    uid: u32,
-    gid: u32,
+    user: User,
     site: String,
     remote: Remote,
     counters: Arc<Counters>,
@@ -111,8 +136,7 @@ impl Bundler {
     /// (`enabled`: false for `-o nobundle`, `cred` and `ro` mounts).
     pub fn new(
         enabled: bool,
-        uid: u32,
-        gid: u32,
+        user: User,
         site: String,
         remote: Remote,
         counters: Arc<Counters>,
@@ -120,8 +144,7 @@ impl Bundler {
     ) -> Arc<Self> {
         Arc::new(Bundler {
             enabled,
-            uid,
-            gid,
+            user,
             site,
             remote,
             counters,
@@ -291,7 +314,16 @@ impl Bundler {
 
     /// Commit every local entry of `dir` and wait.
     pub async fn settle_dir(&self, dir: Ino) {
-        let inos = self.with(|l| l.in_dir(dir));
+        let (inos, ops) = self.with(|l| {
+            let mut ops = l.pending_on(dir);
+            if let Some(d) = l.dirs.get(&dir) {
+                for (ino, _) in d.names.values() {
+                    ops.extend(l.pending_on(*ino));
+                }
+            }
+            ops.retain(|i| *i >= OP_BASE);
+            (l.in_dir(dir), ops)
+        });
         for &i in &inos {
             self.hurry(i);
         }
@@ -300,6 +332,7 @@ impl Bundler {
                 tracing::debug!(dir, ino = i, "entry not committed: {e}");
             }
         }
+        self.wait_items(&ops).await;
     }
 
     /// Give the lease on `dir` back: stop local work there, commit what is
@@ -330,7 +363,21 @@ impl Bundler {
         if let Err(e) = r {
             tracing::debug!(dir, "releasing the lease: {e}");
         }
-        self.lock().local.dirs.remove(&dir);
+        let mut s = self.lock();
+        if let Some(d) = s.local.dirs.remove(&dir) {
+            // What we did to its entries' attributes is no longer ours to
+            // answer for: the meta server has it all now.
+            for (ino, _) in d.names.values() {
+                if s.local.covering(*ino).is_none() {
+                    s.local.attrs.remove(ino);
+                    s.local.bare.remove(ino);
+                    self.cache.forget_attr(*ino);
+                }
+            }
+        }
+        s.local.attrs.remove(&dir);
+        drop(s);
+        self.cache.forget_attr(dir);
         tracing::debug!(dir, "directory lease given back");
     }
 
@@ -348,6 +395,7 @@ impl Bundler {
             let cache = &self.cache;
             s.local.classify(req, &|p, n| cache.name(p, n).and_then(|(i, _)| i))
         };
+        self.wait_items(&b.ops).await;
         for d in b.release {
             self.give_back(d).await;
         }
@@ -456,9 +504,9 @@ impl Bundler {
             let Some(me) = me.upgrade() else { return };
             let now = Instant::now();
             let poll = me.lock().local.planner.poll(now);
-            for (id, inos) in poll.send {
+            for (id, items) in poll.send {
                 let me = me.clone();
-                tokio::spawn(async move { me.send(id, inos).await });
+                tokio::spawn(async move { me.send(id, items).await });
             }
             let at = poll.wake.unwrap_or(now + Duration::from_secs(1)).min(now + Duration::from_secs(1));
             let _ = tokio::time::timeout_at(tokio::time::Instant::from_std(at), me.kick.notified()).await;
@@ -466,43 +514,44 @@ impl Bundler {
     }
 
     /// Send bundle `id` and apply its results.
-    async fn send(self: Arc<Self>, id: BundleId, inos: Vec<Ino>) {
-        let items: Vec<Outgoing> = {
+    async fn send(self: Arc<Self>, id: BundleId, ids: Vec<ItemId>) {
+        let (kept, items): (Vec<ItemId>, Vec<Outgoing>) = {
             let s = self.lock();
-            inos.iter()
-                .filter_map(|i| s.local.nodes.get(i).map(|n| (i, n)))
-                .map(|(i, n)| {
-                    let data = matches!(n.stage, Stage::Queued { data: true }) && n.attr.kind == FileKind::Regular;
-                    Outgoing {
-                        entry: BundleEntry {
-                            parent: n.parent,
-                            name: n.name.clone(),
-                            ino: *i,
-                            kind: n.attr.kind,
-                            perm: n.attr.perm,
-                            atime: n.attr.atime,
-                            mtime: n.attr.mtime,
-                            ctime: n.attr.ctime,
-                            size: if data { n.attr.size } else { 0 },
-                            target: n.target.clone(),
-                        },
-                        source: if data && n.attr.size > 0 { n.source.clone() } else { None },
+            ids.iter()
+                .filter_map(|i| {
+                    if *i >= OP_BASE {
+                        return s.local.ops.get(i).map(|o| (*i, Outgoing { op: o.op.clone(), source: None }));
                     }
+                    let n = s.local.nodes.get(i)?;
+                    let data = matches!(n.stage, Stage::Queued { data: true }) && n.attr.kind == FileKind::Regular;
+                    let entry = n.entry(data);
+                    let source = if data && entry.size > 0 { n.source.clone() } else { None };
+                    Some((*i, Outgoing::create(entry, source)))
                 })
-                .collect()
+                .unzip()
         };
         let results = self.deliver(id, &items).await;
         let mut s = self.lock();
         s.local.planner.done(id);
         let mut failed = 0;
-        for (it, r) in items.iter().zip(results) {
-            let ino = it.entry.ino;
+        for ((item, it), r) in kept.iter().zip(&items).zip(results) {
+            if r.is_err() {
+                failed += 1;
+            }
+            if *item >= OP_BASE {
+                s.local.ops.remove(item);
+                if let Err(e) = r {
+                    s.local.op_refused(&it.op, e);
+                }
+                continue;
+            }
+            let ino = *item;
             s.local.settled(ino, r.is_ok());
             let waiters = s.waiters.remove(&ino).unwrap_or_default();
             if let Err(e) = &r {
-                failed += 1;
                 if waiters.is_empty() {
-                    tracing::error!(ino, name = %it.entry.name, "acknowledged entry could not be committed: {e}");
+                    tracing::error!(ino, op = ?it.op, "acknowledged entry could not be committed: {e}");
+                    s.local.refused.insert(ino, e.clone());
                 }
             }
             for w in waiters {
@@ -510,7 +559,7 @@ impl Bundler {
             }
         }
         // Entries that vanished from the local state meanwhile have no result.
-        for i in inos {
+        for i in ids {
             if let Some(ws) = s.waiters.get(&i) {
                 if !s.local.nodes.contains_key(&i) && !ws.is_empty() {
                     for w in s.waiters.remove(&i).unwrap_or_default() {
@@ -519,10 +568,40 @@ impl Bundler {
                 }
             }
         }
+        let resync = std::mem::take(&mut s.local.resync);
         drop(s);
-        tracing::debug!(bundle = id, entries = items.len(), failed, "bundle done");
+        for dir in resync {
+            let me = self.clone();
+            tokio::spawn(async move { me.give_back(dir).await });
+        }
+        tracing::debug!(bundle = id, items = items.len(), failed, "bundle done");
         self.settled.send_modify(|v| *v += 1);
         self.kick.notify_one();
+    }
+
+    /// Wait until none of `items` is pending (sealing their bundles now).
+    pub async fn wait_items(&self, items: &[ItemId]) {
+        if items.is_empty() {
+            return;
+        }
+        let mut changed = self.settled.subscribe();
+        loop {
+            let left = {
+                let mut s = self.lock();
+                let left: Vec<ItemId> = items.iter().copied().filter(|i| s.local.planner.contains(*i)).collect();
+                for i in &left {
+                    s.local.planner.hurry(*i);
+                }
+                left
+            };
+            if left.is_empty() {
+                return;
+            }
+            self.kick.notify_one();
+            if changed.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Ship `items` until every entry has a definite answer. What the mount
@@ -534,7 +613,7 @@ impl Bundler {
     /// the mount lives. Only a refusal (the meta server said no) ends an
     /// entry in error.
     async fn deliver(&self, id: BundleId, items: &[Outgoing]) -> Vec<Result<Attr, RemoteError>> {
-        let bytes: u64 = items.iter().map(|i| i.entry.size).sum();
+        let bytes: u64 = items.iter().map(|i| i.op.data_len()).sum();
         let bound = self.remote.timeout() * 2 + Duration::from_secs(bytes / (4 << 20));
         let mut results: Vec<Option<Result<Attr, RemoteError>>> = vec![None; items.len()];
         let mut backoff = Duration::from_millis(100);
@@ -558,7 +637,7 @@ impl Bundler {
                                 tracing::info!(
                                     bundle = id,
                                     attempt,
-                                    ino = items[i].entry.ino,
+                                    op = ?items[i].op,
                                     "entry not committed yet: {e}"
                                 )
                             }
@@ -592,6 +671,11 @@ impl Bundler {
 
     /// The user the mount acts as (uid, gid), for new entries' attributes.
     pub fn ids(&self) -> (u32, u32) {
-        (self.uid, self.gid)
+        (self.user.uid, self.user.gid)
+    }
+
+    /// The user the mount acts as.
+    pub fn user(&self) -> &User {
+        &self.user
     }
 }

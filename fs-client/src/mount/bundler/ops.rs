@@ -67,7 +67,7 @@ impl Inner {
         if !self.bundler.enabled() {
             return None;
         }
-        let a = self.bundler.with(|l| l.nodes.get(&ino).map(|n| n.attr.clone()))?;
+        let a = self.bundler.with(|l| l.attr_of(ino))?;
         Some(Ok((self.overlay(a).await, self.local_ttl())))
     }
 
@@ -105,7 +105,7 @@ impl Inner {
 
     /// Hold the write lease on `dir` (asking for it if we may). False: work
     /// through the meta server.
-    async fn ensure_lease(&self, dir: Ino) -> bool {
+    pub(super) async fn ensure_lease(&self, dir: Ino) -> bool {
         let b = &self.bundler;
         if !b.enabled() || !self.cache.is_live() {
             return false;
@@ -227,6 +227,8 @@ impl Inner {
             source: None,
             charged: 0,
             times_set: None,
+            frozen: None,
+            owner: (None, None),
         })
     }
 
@@ -397,11 +399,56 @@ impl Inner {
                 let (fh, _) = self.files.open(ino, write);
                 Some(Ok((fh, true)))
             }
+            // Reading what was just written here: its bytes are here.
+            Stage::Queued { data: true } if !write => {
+                let attr = self.bundler.with(|l| l.nodes.get(&ino).map(|n| n.attr.clone()))?;
+                let (fh, file) = self.files.open(ino, false);
+                let mut st = file.state.lock().await;
+                if st.dirty.is_none() {
+                    st.attr = Some(attr);
+                    st.grant = None;
+                }
+                Some(Ok((fh, true)))
+            }
             Stage::Queued { .. } => match self.bundler.materialize(ino).await {
                 Some(Err(e)) => Some(Err(errno_of(&e))),
                 _ => None,
             },
         }
+    }
+
+    /// Read `len` bytes at `offset` of a local entry queued with its bytes
+    /// (None: not such an entry any more; read the ordinary way).
+    pub fn local_read(&self, ino: Ino, offset: u64, len: u64) -> Option<Op<Vec<u8>>> {
+        if !self.bundler.enabled() {
+            return None;
+        }
+        let (source, size) = self.bundler.with(|l| {
+            let n = l.nodes.get(&ino)?;
+            (n.stage == Stage::Queued { data: true }).then(|| (n.source.clone(), n.attr.size))
+        })?;
+        let end = offset.saturating_add(len).min(size);
+        if offset >= end {
+            return Some(Ok(Vec::new()));
+        }
+        Some(match source {
+            None => Ok(vec![0; (end - offset) as usize]),
+            Some(Source::Bytes(b)) => Ok(b.get(offset as usize..end as usize).unwrap_or_default().to_vec()),
+            Some(Source::Dirty(d)) => {
+                let mut out = Vec::with_capacity((end - offset) as usize);
+                for p in d.plan(offset, end - offset) {
+                    match p {
+                        Piece::Spill(a, b) => match d.read_spill(a, b - a) {
+                            Ok(v) => out.extend(v),
+                            Err(e) => return Some(Err(io_errno(&e))),
+                        },
+                        Piece::Zero(a, b) | Piece::Base(a, b) => out.resize(out.len() + (b - a) as usize, 0),
+                    }
+                }
+                Ok(out)
+            }
+            Some(Source::Path(_)) => return None,
+        })
     }
 
     /// close(2) of a handle of a local file: acknowledged here within the
@@ -544,25 +591,43 @@ impl Inner {
         }
     }
 
-    /// fsync(2): a local file is sent with its bytes and waited for.
+    /// fsync(2): a local file is sent with its bytes and waited for, and
+    /// so is what was done to it here; an operation on it the meta server
+    /// refused since it was acknowledged is the answer.
     pub async fn fsync(&self, fh: u64) -> Op<()> {
         let Some(h) = self.files.handle(fh) else { return Ok(()) };
-        if self.bundler.enabled() && self.bundler.stage(h.file.ino) == Some(Stage::Open) {
+        let ino = h.file.ino;
+        let r = if self.bundler.enabled() && self.bundler.stage(ino) == Some(Stage::Open) {
             let mut st = h.file.state.lock().await;
-            return self.sync_local(&h.file, &mut st).await;
-        }
-        self.flush(fh).await
+            self.sync_local(&h.file, &mut st).await
+        } else {
+            self.flush(fh).await
+        };
+        let ops = self.bundler.with(|l| l.pending_on(ino));
+        self.bundler.wait_items(&ops).await;
+        r.and(self.refused(ino))
     }
 
-    /// fsync(2) of a directory: its local entries are committed.
+    /// An operation on `ino` acknowledged here and refused since, once.
+    pub fn refused(&self, ino: Ino) -> Op<()> {
+        match self.bundler.with(|l| l.refused.remove(&ino)) {
+            Some(e) => Err(errno_of(&e)),
+            None => Ok(()),
+        }
+    }
+
+    /// fsync(2) of a directory: its local entries are committed, and what
+    /// was done in it here.
     pub async fn fsyncdir(&self, ino: Ino) -> Op<()> {
         if !self.bundler.enabled() {
             return Ok(());
         }
         self.bundler.settle_dir(ino).await;
+        let ops = self.bundler.with(|l| l.pending_on(ino));
+        self.bundler.wait_items(&ops).await;
         match self.bundler.materialize(ino).await {
             Some(Err(e)) => Err(errno_of(&e)),
-            _ => Ok(()),
+            _ => self.refused(ino),
         }
     }
 
@@ -578,10 +643,24 @@ impl Inner {
             return None;
         }
         let stage = self.bundler.stage(ino)?;
-        let sent = self.bundler.with(|l| l.planner.is_sent(ino));
-        let kind = self.bundler.with(|l| l.nodes.get(&ino).map(|n| n.attr.kind))?;
+        let foldable = self.bundler.with(|l| l.foldable(ino));
+        let (kind, owner_now) =
+            self.bundler.with(|l| l.nodes.get(&ino).map(|n| (n.attr.kind, (n.attr.uid, n.attr.gid))))?;
         let local_size = ch.size.is_none() || (stage == Stage::Open && kind == FileKind::Regular);
-        if ch.uid.is_some() || ch.gid.is_some() || sent || !local_size {
+        let user = self.bundler.user().clone();
+        let uid = ch.uid.map(|u| self.idmap.uid_to_fed(u));
+        let gid = ch.gid.map(|g| self.idmap.gid_to_fed(g));
+        // chown as the meta server allows it: another owner is root's, another
+        // group one of the owner's own.
+        let chown_ok = uid.is_none_or(|u| u == owner_now.0 || user.admin)
+            && gid.is_none_or(|g| g == owner_now.1 || user.in_group(g));
+        if !foldable || !local_size || !chown_ok {
+            // Its bundle is sealed: write-back records the change after its
+            // creation (`wb_setattr`); otherwise it is committed first and
+            // changed the ordinary way.
+            if self.opts.writeback && ch.size.is_none() && chown_ok {
+                return None;
+            }
             return match self.bundler.materialize(ino).await {
                 Some(Err(e)) => Some(Err(errno_of(&e))),
                 _ => None,
@@ -590,6 +669,15 @@ impl Inner {
         if let Some(size) = ch.size {
             let f = self.files.file(ino)?;
             let mut st = f.state.lock().await;
+            if self.bundler.stage(ino) != Some(Stage::Open) {
+                // Closed (and queued) while we waited for its state: it is
+                // committed first and changed the ordinary way.
+                drop(st);
+                return match self.bundler.materialize(ino).await {
+                    Some(Err(e)) => Some(Err(errno_of(&e))),
+                    _ => None,
+                };
+            }
             if st.dirty.is_none() {
                 let base = st.attr.as_ref().map_or(0, |a| a.size);
                 match Dirty::new(&self.opts.spill_dir, base) {
@@ -612,6 +700,22 @@ impl Inner {
             let n = l.nodes.get_mut(&ino)?;
             if let Some(m) = ch.mode {
                 n.attr.perm = m & 0o7777;
+            }
+            if uid.is_some() || gid.is_some() {
+                if let Some(u) = uid {
+                    n.attr.uid = u;
+                    n.owner.0 = Some(u);
+                }
+                if let Some(g) = gid {
+                    n.attr.gid = g;
+                    n.owner.1 = Some(g);
+                }
+                if n.attr.kind != FileKind::Directory {
+                    n.attr.perm &= !0o4000;
+                    if n.attr.perm & 0o010 != 0 {
+                        n.attr.perm &= !S_ISGID;
+                    }
+                }
             }
             if let Some(t) = ch.atime {
                 n.attr.atime = ts(t);

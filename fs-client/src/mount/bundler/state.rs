@@ -1,14 +1,18 @@
 //! What the mount knows locally under its directory write leases, sans IO:
 //! the leased directories with every name in them, the entries created
-//! here and not yet committed ([`Node`]s, in a [`Planner`]), the leased
-//! inode numbers, the reserved disk space, and which pending entries a
-//! request to the meta server must wait for ([`LocalState::classify`]).
+//! here and not yet committed ([`Node`]s), the other operations done here
+//! and not yet committed ([`PendingOp`]s: unlink, rmdir, rename, link,
+//! setattr; write-back), all in one [`Planner`] in the order they were
+//! made; the attributes those operations gave committed inodes (an
+//! overlay), the leased inode numbers, the reserved disk space, and which
+//! pending items a request to the meta server must wait for
+//! ([`LocalState::classify`]).
 
-use crate::bundle::plan::{Limits, Planner};
+use crate::bundle::plan::{Claim, ItemId, Limits, Object, Planner, OP_BASE};
 use crate::bundle::ship::Source;
-use fs_proto::bundle::{InoRange, MAX_HELD_RANGES};
+use fs_proto::bundle::{BundleEntry, BundleOp, InoRange, MAX_HELD_RANGES};
 use fs_proto::meta::MetaRequest;
-use fs_proto::{Attr, DirEntry, FileKind, Ino};
+use fs_proto::{Attr, DirEntry, FileKind, Ino, RemoteError};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Instant, SystemTime};
 
@@ -45,7 +49,46 @@ pub struct Node {
     pub charged: u64,
     /// When times were last set explicitly (they win over older writes).
     pub times_set: Option<SystemTime>,
+    /// The entry as its bundle will carry it, fixed the first time it was
+    /// changed after its bundle was sealed (later changes are operations of
+    /// their own, after it); None: built from the current state.
+    pub frozen: Option<BundleEntry>,
+    /// Owner and group asked for by chown before it was sent (None: the
+    /// mount's user, the directory's group rules).
+    pub owner: (Option<u32>, Option<u32>),
 }
+
+impl Node {
+    /// The entry its bundle carries (`data`: with its bytes).
+    pub fn entry(&self, data: bool) -> BundleEntry {
+        if let Some(e) = &self.frozen {
+            return e.clone();
+        }
+        BundleEntry {
+            parent: self.parent,
+            name: self.name.clone(),
+            ino: self.attr.ino,
+            kind: self.attr.kind,
+            perm: self.attr.perm,
+            atime: self.attr.atime,
+            mtime: self.attr.mtime,
+            ctime: self.attr.ctime,
+            size: if data { self.attr.size } else { 0 },
+            target: self.target.clone(),
+            uid: self.owner.0,
+            gid: self.owner.1,
+        }
+    }
+}
+
+/// An operation other than a create, done here and waiting in a bundle.
+#[derive(Debug, Clone)]
+pub struct PendingOp {
+    /// What the meta server is to do.
+    pub op: BundleOp,
+}
+
+pub use crate::bundle::plan::create_claims;
 
 /// A directory this mount holds the write lease on.
 #[derive(Debug, Clone)]
@@ -79,6 +122,8 @@ pub struct Before {
     /// Leased directories to settle and give back (we change them through
     /// the meta server).
     pub release: Vec<Ino>,
+    /// Pending operations on what the request names, to commit first.
+    pub ops: Vec<ItemId>,
 }
 
 /// The local state.
@@ -104,6 +149,22 @@ pub struct LocalState {
     /// Directories recalled while their lease was being taken (the grant
     /// came, the listing had not): not to be held.
     pub recalled: std::collections::HashSet<Ino>,
+    /// Operations other than creates, by item number (from [`OP_BASE`]).
+    pub ops: HashMap<ItemId, PendingOp>,
+    next_op: ItemId,
+    /// Attributes of committed inodes as operations done here left them
+    /// (true while a lease of ours covers them).
+    pub attrs: HashMap<Ino, Attr>,
+    /// Operations acknowledged here that the meta server refused, by the
+    /// inode they concern: reported at its next fsync or close.
+    pub refused: HashMap<Ino, RemoteError>,
+    /// Leased directories whose local view a refused operation made
+    /// untrue: to give back (their truth is at the meta server).
+    pub resync: Vec<Ino>,
+    /// Inodes made here that have no extended attributes (committed, in a
+    /// directory still leased here): `getxattr` and `listxattr` are
+    /// answered here (chown(2) and write(2) probe `security.capability`).
+    pub bare: std::collections::HashSet<Ino>,
 }
 
 impl LocalState {
@@ -120,12 +181,152 @@ impl LocalState {
             cooldown: HashMap::new(),
             queued_bytes: 0,
             recalled: Default::default(),
+            ops: HashMap::new(),
+            next_op: OP_BASE,
+            attrs: HashMap::new(),
+            refused: HashMap::new(),
+            resync: Vec::new(),
+            bare: Default::default(),
         }
+    }
+
+    /// Queue operation `op` with its `claims` after everything done before.
+    pub fn record(&mut self, op: BundleOp, claims: Vec<Claim>, now: Instant) -> ItemId {
+        self.next_op += 1;
+        let id = self.next_op;
+        self.ops.insert(id, PendingOp { op });
+        self.planner.add(id, claims, 0, now);
+        id
+    }
+
+    /// Pending items (entries or operations) claiming `ino` or its names.
+    pub fn pending_on(&self, ino: Ino) -> Vec<ItemId> {
+        let mut v = self.planner.claiming(Object::Ino(ino));
+        v.extend(self.planner.claiming(Object::Names(ino)));
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Take `name` out of leased `dir` (and out of the local entries' name
+    /// index); what it named.
+    pub fn remove_name(&mut self, dir: Ino, name: &str) -> Option<(Ino, FileKind)> {
+        let d = self.dirs.get_mut(&dir)?;
+        let gone = d.names.remove(name)?;
+        if self.by_name.get(&(dir, name.to_string())) == Some(&gone.0) {
+            self.by_name.remove(&(dir, name.to_string()));
+        }
+        Some(gone)
+    }
+
+    /// Put `name` -> `ino` in leased `dir` (replacing what it named); a
+    /// local entry moves there.
+    pub fn insert_name(&mut self, dir: Ino, name: &str, ino: Ino, kind: FileKind) {
+        if let Some(d) = self.dirs.get_mut(&dir) {
+            d.names.insert(name.to_string(), (ino, kind));
+        }
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            n.parent = dir;
+            n.name = name.to_string();
+            self.by_name.insert((dir, name.to_string()), ino);
+        }
+    }
+
+    /// The attributes known here of `ino` (a local entry's, or what
+    /// operations done here left); None: ask the cache.
+    pub fn attr_of(&self, ino: Ino) -> Option<Attr> {
+        self.nodes.get(&ino).map(|n| n.attr.clone()).or_else(|| self.attrs.get(&ino).cloned())
+    }
+
+    /// Change the attributes of `ino` as known here (a local entry's own,
+    /// else the overlay, starting from `base`).
+    pub fn update_attr(&mut self, ino: Ino, base: Option<Attr>, f: impl FnOnce(&mut Attr)) -> Option<Attr> {
+        if let Some(n) = self.nodes.get_mut(&ino) {
+            f(&mut n.attr);
+            return Some(n.attr.clone());
+        }
+        let a = match self.attrs.get_mut(&ino) {
+            Some(a) => a,
+            None => self.attrs.entry(ino).or_insert(base?),
+        };
+        f(a);
+        Some(a.clone())
+    }
+
+    /// Directory `dir` changed here at `now`: its times.
+    pub fn touch_dir(&mut self, dir: Ino, now: fs_proto::Timestamp, links: i32) {
+        let base = self.dirs.get(&dir).map(|d| d.attr.clone());
+        let upd = |a: &mut Attr| {
+            a.mtime = now;
+            a.ctime = now;
+            a.nlink = (a.nlink as i64 + links as i64).max(2) as u32;
+        };
+        if let Some(d) = self.dirs.get_mut(&dir) {
+            upd(&mut d.attr);
+        }
+        self.update_attr(dir, base, upd);
+    }
+
+    /// The meta server refused operation `op`, acknowledged here: what it
+    /// was to change is not what the local state says. Keep the refusal for
+    /// the next fsync/close of what it concerns, and stop trusting the local
+    /// view of it: its directories' leases are given back by the caller
+    /// (see [`Self::refused_dirs`]), the attributes dropped.
+    pub fn op_refused(&mut self, op: &BundleOp, e: RemoteError) {
+        tracing::warn!(?op, "an operation acknowledged here was refused by the meta server: {e}");
+        let req = op.as_request();
+        for ino in req.named_inos() {
+            self.attrs.remove(&ino);
+            self.refused.insert(ino, e.clone());
+            if self.dirs.contains_key(&ino) {
+                self.resync.push(ino);
+            }
+        }
+    }
+
+    /// An operation on local entry `ino` is recorded after its creation:
+    /// fix what its creation carries first (see [`Node::frozen`]), so that
+    /// later changes to it do not change it. True if it is queued (an entry
+    /// still open here is not: nothing about it may be recorded yet).
+    pub fn freeze(&mut self, ino: Ino) -> bool {
+        let Some(n) = self.nodes.get_mut(&ino) else { return false };
+        if n.stage == Stage::Open {
+            return false;
+        }
+        if n.frozen.is_none() {
+            let data = matches!(n.stage, Stage::Queued { data: true }) && n.attr.kind == FileKind::Regular;
+            n.frozen = Some(n.entry(data));
+        }
+        true
+    }
+
+    /// Whether `ino` may still be changed in place (a local entry open
+    /// here, or whose bundle is still forming).
+    pub fn foldable(&self, ino: Ino) -> bool {
+        self.nodes
+            .get(&ino)
+            .is_some_and(|n| n.frozen.is_none() && (n.stage == Stage::Open || self.planner.is_forming(ino)))
+    }
+
+    /// Whether `ino` is a local entry still open here, not queued.
+    pub fn is_open_node(&self, ino: Ino) -> bool {
+        self.nodes.get(&ino).is_some_and(|n| n.stage == Stage::Open)
+    }
+
+    /// The leased directory holding `ino` (None: none known here).
+    pub fn covering(&self, ino: Ino) -> Option<Ino> {
+        if let Some(n) = self.nodes.get(&ino) {
+            return self.leased(n.parent).map(|_| n.parent);
+        }
+        if self.leased(ino).is_some() {
+            return Some(ino);
+        }
+        self.dirs.iter().find(|(_, d)| !d.recalling && d.names.values().any(|(i, _)| *i == ino)).map(|(p, _)| *p)
     }
 
     /// Nothing local at all (the fast path of every request).
     pub fn is_quiet(&self) -> bool {
-        self.nodes.is_empty() && self.dirs.is_empty()
+        self.nodes.is_empty() && self.dirs.is_empty() && self.ops.is_empty()
     }
 
     /// A leased directory we may work in locally.
@@ -217,7 +418,8 @@ impl LocalState {
         n.stage = Stage::Queued { data };
         n.source = source;
         self.queued_bytes += bytes;
-        self.planner.add(ino, n.parent, bytes, now);
+        let claims = create_claims(n.parent, ino);
+        self.planner.add(ino, claims, bytes, now);
     }
 
     /// Someone waits for `ino`: seal its bundle, and those of the local
@@ -232,10 +434,12 @@ impl LocalState {
     }
 
     /// Drop a local entry that was never sent (removed before commit).
-    /// False if it is open, sent, or a directory with entries.
+    /// False if it is open, sent, a directory with entries, or named by an
+    /// operation recorded after its creation (it is frozen: dropping its
+    /// creation would leave that operation without its subject).
     pub fn forget(&mut self, ino: Ino) -> bool {
         let Some(n) = self.nodes.get(&ino) else { return false };
-        if n.stage == Stage::Open {
+        if n.stage == Stage::Open || n.frozen.is_some() {
             return false;
         }
         if n.attr.kind == FileKind::Directory && self.dirs.get(&ino).is_some_and(|d| !d.names.is_empty()) {
@@ -268,7 +472,15 @@ impl LocalState {
     /// The commit of `ino` is done: it is no longer local. A directory
     /// that failed is no longer leased either.
     pub fn settled(&mut self, ino: Ino, ok: bool) -> Option<Node> {
+        if ok && self.nodes.contains_key(&ino) {
+            self.bare.insert(ino);
+        }
         self.drop_node(ino, ok)
+    }
+
+    /// Whether `ino` is known here to have no extended attributes.
+    pub fn is_bare(&self, ino: Ino) -> bool {
+        self.nodes.contains_key(&ino) || self.bare.contains(&ino)
     }
 
     /// Put back a local entry whose bundle failed, as open here again (its
@@ -302,7 +514,7 @@ impl LocalState {
                 name: name.clone(),
                 ino: *ino,
                 kind: *kind,
-                attr: self.nodes.get(ino).map(|n| n.attr.clone()),
+                attr: self.nodes.get(ino).map(|n| n.attr.clone()).or_else(|| self.attrs.get(ino).cloned()),
                 xattrs: None,
             })
             .collect();
@@ -310,10 +522,13 @@ impl LocalState {
         Some(v)
     }
 
-    /// The subscription ended: no lease holds any more (local entries are
-    /// still committed).
+    /// The subscription ended: no lease holds any more (local entries and
+    /// operations are still committed; what they did to attributes is no
+    /// longer known to be true).
     pub fn lost(&mut self) {
         self.dirs.clear();
+        self.attrs.clear();
+        self.bare.clear();
     }
 
     /// What `req` must wait for before it goes to the meta server.
@@ -416,10 +631,17 @@ impl LocalState {
             }
             _ => {}
         }
+        // Whatever the request names by number: operations done here on it
+        // go first (the meta server must see them before it answers).
+        for i in req.named_inos() {
+            b.ops.extend(self.pending_on(i).into_iter().filter(|x| *x >= OP_BASE));
+        }
         b.inos.sort_unstable();
         b.inos.dedup();
         b.release.sort_unstable();
         b.release.dedup();
+        b.ops.sort_unstable();
+        b.ops.dedup();
         b
     }
 }
@@ -442,6 +664,8 @@ mod tests {
             source: None,
             charged: 0,
             times_set: None,
+            frozen: None,
+            owner: (None, None),
         }
     }
 
@@ -476,7 +700,7 @@ mod tests {
         let now = Instant::now();
         assert!(s.create(node(1, "d", 10, FileKind::Directory)));
         s.queue(10, None, false, now); // no-op: already queued by construction
-        s.planner.add(10, 1, 0, now);
+        s.planner.add(10, create_claims(1, 10), 0, now);
         assert!(s.leased(10).is_some(), "a directory made here is leased here");
         assert!(s.create(node(10, "f", 11, FileKind::Regular)));
         s.queue(11, None, true, now);

@@ -1,0 +1,67 @@
+//! Reads through the mount come from the nearest replica (issue 20): a
+//! file with replicas at two sites, read through a mount at the second
+//! site, is served by that site's file server, as the servers' own byte
+//! counters show.
+
+use crate::common::{blocking, enabled, TestMount};
+use fs_client::replicate::RepOptions;
+use std::time::Duration;
+use tests::procs::ProcFederation;
+use tests::{pattern, with_timeout};
+
+/// Bytes `host` has sent, as its latest heartbeat reports.
+async fn sent(c: &fs_client::Client, host: &str) -> u64 {
+    c.hosts().await.unwrap().into_iter().find(|h| h.host == host).map(|h| h.bytes_out).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_mount_reads_from_the_replica_at_its_own_site() {
+    if !enabled("a_mount_reads_from_the_replica_at_its_own_site") {
+        return;
+    }
+    with_timeout(180, async {
+        let fed = ProcFederation::up(2).await;
+        let c1 = fed.client(Some("site1")).await;
+        let data = pattern(8 << 20, 5);
+        c1.put_bytes(&data, "/both.bin").await.unwrap();
+        let opts = RepOptions { to: Some("site2".into()), ..Default::default() };
+        let r = c1.replicate(&["/both.bin".into()], &opts, &|_| {}).await.unwrap();
+        assert_eq!(r.copied_files, 1);
+        let (_, reps) = c1.where_is("/both.bin").await.unwrap();
+        let mut sites: Vec<&str> = reps.iter().map(|r| r.server.site.as_str()).collect();
+        sites.sort();
+        assert_eq!(sites, ["site1", "site2"]);
+        // Counters travel with heartbeats: start from one that has counted
+        // the copy pop1 sent pop2.
+        let mut pop1_0 = 0;
+        for _ in 0..100 {
+            pop1_0 = sent(&c1, "pop1").await;
+            if pop1_0 >= data.len() as u64 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(pop1_0 >= data.len() as u64, "pop1's heartbeat counts the copy it sent");
+        let pop2_0 = sent(&c1, "pop2").await;
+        let m = TestMount::new(&fed, Some("site2"), "/", "").await;
+        let got = blocking({
+            let p = m.join("both.bin");
+            move || std::fs::read(p).unwrap()
+        })
+        .await;
+        assert!(got == data);
+        m.unmount().await;
+        let mut last = (0, 0);
+        for _ in 0..50 {
+            last = (sent(&c1, "pop1").await - pop1_0, sent(&c1, "pop2").await - pop2_0);
+            if last.1 >= data.len() as u64 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        eprintln!("after the read at site2: pop1 sent {} bytes, pop2 sent {}", last.0, last.1);
+        assert!(last.1 >= data.len() as u64, "site2's server served the file: {last:?}");
+        assert!(last.0 < data.len() as u64 / 10, "site1's server did not: {last:?}");
+    })
+    .await
+}
