@@ -2,7 +2,6 @@
 
 use crate::counters::Counters;
 use crate::error::ClientError;
-use fs_proto::error::ProtoError;
 use fs_proto::meta::{
     listing_page, MetaCall, MetaRequest, MetaResponse, ReadGrant, RenameFlags, SetAttr, StatFs, WhoAmI, WriteGrant,
 };
@@ -10,6 +9,7 @@ use fs_proto::rpc::{call_paged, CallError, Dialer, PeerAddr};
 use fs_proto::{Attr, Cred, DirEntry, FileKind, HostInfo, Ino, ReplicaInfo};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 type Result<T> = std::result::Result<T, ClientError>;
 
@@ -53,13 +53,25 @@ impl MetaClient {
         self.call(req).await.map_err(|e| ClientError::at(path, e))
     }
 
-    /// Send one request.
+    /// Send one request. One that changes nothing is sent again, once, over
+    /// a new connection when the connection dies under it (e.g. the meta
+    /// server restarted: its stateless reset arrives within a round trip).
     pub async fn call(&self, req: MetaRequest) -> std::result::Result<MetaResponse, CallError> {
         let kind = req.kind();
         self.counters.bump(kind);
-        let span = tracing::debug_span!("meta_call", kind);
-        let _e = span.enter();
-        self.dialer.call(&self.peer, &MetaCall { cred: self.cred.clone(), req }, self.timeout).await
+        let safe = !req.is_mutation();
+        let msg = MetaCall { cred: self.cred.clone(), req };
+        let call = async {
+            match self.dialer.call(&self.peer, &msg, self.timeout).await {
+                Err(e) if safe && e.connection_lost() => {
+                    tracing::debug!("connection lost under a request that changes nothing, sending it again: {e}");
+                    self.dialer.forget(&self.peer).await;
+                    self.dialer.call(&self.peer, &msg, self.timeout).await
+                }
+                other => other,
+            }
+        };
+        call.instrument(tracing::debug_span!("meta_call", kind)).await
     }
 
     /// Who the meta server thinks we are.
@@ -89,23 +101,26 @@ impl MetaClient {
         let req = MetaRequest::ListDir { ino, plus };
         self.counters.bump(req.kind());
         let span = tracing::debug_span!("meta_call", kind = req.kind());
-        let _e = span.enter();
         let msg = MetaCall { cred: self.cred.clone(), req };
         let mut retried = false;
-        loop {
-            let conn = self.dialer.connect(&self.peer).await.map_err(|e| ClientError::at("", e))?;
-            let mut out = Vec::new();
-            match call_paged(&conn, &self.peer.name, &msg, self.timeout, |p| listing_page(p, &mut out)).await {
-                Ok(()) => return Ok(out),
-                // The cached connection was dead before the request left:
-                // dial again once (as `Dialer::call` does).
-                Err(CallError::Proto { source: ProtoError::Connection(_), .. }) if !retried => {
-                    retried = true;
-                    self.dialer.forget(&self.peer).await;
+        async move {
+            loop {
+                let conn = self.dialer.connect(&self.peer).await.map_err(|e| ClientError::at("", e))?;
+                let mut out = Vec::new();
+                match call_paged(&conn, &self.peer.name, &msg, self.timeout, |p| listing_page(p, &mut out)).await {
+                    Ok(()) => return Ok(out),
+                    // The connection died under a request that changes
+                    // nothing: dial again once (as `call` does).
+                    Err(e) if e.connection_lost() && !retried => {
+                        retried = true;
+                        self.dialer.forget(&self.peer).await;
+                    }
+                    Err(e) => return Err(ClientError::at("", e)),
                 }
-                Err(e) => return Err(ClientError::at("", e)),
             }
         }
+        .instrument(span)
+        .await
     }
 
     /// Create (or, non-exclusively, open) a node.

@@ -344,8 +344,25 @@ fn size_buffers(socket: &std::net::UdpSocket, bytes: usize) {
     }
 }
 
-fn endpoint_config() -> quinn::EndpointConfig {
-    let mut c = quinn::EndpointConfig::default();
+/// The endpoint configuration. A server's stateless-reset key is derived
+/// from its private key, so a server restarted on the same address answers
+/// packets of connections its previous run held with a stateless reset: a
+/// peer learns of the restart within one round trip and dials again,
+/// instead of waiting out the idle timeout on a dead connection (RFC 9000
+/// §10.3). Dial-only endpoints keep a random key.
+fn endpoint_config(server_id: Option<&TlsIdentity>) -> quinn::EndpointConfig {
+    let mut c = match server_id {
+        Some(id) => {
+            let secret = blake3::derive_key("renkei 2026 quic stateless reset key", id.key.secret_der());
+            let mut c = quinn::EndpointConfig::new(Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret)));
+            // The connection IDs it issued must still pass its check, or the
+            // packets are dropped unanswered.
+            let cid_key = u64::from_le_bytes(secret[..8].try_into().expect("8 bytes"));
+            c.cid_generator(move || Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key)));
+            c
+        }
+        None => quinn::EndpointConfig::default(),
+    };
     // Accept datagrams as large as UDP allows; path MTU discovery decides
     // what actually fits (jumbo frames, loopback).
     let _ = c.max_udp_payload_size(65_527);
@@ -365,7 +382,8 @@ fn endpoint_on(
         .ok_or_else(|| EndpointError::QuicCrypto("no async runtime to drive the endpoint".into()))?;
     let socket = runtime.wrap_udp_socket(socket).map_err(|source| EndpointError::Bind { addr, source })?;
     let socket = crate::udp::GsoCapped::wrap(socket, tuning.max_mtu);
-    let mut ep = Endpoint::new_with_abstract_socket(endpoint_config(), server, socket, runtime)
+    let config = endpoint_config(server.is_some().then_some(id));
+    let mut ep = Endpoint::new_with_abstract_socket(config, server, socket, runtime)
         .map_err(|source| EndpointError::Bind { addr, source })?;
     ep.set_default_client_config(client_config(id, tuning)?);
     Ok(ep)

@@ -71,6 +71,22 @@ impl CallError {
         }
     }
 
+    /// True when the connection died under the call (the peer restarted and
+    /// reset it, closed it, or went silent past the idle timeout): the
+    /// request may or may not have been served, so only a request that
+    /// changes nothing may simply be sent again.
+    pub fn connection_lost(&self) -> bool {
+        matches!(
+            self,
+            CallError::Proto {
+                source: ProtoError::Read(quinn::ReadError::ConnectionLost(_))
+                    | ProtoError::Write(quinn::WriteError::ConnectionLost(_))
+                    | ProtoError::Connection(_),
+                ..
+            }
+        )
+    }
+
     /// True when the peer could not be reached at all (worth trying another).
     pub fn is_unreachable(&self) -> bool {
         matches!(self, CallError::Connect { .. } | CallError::Timeout { .. } | CallError::Proto { .. })

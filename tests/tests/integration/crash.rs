@@ -173,3 +173,31 @@ async fn local_up_right_after_kill_9_brings_the_server_back() {
     })
     .await
 }
+
+/// A meta server killed and started again on its address is noticed by its
+/// peers within a round trip (it answers their old connections with a
+/// stateless reset, its key being derived from its own), not after the idle
+/// timeout: file servers heartbeat it again and a client's next call
+/// re-dials at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_meta_server_is_noticed_before_the_idle_timeout() {
+    with_timeout(120, async {
+        let fed = ProcFederation::up(1).await;
+        let c = fed.client(None).await;
+        c.put_bytes(b"before", "/before").await.unwrap();
+        let idle = Duration::from_millis(fs_proto::endpoint::Tuning::default().idle_timeout_ms);
+        fed.kill("meta");
+        let t = Instant::now();
+        fed.restart().await;
+        let back = t.elapsed();
+        // The client's cached connection is dead; its call must not wait
+        // for the idle timeout either.
+        let t2 = Instant::now();
+        assert_eq!(c.get_bytes("/before").await.unwrap(), b"before");
+        let call = t2.elapsed();
+        eprintln!("file server heartbeating the new meta after {back:?}; client call {call:?}");
+        assert!(back < idle, "local up waited {back:?} for the file server (idle timeout {idle:?})");
+        assert!(call < idle, "the client's first call took {call:?} (idle timeout {idle:?})");
+    })
+    .await
+}

@@ -52,6 +52,7 @@ fn fsck_clean(fed: &ProcFederation) {
 /// committed a bundle, before the mount hears); every file whose close
 /// returned is there once it is back.
 async fn killed_after_a_commit(victim: &str, point: &str) {
+    let t0 = Instant::now();
     let fed = ProcFederation::up(1).await;
     let m = TestMount::new(&fed, None, "/", "").await;
     fed.kill(victim);
@@ -62,7 +63,7 @@ async fn killed_after_a_commit(victim: &str, point: &str) {
         move || write_and_fsync_dir(d, f)
     }));
     fed.wait_dead(victim, Duration::from_secs(30)).await;
-    eprintln!("{victim} died at {point}");
+    eprintln!("{victim} died at {point} {:?}", t0.elapsed());
     fed.restart().await;
     writer.await.unwrap().expect("fsync returns once the bundle is committed after the restart");
     m.unmount().await;
