@@ -9,7 +9,10 @@
 //! that an invalidation applied since then touched (the last [`RECENT`]
 //! invalidations are kept to tell; a ticket older than that caches nothing).
 //! So a reply computed before a change can never be cached after the
-//! change's invalidation was applied.
+//! change's invalidation was applied. This mount's own changes send it no
+//! invalidation: [`Cache::forget_attr`] and [`Cache::forget_entry`] note
+//! when each was made, and a reply to a request sent before that is not
+//! cached either ([`Cache::changed_since`] tells a caller to ask again).
 //!
 //! Memory is bounded by [`MAX_ENTRIES`]; beyond it the cache starts over.
 
@@ -74,6 +77,10 @@ struct State {
     links: HashMap<Ino, Cached<String>>,
     xattrs: HashMap<(Ino, String), Cached<Option<Vec<u8>>>>,
     xattr_lists: HashMap<Ino, Cached<Vec<String>>>,
+    /// When this mount last changed an inode's attributes, or a name (and
+    /// so its directory's listing) itself.
+    changed_attrs: HashMap<Ino, Instant>,
+    changed_dirs: HashMap<Ino, Instant>,
 }
 
 impl State {
@@ -132,9 +139,25 @@ impl Cache {
     /// Until when something fetched under `t` may be trusted (None: not at
     /// all, or `key` was invalidated since `t` was taken).
     fn until_for(st: &State, t: Option<Ticket>, key: Option<Key<'_>>) -> Option<Instant> {
+        Self::until_for_reply(st, t, key, false)
+    }
+
+    /// As [`Self::until_for`]; `own`: the reply to this mount's own change,
+    /// which reflects it (so later local changes are what count).
+    fn until_for_reply(st: &State, t: Option<Ticket>, key: Option<Key<'_>>, own: bool) -> Option<Instant> {
         let t = t?;
         let (_, lease) = st.live?;
         if t.sub != st.sub {
+            return None;
+        }
+        let changed = match key {
+            _ if own => None,
+            Some(Key::Attr(i)) => st.changed_attrs.get(&i),
+            Some(Key::Name(p, _) | Key::Listing(p)) => st.changed_dirs.get(&p),
+            None => None,
+        };
+        if changed.is_some_and(|at| t.sent <= *at) {
+            // Asked before this mount's own change: the reply may predate it.
             return None;
         }
         if t.seq != st.seq {
@@ -220,12 +243,35 @@ impl Cache {
 
     /// Forget what this client itself just changed.
     pub fn forget_attr(&self, ino: Ino) {
-        self.st().drop_attr(ino);
+        let mut st = self.st();
+        st.drop_attr(ino);
+        Self::note(&mut st, |st| &mut st.changed_attrs, ino);
     }
 
     /// Forget a name (and the listing of its directory).
     pub fn forget_entry(&self, parent: Ino, name: &str) {
-        self.st().drop_entry(parent, name);
+        let mut st = self.st();
+        st.drop_entry(parent, name);
+        Self::note(&mut st, |st| &mut st.changed_dirs, parent);
+    }
+
+    /// Note a change made now. Notes older than the lease are pruned once
+    /// there are many: a reply to a request sent that long ago could only
+    /// be cached as already expired.
+    fn note(st: &mut State, map: fn(&mut State) -> &mut HashMap<Ino, Instant>, ino: Ino) {
+        let now = Instant::now();
+        let keep = st.live.map_or(Duration::ZERO, |(_, lease)| lease).max(Duration::from_secs(30));
+        let m = map(st);
+        if m.len() >= RECENT {
+            m.retain(|_, at| now.duration_since(*at) < keep);
+        }
+        m.insert(ino, now);
+    }
+
+    /// Whether this mount changed `ino`'s attributes at or after `asked`:
+    /// a reply to a request sent at `asked` may predate the change.
+    pub fn changed_since(&self, ino: Ino, asked: Instant) -> bool {
+        self.st().changed_attrs.get(&ino).is_some_and(|at| asked <= *at)
     }
 
     /// Forget attributes of every inode with several links (after removing a
@@ -244,6 +290,22 @@ impl Cache {
         let mut st = self.st();
         if let Some(until) = Self::until_for(&st, t, Some(Key::Attr(attr.ino))) {
             Self::room(&mut st);
+            st.attrs.insert(attr.ino, (attr.clone(), until));
+        }
+    }
+
+    /// This mount created `name` in `parent` as `attr` (the reply to its
+    /// request under `t`): the listing is stale, the name and attributes
+    /// are known.
+    pub fn put_created(&self, t: Option<Ticket>, parent: Ino, name: &str, attr: &Attr) {
+        let mut st = self.st();
+        st.drop_entry(parent, name);
+        Self::note(&mut st, |st| &mut st.changed_dirs, parent);
+        if let Some(until) = Self::until_for_reply(&st, t, Some(Key::Name(parent, name)), true) {
+            Self::room(&mut st);
+            st.names.insert((parent, name.to_string()), (Some(attr.ino), until));
+        }
+        if let Some(until) = Self::until_for_reply(&st, t, Some(Key::Attr(attr.ino)), true) {
             st.attrs.insert(attr.ino, (attr.clone(), until));
         }
     }

@@ -61,9 +61,7 @@ impl Inner {
     /// Forget what creating `name` in `parent` changed.
     fn created(&self, parent: Ino, name: &str, a: &Attr, t: Option<super::cache::Ticket>) {
         self.cache.forget_attr(parent);
-        self.cache.forget_entry(parent, name);
-        self.cache.put_name(t, parent, name, Some(a.ino));
-        self.cache.put_attr(t, a);
+        self.cache.put_created(t, parent, name, a);
     }
 
     /// Create a non-directory node.

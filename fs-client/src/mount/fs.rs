@@ -152,10 +152,20 @@ impl Inner {
 
     /// Attributes with what this mount has written and not yet committed.
     /// A file being committed right now (its state is locked for the
-    /// upload) shows its attributes as they were, rather than waiting.
+    /// upload) is waited for: its size must never go back (an mmap reader
+    /// past a size the kernel believed smaller gets SIGBUS). `a` may have
+    /// been read before a commit this waited for: what the commit made (a
+    /// newer generation in the open file's state) wins.
     pub async fn overlay(&self, mut a: Attr) -> Attr {
         if let Some(f) = self.files.file(a.ino) {
             let st = f.state.lock().await;
+            if let Some(known) = st.attr.as_ref().filter(|k| k.gen > a.gen) {
+                a.size = known.size;
+                a.gen = known.gen;
+                a.hash = known.hash;
+                a.mtime = a.mtime.max(known.mtime);
+                a.ctime = a.ctime.max(known.ctime);
+            }
             if st.hidden.is_some() {
                 a.nlink = a.nlink.saturating_sub(1);
             }
@@ -174,36 +184,45 @@ impl Inner {
 
     /// Attributes of `ino`: cached, else fetched; with their kernel TTL.
     pub async fn attr(&self, cred: Option<&Cred>, ino: Ino) -> Op<(Attr, Duration)> {
-        if let Some(r) = self.local_attr(ino).await {
-            return r;
-        }
-        if let Some((a, left)) = self.cache.attr(ino) {
-            return Ok((self.overlay(a).await, self.ttl(Some(left))));
-        }
-        if self.remote.is_down() && !self.cache.is_live() {
-            if let Some(a) = self.open_attr(ino).await {
-                return Ok((a, Duration::ZERO));
+        // This mount may change the inode while a GetAttr is out (e.g.
+        // commit a file): that answer may predate the change, and a size
+        // that went back would make an mmap reader fault. Ask again, a few
+        // times; an open file's own state corrects the last answer.
+        for attempt in 0.. {
+            if let Some(r) = self.local_attr(ino).await {
+                return r;
             }
-        }
-        let (r, t) = match self.remote.call(cred, MetaRequest::GetAttr { ino }).await {
-            Ok(r) => r,
-            Err(e) if e.code().is_none() => {
-                // The meta server is unreachable: an open file still has
-                // the attributes it was opened (or last committed) with.
+            if let Some((a, left)) = self.cache.attr(ino) {
+                return Ok((self.overlay(a).await, self.ttl(Some(left))));
+            }
+            if self.remote.is_down() && !self.cache.is_live() {
                 if let Some(a) = self.open_attr(ino).await {
                     return Ok((a, Duration::ZERO));
                 }
-                return Err(errno(&e));
             }
-            Err(e) => return Err(errno(&e)),
-        };
-        match r {
-            MetaResponse::Attr(a) => {
-                self.cache.put_attr(t, &a);
-                Ok((self.overlay(a).await, self.ttl_of(t)))
-            }
-            other => Err(unexpected(other)),
+            let asked = std::time::Instant::now();
+            let (r, t) = match self.remote.call(cred, MetaRequest::GetAttr { ino }).await {
+                Ok(_) if attempt < 3 && self.cache.changed_since(ino, asked) => continue,
+                Ok(r) => r,
+                Err(e) if e.code().is_none() => {
+                    // The meta server is unreachable: an open file still has
+                    // the attributes it was opened (or last committed) with.
+                    if let Some(a) = self.open_attr(ino).await {
+                        return Ok((a, Duration::ZERO));
+                    }
+                    return Err(errno(&e));
+                }
+                Err(e) => return Err(errno(&e)),
+            };
+            return match r {
+                MetaResponse::Attr(a) => {
+                    self.cache.put_attr(t, &a);
+                    Ok((self.overlay(a).await, self.ttl_of(t)))
+                }
+                other => Err(unexpected(other)),
+            };
         }
+        unreachable!("the loop returns")
     }
 
     /// The attributes an open file was opened (or last committed) with.

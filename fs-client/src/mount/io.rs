@@ -311,12 +311,16 @@ impl Inner {
                 return Err(Errno::EIO);
             }
         };
-        st.dirty = None;
+        let written = st.dirty.take().map(|d| fs_proto::Timestamp::from_system(d.mtime));
         st.grant = None;
         if let Some(a) = st.attr.as_mut() {
             a.size = c.size;
             a.gen = c.gen;
             a.hash = c.hash;
+            if let Some(m) = written {
+                a.mtime = a.mtime.max(m);
+                a.ctime = a.ctime.max(m);
+            }
         }
         self.cache.forget_attr(f.ino);
         self.keep_pages(f.ino, c.gen);

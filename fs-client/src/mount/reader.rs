@@ -8,6 +8,16 @@
 //! read-ahead requests concurrently and not always in order, so the last
 //! [`KEEP`] bytes taken from the stream are kept to serve a read that falls
 //! slightly behind.
+//!
+//! Between reads a stream is parked in one bounded lot ([`PARKED_MAX`]
+//! streams, [`PARKED_BYTES`] of data they may still deliver), not in its
+//! handle: a stream's undelivered bytes hold the connection's flow-control
+//! credit, and a program that keeps hundreds of files open after reading a
+//! little of each (fsx leaks a mapping, and so an open file, per mapped
+//! read) would otherwise use up the connection's window, and every transfer
+//! with that server, commits included, would wait for it. The oldest parked
+//! stream is dropped (credit returned); its handle opens a new one if it
+//! reads again.
 
 use crate::counters::Counters;
 use crate::error::ClientError;
@@ -29,6 +39,15 @@ pub const KEEP: u64 = 8 << 20;
 /// Furthest a read may be ahead of the stream and still be served by it.
 pub const SKIP: u64 = 8 << 20;
 
+/// Most read streams parked between reads, over every handle.
+pub const PARKED_MAX: usize = 32;
+/// Most bytes parked streams may still deliver (counting each stream as at
+/// most [`STREAM_CREDIT`]): well under a connection's window.
+pub const PARKED_BYTES: u64 = 32 << 20;
+/// What one stream can have in flight towards us at most (the default
+/// stream window).
+const STREAM_CREDIT: u64 = 24 << 20;
+
 struct Stream {
     recv: quinn::RecvStream,
     /// Offset of the next byte the stream delivers.
@@ -37,10 +56,61 @@ struct Stream {
     end: u64,
 }
 
+impl Stream {
+    /// Bytes the stream may still hold or bring.
+    fn credit(&self) -> u64 {
+        self.end.saturating_sub(self.pos).min(STREAM_CREDIT)
+    }
+}
+
+/// Streams parked between reads, oldest first, with their tickets.
+#[derive(Default)]
+struct Lot {
+    next: u64,
+    parked: VecDeque<(u64, Stream)>,
+}
+
+static LOT: std::sync::Mutex<Lot> = std::sync::Mutex::new(Lot { next: 0, parked: VecDeque::new() });
+
+fn lot() -> std::sync::MutexGuard<'static, Lot> {
+    LOT.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Park `s`; the oldest parked streams go while the lot is over its bounds.
+fn park(s: Stream) -> u64 {
+    let mut lot = lot();
+    lot.next += 1;
+    let id = lot.next;
+    lot.parked.push_back((id, s));
+    let mut bytes: u64 = lot.parked.iter().map(|(_, s)| s.credit()).sum();
+    while lot.parked.len() > PARKED_MAX || (bytes > PARKED_BYTES && lot.parked.len() > 1) {
+        match lot.parked.pop_front() {
+            Some((_, old)) => bytes -= old.credit(),
+            None => break,
+        }
+    }
+    id
+}
+
+/// Take back the stream parked under `id`, if it is still there.
+fn unpark(id: u64) -> Option<Stream> {
+    let mut lot = lot();
+    let at = lot.parked.iter().position(|(i, _)| *i == id)?;
+    lot.parked.remove(at).map(|(_, s)| s)
+}
+
+/// How many streams are parked (tests).
+pub fn parked() -> usize {
+    lot().parked.len()
+}
+
 /// Read state of one handle.
 #[derive(Default)]
 pub struct Reader {
+    /// The stream in hand during a read.
     stream: Option<Stream>,
+    /// Ticket of the stream parked between reads.
+    ticket: Option<u64>,
     /// Recently delivered pieces, in order, contiguous up to the stream position.
     kept: VecDeque<(u64, Bytes)>,
     window: u64,
@@ -98,9 +168,28 @@ impl Reader {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, ClientError> {
+        if let Some(id) = self.ticket.take() {
+            self.stream = unpark(id);
+        }
+        let r = self.read_in_hand(dialer, counters, grant, offset, len).await;
+        if let Some(s) = self.stream.take() {
+            self.ticket = Some(park(s));
+        }
+        r
+    }
+
+    async fn read_in_hand(
+        &mut self,
+        dialer: &Dialer,
+        counters: &Counters,
+        grant: &ReadGrant,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, ClientError> {
         if self.gen != grant.attr.gen {
             // A new generation: nothing read from the old one may be served.
-            *self = Reader { gen: grant.attr.gen, ..Default::default() };
+            *self = Reader::default();
+            self.gen = grant.attr.gen;
         }
         let size = grant.attr.size;
         let end = offset.saturating_add(len).min(size);
@@ -212,6 +301,14 @@ async fn open_at(
         Ok(ServerResponse::Reading { .. }) => Ok(recv),
         Ok(other) => Err(ClientError::Unexpected(format!("{other:?}"))),
         Err(e) => Err(ClientError::Call(CallError::Remote(e))),
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if let Some(id) = self.ticket.take() {
+            drop(unpark(id));
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use fs_proto::{Cred, DirEntry, Ino};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// The mount's metadata caller.
 #[derive(Clone)]
@@ -140,57 +141,64 @@ impl Remote {
         let msg = MetaCall { cred: cred.cloned(), req };
         let deadline = Instant::now() + self.timeout;
         let span = tracing::debug_span!("meta", kind);
-        let _e = span.enter();
-        let mut pause = Duration::from_millis(50);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let ticket = self.cache.ticket();
-            let attempt = async {
-                let conn = self.dialer.connect(&self.peer).await?;
-                self.counters.bump(kind);
-                let t = ticket.filter(|t| t.conn == conn.stable_id());
-                let bound = self.call_timeout.min(left);
-                let r = if listing {
-                    read_listing(&conn, &self.peer.name, &msg, bound).await.map(Answer::Listing)
-                } else {
-                    call::<_, MetaResponse>(&conn, &self.peer.name, &msg, bound).await.map(|r| Answer::One(Box::new(r)))
+        // Instrumented, never entered: a guard held across an await would
+        // leave the span entered on whatever task the worker polls next.
+        async move {
+            let mut pause = Duration::from_millis(50);
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let ticket = self.cache.ticket();
+                let attempt = async {
+                    let conn = self.dialer.connect(&self.peer).await?;
+                    self.counters.bump(kind);
+                    let t = ticket.filter(|t| t.conn == conn.stable_id());
+                    let bound = self.call_timeout.min(left);
+                    let r = if listing {
+                        read_listing(&conn, &self.peer.name, &msg, bound).await.map(Answer::Listing)
+                    } else {
+                        call::<_, MetaResponse>(&conn, &self.peer.name, &msg, bound)
+                            .await
+                            .map(|r| Answer::One(Box::new(r)))
+                    };
+                    Ok::<_, CallError>((r, t))
                 };
-                Ok::<_, CallError>((r, t))
-            };
-            let sent = Instant::now();
-            // A listing is bounded per page (it may be long, and moves while
-            // pages arrive); anything else by what is left of the operation.
-            let done = if listing { Ok(attempt.await) } else { tokio::time::timeout(left, attempt).await };
-            let waited = sent.elapsed();
-            self.counters.add_meta_wait(waited);
-            tracing::debug!(kind, waited_us = waited.as_micros() as u64, "meta reply");
-            let err = match done {
-                Ok(Ok((Ok(r), t))) => {
-                    self.down.store(false, Ordering::Relaxed);
-                    return (Ok(r), t);
+                let sent = Instant::now();
+                // A listing is bounded per page (it may be long, and moves while
+                // pages arrive); anything else by what is left of the operation.
+                let done = if listing { Ok(attempt.await) } else { tokio::time::timeout(left, attempt).await };
+                let waited = sent.elapsed();
+                self.counters.add_meta_wait(waited);
+                tracing::debug!(kind, waited_us = waited.as_micros() as u64, "meta reply");
+                let err = match done {
+                    Ok(Ok((Ok(r), t))) => {
+                        self.down.store(false, Ordering::Relaxed);
+                        return (Ok(r), t);
+                    }
+                    Ok(Ok((Err(CallError::Remote(e)), t))) => {
+                        self.down.store(false, Ordering::Relaxed);
+                        return (Err(ClientError::Call(CallError::Remote(e))), t);
+                    }
+                    Ok(Ok((Err(e), _))) | Ok(Err(e)) => e,
+                    Err(_) => CallError::Timeout { peer: self.peer.name.clone(), secs: self.timeout.as_secs() },
+                };
+                let unsent = matches!(err, CallError::Connect { .. });
+                if !unsent {
+                    // The connection may be dead without knowing it yet: dial
+                    // anew. Not waited for: a dial in progress holds the slot.
+                    let (dialer, peer) = (self.dialer.clone(), self.peer.clone());
+                    tokio::spawn(async move { dialer.forget(&peer).await });
                 }
-                Ok(Ok((Err(CallError::Remote(e)), t))) => {
-                    self.down.store(false, Ordering::Relaxed);
-                    return (Err(ClientError::Call(CallError::Remote(e))), t);
+                if (mutation && !unsent) || Instant::now() + pause >= deadline {
+                    self.down.store(true, Ordering::Relaxed);
+                    tracing::warn!(kind, "meta call failed: {err}");
+                    return (Err(ClientError::Call(err)), None);
                 }
-                Ok(Ok((Err(e), _))) | Ok(Err(e)) => e,
-                Err(_) => CallError::Timeout { peer: self.peer.name.clone(), secs: self.timeout.as_secs() },
-            };
-            let unsent = matches!(err, CallError::Connect { .. });
-            if !unsent {
-                // The connection may be dead without knowing it yet: dial
-                // anew. Not waited for: a dial in progress holds the slot.
-                let (dialer, peer) = (self.dialer.clone(), self.peer.clone());
-                tokio::spawn(async move { dialer.forget(&peer).await });
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
             }
-            if (mutation && !unsent) || Instant::now() + pause >= deadline {
-                self.down.store(true, Ordering::Relaxed);
-                tracing::warn!(kind, "meta call failed: {err}");
-                return (Err(ClientError::Call(err)), None);
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(500));
         }
+        .instrument(span)
+        .await
     }
 }
 

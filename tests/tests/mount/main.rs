@@ -9,6 +9,7 @@ mod coherence;
 mod common;
 mod crash;
 mod fsx;
+mod handles;
 mod nearest;
 mod pjdfstest;
 mod posix;

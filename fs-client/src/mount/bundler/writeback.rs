@@ -209,14 +209,6 @@ impl Inner {
                 // it first.
                 return false;
             }
-            tracing::debug!(
-                src,
-                ?dst,
-                fold,
-                node = ?l.nodes.get(&src).map(|x| (x.stage, x.frozen.as_ref().map(|e| e.name.clone()))),
-                forming = l.planner.is_forming(src),
-                "rename here"
-            );
             if fold {
                 // Not sent yet: it is created under its new name.
                 l.remove_name(p, n);
