@@ -17,6 +17,7 @@ pub mod putget;
 pub mod rep_bench;
 pub mod sshfs;
 pub mod tar_stream;
+pub mod tools_bench;
 pub mod wan;
 pub mod wan_transfer;
 pub mod wanfed;

@@ -8,7 +8,7 @@
 //!   there), for reading the mount's per-kind request counters.
 
 use crate::mount_bench::mounted;
-use crate::sshfs::{unmount, wait_for};
+use crate::sshfs::{unmount, wait_for, Place};
 use crate::wan::{netns, Site};
 use anyhow::Context;
 use fs_client::counters::Counters;
@@ -30,7 +30,7 @@ pub struct BinMount {
 
 impl BinMount {
     /// Mount `/` at `mp` as the client whose config file is `config`, with
-    /// `-o options` (a spill directory is added).
+    /// `-o options` (a spill directory is added), inside `site`.
     pub fn start(
         site: &Site,
         bin_dir: &Path,
@@ -39,19 +39,31 @@ impl BinMount {
         options: &str,
         scratch: &Path,
     ) -> anyhow::Result<Self> {
+        Self::start_at(Place::Site(site), bin_dir, config, mp, options, scratch)
+    }
+
+    /// [`Self::start`] at `place` (this machine's own network, or a site).
+    pub fn start_at(
+        place: Place<'_>,
+        bin_dir: &Path,
+        config: &Path,
+        mp: &Path,
+        options: &str,
+        scratch: &Path,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(mp)?;
-        let log = scratch.join(format!(
-            "mount-{}-{}.log",
-            site.name(),
-            mp.file_name().and_then(|n| n.to_str()).unwrap_or("mnt")
-        ));
+        let at = match place {
+            Place::Local => "local".to_string(),
+            Place::Site(s) => s.name().to_string(),
+        };
+        let log = scratch.join(format!("mount-{at}-{}.log", mp.file_name().and_then(|n| n.to_str()).unwrap_or("mnt")));
         let spill = scratch.join("spill");
         std::fs::create_dir_all(&spill)?;
         let mut o = format!("spill_dir={}", spill.display());
         if !options.is_empty() {
             o = format!("{o},{options}");
         }
-        let child = site
+        let child = place
             .command(bin_dir.join("renkei"))
             .env("RENKEI_CONFIG", config)
             .env("RUST_LOG", "info,quinn=warn")

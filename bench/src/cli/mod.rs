@@ -4,6 +4,7 @@ pub mod dataset;
 pub mod mount;
 pub mod putget;
 pub mod rep;
+pub mod tools;
 pub mod transfer;
 pub mod wan;
 pub mod wan_serve;
@@ -29,6 +30,10 @@ pub enum Command {
     /// Issue 5 side by side: the Montage-like set into and out of the mount across a 10 ms WAN vs
     /// one tar stream, per-file creates and sshfs; cold/warm `ls -l`; one large file at 50 ms.
     Wanfs(wanfs::WanFsArgs),
+    /// Issue 20 side by side: tar x, rsync -a, cp -a, chmod -R, chown -R, mv, rm -rf, git and make on
+    /// 10,000 small files, in the mount beside local disk and sshfs (or, with --wan, one tar stream
+    /// and sshfs across a 10 ms WAN); each tool's metadata requests per file.
+    Tools(tools::ToolsArgs),
 }
 
 /// Run one subcommand.
@@ -41,5 +46,6 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Dataset(args) => dataset::run(args),
         Command::Transfer(args) => transfer::run_cli(args),
         Command::Wanfs(args) => wanfs::run_cli(args),
+        Command::Tools(args) => tools::run_cli(args),
     }
 }
