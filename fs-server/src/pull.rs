@@ -317,12 +317,13 @@ fn sealer(
     let pool = tokio::runtime::Handle::current();
     Box::new(move |w| {
         pool.spawn_blocking(move || {
-            // A copy this server already holds (an earlier order's) is kept
-            // as it is and registered again; only a file this copy created is
-            // ever deleted here.
+            // A sound copy this server already holds (an earlier order's) is
+            // kept as it is and registered again (a corrupt one is replaced
+            // by `finish_expecting`); only a file this copy created is ever
+            // deleted here.
             let r = match w.and_then(|w| w.finish_expecting(&dst, expect)) {
                 Ok(_) => Ok(true),
-                Err(ReplicaError::Exists { .. }) if crate::replica::holds(&dst, expect.0, &expect.1) => Ok(false),
+                Err(ReplicaError::Exists { .. }) if crate::replica::sound(&dst, expect.0, &expect.1) => Ok(false),
                 Err(e) => Err(e),
             };
             drop(permit);
