@@ -163,7 +163,18 @@ async fn local_up_right_after_kill_9_brings_the_server_back() {
             .expect("listen in pop1.toml")
             .parse()
             .unwrap();
-        let squatter = std::net::UdpSocket::bind(listen).expect("take the server's port");
+        // The killed server may hold its port for a moment while it exits
+        // (the very case `local up` waits for): take the port once it is free.
+        let t = Instant::now();
+        let squatter = loop {
+            match std::net::UdpSocket::bind(listen) {
+                Ok(s) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && t.elapsed() < Duration::from_secs(10) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                Err(e) => panic!("take the server's port {listen}: {e}"),
+            }
+        };
         let err = fed.try_restart(&[]).await.expect_err("the server cannot bind its port");
         let msg = err.to_string();
         eprintln!("local up with the port taken: {msg}");
