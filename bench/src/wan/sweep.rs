@@ -95,6 +95,13 @@ pub fn run_is_alive(run_id: &str) -> bool {
     matches!(claim_if_dead(run_id), Ok(None))
 }
 
+/// Whether the process named in a temporary lock file `.<run>.<pid>` still runs.
+fn publisher_alive(name: &str) -> bool {
+    name.rsplit_once('.')
+        .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+}
+
 /// What a sweep removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SweepReport {
@@ -115,7 +122,13 @@ pub fn sweep_stale() -> Result<SweepReport, WanError> {
             if let Some(run) = name.strip_suffix(".lock") {
                 runs.push(run.to_string());
             } else if name.starts_with('.') {
-                // A lock being published, or left by a run that died mid-publish.
+                // A lock being published, or left by a run that died mid-publish. Its creator locks
+                // it only after creating it, so a file whose creating process still lives is left
+                // alone: taking its lock in that moment and deleting it made the creator's publish
+                // fail (two test beds starting at once in one test binary).
+                if publisher_alive(&name) {
+                    continue;
+                }
                 if File::open(entry.path())
                     .ok()
                     .and_then(|f| Flock::lock(f, FlockArg::LockExclusiveNonblock).ok())
@@ -158,5 +171,12 @@ mod tests {
         assert_eq!(run_of_netns("rkw-abc-kek_x"), Some("abc"));
         assert_eq!(run_of_netns("other"), None);
         assert_eq!(run_of_netns("rkw-nosite"), None);
+    }
+
+    #[test]
+    fn a_lock_being_published_by_a_live_process_is_not_swept() {
+        assert!(publisher_alive(&format!(".0badf00d.{}", std::process::id())));
+        assert!(!publisher_alive(".0badf00d.notapid"));
+        assert!(!publisher_alive(&format!(".0badf00d.{}", u32::MAX)));
     }
 }
