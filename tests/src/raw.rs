@@ -6,8 +6,19 @@ use std::net::SocketAddr;
 
 /// Connect to `addr` (certificate name `name`) as the identity in `files`.
 pub async fn connect(addr: SocketAddr, name: &str, files: &TlsFiles) -> Result<quinn::Connection, String> {
+    connect_with(addr, name, files, &Tuning::default()).await
+}
+
+/// [`connect`] with a transport of the caller's choosing (a rogue client
+/// may, say, offer a receive window of a few bytes and never read).
+pub async fn connect_with(
+    addr: SocketAddr,
+    name: &str,
+    files: &TlsFiles,
+    tuning: &Tuning,
+) -> Result<quinn::Connection, String> {
     let tls = TlsIdentity::load(files).map_err(|e| e.to_string())?;
-    let ep = client_endpoint("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?, &tls, &Tuning::default())
+    let ep = client_endpoint("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?, &tls, tuning)
         .map_err(|e| e.to_string())?;
     let connecting = ep.connect(addr, name).map_err(|e| e.to_string())?;
     connecting.await.map_err(|e| fs_proto::endpoint::explain_connection_error(&e))
