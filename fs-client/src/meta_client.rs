@@ -59,6 +59,16 @@ impl MetaClient {
     pub async fn call(&self, req: MetaRequest) -> std::result::Result<MetaResponse, CallError> {
         let kind = req.kind();
         self.counters.bump(kind);
+        if let MetaRequest::Batch(reqs) = &req {
+            // The meta server would take a longer batch for an attack and
+            // close the connection: say so here instead.
+            if reqs.len() > fs_proto::meta::MAX_BATCH {
+                return Err(CallError::Remote(fs_proto::RemoteError::new(
+                    fs_proto::ErrorCode::InvalidArgument,
+                    format!("a batch holds at most {} requests, not {}", fs_proto::meta::MAX_BATCH, reqs.len()),
+                )));
+            }
+        }
         let safe = !req.is_mutation();
         let msg = MetaCall { cred: self.cred.clone(), req };
         let call = async {

@@ -19,6 +19,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, info, warn, Instrument};
 
+/// How long one page of a listing may wait for the peer to take it.
+const LISTING_WRITE_BOUND: Duration = Duration::from_secs(30);
+
+/// Batches longer than this are served on a blocking thread, so a long
+/// batch (each read grant an ECDSA signature) never occupies an async
+/// worker that other peers' requests and heartbeats need.
+const BLOCKING_BATCH: usize = 64;
+
 /// An opened meta server, ready to serve.
 pub struct MetaNode {
     service: Arc<MetaService>,
@@ -146,6 +154,16 @@ async fn handle_stream(
     let admitted = svc.dirleases.admit(&svc.ns, &streams.cbs, session, &call.req).await;
     let (reply, pending) = match svc.dirleases.serve(&svc, &streams.cbs, &id, session, &call).await {
         Some(done) => done,
+        None if matches!(&call.req, MetaRequest::Batch(r) if r.len() > BLOCKING_BATCH) => {
+            let (svc, cbs, id, span) = (svc.clone(), streams.cbs.clone(), id.clone(), span.clone());
+            match tokio::task::spawn_blocking(move || span.in_scope(|| cbs.handle(&svc, &id, session, call))).await {
+                Ok(done) => done,
+                Err(e) => (
+                    Err(fs_proto::RemoteError::new(fs_proto::ErrorCode::Internal, format!("batch failed: {e}"))),
+                    Default::default(),
+                ),
+            }
+        }
         None => span.in_scope(|| streams.cbs.handle(&svc, &id, session, call)),
     };
     drop(admitted);
@@ -190,6 +208,15 @@ async fn handle_stream(
 /// `ReadDir` page, under the callbacks' ordering), each written as soon as
 /// it is built, so the first page is on the wire while the meta server still
 /// reads the rest. An error ends the stream with an error frame.
+///
+/// Each page is built under the directory-lease gate (another client's write
+/// lease on the directory is recalled first, so its pending entries land
+/// before the page is read), and the gate is let go before the page is
+/// written: a peer that stops reading holds up only its own stream, never a
+/// `LeaseDir` waiting for the gate's write side and every request queued
+/// behind it. A write that cannot finish within [`LISTING_WRITE_BOUND`]
+/// ends the stream. Entries created between two pages may or may not be
+/// listed, as with any directory read while it changes.
 async fn serve_listing(
     svc: Arc<MetaService>,
     streams: Streams,
@@ -200,13 +227,13 @@ async fn serve_listing(
 ) {
     let MetaRequest::ListDir { ino, plus } = call.req else { return };
     let started = std::time::Instant::now();
-    // Another client's write lease on the directory is recalled first (its
-    // pending entries land before the listing is read).
-    let admitted = svc.dirleases.admit(&svc.ns, &streams.cbs, session, &call.req).await;
     let (mut after, mut pages, mut entries) = (None, 0u32, 0usize);
     loop {
         let req = MetaRequest::ReadDir { ino, after: after.take(), limit: LISTDIR_PAGE, plus };
-        let (reply, _) = streams.cbs.handle(&svc, &id, session, MetaCall { cred: call.cred.clone(), req });
+        let reply = {
+            let _admitted = svc.dirleases.admit(&svc.ns, &streams.cbs, session, &req).await;
+            streams.cbs.handle(&svc, &id, session, MetaCall { cred: call.cred.clone(), req }).0
+        };
         let next = match &reply {
             Ok(MetaResponse::Entries { entries: page, more }) => {
                 entries += page.len();
@@ -218,9 +245,20 @@ async fn serve_listing(
                 None
             }
         };
-        if let Err(e) = write_msg(&mut send, &reply).await {
-            debug!(ino, "listing not delivered: {e}");
-            return;
+        match tokio::time::timeout(LISTING_WRITE_BOUND, write_msg(&mut send, &reply)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                debug!(ino, "listing not delivered: {e}");
+                return;
+            }
+            Err(_) => {
+                warn!(
+                    ino,
+                    pages, "listing page not taken by the peer within {LISTING_WRITE_BOUND:?}; ending the stream"
+                );
+                let _ = send.reset(fs_proto::error::quic_codes::PROTOCOL);
+                return;
+            }
         }
         pages += 1;
         match next {
@@ -228,7 +266,6 @@ async fn serve_listing(
             None => break,
         }
     }
-    drop(admitted);
     let _ = send.finish();
     debug!(ino, pages, entries, replied_us = started.elapsed().as_micros() as u64, "served listing");
 }

@@ -37,11 +37,15 @@ pub struct MetaService {
     pub replication: crate::replication::Shared,
     inventories: Mutex<HashMap<String, Inventory>>,
     inode_count: Mutex<Option<(Instant, u64)>>,
+    replica_count: Mutex<Option<(Instant, HashMap<String, u64>)>>,
     /// Monitoring state: check reports, rates, history, events, netcheck.
     pub monitor: crate::monitor::Monitor,
     /// Directory write leases for bundling clients.
     pub dirleases: crate::dirlease::DirLeases,
 }
+
+/// How long counts of files and replicas answered to anyone stay fresh.
+const COUNTS_FRESH: Duration = Duration::from_secs(2);
 
 fn forbid(what: &str) -> RemoteError {
     RemoteError::new(ErrorCode::NotPermitted, format!("{what} is reserved for file servers"))
@@ -63,6 +67,7 @@ impl MetaService {
             replication: crate::replication::Shared::new(),
             inventories: Mutex::new(HashMap::new()),
             inode_count: Mutex::new(None),
+            replica_count: Mutex::new(None),
             monitor,
             dirleases,
         }
@@ -252,6 +257,12 @@ impl MetaService {
             }
             Q::CommitBundle(b) => A::Bundle(crate::bundle::commit(self, id, b)?),
             Q::Batch(reqs) => {
+                if reqs.len() > fs_proto::meta::MAX_BATCH {
+                    return Err(RemoteError::new(
+                        ErrorCode::InvalidArgument,
+                        format!("a batch holds at most {} requests, not {}", fs_proto::meta::MAX_BATCH, reqs.len()),
+                    ));
+                }
                 let mut out = Vec::with_capacity(reqs.len());
                 for r in reqs {
                     if matches!(r, Q::Batch(_)) {
@@ -350,7 +361,7 @@ impl MetaService {
         let files = {
             let mut cache = self.inode_count.lock().unwrap_or_else(|p| p.into_inner());
             match *cache {
-                Some((at, n)) if at.elapsed() < Duration::from_secs(2) => n,
+                Some((at, n)) if at.elapsed() < COUNTS_FRESH => n,
                 _ => {
                     let n = self.ns.count_inodes();
                     *cache = Some((Instant::now(), n));
@@ -366,11 +377,20 @@ impl MetaService {
         }
     }
 
+    /// Replicas per host, counted at most once per [`COUNTS_FRESH`]: the
+    /// count scans every replica, and `ListHosts` is open to every user.
     fn replica_counts(&self) -> R<HashMap<String, u64>> {
+        let mut cache = self.replica_count.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, counts)) = &*cache {
+            if at.elapsed() < COUNTS_FRESH {
+                return Ok(counts.clone());
+            }
+        }
         let mut counts = HashMap::new();
         for (host, _, _) in self.ns.all_replicas()? {
             *counts.entry(host).or_insert(0) += 1;
         }
+        *cache = Some((Instant::now(), counts.clone()));
         Ok(counts)
     }
 }

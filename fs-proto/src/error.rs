@@ -139,6 +139,10 @@ pub enum ProtoError {
     /// The bytes did not decode as the expected message.
     #[error("malformed frame: {0}")]
     Malformed(#[from] postcard::Error),
+    /// A message holding more elements than its bound allows
+    /// ([`crate::bounded`]).
+    #[error("malformed frame: {0}")]
+    OverBound(String),
     /// A compressed frame that does not decompress within
     /// [`crate::version::MAX_FRAME`].
     #[error("malformed compressed frame: {0}")]
@@ -166,6 +170,7 @@ impl ProtoError {
             ProtoError::Oversized { .. }
                 | ProtoError::Truncated
                 | ProtoError::Malformed(_)
+                | ProtoError::OverBound(_)
                 | ProtoError::Compression(_)
         )
     }

@@ -47,7 +47,11 @@ pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
 
 /// Decode the body of a plain frame (without its length prefix).
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProtoError> {
-    Ok(postcard::from_bytes(body)?)
+    crate::bounded::take_refusal();
+    postcard::from_bytes(body).map_err(|e| match crate::bounded::take_refusal() {
+        Some(why) => ProtoError::OverBound(why),
+        None => ProtoError::Malformed(e),
+    })
 }
 
 /// Decode the body of a frame whose length prefix was `prefix`.
@@ -55,7 +59,16 @@ pub fn decode_framed<T: DeserializeOwned>(prefix: u32, body: &[u8]) -> Result<T,
     if prefix & COMPRESSED == 0 {
         return decode(body);
     }
-    let plain = zstd::bulk::decompress(body, MAX_FRAME).map_err(|e| ProtoError::Compression(e.to_string()))?;
+    // Inflate as a stream with a cap, so memory follows the real size, not
+    // the bound (the one-shot API allocates the whole bound first).
+    use std::io::Read;
+    let mut plain = Vec::with_capacity((body.len() * 4).min(MAX_FRAME));
+    zstd::stream::read::Decoder::new(body)
+        .and_then(|d| d.take(MAX_FRAME as u64 + 1).read_to_end(&mut plain))
+        .map_err(|e| ProtoError::Compression(e.to_string()))?;
+    if plain.len() > MAX_FRAME {
+        return Err(ProtoError::Compression(format!("body inflates past the {MAX_FRAME}-byte frame limit")));
+    }
     decode(&plain)
 }
 
@@ -81,11 +94,15 @@ pub async fn read_msg<T: DeserializeOwned>(recv: &mut quinn::RecvStream) -> Resu
     if len > MAX_FRAME {
         return Err(ProtoError::Oversized { len, max: MAX_FRAME });
     }
-    let mut body = vec![0u8; len];
-    recv.read_exact(&mut body).await.map_err(|e| match e {
-        quinn::ReadExactError::FinishedEarly(_) => ProtoError::Truncated,
-        quinn::ReadExactError::ReadError(e) => ProtoError::Read(e),
-    })?;
+    // The buffer grows with the bytes that arrive, never ahead of them: a
+    // peer that declares 16 MiB and sends nothing holds no 16 MiB here.
+    let mut body = Vec::with_capacity(len.min(64 << 10));
+    while body.len() < len {
+        match recv.read_chunk(len - body.len(), true).await? {
+            Some(chunk) => body.extend_from_slice(&chunk.bytes),
+            None => return Err(ProtoError::Truncated),
+        }
+    }
     decode_framed(prefix, &body)
 }
 

@@ -31,6 +31,7 @@
 //! - [`vpe`]: the VM service (users, manager, PoP agents).
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod bounded;
 pub mod bundle;
 pub mod callback;
 pub mod capability;

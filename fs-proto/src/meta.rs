@@ -27,6 +27,15 @@ pub const READDIR_PAGE_BYTES: usize = crate::version::MAX_FRAME / 4;
 /// milliseconds, large enough to compress well.
 pub const LISTDIR_PAGE: u32 = 1_000;
 
+/// Most requests one [`MetaRequest::Batch`] may hold; a longer batch is a
+/// protocol violation, refused while it is decoded. Clients split their
+/// batches at this size (the mount's attribute batches use all of it).
+pub const MAX_BATCH: usize = 4096;
+
+fn batch_of<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<MetaRequest>, D::Error> {
+    crate::bounded::seq(d, MAX_BATCH, "a batch")
+}
+
 /// Take one page of a [`MetaRequest::ListDir`] stream into `out`; whether
 /// more pages follow. Anything but `Entries` is refused.
 pub fn listing_page(page: MetaResponse, out: &mut Vec<DirEntry>) -> Result<bool, crate::rpc::CallError> {
@@ -408,8 +417,8 @@ pub enum MetaRequest {
         done: bool,
     },
     /// Several requests in one round trip, executed in order; each gets its
-    /// own result.
-    Batch(Vec<MetaRequest>),
+    /// own result. At most [`MAX_BATCH`] requests.
+    Batch(#[serde(deserialize_with = "batch_of")] Vec<MetaRequest>),
     /// Plan copies (for `renkei rep` or `fsck --repair`): which file goes
     /// to which host from where, with capabilities for the destinations.
     /// Needs read permission on every file.
@@ -551,6 +560,11 @@ impl MetaRequest {
     /// Whether the request changes persistent state (and so must be durable
     /// before it is acknowledged).
     pub fn is_mutation(&self) -> bool {
+        if let MetaRequest::Batch(reqs) = self {
+            // A batch of reads is a read: it takes no write ordering and
+            // may be sent again.
+            return reqs.iter().any(MetaRequest::is_mutation);
+        }
         !matches!(
             self,
             MetaRequest::WhoAmI

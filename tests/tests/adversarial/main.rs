@@ -6,4 +6,6 @@
 
 mod common;
 mod inode_numbers;
+mod meta_stall;
 mod replicas;
+mod streams;
