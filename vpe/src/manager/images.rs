@@ -1,8 +1,9 @@
 //! The manager's image requests: register an upload as a generation, list,
 //! show, tag, remove. Records live in `/vpe/images/NAME/info.toml`.
 
+use fs_proto::meta::SetAttr;
 use fs_proto::vpe::{ImageRegister, ImageTag, VpeResponse};
-use fs_proto::{hash_hex, ErrorCode, FileKind, RemoteError};
+use fs_proto::{hash_hex, Attr, ErrorCode, FileKind, RemoteError};
 use tracing::{info, warn};
 
 use super::{now_ms, Manager, R};
@@ -38,11 +39,6 @@ impl Manager {
         let manifest_path = format!("{dir}/{MANIFEST_FILE}");
         // Root's first, so nobody can change the files between the check and the record.
         self.ns.own(dir, 0o755).await?;
-        for name in [MANIFEST_FILE, "kernel", "initrd", "disk"] {
-            if self.ns.stat(&format!("{dir}/{name}")).await?.is_some() {
-                self.ns.own(&format!("{dir}/{name}"), 0o444).await?;
-            }
-        }
         let entries = self.ns.list(dir).await?;
         let mut expected: Vec<&str> = vec![MANIFEST_FILE, "disk", "initrd", "kernel"];
         expected.sort();
@@ -54,6 +50,18 @@ impl Manager {
                 format!("{dir} must hold exactly kernel, initrd, disk and image.toml; it holds {names:?}"),
             ));
         }
+        // Only regular files are made root's (by inode, as listed: nothing
+        // is followed to somewhere else).
+        for e in &entries {
+            if e.kind != FileKind::Regular {
+                return Err(RemoteError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("{dir}/{} is not a regular file", e.name),
+                ));
+            }
+            self.ns.own_ino(e.ino, 0o444).await?;
+        }
+        let entries = self.ns.list(dir).await?;
         let text = self.ns.read(&manifest_path).await?.unwrap_or_default();
         let manifest = ImageManifest::parse(&String::from_utf8_lossy(&text), std::path::Path::new(&manifest_path))
             .map_err(|e| RemoteError::new(ErrorCode::InvalidArgument, e.to_string()))?;
@@ -91,6 +99,137 @@ impl Manager {
         Ok((id, manifest.total_size()))
     }
 
+    /// Takes `upload` from `user` into the manager's staging directory and
+    /// returns where it is now, or refuses, with nothing moved or the upload
+    /// given back as it was.
+    ///
+    /// The manager acts as root, so it must not be the deputy that hands one
+    /// user's upload to another: an upload is taken only if it is named for
+    /// the caller (`UPLOAD/USER.NONCE`, the user being the certificate's
+    /// name), is a directory (not a link to one) writable by its owner
+    /// alone, and it and every file in it belong to that owner, with no
+    /// other names (no links to someone else's files). `/vpe/upload` is
+    /// root's and sticky, and moving a directory to another parent needs
+    /// write permission on it, so only its owner can have put such a
+    /// directory under a name: another user's upload is never taken unless
+    /// they named it for the caller themselves. The checks that matter are
+    /// made on what was moved, where nobody but root reaches it: a name
+    /// replaced after the first look is not registered.
+    async fn take_upload(&self, user: &str, upload: &str) -> R<String> {
+        let before = self
+            .ns
+            .stat(upload)
+            .await?
+            .ok_or_else(|| RemoteError::new(ErrorCode::NotFound, format!("{upload} does not exist")))?;
+        if !layout::is_upload_of(user, upload) {
+            return Err(RemoteError::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "{upload} is not {user}'s upload: it is owned by uid {}, and {user} may register only \
+                     {}/{user}.NONCE directories of {user}'s own",
+                    before.uid,
+                    layout::UPLOAD
+                ),
+            ));
+        }
+        if before.kind != FileKind::Directory {
+            return Err(RemoteError::new(
+                ErrorCode::InvalidArgument,
+                format!("{upload} is a {:?}, not a directory", before.kind),
+            ));
+        }
+        let name = &upload[layout::UPLOAD.len() + 1..];
+        let staged = format!("{}/{name}.{}", layout::STAGING, now_ms());
+        self.ns.rename(upload, &staged).await?;
+        match self.check_taken(upload, &staged, &before).await {
+            Ok(()) => Ok(staged),
+            Err(e) => {
+                self.give_back(&staged, upload, &before).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Checks the upload taken to `staged` (`before`: what `upload` was when
+    /// looked at) and makes its directory root's, so its owner can no longer
+    /// add, remove or replace entries.
+    async fn check_taken(&self, upload: &str, staged: &str, before: &Attr) -> R<()> {
+        let now = self.ns.stat(staged).await?.ok_or_else(|| corrupt(format!("{staged} vanished")))?;
+        if now.ino != before.ino || now.kind != before.kind || now.uid != before.uid {
+            return Err(RemoteError::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "{upload} was replaced while it was being taken (inode {} owned by uid {}, then inode {} \
+                     owned by uid {}); nothing was registered",
+                    before.ino, before.uid, now.ino, now.uid
+                ),
+            ));
+        }
+        if now.perm & 0o022 != 0 {
+            return Err(RemoteError::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "{upload} (owned by uid {}) is writable by others (mode {:o}): an upload must be its \
+                     owner's alone",
+                    now.uid, now.perm
+                ),
+            ));
+        }
+        self.ns.own_ino(now.ino, 0o700).await?;
+        for e in self.ns.list(staged).await? {
+            let path = format!("{upload}/{}", e.name);
+            let a = e.attr.ok_or_else(|| corrupt(format!("no attributes for {path}")))?;
+            if a.kind != FileKind::Regular {
+                return Err(RemoteError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("{path} is a {:?}, not a regular file", a.kind),
+                ));
+            }
+            if a.uid != before.uid {
+                return Err(RemoteError::new(
+                    ErrorCode::PermissionDenied,
+                    format!(
+                        "{path} is owned by uid {}, but the upload {upload} by uid {}: an upload may hold only \
+                         its uploader's own files",
+                        a.uid, before.uid
+                    ),
+                ));
+            }
+            if a.nlink != 1 {
+                return Err(RemoteError::new(
+                    ErrorCode::PermissionDenied,
+                    format!("{path} has {} names: an upload's files may have no other name", a.nlink),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts a refused upload back where it was, as it was (best effort: it
+    /// is logged if its name has been taken meanwhile).
+    async fn give_back(&self, staged: &str, upload: &str, before: &Attr) {
+        if let Ok(Some(now)) = self.ns.stat(staged).await {
+            if now.ino == before.ino {
+                let set = SetAttr {
+                    uid: Some(before.uid),
+                    gid: Some(before.gid),
+                    perm: Some(before.perm),
+                    ..SetAttr::default()
+                };
+                if let Err(e) = self.ns.setattr(now.ino, set).await {
+                    warn!(staged, "cannot give a refused upload back its owner: {e}");
+                }
+            }
+        }
+        let fallback = format!("{upload}.refused-{}", now_ms());
+        for to in [upload, fallback.as_str()] {
+            match self.ns.rename(staged, to).await {
+                Ok(()) => return,
+                Err(e) => warn!(staged, to, "cannot give a refused upload back: {e}"),
+            }
+        }
+    }
+
     pub(super) async fn image_register(&self, user: &str, r: ImageRegister) -> R<VpeResponse> {
         self.ensure_layout().await?;
         catalog::check("image name", &r.name)?;
@@ -108,11 +247,19 @@ impl Manager {
             }
             None => ImageRecord::new(&r.name, user, r.shared),
         };
+        let staged = self.take_upload(user, &r.upload).await?;
         record.shared |= r.shared;
         let gen = record.next_gen();
         let dest = layout::generation_dir(&r.name, gen);
-        self.ns.mkdir_p(&layout::image_dir(&r.name), if record.shared { 0o755 } else { 0o700 }).await?;
-        self.ns.rename(&r.upload, &dest).await?;
+        let placed = async {
+            self.ns.mkdir_p(&layout::image_dir(&r.name), if record.shared { 0o755 } else { 0o700 }).await?;
+            self.ns.rename(&staged, &dest).await
+        };
+        if let Err(e) = placed.await {
+            warn!(staged, dest, "cannot place a checked upload: {e}");
+            let _ = self.ns.remove_tree(&staged).await;
+            return Err(e);
+        }
         let (id, size) = match self.seal_generation(&dest, None).await {
             Ok(v) => v,
             Err(e) => {

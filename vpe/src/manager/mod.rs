@@ -108,14 +108,23 @@ impl Manager {
         }
     }
 
-    /// Makes `/vpe/images`, `/vpe/templates` and `/vpe/upload` (once).
+    /// Makes `/vpe/images`, `/vpe/templates`, `/vpe/upload` and
+    /// `/vpe/staging` (once), all root's whoever made them first: the
+    /// sticky bit keeps one user's upload from another only while no user
+    /// owns `/vpe/upload`.
     async fn ensure_layout(&self) -> R<()> {
         self.layout_ready
             .get_or_try_init(|| async {
-                self.ns.mkdir_p(layout::ROOT, 0o755).await?;
-                self.ns.mkdir_p(layout::IMAGES, 0o755).await?;
-                self.ns.mkdir_p(layout::TEMPLATES, 0o755).await?;
-                self.ns.mkdir_p(layout::UPLOAD, 0o1777).await?;
+                for (dir, perm) in [
+                    (layout::ROOT, 0o755),
+                    (layout::IMAGES, 0o755),
+                    (layout::TEMPLATES, 0o755),
+                    (layout::UPLOAD, 0o1777),
+                    (layout::STAGING, 0o700),
+                ] {
+                    self.ns.mkdir_p(dir, perm).await?;
+                    self.ns.own(dir, perm).await?;
+                }
                 info!("namespace layout ready under {}", layout::ROOT);
                 Ok::<(), RemoteError>(())
             })

@@ -3,8 +3,8 @@
 //! the meta server treats as root), answering with wire errors.
 
 use fs_client::{Client, ClientError};
-use fs_proto::meta::SetAttr;
-use fs_proto::{Attr, DirEntry, ErrorCode, RemoteError};
+use fs_proto::meta::{RenameFlags, SetAttr};
+use fs_proto::{Attr, DirEntry, ErrorCode, Ino, RemoteError};
 
 /// A client error as the error a user or agent reads.
 pub fn remote(e: ClientError) -> RemoteError {
@@ -39,7 +39,8 @@ impl Ns {
         &self.client
     }
 
-    /// Attributes of `path`; `None` if it does not exist.
+    /// Attributes of `path` (of a symbolic link itself: the namespace
+    /// follows none); `None` if it does not exist.
     pub async fn stat(&self, path: &str) -> R<Option<Attr>> {
         match self.client.stat(path).await {
             Ok(a) => Ok(Some(a)),
@@ -83,6 +84,16 @@ impl Ns {
         self.client.meta().setattr(attr.ino, set).await.map_err(remote)
     }
 
+    /// Sets the attributes of inode `ino`.
+    pub async fn setattr(&self, ino: Ino, set: SetAttr) -> R<Attr> {
+        self.client.meta().setattr(ino, set).await.map_err(remote)
+    }
+
+    /// Gives inode `ino` to root (uid and gid 0) with permission bits `perm`.
+    pub async fn own_ino(&self, ino: Ino, perm: u32) -> R<Attr> {
+        self.setattr(ino, SetAttr { uid: Some(0), gid: Some(0), perm: Some(perm), ..SetAttr::default() }).await
+    }
+
     /// Entries of a directory (with attributes); empty if it does not exist.
     pub async fn list(&self, path: &str) -> R<Vec<DirEntry>> {
         match self.client.list(path).await {
@@ -92,12 +103,25 @@ impl Ns {
         }
     }
 
-    /// Renames (moves) `from` to exactly `to`.
+    /// Renames (moves) `from` to exactly `to`, atomically refused with
+    /// `Exists` if `to` exists. Whatever is named `from` at that moment
+    /// moves (a symbolic link itself, not what it points to).
     pub async fn rename(&self, from: &str, to: &str) -> R<()> {
-        if self.stat(to).await?.is_some() {
-            return Err(RemoteError::new(ErrorCode::Exists, format!("{to} exists")));
+        let split = |p: &str| fs_client::path::split(p).map_err(remote);
+        let ((sp, sn), (tp, tn)) = (split(from)?, split(to)?);
+        let spa = self.client.stat(&sp).await.map_err(remote)?;
+        let tpa = self.client.stat(&tp).await.map_err(remote)?;
+        let flags = RenameFlags { noreplace: true, ..RenameFlags::default() };
+        match self.client.meta().rename(spa.ino, &sn, tpa.ino, &tn, flags).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.code() == Some(ErrorCode::Exists) => {
+                Err(RemoteError::new(ErrorCode::Exists, format!("{to} exists")))
+            }
+            Err(e) => {
+                let e = remote(e);
+                Err(RemoteError::new(e.code, format!("moving {from} to {to}: {}", e.message)))
+            }
         }
-        self.client.rename(from, to).await.map_err(remote)
     }
 
     /// Removes a file or a whole tree (absent is fine).

@@ -61,6 +61,13 @@ pub async fn enabled(test: &str) -> Option<MutexGuard<'static, ()>> {
     Some(LOCK.lock().await)
 }
 
+/// The global lock, for tests that need no libvirt (the manager's own
+/// requests, such as registering an image): they always run.
+pub async fn serial() -> MutexGuard<'static, ()> {
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
+    LOCK.lock().await
+}
+
 /// Adjusts the manager's configuration.
 pub type ManagerTweak = Box<dyn Fn(&mut ManagerConfig)>;
 /// Adjusts an agent's configuration (given the PoP's name).
@@ -107,6 +114,16 @@ fn user_config(max_vms: u32, keys: &[&str], lab: &[&str], data: &[&str]) -> User
 
 impl Stack {
     pub async fn start(lock: MutexGuard<'static, ()>, setup: Setup) -> Result<Self> {
+        Self::start_with(lock, setup, true).await
+    }
+
+    /// A federation whose image is a few bytes in each file (not bootable):
+    /// enough for what needs no VM, such as registering images.
+    pub async fn start_without_vms(lock: MutexGuard<'static, ()>, setup: Setup) -> Result<Self> {
+        Self::start_with(lock, setup, false).await
+    }
+
+    async fn start_with(lock: MutexGuard<'static, ()>, setup: Setup, bootable: bool) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         // qemu runs as its own user and must traverse to the VMs' files.
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711))?;
@@ -123,11 +140,24 @@ impl Stack {
         let state = local::up(&spec, Duration::from_secs(30)).await.context("renkei local up")?;
         ensure!(state.procs.iter().any(|p| p.role == "vpe-manager"), "local up did not start the VM manager");
         let image = dir.path().join("image");
-        let status = Command::new("bash")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/vm-image/build.sh"))
-            .arg(&image)
-            .output()?;
-        ensure!(status.status.success(), "build.sh: {}", String::from_utf8_lossy(&status.stderr));
+        if bootable {
+            let status = Command::new("bash")
+                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/vm-image/build.sh"))
+                .arg(&image)
+                .output()?;
+            ensure!(status.status.success(), "build.sh: {}", String::from_utf8_lossy(&status.stderr));
+        } else {
+            std::fs::create_dir(&image)?;
+            for (file, bytes) in
+                [("kernel", &b"not a kernel"[..]), ("initrd", b"not an initrd"), ("disk", b"not a disk")]
+            {
+                std::fs::write(image.join(file), bytes)?;
+            }
+            std::fs::write(
+                image.join("image.toml"),
+                "name = \"tiny\"\ncmdline = \"console=ttyS0\"\n[files]\nkernel = \"kernel\"\ninitrd = \"initrd\"\ndisk = \"disk\"\n",
+            )?;
+        }
         let stack = Self { _lock: lock, dir, state, bins, image };
         stack.add_user("bob")?;
         stack.reconfigure(&setup).await?;

@@ -2,7 +2,8 @@
 //! renkei-meta, renkei-server, `vpe serve` and a `vpe agent` per PoP), real
 //! libvirt, real guests of the test image, driven through the `vpe` command
 //! as users alice and bob. Enabled by `VPE_TEST_LIBVIRT=1` (each test prints
-//! why it skips otherwise); tests take a global lock and run one at a time.
+//! why it skips otherwise), except those that boot no VM (`uploads`); tests
+//! take a global lock and run one at a time.
 
 mod harness;
 
@@ -10,6 +11,7 @@ mod boot;
 mod failures;
 mod limits;
 mod placement;
+mod uploads;
 
 /// Every test body is bounded.
 pub async fn bounded<T>(secs: u64, f: impl std::future::Future<Output = T>) -> T {
