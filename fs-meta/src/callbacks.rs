@@ -77,6 +77,8 @@ pub struct Subscription {
 }
 
 struct Session {
+    /// The principal (certificate name) it belongs to.
+    who: String,
     tx: mpsc::Sender<Batch>,
     leases: usize,
     /// Sequence number of the last batch queued.
@@ -100,6 +102,8 @@ pub struct Callbacks {
     /// Bumped whenever a session ends, so that whoever waits on a session
     /// (a directory lease recall) stops waiting at once.
     ended: tokio::sync::watch::Sender<u64>,
+    /// Principals that held others up, barred for a while.
+    penalties: Mutex<crate::penalty::Penalties>,
 }
 
 fn root() -> Caller {
@@ -114,6 +118,7 @@ impl Callbacks {
             order: RwLock::new(()),
             state: Mutex::new(State { next_id: 1, ..Default::default() }),
             ended: tokio::sync::watch::channel(0).0,
+            penalties: Mutex::new(Default::default()),
         }
     }
 
@@ -126,16 +131,48 @@ impl Callbacks {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Start a session; numbered batches of invalidations for it arrive on
-    /// the receiver, and its acknowledgements go into `acked`.
-    pub fn subscribe(&self) -> Subscription {
+    /// Start a session for principal `who`; numbered batches of
+    /// invalidations for it arrive on the receiver, and its acknowledgements
+    /// go into `acked`. Refused, with the time left, while `who` is barred
+    /// ([`crate::penalty`]).
+    pub fn subscribe(&self, who: &str) -> Result<Subscription, Duration> {
+        if let Some(left) = self.barred(who) {
+            return Err(left);
+        }
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let (acked, acked_rx) = watch::channel(0);
         let mut st = self.state();
         let id = st.next_id;
         st.next_id += 1;
-        st.sessions.insert(id, Session { tx, leases: 0, seq: 0, acked: acked_rx });
-        Subscription { id, rx, acked }
+        st.sessions.insert(id, Session { who: who.to_string(), tx, leases: 0, seq: 0, acked: acked_rx });
+        Ok(Subscription { id, rx, acked })
+    }
+
+    fn penalties(&self) -> std::sync::MutexGuard<'_, crate::penalty::Penalties> {
+        self.penalties.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How much longer principal `who` is barred, if it is.
+    pub fn barred(&self, who: &str) -> Option<Duration> {
+        self.penalties().barred(who, Instant::now())
+    }
+
+    /// Whether session `id`'s principal is barred (no new directory leases).
+    pub fn session_barred(&self, id: SessionId) -> bool {
+        let who = self.state().sessions.get(&id).map(|s| s.who.clone());
+        who.is_some_and(|w| self.barred(&w).is_some())
+    }
+
+    /// Session `id` held others up: strike its principal, and end the
+    /// session if `end`. Returns the principal and its bar.
+    pub fn penalize(&self, id: SessionId, end: bool) -> Option<(String, Duration)> {
+        let who = self.state().sessions.get(&id).map(|s| s.who.clone())?;
+        let bar = self.penalties().strike(&who, Instant::now());
+        tracing::warn!(session = id, principal = %who, bar_s = bar.as_secs(), "session held others up; its principal gets no callbacks or directory leases for a while");
+        if end {
+            self.unsubscribe(id);
+        }
+        Some((who, bar))
     }
 
     /// End a session (its leases are swept later).
@@ -309,7 +346,9 @@ impl Callbacks {
         }
         for sid in late {
             tracing::warn!(session = sid, "no acknowledgement of invalidations within the bound; dropping the session");
-            self.unsubscribe(sid);
+            if self.penalize(sid, true).is_none() {
+                self.unsubscribe(sid);
+            }
         }
     }
 }
@@ -449,9 +488,9 @@ mod tests {
     #[test]
     fn changes_reach_other_holders_only() {
         let cb = Callbacks::new(Duration::from_secs(60));
-        let mut a = cb.subscribe();
-        let mut b = cb.subscribe();
-        let mut c = cb.subscribe();
+        let mut a = cb.subscribe("t").unwrap();
+        let mut b = cb.subscribe("t").unwrap();
+        let mut c = cb.subscribe("t").unwrap();
         cb.grant(a.id, &[1, 7]);
         cb.grant(b.id, &[1]);
         let change = vec![Invalidation::Entry { parent: 1, name: "x".into() }, Invalidation::Attr { ino: 7 }];
@@ -469,7 +508,7 @@ mod tests {
     #[test]
     fn expired_leases_are_not_called_back_and_are_swept() {
         let cb = Callbacks::new(Duration::ZERO);
-        let mut a = cb.subscribe();
+        let mut a = cb.subscribe("t").unwrap();
         cb.grant(a.id, &[5]);
         assert!(cb.push(cb.route(0, vec![Invalidation::Attr { ino: 5 }])).is_empty());
         assert!(a.rx.try_recv().is_err(), "a lease of zero length has expired");
@@ -481,7 +520,7 @@ mod tests {
     #[test]
     fn a_session_that_does_not_keep_up_is_dropped() {
         let cb = Callbacks::new(Duration::from_secs(60));
-        let a = cb.subscribe();
+        let a = cb.subscribe("t").unwrap();
         cb.grant(a.id, &[5]);
         for _ in 0..=QUEUE_DEPTH {
             let _ = cb.push(cb.route(0, vec![Invalidation::Attr { ino: 5 }]));
@@ -492,7 +531,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_change_waits_for_the_acknowledgement() {
         let cb = Arc::new(Callbacks::new(Duration::from_secs(60)));
-        let mut a = cb.subscribe();
+        let mut a = cb.subscribe("t").unwrap();
         cb.grant(a.id, &[5]);
         let delivery = cb.push(cb.route(0, vec![Invalidation::Attr { ino: 5 }]));
         let waiter = tokio::spawn({
@@ -514,7 +553,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_silent_session_holds_a_change_for_the_bound_and_is_dropped() {
         let cb = Callbacks::new(Duration::from_secs(60));
-        let a = cb.subscribe();
+        let a = cb.subscribe("t").unwrap();
         cb.grant(a.id, &[5]);
         let t = tokio::time::Instant::now();
         cb.acknowledged(cb.push(cb.route(0, vec![Invalidation::Attr { ino: 5 }]))).await;
@@ -526,8 +565,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_peer_that_closed_holds_nothing_up_but_a_lost_stream_does() {
         let cb = Callbacks::new(Duration::from_secs(60));
-        let a = cb.subscribe();
-        let b = cb.subscribe();
+        let a = cb.subscribe("t").unwrap();
+        let b = cb.subscribe("t").unwrap();
         cb.grant(a.id, &[5]);
         cb.grant(b.id, &[6]);
         let to_a = cb.push(cb.route(0, vec![Invalidation::Attr { ino: 5 }]));

@@ -152,7 +152,9 @@ impl DirLeases {
                         session = holder,
                         "a lease holder did not acknowledge its recall; ending its session"
                     );
-                    cbs.unsubscribe(*holder);
+                    if cbs.penalize(*holder, true).is_none() {
+                        cbs.unsubscribe(*holder);
+                    }
                     return false;
                 }
                 true
@@ -168,6 +170,19 @@ impl DirLeases {
                     t.conflicts(d, acting, Instant::now(), self.recall_timeout, |s| cbs.is_subscribed(s))
                 }
             };
+            // A holder that kept a recalled directory past the bound gets
+            // no directory lease for a while: the next access to it does not
+            // wait again.
+            let conflicts: Vec<Conflict> = conflicts
+                .into_iter()
+                .filter(|c| match c {
+                    Conflict::Broken { holder, .. } => {
+                        cbs.penalize(*holder, false);
+                        false
+                    }
+                    _ => true,
+                })
+                .collect();
             if conflicts.is_empty() || Instant::now() >= give_up {
                 let gate = self.gate.read().await;
                 let blocked = {
@@ -198,6 +213,7 @@ impl DirLeases {
                         }
                     }
                     Conflict::Wait { until: u, .. } => until = until.min(u),
+                    Conflict::Broken { .. } => {}
                 }
             }
             if let Some(by) = unacked.iter().map(|u| u.3).min() {
@@ -276,6 +292,18 @@ impl DirLeases {
                 }
                 if let Err(e) = caller.check(&inode, W | X, "write permission on the directory") {
                     return (Err(e), Vec::new());
+                }
+                // Only an owner (or root) may hold a directory for itself: a
+                // lease on `/` or on a shared directory would let one user
+                // hold up everyone else working there. The others work on it
+                // synchronously.
+                if caller.uid != 0 && caller.uid != inode.uid {
+                    tracing::debug!(dir, principal = %id.name, "directory lease not granted: not the owner");
+                    return (Ok(None), Vec::new());
+                }
+                if cbs.session_barred(session) {
+                    tracing::debug!(dir, principal = %id.name, "directory lease not granted: the principal is barred");
+                    return (Ok(None), Vec::new());
                 }
                 let mut t = self.table();
                 t.sweep(live);

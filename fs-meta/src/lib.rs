@@ -37,6 +37,7 @@ pub mod keys;
 pub mod monitor;
 pub mod namespace;
 pub mod node;
+pub mod penalty;
 pub mod perm;
 pub mod record;
 pub mod replication;

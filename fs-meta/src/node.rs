@@ -136,7 +136,7 @@ async fn handle_stream(
 ) {
     let Some(call) = fs_proto::serve::read_request::<MetaCall>(&conn, &mut send, &mut recv).await else { return };
     if matches!(call.req, MetaRequest::Subscribe) {
-        return serve_subscription(streams, conn, send, recv).await;
+        return serve_subscription(streams, conn, &id, send, recv).await;
     }
     if let MetaRequest::Monitor(fs_proto::monitor::MonitorRequest::Netcheck(req)) = call.req {
         return crate::monitor::netcheck::serve(svc, id, req, send).await;
@@ -275,11 +275,26 @@ async fn serve_listing(
 async fn serve_subscription(
     streams: Streams,
     conn: quinn::Connection,
+    id: &Identity,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
     use fs_proto::callback::{CallbackAck, CallbackFrame, ALIVE_EVERY_MS};
-    let sub = streams.cbs.subscribe();
+    let sub = match streams.cbs.subscribe(&id.name) {
+        Ok(sub) => sub,
+        Err(left) => {
+            let reason = format!(
+                "{} recently held other clients up (an invalidation not acknowledged, or a recalled directory not given back); no callbacks for {} s",
+                id.name,
+                left.as_secs() + 1
+            );
+            debug!("{reason}");
+            let refused = CallbackFrame::Refused { reason, retry_after_ms: left.as_millis() as u64 + 1 };
+            let _ = tokio::time::timeout(Duration::from_secs(5), write_msg(&mut send, &refused)).await;
+            let _ = send.finish();
+            return;
+        }
+    };
     let (id, mut rx, acked) = (sub.id, sub.rx, sub.acked);
     let old = streams.session.swap(id, Ordering::AcqRel);
     if old != 0 {

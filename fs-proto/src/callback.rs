@@ -101,6 +101,16 @@ pub enum CallbackFrame {
     },
     /// Nothing else was written for [`ALIVE_EVERY_MS`]: the session lives.
     Alive,
+    /// No subscription for now (the first and only frame): this principal
+    /// recently held other clients up (did not acknowledge invalidations or
+    /// give back a recalled directory). The client runs without a cache and
+    /// asks again after `retry_after_ms`.
+    Refused {
+        /// Why, for the client's log.
+        reason: String,
+        /// When to ask again (ms).
+        retry_after_ms: u64,
+    },
 }
 
 /// What a subscribed client writes on its side of the stream: the batches

@@ -31,9 +31,14 @@ pub async fn run(
 ) {
     let mut pause = Duration::from_millis(100);
     loop {
+        let mut refused_for = None;
         match subscribe_once(&remote, &cache, &notes, &counters, &bundler, &prefetch).await {
             Ok(()) => pause = Duration::from_millis(100),
-            Err(e) => debug!("callback subscription: {e}"),
+            Err(Ended::Refused { reason, retry_after }) => {
+                tracing::warn!("callback subscription refused: {reason}; running uncached until then");
+                refused_for = Some(retry_after);
+            }
+            Err(Ended::Failed(e)) => debug!("callback subscription: {e}"),
         }
         if cache.is_live() {
             info!("callback subscription lost; cache dropped until it is back");
@@ -42,8 +47,22 @@ pub async fn run(
         prefetch.clear();
         bundler.lost();
         notes.send(&[fs_proto::callback::Invalidation::Reset]);
-        tokio::time::sleep(pause).await;
+        tokio::time::sleep(refused_for.unwrap_or(pause).min(Duration::from_secs(600))).await;
         pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Why a subscription ended.
+enum Ended {
+    /// The meta server said no, for a while.
+    Refused { reason: String, retry_after: Duration },
+    /// Anything else (connection, silence, protocol).
+    Failed(String),
+}
+
+impl From<String> for Ended {
+    fn from(e: String) -> Self {
+        Ended::Failed(e)
     }
 }
 
@@ -54,7 +73,7 @@ async fn subscribe_once(
     counters: &Counters,
     bundler: &Arc<Bundler>,
     prefetch: &Prefetch,
-) -> Result<(), String> {
+) -> Result<(), Ended> {
     let conn = remote.dialer().connect(remote.peer()).await.map_err(|e| e.to_string())?;
     counters.bump("subscribe");
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
@@ -63,8 +82,12 @@ async fn subscribe_once(
         .await
         .map_err(|_| "no answer to subscribe".to_string())?
         .map_err(|e| e.to_string())?;
-    let CallbackFrame::Subscribed { lease_ms } = first else {
-        return Err(format!("unexpected first frame {first:?}"));
+    let lease_ms = match first {
+        CallbackFrame::Subscribed { lease_ms } => lease_ms,
+        CallbackFrame::Refused { reason, retry_after_ms } => {
+            return Err(Ended::Refused { reason, retry_after: Duration::from_millis(retry_after_ms) })
+        }
+        other => return Err(format!("unexpected first frame {other:?}").into()),
     };
     cache.subscribed(conn.stable_id(), Duration::from_millis(lease_ms));
     info!(lease_ms, "callback subscription active");
@@ -72,7 +95,7 @@ async fn subscribe_once(
     loop {
         let frame = tokio::time::timeout(silent, read_msg::<CallbackFrame>(&mut recv))
             .await
-            .map_err(|_| format!("the meta server was silent for {silent:?}"))?;
+            .map_err(|_| Ended::Failed(format!("the meta server was silent for {silent:?}")))?;
         match frame {
             Ok(CallbackFrame::Invalidate { seq, list }) => {
                 debug!(seq, n = list.len(), "invalidations");
@@ -90,8 +113,8 @@ async fn subscribe_once(
                 write_msg(&mut send, &CallbackAck { seq }).await.map_err(|e| e.to_string())?;
             }
             Ok(CallbackFrame::Alive) => {}
-            Ok(other) => return Err(format!("unexpected frame {other:?}")),
-            Err(e) => return Err(e.to_string()),
+            Ok(other) => return Err(format!("unexpected frame {other:?}").into()),
+            Err(e) => return Err(e.to_string().into()),
         }
     }
 }

@@ -26,6 +26,14 @@ pub enum Conflict {
         /// Holding session.
         holder: SessionId,
     },
+    /// Recalled more than the timeout ago and not given back: the lease
+    /// is broken (the holder is to be penalised; nothing to wait for).
+    Broken {
+        /// Directory.
+        dir: Ino,
+        /// The session that kept it.
+        holder: SessionId,
+    },
     /// Already recalled; wait until this instant at most.
     Wait {
         /// Directory.
@@ -64,8 +72,9 @@ impl Table {
 
     /// The leases on `dirs` held by sessions other than `acting`: leases of
     /// dead sessions are dropped, leases recalled more than `timeout` ago are
-    /// broken (the holder did not answer), the others are recalled (marked
-    /// here; the caller sends the recall) or waited for.
+    /// broken (the holder did not answer; reported as [`Conflict::Broken`]),
+    /// the others are recalled (marked here; the caller sends the recall) or
+    /// waited for.
     pub fn conflicts(
         &mut self,
         dirs: &[Ino],
@@ -95,6 +104,7 @@ impl Table {
                         holder = l.holder,
                         "lease holder did not give the directory back; lease broken"
                     );
+                    out.push(Conflict::Broken { dir, holder: l.holder });
                     self.leases.remove(&dir);
                 }
                 Some(at) => out.push(Conflict::Wait { dir, until: at + timeout }),
@@ -171,7 +181,11 @@ mod tests {
         assert_eq!(t.holder(5), None);
         assert!(t.grant(5, 3, |_| true));
         assert_eq!(t.conflicts(&[6], 3, now, T, |_| true).len(), 1);
-        assert!(t.conflicts(&[6], 3, now + T, T, |_| true).is_empty(), "a recall that timed out breaks the lease");
+        assert_eq!(
+            t.conflicts(&[6], 3, now + T, T, |_| true),
+            vec![Conflict::Broken { dir: 6, holder: 2 }],
+            "a recall that timed out breaks the lease"
+        );
         assert_eq!(t.holder(6), None);
         assert!(t.grant(6, 1, |_| true) && t.grant(6, 1, |_| true));
         t.sweep(|s| s == 3);

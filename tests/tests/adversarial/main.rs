@@ -6,6 +6,7 @@
 
 mod common;
 mod inode_numbers;
+mod leases;
 mod meta_stall;
 mod replicas;
 mod streams;
