@@ -180,6 +180,8 @@ pub struct TlsIdentity {
     key: PrivateKeyDer<'static>,
     /// Who this node is, read from its own certificate.
     pub identity: Identity,
+    /// The revocation list beside the CA file ([`crate::revocation`]).
+    crl: std::path::PathBuf,
 }
 
 impl Clone for TlsIdentity {
@@ -189,6 +191,7 @@ impl Clone for TlsIdentity {
             chain: self.chain.clone(),
             key: self.key.clone_key(),
             identity: self.identity.clone(),
+            crl: self.crl.clone(),
         }
     }
 }
@@ -221,7 +224,7 @@ impl TlsIdentity {
         let first = chain.first().ok_or_else(|| parse_err(&files.cert, "no certificate in file"))?;
         let identity = Identity::from_cert_der(first)?;
         let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| parse_err(&files.key, e))?;
-        Ok(TlsIdentity { roots, chain, key, identity })
+        Ok(TlsIdentity { roots, chain, key, identity, crl: crate::revocation::crl_path(&files.ca) })
     }
 
     /// PKCS#8 DER of the private key (what capability signing uses).
@@ -244,12 +247,12 @@ impl TlsIdentity {
     }
 
     /// rustls server configuration that requires a client certificate from
-    /// the federation CA.
+    /// the federation CA, not revoked.
     pub fn server_crypto(&self) -> Result<rustls::ServerConfig, EndpointError> {
-        let verifier =
-            rustls::server::WebPkiClientVerifier::builder_with_provider(self.roots.clone(), Self::provider())
-                .build()
-                .map_err(|e| EndpointError::QuicCrypto(e.to_string()))?;
+        let base = rustls::server::WebPkiClientVerifier::builder_with_provider(self.roots.clone(), Self::provider())
+            .build()
+            .map_err(|e| EndpointError::QuicCrypto(e.to_string()))?;
+        let verifier = Arc::new(crate::revocation::RevokingVerifier::new(base, self.crl.clone()));
         let mut cfg = rustls::ServerConfig::builder_with_provider(Self::provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
@@ -432,6 +435,8 @@ pub fn explain_connection_error(e: &quinn::ConnectionError) -> String {
         || raw.contains("unknown CA")
     {
         " (the certificate was not issued by this federation's CA)"
+    } else if raw.contains("Revoked") || raw.contains("revoked") {
+        " (this certificate has been revoked: ask the federation's administrator for a new one)"
     } else if raw.contains("Expired") || raw.contains("expired") {
         " (a certificate has expired: issue a new one with `renkei ca issue`)"
     } else if raw.contains("CertificateRequired")

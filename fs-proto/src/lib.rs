@@ -43,6 +43,7 @@ pub mod meta;
 pub mod monitor;
 pub mod process;
 pub mod replication;
+pub mod revocation;
 pub mod rpc;
 pub mod serve;
 pub mod server;

@@ -25,7 +25,13 @@ pub async fn accept(incoming: quinn::Incoming) -> Option<(quinn::Connection, Ide
         }
     };
     match peer_identity(&conn) {
-        Ok((id, _)) => Some((conn, id)),
+        Ok((id, cert)) => {
+            // Revoked later: the connection is closed then.
+            if let Ok(serial) = crate::revocation::serial_of(&cert) {
+                tokio::spawn(crate::revocation::watch_connection(conn.clone(), serial));
+            }
+            Some((conn, id))
+        }
         Err(e) => {
             warn!(%remote, "refused connection: {e}");
             conn.close(quic_codes::FORBIDDEN, format!("refused: {e}").as_bytes());

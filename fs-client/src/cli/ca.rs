@@ -20,6 +20,22 @@ pub enum CaCommand {
     /// Issue a host certificate (--host NAME --site SITE) or a user
     /// certificate (--user NAME), written to DIR/hosts or DIR/users.
     Issue(IssueArgs),
+    /// Revoke the certificate issued to a user (--user NAME) or a host
+    /// (--host NAME): it is added to DIR/crl.pem, which every service reads
+    /// beside its ca.pem within a second or so, without a restart; the
+    /// holder's connections are closed and new ones refused. Copy crl.pem
+    /// to every host as you copied ca.pem.
+    Revoke {
+        /// Directory of the CA.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Host name.
+        #[arg(long, conflicts_with = "user")]
+        host: Option<String>,
+        /// Federation user name.
+        #[arg(long)]
+        user: Option<String>,
+    },
 }
 
 /// `ca issue` arguments.
@@ -82,6 +98,21 @@ pub(crate) fn run(cmd: &CaCommand, json: bool) -> anyhow::Result<()> {
                     files.cert.display(),
                     files.key.display()
                 );
+            }
+        }
+        CaCommand::Revoke { dir, host, user } => {
+            let (name, role) = match (host, user) {
+                (Some(h), None) => (h.clone(), Role::Host),
+                (None, Some(u)) => (u.clone(), Role::User),
+                _ => anyhow::bail!("give either --host NAME or --user NAME"),
+            };
+            let ca = CaDir::new(dir);
+            let r = ca.revoke(role, &name)?;
+            let crl = fs_proto::revocation::crl_path(&ca.cert_path());
+            if json {
+                super::output::print_json(&serde_json::json!({"revoked": r, "crl": crl}))?;
+            } else {
+                println!("revoked the certificate of {name} (serial {}); list: {}", r.serial, crl.display());
             }
         }
     }

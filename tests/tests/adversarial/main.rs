@@ -9,4 +9,5 @@ mod inode_numbers;
 mod leases;
 mod meta_stall;
 mod replicas;
+mod revocation;
 mod streams;
