@@ -4,13 +4,13 @@
 //! server, which creates every name together with its data. Also the disk
 //! space reservations bundling clients take before acknowledging closes.
 
-use crate::data::{io_to_remote, verify_cap};
+use crate::data::{answer, io_to_remote, on_disk, verify_cap};
 use crate::node::Ctx;
 use crate::replica::{Published, ReplicaError, ReplicaWriter};
+use crate::streams::{idle_error, within};
 use bytes::Bytes;
 use fs_proto::bundle::{stored_cost, BundleCommit, BundleEntry, BundleOp, EntryResult, StoredOp};
 use fs_proto::error::quic_codes;
-use fs_proto::frame::write_msg;
 use fs_proto::meta::{MetaRequest, MetaResponse};
 use fs_proto::rpc::CallError;
 use fs_proto::server::{ServerReply, ServerResponse};
@@ -112,8 +112,7 @@ pub async fn reserve(
         Ok(ServerResponse::Reserved { bytes: mine })
     };
     let reply: ServerReply = r.await;
-    let _ = write_msg(&mut send, &reply).await;
-    let _ = send.finish();
+    answer(&mut send, &reply, ctx.streams.idle()).await;
 }
 
 /// Serve `WriteBundle`.
@@ -129,12 +128,12 @@ pub async fn write_bundle(
     let reply: ServerReply = match bundle(&ctx, &conn, peer, &cap, &ops, &mut recv).await {
         Ok(results) => Ok(ServerResponse::BundleStored(results)),
         Err(e) => {
+            debug!("bundle refused: {e}");
             let _ = recv.stop(quic_codes::IO);
             Err(e)
         }
     };
-    let _ = write_msg(&mut send, &reply).await;
-    let _ = send.finish();
+    answer(&mut send, &reply, ctx.streams.idle()).await;
 }
 
 enum Disk {
@@ -143,55 +142,74 @@ enum Disk {
     End(oneshot::Sender<Result<Published, ReplicaError>>),
 }
 
-/// The disk side of one bundle: one file at a time, on a blocking thread.
+/// The file a bundle's disk task is writing.
+type Current = Option<(Ino, Result<ReplicaWriter, ReplicaError>)>;
+
+/// The disk side of one bundle: one file at a time, each operation one
+/// step on the blocking pool, so a bundle waiting for its client holds no
+/// blocking thread.
 fn disk_thread(ctx: Arc<Ctx>) -> mpsc::Sender<Disk> {
     let (tx, mut rx) = mpsc::channel::<Disk>(8);
-    tokio::task::spawn_blocking(move || {
-        let mut cur: Option<(Ino, Result<ReplicaWriter, ReplicaError>)> = None;
-        while let Some(op) = rx.blocking_recv() {
-            match op {
-                Disk::Begin(ino) => {
-                    if let Some((_, Ok(w))) = cur.take() {
-                        w.abort();
-                    }
-                    cur = Some((ino, ReplicaWriter::create(ctx.spool.tmp_path(ino, FIRST_GEN))));
-                }
-                Disk::Data(mut off, pieces) => {
-                    let failed = match &mut cur {
-                        Some((_, Ok(w))) => pieces
-                            .iter()
-                            .try_for_each(|p| {
-                                let r = w.write_at(off, p);
-                                off += p.len() as u64;
-                                r
-                            })
-                            .err(),
-                        _ => None,
-                    };
-                    if let (Some(e), Some((_, slot))) = (failed, cur.as_mut()) {
-                        if let Ok(w) = std::mem::replace(slot, Err(e)) {
-                            w.abort();
-                        }
-                    }
-                }
-                Disk::End(done) => {
-                    let r = match cur.take() {
-                        Some((ino, Ok(w))) => w.finish_unsynced(&ctx.spool.replica_path(ino, FIRST_GEN)),
-                        Some((_, Err(e))) => Err(e),
-                        None => Err(ReplicaError::Io {
-                            path: ctx.spool.root().to_path_buf(),
-                            source: std::io::Error::other("no file begun"),
-                        }),
-                    };
-                    let _ = done.send(r);
-                }
+    tokio::spawn(async move {
+        let mut cur: Current = None;
+        while let Some(op) = rx.recv().await {
+            // What is queued goes in one step (small files are many
+            // operations each).
+            let mut ops = vec![op];
+            while let Ok(op) = rx.try_recv() {
+                ops.push(op);
             }
+            let c = ctx.clone();
+            let step = on_disk(cur, move |cur| ops.into_iter().for_each(|op| disk_op(&c, cur, op)));
+            let Some((back, ())) = step.await else { return };
+            cur = back;
         }
         if let Some((_, Ok(w))) = cur.take() {
-            w.abort();
+            tokio::task::spawn_blocking(move || w.abort());
         }
     });
     tx
+}
+
+/// One operation of a bundle's disk task.
+fn disk_op(ctx: &Ctx, cur: &mut Current, op: Disk) {
+    match op {
+        Disk::Begin(ino) => {
+            if let Some((_, Ok(w))) = cur.take() {
+                w.abort();
+            }
+            *cur = Some((ino, ReplicaWriter::create(ctx.spool.tmp_path(ino, FIRST_GEN))));
+        }
+        Disk::Data(mut off, pieces) => {
+            let failed = match cur {
+                Some((_, Ok(w))) => pieces
+                    .iter()
+                    .try_for_each(|p| {
+                        let r = w.write_at(off, p);
+                        off += p.len() as u64;
+                        r
+                    })
+                    .err(),
+                _ => None,
+            };
+            if let (Some(e), Some((_, slot))) = (failed, cur.as_mut()) {
+                if let Ok(w) = std::mem::replace(slot, Err(e)) {
+                    w.abort();
+                }
+            }
+        }
+        Disk::End(done) => {
+            let r = match cur.take() {
+                Some((ino, Ok(w))) => w.finish_unsynced(&ctx.spool.replica_path(ino, FIRST_GEN)),
+                Some((_, Err(e))) => Err(e),
+                None => Err(ReplicaError::Io {
+                    path: ctx.spool.root().to_path_buf(),
+                    source: std::io::Error::other("no file begun"),
+                }),
+            };
+            let _ = done.send(r);
+        }
+    }
 }
 
 /// Whether this server takes operation `op` under capability `cap`: a new
@@ -238,60 +256,82 @@ async fn bundle(
         return Err(RemoteError::new(ErrorCode::TooLarge, format!("more than {MAX_ENTRIES} operations")));
     }
     let disk = disk_thread(ctx.clone());
+    // Every wait for the client is bounded: a bundle silent for the idle
+    // bound ends, and the file it was writing goes with the disk task.
+    let idle = ctx.streams.idle();
     let gone = || RemoteError::new(ErrorCode::Internal, "disk thread stopped");
     // Per entry: Ok(Some(receiver)) for a file being stored, Ok(None) for
     // nothing to store, Err for a refused entry.
     let mut stored: Vec<R<Option<Sealing>>> = Vec::new();
     let mut cost = 0u64;
-    for op in ops {
-        let ok = check_op(cap, op);
-        let size = op.data_len();
-        if let BundleOp::Create(e) = op {
-            if e.kind == FileKind::Regular {
-                cost += stored_cost(size);
+    let received: R<()> = async {
+        for op in ops {
+            let ok = check_op(cap, op);
+            let size = op.data_len();
+            if let BundleOp::Create(e) = op {
+                if e.kind == FileKind::Regular {
+                    cost += stored_cost(size);
+                }
             }
-        }
-        let (ino, size) = match op {
-            BundleOp::Create(e) if e.kind == FileKind::Regular && size > 0 => (e.ino, size),
-            _ => {
-                stored.push(ok.map(|_| None));
-                continue;
-            }
-        };
-        if ok.is_ok() {
-            disk.send(Disk::Begin(ino)).await.map_err(|_| gone())?;
-        }
-        let mut left = size;
-        let mut off = 0u64;
-        while left > 0 {
-            let mut pieces = Vec::new();
-            let mut got = 0usize;
-            while left > 0 && got < BATCH {
-                let chunk = recv
-                    .read_chunk(left.min(usize::MAX as u64) as usize, true)
-                    .await
-                    .map_err(|er| RemoteError::new(ErrorCode::Interrupted, format!("bundle stream broken: {er}")))?
-                    .ok_or_else(|| RemoteError::new(ErrorCode::Interrupted, "bundle ended early"))?;
-                got += chunk.bytes.len();
-                left -= chunk.bytes.len() as u64;
-                pieces.push(chunk.bytes);
-            }
-            ctx.bytes_in.fetch_add(got as u64, Ordering::Relaxed);
+            let (ino, size) = match op {
+                BundleOp::Create(e) if e.kind == FileKind::Regular && size > 0 => (e.ino, size),
+                _ => {
+                    stored.push(ok.map(|_| None));
+                    continue;
+                }
+            };
             if ok.is_ok() {
-                disk.send(Disk::Data(off, pieces)).await.map_err(|_| gone())?;
+                disk.send(Disk::Begin(ino)).await.map_err(|_| gone())?;
             }
-            off += got as u64;
+            let mut left = size;
+            let mut off = 0u64;
+            while left > 0 {
+                let mut pieces = Vec::new();
+                let mut got = 0usize;
+                while left > 0 && got < BATCH {
+                    let chunk = within(idle, recv.read_chunk(left.min(usize::MAX as u64) as usize, true))
+                        .await
+                        .ok_or_else(|| idle_error("bundle", idle))?
+                        .map_err(|er| RemoteError::new(ErrorCode::Interrupted, format!("bundle stream broken: {er}")))?
+                        .ok_or_else(|| RemoteError::new(ErrorCode::Interrupted, "bundle ended early"))?;
+                    got += chunk.bytes.len();
+                    left -= chunk.bytes.len() as u64;
+                    pieces.push(chunk.bytes);
+                }
+                ctx.bytes_in.fetch_add(got as u64, Ordering::Relaxed);
+                if ok.is_ok() {
+                    disk.send(Disk::Data(off, pieces)).await.map_err(|_| gone())?;
+                }
+                off += got as u64;
+            }
+            stored.push(match ok {
+                Ok(()) => {
+                    let (tx, rx) = oneshot::channel();
+                    disk.send(Disk::End(tx)).await.map_err(|_| gone())?;
+                    Ok(Some(rx))
+                }
+                Err(e) => Err(e),
+            });
         }
-        stored.push(match ok {
-            Ok(()) => {
-                let (tx, rx) = oneshot::channel();
-                disk.send(Disk::End(tx)).await.map_err(|_| gone())?;
-                Ok(Some(rx))
-            }
-            Err(e) => Err(e),
-        });
+        Ok(())
     }
+    .await;
     drop(disk);
+    if let Err(e) = received {
+        // The stream broke or went silent: the files this bundle already
+        // gave their final names are uncommitted orphans; remove them (only
+        // those it created). Its unfinished file goes with the disk task.
+        for (op, s) in ops.iter().zip(stored) {
+            if let (Some(ino), Ok(Some(rx))) = (op.created(), s) {
+                if let Ok(Ok(p)) = rx.await {
+                    if p.created {
+                        let _ = ctx.spool.delete(ino, FIRST_GEN);
+                    }
+                }
+            }
+        }
+        return Err(e);
+    }
     ctx.reservations.consume(conn.stable_id(), cost);
     // Every file written (not yet durable): collect hashes. `created` lists
     // the replicas this bundle put in the spool: the only ones it may ever

@@ -1,6 +1,7 @@
 //! Configuration of `renkei-server`, read from TOML; see
 //! `fs-server/server.toml` for a documented sample.
 
+use crate::streams::StreamLimits;
 use fs_proto::endpoint::{TlsFiles, Tuning};
 use fs_proto::rpc::PeerAddr;
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,9 @@ pub struct ServerConfig {
     /// QUIC transport tuning.
     #[serde(default)]
     pub transport: Tuning,
+    /// Bounds on what one stream, connection and user may hold.
+    #[serde(default)]
+    pub streams: StreamLimits,
 }
 
 fn default_listen() -> SocketAddr {
@@ -61,6 +65,7 @@ impl ServerConfig {
             capacity: None,
             check_interval_ms: default_check_interval_ms(),
             transport: Tuning::default(),
+            streams: StreamLimits::default(),
         }
     }
 

@@ -7,6 +7,7 @@
 
 use crate::node::Ctx;
 use crate::replica::{ReplicaError, ReplicaFile, ReplicaWriter};
+use crate::streams::{idle_error, within, IDLE_RESET};
 use bytes::Bytes;
 use fs_proto::error::quic_codes;
 use fs_proto::frame::{read_msg, write_msg};
@@ -14,6 +15,7 @@ use fs_proto::meta::{BaseGrant, MetaRequest, MetaResponse};
 use fs_proto::rpc::{reply, request, CallError, PeerAddr};
 use fs_proto::server::{ServerReply, ServerRequest, ServerResponse, WriteFrame};
 use fs_proto::{Access, Capability, ErrorCode, Gen, Hash, Identity, Ino, RemoteError, SignedCapability, Timestamp};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -83,7 +85,7 @@ pub async fn read(
 ) {
     let cap = match verify_cap(&ctx, peer, &cap, Access::Read) {
         Ok(c) => c,
-        Err(e) => return refuse(&mut send, e).await,
+        Err(e) => return refuse(&mut send, e, ctx.streams.idle()).await,
     };
     let path = ctx.spool.replica_path(cap.ino, cap.gen);
     let opened = tokio::task::spawn_blocking(move || ReplicaFile::open(&path)).await;
@@ -93,44 +95,45 @@ pub async fn read(
             if matches!(e, ReplicaError::Corrupt { .. }) {
                 report_bad(&ctx, cap.ino, cap.gen, e.to_string());
             }
-            return refuse(&mut send, io_to_remote(&e)).await;
+            return refuse(&mut send, io_to_remote(&e), ctx.streams.idle()).await;
         }
-        Err(e) => return refuse(&mut send, RemoteError::new(ErrorCode::Internal, e.to_string())).await,
+        Err(e) => {
+            return refuse(&mut send, RemoteError::new(ErrorCode::Internal, e.to_string()), ctx.streams.idle()).await
+        }
     };
     if let Some((size, hash)) = cap.expect {
         if file.size() != size || file.hash() != hash {
             let why =
                 format!("replica holds {} bytes with another hash than the {} bytes registered", file.size(), size);
             report_bad(&ctx, cap.ino, cap.gen, why.clone());
-            return refuse(&mut send, RemoteError::new(ErrorCode::Corrupt, why)).await;
+            return refuse(&mut send, RemoteError::new(ErrorCode::Corrupt, why), ctx.streams.idle()).await;
         }
     }
     let size = file.size();
     let end = offset.saturating_add(len).min(size);
     let n = end.saturating_sub(offset);
-    if write_msg(&mut send, &ServerReply::Ok(ServerResponse::Reading { len: n, size })).await.is_err() {
+    let idle = ctx.streams.idle();
+    let head = ServerReply::Ok(ServerResponse::Reading { len: n, size });
+    if !matches!(within(idle, write_msg(&mut send, &head)).await, Some(Ok(()))) {
+        let _ = send.reset(IDLE_RESET);
         return;
     }
-    let (tx, mut rx) = mpsc::channel::<Result<Bytes, ReplicaError>>(4);
-    tokio::task::spawn_blocking(move || {
-        let mut off = offset;
-        while off < end {
-            let want = READ_PIECE.min(end - off);
-            let mut buf = Vec::with_capacity(want as usize);
-            let r = file.read_verified(off, want, &mut buf).map(|_| Bytes::from(buf));
-            let failed = r.is_err();
-            if tx.blocking_send(r).is_err() || failed {
-                return;
-            }
-            off += want;
-        }
-    });
-    while let Some(piece) = rx.recv().await {
+    // Pieces are read and verified on the blocking pool a few ahead of the
+    // network; a reader that takes nothing holds no blocking thread, and is
+    // given up after the idle bound.
+    let mut pieces = Pieces::new(Arc::new(file), offset, end);
+    while let Some(piece) = pieces.next().await {
         match piece {
             Ok(b) => {
                 let l = b.len() as u64;
-                if send.write_chunk(b).await.is_err() {
-                    return;
+                match within(idle, send.write_chunk(b)).await {
+                    Some(Ok(())) => {}
+                    Some(Err(_)) => return,
+                    None => {
+                        debug!(ino = cap.ino, "the reader took nothing for {idle:?}; resetting the stream");
+                        let _ = send.reset(IDLE_RESET);
+                        return;
+                    }
                 }
                 ctx.bytes_out.fetch_add(l, Ordering::Relaxed);
             }
@@ -148,10 +151,46 @@ pub async fn read(
     let _ = send.finish();
 }
 
-async fn refuse(send: &mut quinn::SendStream, e: RemoteError) {
+/// Pieces read ahead of the network.
+const READ_AHEAD: usize = 4;
+
+/// The verified pieces of `[from, end)` of a replica, each read by its own
+/// short task on the blocking pool, [`READ_AHEAD`] at most in flight.
+pub(crate) struct Pieces {
+    file: Arc<ReplicaFile>,
+    next: u64,
+    end: u64,
+    ahead: VecDeque<tokio::task::JoinHandle<Result<Bytes, ReplicaError>>>,
+}
+
+impl Pieces {
+    pub(crate) fn new(file: Arc<ReplicaFile>, from: u64, end: u64) -> Self {
+        Pieces { file, next: from, end, ahead: VecDeque::new() }
+    }
+
+    /// The next piece, None after the last.
+    pub(crate) async fn next(&mut self) -> Option<Result<Bytes, ReplicaError>> {
+        while self.ahead.len() < READ_AHEAD && self.next < self.end {
+            let (off, want) = (self.next, READ_PIECE.min(self.end - self.next));
+            let file = self.file.clone();
+            self.ahead.push_back(tokio::task::spawn_blocking(move || {
+                let mut buf = Vec::with_capacity(want as usize);
+                file.read_verified(off, want, &mut buf).map(|_| Bytes::from(buf))
+            }));
+            self.next += want;
+        }
+        let h = self.ahead.pop_front()?;
+        Some(h.await.unwrap_or_else(|e| Err(join_failed(e))))
+    }
+}
+
+fn join_failed(e: tokio::task::JoinError) -> ReplicaError {
+    ReplicaError::Io { path: std::path::PathBuf::new(), source: std::io::Error::other(e.to_string()) }
+}
+
+async fn refuse(send: &mut quinn::SendStream, e: RemoteError, idle: std::time::Duration) {
     debug!("refused: {e}");
-    let _ = write_msg(send, &ServerReply::Err(e)).await;
-    let _ = send.finish();
+    answer(send, &ServerReply::Err(e), idle).await;
 }
 
 enum DiskOp {
@@ -160,7 +199,23 @@ enum DiskOp {
     Finish(std::path::PathBuf, oneshot::Sender<Result<(u64, Hash), ReplicaError>>),
 }
 
-/// The disk side of one write session, on a blocking thread.
+/// Run `f` with `state` on the blocking pool and hand the state back (None
+/// if `f` panicked). A session keeps its disk state between such steps, so
+/// while it waits for its peer it holds no blocking thread.
+pub(crate) async fn on_disk<S: Send + 'static, T: Send + 'static>(
+    mut state: S,
+    f: impl FnOnce(&mut S) -> T + Send + 'static,
+) -> Option<(S, T)> {
+    tokio::task::spawn_blocking(move || {
+        let r = f(&mut state);
+        (state, r)
+    })
+    .await
+    .ok()
+}
+
+/// The disk side of one write session: a task taking its operations in
+/// order, each run as one step on the blocking pool.
 struct DiskWorker {
     tx: mpsc::Sender<DiskOp>,
     error: Arc<std::sync::Mutex<Option<ReplicaError>>>,
@@ -171,35 +226,51 @@ impl DiskWorker {
         let (tx, mut rx) = mpsc::channel::<DiskOp>(8);
         let error = Arc::new(std::sync::Mutex::new(None));
         let err_slot = error.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut w = writer;
+        tokio::spawn(async move {
             let fail = |e: ReplicaError, w: ReplicaWriter| {
                 *err_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                w.abort();
+                tokio::task::spawn_blocking(move || w.abort());
             };
+            let mut w = writer;
             if let Some(base) = base {
-                if let Err(e) = base.copy_data_to(&mut w) {
-                    return fail(e, w);
+                match on_disk(w, move |w| base.copy_data_to(w)).await {
+                    Some((w, Err(e))) => return fail(e, w),
+                    Some((back, Ok(()))) => w = back,
+                    None => return,
                 }
             }
-            while let Some(op) = rx.blocking_recv() {
-                let r = match op {
+            while let Some(op) = rx.recv().await {
+                let step = match op {
                     // Network packets are small; one write (and one hash
                     // update) per batch keeps BLAKE3 on its wide SIMD path.
-                    DiskOp::Write(off, pieces) if pieces.len() == 1 => w.write_at(off, &pieces[0]),
-                    DiskOp::Write(off, pieces) => w.write_at(off, &pieces.concat()),
-                    DiskOp::SetLen(n) => w.set_len(n),
+                    DiskOp::Write(off, pieces) => {
+                        on_disk(w, move |w| {
+                            if pieces.len() == 1 {
+                                w.write_at(off, &pieces[0])
+                            } else {
+                                w.write_at(off, &pieces.concat())
+                            }
+                        })
+                        .await
+                    }
+                    DiskOp::SetLen(n) => on_disk(w, move |w| w.set_len(n)).await,
                     DiskOp::Finish(dst, done) => {
-                        let _ = done.send(w.finish(&dst));
+                        let _ = done.send(
+                            tokio::task::spawn_blocking(move || w.finish(&dst))
+                                .await
+                                .unwrap_or_else(|e| Err(join_failed(e))),
+                        );
                         return;
                     }
                 };
-                if let Err(e) = r {
-                    return fail(e, w);
+                match step {
+                    Some((back, Ok(()))) => w = back,
+                    Some((back, Err(e))) => return fail(e, back),
+                    None => return,
                 }
             }
             // The session ended without Finish: drop the partial file.
-            w.abort();
+            tokio::task::spawn_blocking(move || w.abort());
         });
         DiskWorker { tx, error }
     }
@@ -225,14 +296,27 @@ pub async fn write(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
-    match write_session(&ctx, peer, &cap, base, &mut recv).await {
-        Ok(resp) => {
-            let _ = write_msg(&mut send, &ServerReply::Ok(resp)).await;
+    let idle = ctx.streams.idle();
+    let reply = match write_session(&ctx, peer, &cap, base, &mut recv).await {
+        Ok(resp) => ServerReply::Ok(resp),
+        Err(e) => {
+            debug!("write session refused: {e}");
+            let _ = recv.stop(quic_codes::IO);
+            ServerReply::Err(e)
+        }
+    };
+    answer(&mut send, &reply, idle).await;
+}
+
+/// Send the one reply of a stream and finish it; reset it if the peer does
+/// not take the reply within the idle bound.
+pub(crate) async fn answer(send: &mut quinn::SendStream, reply: &ServerReply, idle: std::time::Duration) {
+    match within(idle, write_msg(send, reply)).await {
+        Some(_) => {
             let _ = send.finish();
         }
-        Err(e) => {
-            let _ = recv.stop(quic_codes::IO);
-            refuse(&mut send, e).await;
+        None => {
+            let _ = send.reset(IDLE_RESET);
         }
     }
 }
@@ -275,13 +359,17 @@ async fn write_session(
     if let Some(b) = remote_base {
         fetch_base(ctx, cap.ino, &b, &disk).await?;
     }
+    // Every wait for the writer is bounded: a session silent for the idle
+    // bound ends, and its temporary file goes with the disk worker.
+    let idle = ctx.streams.idle();
     loop {
-        let frame: WriteFrame = match read_msg(recv).await {
-            Ok(f) => f,
-            Err(fs_proto::ProtoError::Eof) => {
+        let frame: WriteFrame = match within(idle, read_msg(recv)).await {
+            None => return Err(idle_error("write session", idle)),
+            Some(Ok(f)) => f,
+            Some(Err(fs_proto::ProtoError::Eof)) => {
                 return Err(RemoteError::new(ErrorCode::Interrupted, "write session ended without commit"));
             }
-            Err(e) => return Err(RemoteError::new(ErrorCode::Interrupted, format!("write session broken: {e}"))),
+            Some(Err(e)) => return Err(RemoteError::new(ErrorCode::Interrupted, format!("write session broken: {e}"))),
         };
         match frame {
             WriteFrame::Data { offset, len } => {
@@ -291,9 +379,9 @@ async fn write_session(
                     let mut pieces = Vec::new();
                     let mut got = 0usize;
                     while left > 0 && got < WRITE_BATCH {
-                        let chunk = recv
-                            .read_chunk(left.min(usize::MAX as u64) as usize, true)
+                        let chunk = within(idle, recv.read_chunk(left.min(usize::MAX as u64) as usize, true))
                             .await
+                            .ok_or_else(|| idle_error("write session data", idle))?
                             .map_err(|e| RemoteError::new(ErrorCode::Interrupted, format!("data stream broken: {e}")))?
                             .ok_or_else(|| RemoteError::new(ErrorCode::Interrupted, "data ended early"))?;
                         let n = chunk.bytes.len();
@@ -361,7 +449,11 @@ async fn fetch_from(ctx: &Arc<Ctx>, peer: &PeerAddr, base: &BaseGrant, disk: &Di
         .await
         .map_err(|e| remote(e.to_string()))?;
     let _ = send.finish();
-    let len = match reply::<ServerResponse>(&mut recv).await.map_err(|e| remote(e.to_string()))? {
+    // A peer that stalls is as bounded as a client that does.
+    let idle = ctx.streams.idle();
+    let head =
+        within(idle, reply::<ServerResponse>(&mut recv)).await.ok_or_else(|| idle_error("base transfer", idle))?;
+    let len = match head.map_err(|e| remote(e.to_string()))? {
         Ok(ServerResponse::Reading { len, .. }) => len,
         Ok(other) => return Err(RemoteError::new(ErrorCode::Internal, format!("unexpected reply {other:?}"))),
         Err(e) => return Err(e),
@@ -369,9 +461,9 @@ async fn fetch_from(ctx: &Arc<Ctx>, peer: &PeerAddr, base: &BaseGrant, disk: &Di
     let mut off = 0u64;
     let mut hasher = blake3::Hasher::new();
     while off < len {
-        let chunk = recv
-            .read_chunk(WRITE_BATCH, true)
+        let chunk = within(idle, recv.read_chunk(WRITE_BATCH, true))
             .await
+            .ok_or_else(|| idle_error("base transfer", idle))?
             .map_err(|e| RemoteError::new(ErrorCode::Interrupted, format!("base transfer broken: {e}")))?
             .ok_or_else(|| RemoteError::new(ErrorCode::Interrupted, "base transfer ended early"))?;
         hasher.update(&chunk.bytes);

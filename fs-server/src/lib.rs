@@ -24,6 +24,8 @@
 //! - [`verify`]: checking replicas in place for `renkei fsck`.
 //! - [`checks`]: service checks (write, read back, serve, reach meta).
 //! - [`probe`]: measuring paths between servers for `renkei netcheck`.
+//! - [`streams`]: idle bounds and per-connection and per-user limits on
+//!   streams, so no peer can stall the server for the others.
 
 pub mod bundle;
 pub mod checks;
@@ -38,6 +40,7 @@ pub mod read_many;
 pub mod replica;
 pub mod replicate;
 pub mod spool;
+pub mod streams;
 pub mod tree_hash;
 pub mod verify;
 

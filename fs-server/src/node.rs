@@ -5,9 +5,9 @@
 use crate::config::ServerConfig;
 use crate::metalink::MetaLink;
 use crate::spool::{load_average, Spool};
+use crate::streams::{within, IDLE_RESET};
 use crate::{data, ServerError};
 use fs_proto::error::quic_codes;
-use fs_proto::frame::write_msg;
 use fs_proto::meta::{HeartbeatReport, MetaRequest, MetaResponse};
 use fs_proto::rpc::Dialer;
 use fs_proto::server::{ServerReply, ServerRequest, ServerResponse};
@@ -44,6 +44,8 @@ pub struct Ctx {
     pub checks: crate::checks::CheckState,
     /// Disk space reserved for bundles, per client connection.
     pub reservations: crate::bundle::Reservations,
+    /// Idle bounds and per-connection and per-user stream limits.
+    pub streams: crate::streams::Admission,
     deleted: Mutex<Vec<(Ino, Gen)>>,
     pub(crate) config: ServerConfig,
     pub(crate) advertise: SocketAddr,
@@ -79,6 +81,7 @@ pub async fn serve(
         pins: crate::pins::Pins::default(),
         checks: crate::checks::CheckState::default(),
         reservations: Default::default(),
+        streams: crate::streams::Admission::new(config.streams.clone()),
         deleted: Mutex::new(Vec::new()),
         advertise,
         config,
@@ -223,7 +226,21 @@ async fn handle_connection(ctx: Arc<Ctx>, incoming: quinn::Incoming) {
     let Some((conn, peer)) = fs_proto::serve::accept(incoming).await else { return };
     let span = tracing::debug_span!("conn", peer = %peer, %remote);
     async move {
+        // At most `per_connection` streams of this connection are served at
+        // once: the next is accepted only when one ends, so the peer's
+        // further streams wait on its side, costing this server nothing.
+        let slots = ctx.streams.connection_slots();
         loop {
+            let slot = tokio::select! {
+                s = slots.clone().acquire_owned() => match s {
+                    Ok(s) => s,
+                    Err(_) => break,
+                },
+                e = conn.closed() => {
+                    debug!("connection ended: {e}");
+                    break;
+                }
+            };
             let (send, recv) = match conn.accept_bi().await {
                 Ok(s) => s,
                 Err(e) => {
@@ -231,7 +248,14 @@ async fn handle_connection(ctx: Arc<Ctx>, incoming: quinn::Incoming) {
                     break;
                 }
             };
-            tokio::spawn(handle_stream(ctx.clone(), conn.clone(), peer.clone(), send, recv).in_current_span());
+            let (ctx, conn, peer) = (ctx.clone(), conn.clone(), peer.clone());
+            tokio::spawn(
+                async move {
+                    handle_stream(ctx, conn, peer, send, recv).await;
+                    drop(slot);
+                }
+                .in_current_span(),
+            );
         }
     }
     .instrument(span)
@@ -245,7 +269,28 @@ async fn handle_stream(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
-    let Some(req) = fs_proto::serve::read_request::<ServerRequest>(&conn, &mut send, &mut recv).await else { return };
+    let idle = ctx.streams.idle();
+    // At most `per_user` streams of one identity are served at once, over
+    // all its connections; the slot is taken before the request is read, so
+    // a waiting stream holds no more than QUIC's own buffers.
+    let _slot = match ctx.streams.admit(&peer).await {
+        Ok(s) => s,
+        Err(e) => {
+            debug!(%peer, "refusing a stream: {e}");
+            let _ = recv.stop(quic_codes::OK);
+            return data::answer(&mut send, &ServerReply::Err(e), idle).await;
+        }
+    };
+    let req = match within(idle, fs_proto::serve::read_request::<ServerRequest>(&conn, &mut send, &mut recv)).await {
+        Some(Some(r)) => r,
+        Some(None) => return,
+        None => {
+            debug!("request frame not received within {idle:?}; resetting the stream");
+            let _ = send.reset(IDLE_RESET);
+            let _ = recv.stop(IDLE_RESET);
+            return;
+        }
+    };
     match req {
         ServerRequest::Read { cap, offset, len } => {
             let span = tracing::debug_span!("read", offset, len);
@@ -284,8 +329,7 @@ async fn handle_stream(
                 host: ctx.identity.name.clone(),
                 site: ctx.identity.site.clone().unwrap_or_default(),
             };
-            let _ = write_msg(&mut send, &ServerReply::Ok(pong)).await;
-            let _ = send.finish();
+            data::answer(&mut send, &ServerReply::Ok(pong), idle).await;
         }
     }
 }

@@ -2,37 +2,36 @@
 //! (`ServerRequest::ReadMany`), so a peer pulling a tree of small files pays
 //! no round trip per file.
 //!
-//! One blocking thread opens each replica, checks it against the size and
-//! hash its capability names and reads it chunk by verified chunk, ahead of
-//! the network through a bounded channel; the async side writes a header
-//! frame per file and the raw bytes after it. A replica that fails its
+//! Each replica is opened and checked against the size and hash its
+//! capability names on the blocking pool, then read chunk by verified chunk
+//! a few pieces ahead of the network (each piece one short blocking task,
+//! so a peer that stops reading holds no blocking thread, and is given up
+//! after the idle bound); a header frame goes out per file with the raw
+//! bytes after it. A replica that fails its
 //! check is reported to the meta server and refused (that file only); a
 //! chunk failing mid-file resets the stream with `CORRUPT`, so bad bytes
 //! are never sent.
 
-use crate::data::{io_to_remote, report_bad, READ_PIECE};
+use crate::data::{io_to_remote, report_bad, Pieces};
 use crate::node::Ctx;
 use crate::replica::{ReplicaError, ReplicaFile};
-use bytes::Bytes;
+use crate::streams::{within, IDLE_RESET};
 use fs_proto::error::quic_codes;
 use fs_proto::frame::write_msg;
 use fs_proto::server::{ServerReply, ServerResponse};
-use fs_proto::{Access, Capability, ErrorCode, Gen, Identity, Ino, RemoteError, SignedCapability, Timestamp};
+use fs_proto::{Access, Capability, ErrorCode, Identity, RemoteError, SignedCapability, Timestamp};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-/// What the reading thread hands to the network side.
-enum Piece {
-    /// The header of the next file.
-    Head(ServerReply),
-    /// Verified bytes of the current file.
-    Data(Bytes),
-    /// A replica found bad before anything of it was sent: report it.
-    Bad(Ino, Gen, String),
-    /// A chunk failed mid-file (corrupt, or an I/O error).
-    Broken(Ino, Gen, ReplicaError),
+/// Replicas opened ahead of the one being sent.
+const OPEN_AHEAD: usize = 4;
+
+/// A replica being opened on the blocking pool, or refused before that.
+enum Opening {
+    Pending(Capability, tokio::task::JoinHandle<Result<ReplicaFile, (RemoteError, Option<String>)>>),
+    Refused(RemoteError),
 }
 
 /// Check a capability for reading as part of replication: a read
@@ -53,86 +52,86 @@ fn check(ctx: &Ctx, peer: &Identity, cap: &SignedCapability) -> Result<Capabilit
 
 /// Serve a `ReadMany` request.
 pub async fn read_many(ctx: Arc<Ctx>, peer: &Identity, caps: Vec<SignedCapability>, mut send: quinn::SendStream) {
+    let idle = ctx.streams.idle();
+    // Every write waits at most the idle bound for the peer to take it.
+    let stalled = |send: &mut quinn::SendStream| {
+        debug!("the reader took nothing for {idle:?}; resetting the stream");
+        let _ = send.reset(IDLE_RESET);
+    };
     let checked: Vec<Result<Capability, RemoteError>> = caps.iter().map(|c| check(&ctx, peer, c)).collect();
-    let (tx, mut rx) = mpsc::channel::<Piece>(8);
-    let reader_ctx = ctx.clone();
-    tokio::task::spawn_blocking(move || produce(&reader_ctx, checked, &tx));
-    while let Some(piece) = rx.recv().await {
-        match piece {
-            Piece::Head(h) => {
-                if write_msg(&mut send, &h).await.is_err() {
-                    return;
+    let mut checked = checked.into_iter();
+    // Replicas are opened and checked a few files ahead of the one sent.
+    let mut opening: VecDeque<Opening> = VecDeque::new();
+    loop {
+        while opening.len() < OPEN_AHEAD {
+            let Some(c) = checked.next() else { break };
+            opening.push_back(match c {
+                Ok(cap) => {
+                    let (ctx, c) = (ctx.clone(), cap.clone());
+                    Opening::Pending(cap, tokio::task::spawn_blocking(move || open_checked(&ctx, &c)))
                 }
-            }
-            Piece::Data(b) => {
-                let n = b.len() as u64;
-                if send.write_chunk(b).await.is_err() {
-                    return;
-                }
-                ctx.bytes_out.fetch_add(n, Ordering::Relaxed);
-            }
-            Piece::Bad(ino, gen, why) => report_bad(&ctx, ino, gen, why),
-            Piece::Broken(ino, gen, e) => {
-                warn!(ino, gen, "refusing to send corrupt data: {e}");
-                let code = if matches!(e, ReplicaError::Corrupt { .. }) {
-                    report_bad(&ctx, ino, gen, e.to_string());
-                    quic_codes::CORRUPT
-                } else {
-                    quic_codes::IO
-                };
-                let _ = send.reset(code);
-                return;
-            }
+                Err(e) => Opening::Refused(e),
+            });
         }
-    }
-    let _ = send.finish();
-}
-
-/// The reading thread: one file after another, ahead of the network.
-fn produce(ctx: &Ctx, caps: Vec<Result<Capability, RemoteError>>, tx: &mpsc::Sender<Piece>) {
-    for cap in caps {
-        let cap = match cap {
-            Ok(c) => c,
-            Err(e) => {
-                if tx.blocking_send(Piece::Head(Err(e))).is_err() {
-                    return;
-                }
-                continue;
-            }
-        };
-        let file = match open_checked(ctx, &cap) {
-            Ok(f) => f,
-            Err((e, bad)) => {
-                if let Some(why) = bad {
-                    if tx.blocking_send(Piece::Bad(cap.ino, cap.gen, why)).is_err() {
-                        return;
+        let Some(o) = opening.pop_front() else { break };
+        let opened = match o {
+            Opening::Refused(e) => Err(e),
+            Opening::Pending(cap, h) => match h.await {
+                Ok(Ok(file)) => Ok((file, cap)),
+                Ok(Err((e, bad))) => {
+                    if let Some(why) = bad {
+                        report_bad(&ctx, cap.ino, cap.gen, why);
                     }
+                    Err(e)
                 }
-                if tx.blocking_send(Piece::Head(Err(e))).is_err() {
-                    return;
-                }
-                continue;
-            }
+                Err(e) => Err(RemoteError::new(ErrorCode::Internal, e.to_string())),
+            },
+        };
+        let (file, cap) = match opened {
+            Ok(o) => o,
+            Err(e) => match within(idle, write_msg(&mut send, &ServerReply::Err(e))).await {
+                Some(Ok(())) => continue,
+                Some(Err(_)) => return,
+                None => return stalled(&mut send),
+            },
         };
         let size = file.size();
-        if tx.blocking_send(Piece::Head(Ok(ServerResponse::Reading { len: size, size }))).is_err() {
-            return;
+        let head = ServerReply::Ok(ServerResponse::Reading { len: size, size });
+        match within(idle, write_msg(&mut send, &head)).await {
+            Some(Ok(())) => {}
+            Some(Err(_)) => return,
+            None => return stalled(&mut send),
         }
-        let mut off = 0;
-        while off < size {
-            let want = READ_PIECE.min(size - off);
-            let mut buf = Vec::with_capacity(want as usize);
-            if let Err(e) = file.read_verified(off, want, &mut buf) {
-                let _ = tx.blocking_send(Piece::Broken(cap.ino, cap.gen, e));
-                return;
+        // Read and verified chunk by chunk on the blocking pool, a few
+        // pieces ahead of the network.
+        let mut pieces = Pieces::new(Arc::new(file), 0, size);
+        while let Some(piece) = pieces.next().await {
+            match piece {
+                Ok(b) => {
+                    let n = b.len() as u64;
+                    match within(idle, send.write_chunk(b)).await {
+                        Some(Ok(())) => {}
+                        Some(Err(_)) => return,
+                        None => return stalled(&mut send),
+                    }
+                    ctx.bytes_out.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    warn!(ino = cap.ino, gen = cap.gen, "refusing to send corrupt data: {e}");
+                    let code = if matches!(e, ReplicaError::Corrupt { .. }) {
+                        report_bad(&ctx, cap.ino, cap.gen, e.to_string());
+                        quic_codes::CORRUPT
+                    } else {
+                        quic_codes::IO
+                    };
+                    let _ = send.reset(code);
+                    return;
+                }
             }
-            if tx.blocking_send(Piece::Data(Bytes::from(buf))).is_err() {
-                return;
-            }
-            off += want;
         }
         debug!(ino = cap.ino, gen = cap.gen, size, "replica sent");
     }
+    let _ = send.finish();
 }
 
 /// Open the replica a capability names and check it has the registered

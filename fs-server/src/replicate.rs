@@ -17,6 +17,7 @@ use crate::data::verify_cap;
 use crate::node::Ctx;
 use crate::pull::{pull, Leftover, Stored};
 use crate::replica::ReplicaFile;
+use crate::streams::{within, IDLE_RESET};
 use fs_proto::frame::write_msg;
 use fs_proto::meta::{MetaRequest, MetaResponse};
 use fs_proto::replication::{CopyItem, ReplicateEvent};
@@ -38,8 +39,10 @@ const PROBE: Duration = Duration::from_secs(3);
 /// Serve a copy order.
 pub async fn replicate(ctx: Arc<Ctx>, peer: &Identity, items: Vec<CopyItem>, mut send: quinn::SendStream) {
     let n = items.len();
+    let idle = ctx.streams.idle();
     let head = ServerReply::Ok(ServerResponse::Replicating { items: n as u32 });
-    if write_msg(&mut send, &head).await.is_err() {
+    if !matches!(within(idle, write_msg(&mut send, &head)).await, Some(Ok(()))) {
+        let _ = send.reset(IDLE_RESET);
         return;
     }
     info!(by = %peer, files = n, bytes = items.iter().map(|i| i.size).sum::<u64>(), "copy order");
@@ -55,8 +58,11 @@ pub async fn replicate(ctx: Arc<Ctx>, peer: &Identity, items: Vec<CopyItem>, mut
             ReplicateEvent::Copied { .. } => copied += 1,
             ReplicateEvent::Failed { .. } => failed_n += 1,
         }
-        if listening && write_msg(&mut send, &ev).await.is_err() {
+        // An orderer that takes no event for the idle bound is given up
+        // (the copy goes on without it).
+        if listening && !matches!(within(idle, write_msg(&mut send, &ev)).await, Some(Ok(()))) {
             listening = false;
+            let _ = send.reset(IDLE_RESET);
         }
     }
     let _ = job.await;

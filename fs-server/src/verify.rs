@@ -7,6 +7,7 @@
 use crate::data::{io_to_remote, verify_cap};
 use crate::node::Ctx;
 use crate::replica::{ReplicaError, ReplicaFile};
+use crate::streams::{within, IDLE_RESET};
 use fs_proto::frame::write_msg;
 use fs_proto::meta::MetaRequest;
 use fs_proto::replication::VerifyEvent;
@@ -21,13 +22,17 @@ const AT_ONCE: usize = 2;
 
 /// Serve a `Verify` request.
 pub async fn verify(ctx: Arc<Ctx>, peer: &Identity, caps: Vec<SignedCapability>, mut send: quinn::SendStream) {
+    let idle = ctx.streams.idle();
     let head = ServerReply::Ok(ServerResponse::Verifying { items: caps.len() as u32 });
-    if write_msg(&mut send, &head).await.is_err() {
+    if !matches!(within(idle, write_msg(&mut send, &head)).await, Some(Ok(()))) {
+        let _ = send.reset(IDLE_RESET);
         return;
     }
     let mut events = stream::iter(caps).map(|cap| verify_one(&ctx, peer, cap)).buffer_unordered(AT_ONCE);
     while let Some(ev) = events.next().await {
-        if write_msg(&mut send, &ev).await.is_err() {
+        // A peer that takes no event for the idle bound is given up.
+        if !matches!(within(idle, write_msg(&mut send, &ev)).await, Some(Ok(()))) {
+            let _ = send.reset(IDLE_RESET);
             return;
         }
     }

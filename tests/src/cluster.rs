@@ -48,6 +48,7 @@ pub struct ClusterBuilder {
     sites: usize,
     servers_per_site: usize,
     meta_tweak: Box<dyn FnOnce(&mut MetaConfig) + Send>,
+    server_tweak: Box<dyn Fn(&mut ServerConfig) + Send>,
 }
 
 /// An in-process federation.
@@ -78,6 +79,12 @@ impl ClusterBuilder {
     /// Adjust the meta server's configuration.
     pub fn meta_config(mut self, f: impl FnOnce(&mut MetaConfig) + Send + 'static) -> Self {
         self.meta_tweak = Box::new(f);
+        self
+    }
+
+    /// Adjust every file server's configuration.
+    pub fn server_config(mut self, f: impl Fn(&mut ServerConfig) + Send + 'static) -> Self {
+        self.server_tweak = Box::new(f);
         self
     }
 
@@ -127,6 +134,7 @@ impl ClusterBuilder {
                     ServerConfig::new(spool.clone(), PeerAddr { addr: meta_addr, name: "meta".into() }, files);
                 cfg.listen = "127.0.0.1:0".parse().expect("addr");
                 cfg.heartbeat_ms = 300;
+                (self.server_tweak)(&mut cfg);
                 let mut h = ServerHandle { name, site: site.clone(), spool, config: cfg, node: None };
                 h.node = Some(start_server(&h.config).await);
                 servers.push(h);
@@ -175,7 +183,7 @@ pub fn issue(ca: &CaDir, name: &str, role: Role, site: Option<&str>) -> TlsFiles
 impl Cluster {
     /// Start building a cluster (defaults: 2 sites, 1 server each).
     pub fn builder() -> ClusterBuilder {
-        ClusterBuilder { sites: 2, servers_per_site: 1, meta_tweak: Box::new(|_| {}) }
+        ClusterBuilder { sites: 2, servers_per_site: 1, meta_tweak: Box::new(|_| {}), server_tweak: Box::new(|_| {}) }
     }
 
     /// The temporary directory holding everything.
