@@ -92,6 +92,7 @@ pub fn to_errno(code: ErrorCode) -> i32 {
         ErrorCode::InvalidArgument => libc::EINVAL,
         ErrorCode::NameTooLong => libc::ENAMETOOLONG,
         ErrorCode::NoSpace => libc::ENOSPC,
+        ErrorCode::NoLocks => libc::ENOLCK,
         ErrorCode::BadCapability => libc::EACCES,
         ErrorCode::Corrupt => libc::EIO,
         ErrorCode::Stale => libc::ESTALE,

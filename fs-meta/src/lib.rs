@@ -34,6 +34,7 @@ pub mod config;
 pub mod dirlease;
 pub mod hosts;
 pub mod keys;
+pub mod locks;
 pub mod monitor;
 pub mod namespace;
 pub mod node;

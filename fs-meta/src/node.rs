@@ -148,6 +148,22 @@ async fn handle_stream(
     if matches!(call.req, MetaRequest::ListDir { .. }) {
         return serve_listing(svc, streams, id, session, call, send).instrument(span).await;
     }
+    if let MetaRequest::Lock(r) | MetaRequest::TestLock(r) = &call.req {
+        let test = matches!(call.req, MetaRequest::TestLock(_));
+        let reply = async {
+            let (caller, _) = svc.users.caller(&id, call.cred.as_ref())?;
+            svc.check_reachable(&caller, &call.req)?;
+            svc.locks.serve(&streams.cbs, session, r, test).await
+        }
+        .instrument(span)
+        .await;
+        if let Err(e) = write_msg(&mut send, &reply).await {
+            debug!(kind, "reply not delivered: {e}");
+            return;
+        }
+        let _ = send.finish();
+        return;
+    }
     let started = std::time::Instant::now();
     // Directory write leases: other sessions' leases in the way are
     // recalled first; lease requests are served with the session.

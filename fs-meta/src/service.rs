@@ -42,6 +42,8 @@ pub struct MetaService {
     pub monitor: crate::monitor::Monitor,
     /// Directory write leases for bundling clients.
     pub dirleases: crate::dirlease::DirLeases,
+    /// POSIX byte-range locks across mounts.
+    pub locks: crate::locks::Locks,
 }
 
 /// How long counts of files and replicas answered to anyone stay fresh.
@@ -70,6 +72,7 @@ impl MetaService {
             replica_count: Mutex::new(None),
             monitor,
             dirleases,
+            locks: Default::default(),
         }
     }
 
@@ -256,6 +259,11 @@ impl MetaService {
                 return Err(RemoteError::new(ErrorCode::InvalidArgument, "directory leases cannot be batched"));
             }
             Q::CommitBundle(b) => A::Bundle(crate::bundle::commit(self, id, b)?),
+            Q::Lock(_) | Q::TestLock(_) => {
+                // The node serves these with the caller's session; one
+                // reaching dispatch was nested in a batch.
+                return Err(RemoteError::new(ErrorCode::InvalidArgument, "locks cannot be batched"));
+            }
             Q::Batch(reqs) => {
                 if reqs.len() > fs_proto::meta::MAX_BATCH {
                     return Err(RemoteError::new(

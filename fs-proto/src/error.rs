@@ -54,6 +54,8 @@ pub enum ErrorCode {
     Busy,
     /// Something failed inside the peer (I/O, database).
     Internal,
+    /// No lock can be taken (no callback session, or too many locks).
+    NoLocks,
 }
 
 impl ErrorCode {
@@ -83,6 +85,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => "value too large",
             ErrorCode::Busy => "resource busy",
             ErrorCode::Internal => "internal error on the remote side",
+            ErrorCode::NoLocks => "no locks available",
         }
     }
 }

@@ -449,6 +449,67 @@ pub enum MetaRequest {
     /// File server: a bundle of new entries whose bytes it stored; create
     /// them all in one transaction (see [`crate::bundle`]).
     CommitBundle(BundleCommit),
+    /// Take, change or give back a POSIX byte-range lock (see
+    /// [`LockRequest`]); answered `Done`, or [`MetaResponse::LockHeld`] when
+    /// a conflicting lock stands and `wait` is false, or
+    /// [`MetaResponse::LockWaiting`] when `wait` is true and the lock did not
+    /// come free within [`LOCK_WAIT_MS`] (ask again). Needs the caller's
+    /// callback session: its locks end with it. Not batchable.
+    Lock(LockRequest),
+    /// Which lock would stand in the way of this one (`F_GETLK`): answered
+    /// [`MetaResponse::LockHeld`] (None: nothing would).
+    TestLock(LockRequest),
+}
+
+/// How long the meta server holds a waiting lock request before answering
+/// [`MetaResponse::LockWaiting`] (below every client's call timeout).
+pub const LOCK_WAIT_MS: u64 = 2_000;
+
+/// Kinds of lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockKind {
+    /// Shared (`F_RDLCK`).
+    Read,
+    /// Exclusive (`F_WRLCK`).
+    Write,
+    /// Give back (`F_UNLCK`).
+    Unlock,
+}
+
+/// One lock operation on a byte range of a file, by one lock owner of the
+/// caller's session (a process's lock table, an open file description, or
+/// a `flock`ed file: the kernel says which). `flock` locks arrive as locks
+/// of the whole file, as NFS does them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRequest {
+    /// The file.
+    pub ino: Ino,
+    /// Lock owner, within the caller's session.
+    pub owner: u64,
+    /// What to do.
+    pub kind: LockKind,
+    /// First byte.
+    pub start: u64,
+    /// Last byte (inclusive; `u64::MAX`: to the end, however far).
+    pub end: u64,
+    /// The process asking (reported to `F_GETLK` callers elsewhere).
+    pub pid: u32,
+    /// Wait for a conflicting lock to go (`F_SETLKW`).
+    pub wait: bool,
+}
+
+/// A lock that stands in the way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    /// Read or write.
+    pub kind: LockKind,
+    /// First byte.
+    pub start: u64,
+    /// Last byte (inclusive).
+    pub end: u64,
+    /// The holding process, as its mount reported it (a pid on another
+    /// machine means nothing here but is what POSIX asks for).
+    pub pid: u32,
 }
 
 impl MetaRequest {
@@ -494,6 +555,8 @@ impl MetaRequest {
             MetaRequest::LeaseDir(_) => "lease_dir",
             MetaRequest::ReleaseDirs { .. } => "release_dirs",
             MetaRequest::CommitBundle(_) => "commit_bundle",
+            MetaRequest::Lock(_) => "lock",
+            MetaRequest::TestLock(_) => "test_lock",
         }
     }
 
@@ -525,6 +588,7 @@ impl MetaRequest {
             | Q::Symlink { parent, .. }
             | Q::Unlink { parent, .. }
             | Q::Rmdir { parent, .. } => vec![*parent],
+            Q::Lock(l) | Q::TestLock(l) => vec![l.ino],
             Q::GetAttr { ino }
             | Q::ReadDir { ino, .. }
             | Q::ListDir { ino, .. }
@@ -587,6 +651,7 @@ impl MetaRequest {
                 | MetaRequest::Subscribe
                 | MetaRequest::Monitor(_)
                 | MetaRequest::ReleaseDirs { .. }
+                | MetaRequest::TestLock(_)
         )
     }
 }
@@ -611,6 +676,11 @@ pub struct WhoAmI {
 pub enum MetaResponse {
     /// Success with nothing to return.
     Done,
+    /// The lock in the way of a [`MetaRequest::Lock`] or
+    /// [`MetaRequest::TestLock`] (None: none).
+    LockHeld(Option<LockInfo>),
+    /// A waiting [`MetaRequest::Lock`] is still blocked: ask again.
+    LockWaiting,
     /// Who the caller is.
     WhoAmI(WhoAmI),
     /// Attributes of one inode.

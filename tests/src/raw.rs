@@ -18,8 +18,8 @@ pub async fn connect_with(
     tuning: &Tuning,
 ) -> Result<quinn::Connection, String> {
     let tls = TlsIdentity::load(files).map_err(|e| e.to_string())?;
-    let ep = client_endpoint("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?, &tls, tuning)
-        .map_err(|e| e.to_string())?;
+    let ep =
+        client_endpoint("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?, &tls, tuning).map_err(|e| e.to_string())?;
     let connecting = ep.connect(addr, name).map_err(|e| e.to_string())?;
     connecting.await.map_err(|e| fs_proto::endpoint::explain_connection_error(&e))
 }

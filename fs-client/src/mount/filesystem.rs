@@ -74,6 +74,9 @@ impl Filesystem for RenkeiFs {
             InitFlags::FUSE_PARALLEL_DIROPS,
             InitFlags::FUSE_AUTO_INVAL_DATA,
             InitFlags::FUSE_HANDLE_KILLPRIV,
+            // Locks are taken at the meta server, across mounts.
+            InitFlags::FUSE_POSIX_LOCKS,
+            InitFlags::FUSE_FLOCK_LOCKS,
         ] {
             let _ = config.add_capabilities(flag);
         }
@@ -300,23 +303,87 @@ impl Filesystem for RenkeiFs {
         });
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        let fs = self.0.clone();
-        self.0.spawn(async move { reply_empty(fs.flush(fh.0).await, reply) });
+    fn flush(&self, _req: &Request, ino: INodeNo, fh: FileHandle, lock_owner: LockOwner, reply: ReplyEmpty) {
+        let (fs, ino) = (self.0.clone(), self.ino(ino));
+        self.0.spawn(async move {
+            let r = fs.flush(fh.0).await;
+            // POSIX: closing any descriptor of a file gives back the
+            // process's locks on it (after its writes are out).
+            fs.unlock_owner(ino, lock_owner.0).await;
+            reply_empty(r, reply)
+        });
+    }
+
+    fn getlk(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: fuser::ReplyLock,
+    ) {
+        let (fs, cred, ino) = (self.0.clone(), self.0.cred(req), self.ino(ino));
+        let ask = super::locks::LockAsk { ino, fh: fh.0, owner: lock_owner.0, start, end, typ, pid };
+        self.0.spawn(async move {
+            match fs.bounded(fs.getlk(cred.as_ref(), ask)).await {
+                Ok((start, end, typ, pid)) => reply.locked(start, end, typ, pid),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn setlk(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let (fs, cred, ino) = (self.0.clone(), self.0.cred(req), self.ino(ino));
+        let ask = super::locks::LockAsk { ino, fh: fh.0, owner: lock_owner.0, start, end, typ, pid };
+        self.0.spawn(async move {
+            // A waiting lock may wait as long as its holder keeps it: not
+            // bounded here (the meta server answers within its own bound,
+            // and the loop asks again).
+            let r = if sleep {
+                fs.setlk(cred.as_ref(), ask, true).await
+            } else {
+                fs.bounded(fs.setlk(cred.as_ref(), ask, false)).await
+            };
+            reply_empty(r, reply)
+        });
     }
 
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let fs = self.0.clone();
-        self.0.spawn(async move { reply_empty(fs.release(fh.0).await, reply) });
+        let (fs, ino) = (self.0.clone(), self.ino(ino));
+        self.0.spawn(async move {
+            let r = fs.release(fh.0).await;
+            // A flock()ed file's last close gives its lock back (after
+            // its writes are out).
+            if let Some(owner) = lock_owner {
+                fs.unlock_owner(ino, owner.0).await;
+            }
+            reply_empty(r, reply)
+        });
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {

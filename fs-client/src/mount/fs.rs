@@ -52,6 +52,8 @@ pub struct Inner {
     pub bundler: Arc<super::bundler::Bundler>,
     /// Small files fetched in bundles on read.
     pub prefetch: Arc<super::prefetch::Prefetch>,
+    /// Which lock owners hold locks through this mount, by file.
+    pub locks: super::locks::Held,
 }
 
 /// The errno of a client error: remote codes through [`to_errno`], local

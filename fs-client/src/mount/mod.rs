@@ -58,6 +58,7 @@ pub mod fs;
 pub mod idmap;
 pub mod inodes;
 pub mod io;
+pub mod locks;
 pub mod notify;
 pub mod options;
 pub mod prefetch;
@@ -260,6 +261,7 @@ pub async fn mount_on(
         opts: opts.clone(),
         bundler,
         prefetch,
+        locks: Default::default(),
     });
     let mut fcfg = fuser::Config::default();
     fcfg.mount_options = vec![

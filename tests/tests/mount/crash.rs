@@ -89,7 +89,7 @@ async fn a_meta_server_killed_after_a_commit_loses_no_closed_file() {
 
 /// `renkei mount -f` with client config `cfg` at `mp`, as a child process
 /// (so it can be killed), once mounted (blocking).
-fn mount_process(cfg: PathBuf, mp: PathBuf) -> std::process::Child {
+pub(crate) fn mount_process(cfg: PathBuf, mp: PathBuf) -> std::process::Child {
     let child = std::process::Command::new(bin_dir().join("renkei"))
         .env("RENKEI_CONFIG", cfg)
         .arg("mount")
@@ -107,7 +107,7 @@ fn mount_process(cfg: PathBuf, mp: PathBuf) -> std::process::Child {
     child
 }
 
-fn umount(mp: &Path) {
+pub(crate) fn umount(mp: &Path) {
     let out = std::process::Command::new(bin_dir().join("renkei")).arg("umount").arg(mp).output().unwrap();
     assert!(out.status.success(), "renkei umount: {}", String::from_utf8_lossy(&out.stderr));
 }

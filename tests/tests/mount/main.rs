@@ -10,6 +10,7 @@ mod common;
 mod crash;
 mod fsx;
 mod handles;
+mod locks;
 mod nearest;
 mod pjdfstest;
 mod posix;
