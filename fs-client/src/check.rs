@@ -66,6 +66,8 @@ pub struct CheckReport {
     pub lost: Vec<String>,
     /// Files or replicas that could not be checked.
     pub errors: Vec<FileIssue>,
+    /// Directories skipped because the caller may not read them.
+    pub unreadable: Vec<String>,
     /// What `--repair` did.
     pub repair: Option<RepReport>,
     /// Wall time.
@@ -92,10 +94,10 @@ impl Client {
         on_tick: OnTick<'_>,
     ) -> Result<CheckReport> {
         let start = Instant::now();
-        let files = regular_files(self, paths).await?;
+        let (files, unreadable) = regular_files(self, paths).await?;
         let names: HashMap<Ino, RemoteFile> = files.iter().map(|f| (f.ino, f.clone())).collect();
         let path_of = |ino: Ino| names.get(&ino).map(|f| f.path.clone()).unwrap_or_else(|| format!("inode {ino}"));
-        let report = Mutex::new(CheckReport { files: files.len() as u64, ..Default::default() });
+        let report = Mutex::new(CheckReport { files: files.len() as u64, unreadable, ..Default::default() });
         for chunk in files.chunks(PLAN_CHUNK) {
             let inos = chunk.iter().map(|f| f.ino).collect();
             let plan = match self.meta().call_at("", MetaRequest::PlanCheck { inos }).await? {

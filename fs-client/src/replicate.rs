@@ -130,9 +130,14 @@ pub struct RepReport {
 impl RepReport {
     /// Whether everything asked for was done.
     pub fn complete(&self) -> bool {
-        self.failed.is_empty() && self.skipped.iter().all(|s| s.reason == reason(SkipReason::Empty))
+        self.failed.is_empty()
+            && self.skipped.iter().all(|s| s.reason == reason(SkipReason::Empty) || s.reason == UNREADABLE)
     }
 }
+
+/// Why a directory below the paths given was not walked (another user's
+/// private directory is not the caller's to copy; not a failure).
+const UNREADABLE: &str = "directory not readable by you: not replicated";
 
 fn reason(r: SkipReason) -> String {
     match r {
@@ -176,8 +181,10 @@ fn split(items: Vec<CopyItem>, files: usize, bytes: u64, streams: usize) -> Vec<
 impl Client {
     /// Replicate every regular file at or under `paths`.
     pub async fn replicate(&self, paths: &[String], opts: &RepOptions, on_tick: OnTick<'_>) -> Result<RepReport> {
-        let files = regular_files(self, paths).await?;
-        self.replicate_files(files, CopyGoal::Copies(opts.copies.unwrap_or(1)), opts, on_tick).await
+        let (files, unreadable) = regular_files(self, paths).await?;
+        let mut report = self.replicate_files(files, CopyGoal::Copies(opts.copies.unwrap_or(1)), opts, on_tick).await?;
+        report.skipped.extend(unreadable.into_iter().map(|path| FileIssue { path, reason: UNREADABLE.into() }));
+        Ok(report)
     }
 
     /// Replicate the given files towards `goal`.

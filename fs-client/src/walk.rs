@@ -18,9 +18,13 @@ pub struct RemoteFile {
 }
 
 /// Every regular file at or under `paths` (directories recursively,
-/// symlinks not followed), each inode once, in walk order.
-pub async fn regular_files(client: &Client, paths: &[String]) -> Result<Vec<RemoteFile>, ClientError> {
+/// symlinks not followed), each inode once, in walk order; and the
+/// directories below `paths` the caller may not read (skipped: another
+/// user's private directory is not the caller's to check or copy). A path
+/// given that cannot be read is an error.
+pub async fn regular_files(client: &Client, paths: &[String]) -> Result<(Vec<RemoteFile>, Vec<String>), ClientError> {
     let mut out = Vec::new();
+    let mut unreadable = Vec::new();
     let mut seen: HashSet<Ino> = HashSet::new();
     for p in paths {
         let root = path::normalize(p);
@@ -30,9 +34,17 @@ pub async fn regular_files(client: &Client, paths: &[String]) -> Result<Vec<Remo
                 out.push(RemoteFile { ino: attr.ino, path: root, size: attr.size });
             }
             FileKind::Directory => {
+                let top = attr.ino;
                 let mut stack = vec![(attr.ino, root)];
                 while let Some((dir, dpath)) = stack.pop() {
-                    let entries = client.meta().readdir_all(dir, true).await.map_err(|e| at(&dpath, e))?;
+                    let entries = match client.meta().readdir_all(dir, true).await {
+                        Ok(e) => e,
+                        Err(e) if dir != top && e.errno() == libc::EACCES => {
+                            unreadable.push(dpath);
+                            continue;
+                        }
+                        Err(e) => return Err(at(&dpath, e)),
+                    };
                     for e in entries {
                         let child = path::join(&dpath, &e.name);
                         match e.kind {
@@ -49,7 +61,7 @@ pub async fn regular_files(client: &Client, paths: &[String]) -> Result<Vec<Remo
             _ => {}
         }
     }
-    Ok(out)
+    Ok((out, unreadable))
 }
 
 fn at(p: &str, e: ClientError) -> ClientError {

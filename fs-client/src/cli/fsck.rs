@@ -58,6 +58,9 @@ pub(crate) async fn fsck(client: &Client, a: &FsckArgs, json: bool) -> anyhow::R
         for e in &r.errors {
             println!("ERROR {}: {}", e.path, e.reason);
         }
+        for d in &r.unreadable {
+            println!("SKIPPED {d}: directory not readable by you (not checked)");
+        }
         if let Some(rep) = &r.repair {
             println!(
                 "repair: {} replicas restored ({}), {} failed",
