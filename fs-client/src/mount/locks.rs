@@ -8,7 +8,7 @@
 //! this mount cached of the file (kernel pages, read grant, read-ahead) is
 //! dropped, so the holder reads what the previous holder wrote. A lock
 //! lives as long as the mount's callback session: if the session is lost
-//! (meta restart, long partition), so are its locks, and the mount logs it.
+//! (meta restart, long partition), so are its locks (the mount logs the lost session).
 
 use super::fs::{errno, unexpected, Inner, Op};
 use fs_proto::callback::Invalidation;
