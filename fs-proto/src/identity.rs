@@ -84,6 +84,14 @@ pub enum IdentityError {
     /// The name is unusable in a certificate.
     #[error("invalid name {0:?}: use letters, digits, '-', '_' and '.' (1-63 characters)")]
     BadName(String),
+    /// The name belongs to an identity of the other role already.
+    #[error("{name:?} is already the name of a {} certificate of this CA: users and hosts need different names", if *role == Role::Host { "host" } else { "user" })]
+    NameTaken {
+        /// The name.
+        name: String,
+        /// Whose it is.
+        role: Role,
+    },
     /// The certificate lacks the fields renkei expects.
     #[error("certificate is not a renkei identity: {0}")]
     NotRenkei(String),
@@ -191,6 +199,12 @@ impl CaDir {
             if !valid_name(site) {
                 return Err(IdentityError::BadName(site.clone()));
             }
+        }
+        // Capabilities name their principal; a user must never share a
+        // name with a host (its capabilities would be the user's too).
+        let other = if req.role == Role::Host { Role::User } else { Role::Host };
+        if self.issued_paths(other, &req.name).cert.exists() {
+            return Err(IdentityError::NameTaken { name: req.name.clone(), role: other });
         }
         let ca_pem = read_to_string(&self.cert_path())?;
         let ca_key = KeyPair::from_pem(&read_to_string(&self.key_path())?)?;
@@ -337,6 +351,20 @@ mod tests {
             }),
             Err(IdentityError::BadName(_))
         ));
+        // A user may not take a host's name, nor a host a user's: a
+        // capability for host pop1 would otherwise be user pop1's too.
+        let as_user =
+            IssueRequest { name: "pop1".into(), role: Role::User, site: None, not_before: None, valid_days: 1 };
+        assert!(matches!(ca.issue(&as_user), Err(IdentityError::NameTaken { role: Role::Host, .. })));
+        let as_host = IssueRequest {
+            name: "alice".into(),
+            role: Role::Host,
+            site: Some("x".into()),
+            not_before: None,
+            valid_days: 1,
+        };
+        let e = ca.issue(&as_host).unwrap_err();
+        assert!(e.to_string().contains("users and hosts need different names"), "{e}");
         let _ = std::fs::remove_dir_all(dir);
     }
 
