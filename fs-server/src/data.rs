@@ -362,6 +362,17 @@ async fn write_session(
     // Every wait for the writer is bounded: a session silent for the idle
     // bound ends, and its temporary file goes with the disk worker.
     let idle = ctx.streams.idle();
+    // No file larger than the file system that stores it: a sparse length
+    // of many TiB would cost a hash of every byte at the finish.
+    let most = ctx.spool.usage().map(|(capacity, _)| capacity).unwrap_or(u64::MAX);
+    let too_large = |end: u64| {
+        (end > most).then(|| {
+            RemoteError::new(
+                ErrorCode::TooLarge,
+                format!("a file of {end} bytes would be larger than this server's spool ({most} bytes)"),
+            )
+        })
+    };
     loop {
         let frame: WriteFrame = match within(idle, read_msg(recv)).await {
             None => return Err(idle_error("write session", idle)),
@@ -373,6 +384,9 @@ async fn write_session(
         };
         match frame {
             WriteFrame::Data { offset, len } => {
+                if let Some(e) = too_large(offset.saturating_add(len)) {
+                    return Err(e);
+                }
                 let mut left = len;
                 let mut off = offset;
                 while left > 0 {
@@ -394,7 +408,12 @@ async fn write_session(
                     off += got as u64;
                 }
             }
-            WriteFrame::SetLen { size } => disk.send(DiskOp::SetLen(size)).await?,
+            WriteFrame::SetLen { size } => {
+                if let Some(e) = too_large(size) {
+                    return Err(e);
+                }
+                disk.send(DiskOp::SetLen(size)).await?
+            }
             WriteFrame::Commit => break,
         }
     }

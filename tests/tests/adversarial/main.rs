@@ -10,4 +10,5 @@ mod leases;
 mod meta_stall;
 mod replicas;
 mod revocation;
+mod sizes;
 mod streams;
