@@ -28,6 +28,9 @@ pub const MAX_ENTRIES: usize = 16_384;
 /// Free space never promised to reservations (other writes, file system
 /// overhead).
 pub const RESERVE_MARGIN: u64 = 1 << 20;
+/// What one principal may always reserve, however full the server is
+/// (a mount's first reservation).
+pub const RESERVE_CHUNK_FLOOR: u64 = 64 << 20;
 /// Bytes gathered before handing them to the disk thread.
 const BATCH: usize = 1 << 20;
 
@@ -36,43 +39,59 @@ type R<T> = Result<T, RemoteError>;
 /// bundle created it, when done.
 type Sealing = oneshot::Receiver<Result<Published, ReplicaError>>;
 
-/// Disk space reserved by connections of bundling clients.
+/// Disk space reserved by connections of bundling clients, with the
+/// principal (certificate name) each belongs to.
 #[derive(Default)]
 pub struct Reservations {
-    by_conn: Mutex<HashMap<usize, u64>>,
+    by_conn: Mutex<HashMap<usize, (String, u64)>>,
 }
 
 impl Reservations {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<usize, u64>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<usize, (String, u64)>> {
         self.by_conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Total reserved.
     pub fn total(&self) -> u64 {
-        self.map().values().sum()
+        self.map().values().map(|(_, b)| b).sum()
     }
 
-    /// Reserve `bytes` for connection `conn` if `free` covers every
-    /// reservation plus the margin; returns the connection's total and
-    /// whether the connection is new to the table.
-    pub fn reserve(&self, conn: usize, bytes: u64, free: u64) -> R<(u64, bool)> {
+    /// Reserve `bytes` for connection `conn` of principal `who` if `free`
+    /// covers every reservation plus the margin, and `who` would hold no
+    /// more than half of what the others have not reserved (so one user
+    /// cannot take all the space: [`RESERVE_CHUNK_FLOOR`] is always
+    /// allowed). Returns the connection's total and whether the connection
+    /// is new to the table.
+    pub fn reserve(&self, conn: usize, who: &str, bytes: u64, free: u64) -> R<(u64, bool)> {
         let mut m = self.map();
-        let total: u64 = m.values().sum();
+        let total: u64 = m.values().map(|(_, b)| b).sum();
         if total.saturating_add(bytes).saturating_add(RESERVE_MARGIN) > free {
             return Err(RemoteError::new(
                 ErrorCode::NoSpace,
                 format!("{bytes} bytes wanted, {free} free of which {total} are reserved"),
             ));
         }
+        let theirs: u64 = m.values().filter(|(w, _)| w == who).map(|(_, b)| b).sum();
+        let open = free.saturating_sub(total - theirs);
+        let share = (open / 2).max(RESERVE_CHUNK_FLOOR);
+        if theirs.saturating_add(bytes) > share {
+            return Err(RemoteError::new(
+                ErrorCode::NoSpace,
+                format!(
+                    "{who} would hold {} bytes of reservations on this server; one user may hold at most half of the {open} bytes others have not reserved",
+                    theirs.saturating_add(bytes)
+                ),
+            ));
+        }
         let new = !m.contains_key(&conn);
-        let mine = m.entry(conn).or_insert(0);
-        *mine += bytes;
-        Ok((*mine, new))
+        let mine = m.entry(conn).or_insert_with(|| (who.to_string(), 0));
+        mine.1 += bytes;
+        Ok((mine.1, new))
     }
 
     /// A bundle of `bytes` arrived on `conn`: that much is used.
     pub fn consume(&self, conn: usize, bytes: u64) {
-        if let Some(r) = self.map().get_mut(&conn) {
+        if let Some((_, r)) = self.map().get_mut(&conn) {
             *r = r.saturating_sub(bytes);
         }
     }
@@ -100,7 +119,7 @@ pub async fn reserve(
             .map_err(|e| RemoteError::new(ErrorCode::Internal, e.to_string()))?
             .map_err(|e| RemoteError::new(ErrorCode::Internal, format!("spool usage: {e}")))?;
         let id = conn.stable_id();
-        let (mine, new) = ctx.reservations.reserve(id, bytes, free)?;
+        let (mine, new) = ctx.reservations.reserve(id, &peer.name, bytes, free)?;
         if new {
             let ctx = ctx.clone();
             tokio::spawn(async move {
@@ -471,13 +490,25 @@ mod tests {
     fn reservations_are_bounded_by_free_space() {
         let r = Reservations::default();
         let free = 10 << 20;
-        assert_eq!(r.reserve(1, 4 << 20, free).unwrap(), (4 << 20, true));
-        assert_eq!(r.reserve(1, 1 << 20, free).unwrap(), (5 << 20, false));
-        assert_eq!(r.reserve(2, 5 << 20, free).unwrap_err().code, ErrorCode::NoSpace, "5 + 5 + margin > 10");
+        assert_eq!(r.reserve(1, "a", 4 << 20, free).unwrap(), (4 << 20, true));
+        assert_eq!(r.reserve(1, "a", 1 << 20, free).unwrap(), (5 << 20, false));
+        assert_eq!(r.reserve(2, "b", 5 << 20, free).unwrap_err().code, ErrorCode::NoSpace, "5 + 5 + margin > 10");
         r.consume(1, 3 << 20);
-        assert_eq!(r.reserve(2, 5 << 20, free).unwrap(), (5 << 20, true));
+        assert_eq!(r.reserve(2, "b", 5 << 20, free).unwrap(), (5 << 20, true));
         r.drop_conn(1);
         r.drop_conn(2);
         assert_eq!(r.total(), 0);
+    }
+
+    #[test]
+    fn one_principal_holds_at_most_half_of_what_is_open() {
+        let r = Reservations::default();
+        let free = 1 << 30;
+        assert_eq!(r.reserve(1, "m", 900 << 20, free).unwrap_err().code, ErrorCode::NoSpace, "more than half");
+        assert!(r.reserve(1, "m", 500 << 20, free).is_ok());
+        assert!(r.reserve(2, "m", 100 << 20, free).is_err(), "her other connections count too");
+        assert!(r.reserve(3, "a", 200 << 20, free).is_ok(), "another user still gets space");
+        let nearly_full = Reservations::default();
+        assert!(nearly_full.reserve(4, "c", 64 << 20, 100 << 20).is_ok(), "the floor, on a nearly full server");
     }
 }
