@@ -180,6 +180,15 @@ impl Planner {
         self.forming.as_ref().is_some_and(|f| self.place.get(&item) == Some(&f.id))
     }
 
+    /// Whether an item added to the forming bundle after `item` claims
+    /// `object`: `item` may then not be changed as if it were made now
+    /// (e.g. created under a name another item used since).
+    pub fn claimed_after(&self, item: ItemId, object: Object) -> bool {
+        let Some(f) = &self.forming else { return false };
+        let Some(at) = f.items.iter().position(|i| *i == item) else { return false };
+        f.items[at + 1..].iter().any(|i| self.claims.get(i).is_some_and(|c| c.iter().any(|c| c.object == object)))
+    }
+
     /// Pending items claiming `object` (in any way).
     pub fn claiming(&self, object: Object) -> Vec<ItemId> {
         self.by_object.get(&object).map(|v| v.iter().map(|(i, _)| *i).collect()).unwrap_or_default()

@@ -7,6 +7,7 @@
 mod bundle;
 mod coherence;
 mod common;
+mod consistency;
 mod crash;
 mod fsx;
 mod handles;

@@ -40,6 +40,20 @@ fn dirty_bytes(d: &Dirty) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Whether `dir` is leased here (true), may not be asked for now (false:
+/// being given back, or cooling down), or may be asked for (None).
+fn lease_ready(b: &super::Bundler, dir: Ino) -> Option<bool> {
+    b.with(|l| {
+        if l.leased(dir).is_some() {
+            Some(true)
+        } else if l.dirs.contains_key(&dir) || l.cooldown.get(&dir).is_some_and(|t| *t > Instant::now()) {
+            Some(false)
+        } else {
+            None
+        }
+    })
+}
+
 impl Inner {
     fn local_ttl(&self) -> Duration {
         if self.cache.is_live() {
@@ -103,6 +117,12 @@ impl Inner {
         Some(Ok(Arc::new(out)))
     }
 
+    /// Whether `dir` is leased here or may be asked for now (not being
+    /// given back, not cooling down after a recall).
+    pub(super) fn may_lease(&self, dir: Ino) -> bool {
+        self.bundler.enabled() && self.cache.is_live() && lease_ready(&self.bundler, dir) != Some(false)
+    }
+
     /// Hold the write lease on `dir` (asking for it if we may). False: work
     /// through the meta server.
     pub(super) async fn ensure_lease(&self, dir: Ino) -> bool {
@@ -110,17 +130,7 @@ impl Inner {
         if !b.enabled() || !self.cache.is_live() {
             return false;
         }
-        let ready = |b: &super::Bundler| {
-            b.with(|l| {
-                if l.leased(dir).is_some() {
-                    Some(true)
-                } else if l.dirs.contains_key(&dir) || l.cooldown.get(&dir).is_some_and(|t| *t > Instant::now()) {
-                    Some(false)
-                } else {
-                    None
-                }
-            })
-        };
+        let ready = |b: &super::Bundler| lease_ready(b, dir);
         if let Some(r) = ready(b) {
             return r;
         }

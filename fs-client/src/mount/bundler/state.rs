@@ -435,14 +435,22 @@ impl LocalState {
 
     /// Drop a local entry that was never sent (removed before commit).
     /// False if it is open, sent, a directory with entries, or named by an
-    /// operation recorded after its creation (it is frozen: dropping its
-    /// creation would leave that operation without its subject).
+    /// item recorded after its creation (it is frozen, or a directory other
+    /// items still claim: dropping its creation would leave them without
+    /// their subject).
     pub fn forget(&mut self, ino: Ino) -> bool {
         let Some(n) = self.nodes.get(&ino) else { return false };
         if n.stage == Stage::Open || n.frozen.is_some() {
             return false;
         }
         if n.attr.kind == FileKind::Directory && self.dirs.get(&ino).is_some_and(|d| !d.names.is_empty()) {
+            return false;
+        }
+        // Nor a directory that items recorded since still name (entries
+        // made in it and moved out or removed by operations of their own):
+        // without its creation they would fail.
+        let named = |o| self.planner.claiming(o).iter().any(|i| *i != ino);
+        if named(Object::Ino(ino)) || named(Object::Names(ino)) {
             return false;
         }
         if !self.planner.remove(ino) {
@@ -719,6 +727,31 @@ mod tests {
         assert!(s.leased(10).is_some(), "still leased once committed");
         s.lost();
         assert!(s.leased(1).is_none() && s.leased(10).is_none());
+    }
+
+    #[test]
+    fn unsent_entries_are_not_rewritten_under_what_came_since() {
+        let mut s = leased(1, &[]);
+        let now = Instant::now();
+        assert!(s.create(node(1, "t", 10, FileKind::Directory)));
+        s.planner.add(10, create_claims(1, 10), 0, now);
+        // An entry of t moved out by an operation of its own: t's creation
+        // stays, or the operation has no directory to act in.
+        s.record(
+            BundleOp::Rename {
+                parent: 10,
+                name: "f".into(),
+                new_parent: 1,
+                new_name: "f".into(),
+                flags: Default::default(),
+                ino: 11,
+            },
+            vec![Claim::exclusive(Object::Names(10)), Claim::exclusive(Object::Names(1))],
+            now,
+        );
+        assert!(!s.forget(10), "an operation recorded since acts in it");
+        assert!(s.planner.claimed_after(10, Object::Names(1)), "a name of 1 was used since t was made");
+        assert!(!s.planner.claimed_after(10, Object::Names(7)));
     }
 
     #[test]

@@ -153,6 +153,13 @@ impl Inner {
         if !self.writeback(cred) || flags.exchange || n.starts_with(HIDDEN_PREFIX) || m.starts_with(HIDDEN_PREFIX) {
             return None;
         }
+        // Both leases or neither: one taken only to be given back at once
+        // (the rename then goes through the meta server) starts its cooldown
+        // again, and two directories recalled together would take turns for
+        // ever, never both held (a mover between them never written back).
+        if p != q && !(self.may_lease(p) && self.may_lease(q)) {
+            return None;
+        }
         if !self.ensure_lease(p).await || !self.ensure_lease(q).await {
             return None;
         }
@@ -203,7 +210,9 @@ impl Inner {
                 return false;
             }
             let links = if skind == FileKind::Directory && p != q { 1 } else { 0 };
-            let fold = dst.is_none() && l.foldable(src);
+            // Folded into its creation, the rename would take effect where
+            // the creation stands: not if the new name was used since.
+            let fold = dst.is_none() && l.foldable(src) && !l.planner.claimed_after(src, Object::Names(q));
             if !fold && (l.is_open_node(src) || dst.is_some_and(|(d, _)| l.is_open_node(d))) {
                 // Its creation is not even queued: the ordinary path commits
                 // it first.
