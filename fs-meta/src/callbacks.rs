@@ -74,11 +74,20 @@ pub struct Subscription {
     /// Where the task records the client's acknowledgements (the highest
     /// sequence number, or [`PEER_GONE`]).
     pub acked: watch::Sender<u64>,
+    /// Turns true when the session held others up ([`Callbacks::penalize`]):
+    /// the serving task then bars its connection, and strikes the principal
+    /// if the connection is still alive a while later (a killed mount's is
+    /// not: its user is not to blame).
+    pub struck: watch::Receiver<bool>,
 }
 
 struct Session {
     /// The principal (certificate name) it belongs to.
     who: String,
+    /// Its connection (`quinn::Connection::stable_id`).
+    conn: usize,
+    /// Set when it held others up: no directory leases any more.
+    struck: watch::Sender<bool>,
     tx: mpsc::Sender<Batch>,
     leases: usize,
     /// Sequence number of the last batch queued.
@@ -104,6 +113,9 @@ pub struct Callbacks {
     ended: tokio::sync::watch::Sender<u64>,
     /// Principals that held others up, barred for a while.
     penalties: Mutex<crate::penalty::Penalties>,
+    /// Connections whose session held others up: no new subscription on
+    /// them until the instant.
+    barred_conns: Mutex<HashMap<usize, Instant>>,
 }
 
 fn root() -> Caller {
@@ -119,6 +131,7 @@ impl Callbacks {
             state: Mutex::new(State { next_id: 1, ..Default::default() }),
             ended: tokio::sync::watch::channel(0).0,
             penalties: Mutex::new(Default::default()),
+            barred_conns: Mutex::new(HashMap::new()),
         }
     }
 
@@ -131,21 +144,31 @@ impl Callbacks {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Start a session for principal `who`; numbered batches of
-    /// invalidations for it arrive on the receiver, and its acknowledgements
-    /// go into `acked`. Refused, with the time left, while `who` is barred
-    /// ([`crate::penalty`]).
-    pub fn subscribe(&self, who: &str) -> Result<Subscription, Duration> {
+    /// Start a session for principal `who` on connection `conn`; numbered
+    /// batches of invalidations for it arrive on the receiver, and its
+    /// acknowledgements go into `acked`. Refused, with the time left, while
+    /// `who` or `conn` is barred ([`crate::penalty`]).
+    pub fn subscribe(&self, who: &str, conn: usize) -> Result<Subscription, Duration> {
         if let Some(left) = self.barred(who) {
             return Err(left);
         }
+        {
+            let now = Instant::now();
+            let mut b = self.barred_conns.lock().unwrap_or_else(|p| p.into_inner());
+            b.retain(|_, until| *until > now);
+            if let Some(until) = b.get(&conn) {
+                return Err(until.saturating_duration_since(now));
+            }
+        }
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let (acked, acked_rx) = watch::channel(0);
+        let (struck_tx, struck) = watch::channel(false);
         let mut st = self.state();
         let id = st.next_id;
         st.next_id += 1;
-        st.sessions.insert(id, Session { who: who.to_string(), tx, leases: 0, seq: 0, acked: acked_rx });
-        Ok(Subscription { id, rx, acked })
+        let session = Session { who: who.to_string(), conn, struck: struck_tx, tx, leases: 0, seq: 0, acked: acked_rx };
+        st.sessions.insert(id, session);
+        Ok(Subscription { id, rx, acked, struck })
     }
 
     fn penalties(&self) -> std::sync::MutexGuard<'_, crate::penalty::Penalties> {
@@ -157,22 +180,44 @@ impl Callbacks {
         self.penalties().barred(who, Instant::now())
     }
 
-    /// Whether session `id`'s principal is barred (no new directory leases).
+    /// Whether session `id` may not be granted directory leases: it held
+    /// others up, or its principal is barred.
     pub fn session_barred(&self, id: SessionId) -> bool {
-        let who = self.state().sessions.get(&id).map(|s| s.who.clone());
-        who.is_some_and(|w| self.barred(&w).is_some())
+        let (who, struck) = match self.state().sessions.get(&id) {
+            Some(s) => (s.who.clone(), *s.struck.borrow()),
+            None => return false,
+        };
+        struck || self.barred(&who).is_some()
     }
 
-    /// Session `id` held others up: strike its principal, and end the
-    /// session if `end`. Returns the principal and its bar.
-    pub fn penalize(&self, id: SessionId, end: bool) -> Option<(String, Duration)> {
-        let who = self.state().sessions.get(&id).map(|s| s.who.clone())?;
-        let bar = self.penalties().strike(&who, Instant::now());
-        tracing::warn!(session = id, principal = %who, bar_s = bar.as_secs(), "session held others up; its principal gets no callbacks or directory leases for a while");
+    /// Session `id` held others up: mark it (its serving task bars the
+    /// connection and, if the peer turns out to be alive, strikes the
+    /// principal: [`Self::strike`]), and end the session if `end`. Returns
+    /// the principal.
+    pub fn penalize(&self, id: SessionId, end: bool) -> Option<String> {
+        let (who, conn) = {
+            let st = self.state();
+            let s = st.sessions.get(&id)?;
+            s.struck.send_replace(true);
+            (s.who.clone(), s.conn)
+        };
+        self.barred_conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(conn, Instant::now() + crate::penalty::FIRST_BAR);
+        tracing::warn!(session = id, principal = %who, "session held others up: no more directory leases for it");
         if end {
             self.unsubscribe(id);
         }
-        Some((who, bar))
+        Some(who)
+    }
+
+    /// Principal `who` held others up while its connection lived: no
+    /// callbacks and no directory leases for a while. Returns the bar.
+    pub fn strike(&self, who: &str) -> Duration {
+        let bar = self.penalties().strike(who, Instant::now());
+        tracing::warn!(principal = %who, bar_s = bar.as_secs(), "a live peer held others up; its principal gets no callbacks or directory leases for a while");
+        bar
     }
 
     /// End a session (its leases are swept later).
@@ -488,9 +533,9 @@ mod tests {
     #[test]
     fn changes_reach_other_holders_only() {
         let cb = Callbacks::new(Duration::from_secs(60));
-        let mut a = cb.subscribe("t").unwrap();
-        let mut b = cb.subscribe("t").unwrap();
-        let mut c = cb.subscribe("t").unwrap();
+        let mut a = cb.subscribe("t", 0).unwrap();
+        let mut b = cb.subscribe("t", 0).unwrap();
+        let mut c = cb.subscribe("t", 0).unwrap();
         cb.grant(a.id, &[1, 7]);
         cb.grant(b.id, &[1]);
         let change = vec![Invalidation::Entry { parent: 1, name: "x".into() }, Invalidation::Attr { ino: 7 }];
@@ -508,7 +553,7 @@ mod tests {
     #[test]
     fn expired_leases_are_not_called_back_and_are_swept() {
         let cb = Callbacks::new(Duration::ZERO);
-        let mut a = cb.subscribe("t").unwrap();
+        let mut a = cb.subscribe("t", 0).unwrap();
         cb.grant(a.id, &[5]);
         assert!(cb.push(cb.route(0, vec![Invalidation::Attr { ino: 5 }])).is_empty());
         assert!(a.rx.try_recv().is_err(), "a lease of zero length has expired");
@@ -520,7 +565,7 @@ mod tests {
     #[test]
     fn a_session_that_does_not_keep_up_is_dropped() {
         let cb = Callbacks::new(Duration::from_secs(60));
-        let a = cb.subscribe("t").unwrap();
+        let a = cb.subscribe("t", 0).unwrap();
         cb.grant(a.id, &[5]);
         for _ in 0..=QUEUE_DEPTH {
             let _ = cb.push(cb.route(0, vec![Invalidation::Attr { ino: 5 }]));
@@ -531,7 +576,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_change_waits_for_the_acknowledgement() {
         let cb = Arc::new(Callbacks::new(Duration::from_secs(60)));
-        let mut a = cb.subscribe("t").unwrap();
+        let mut a = cb.subscribe("t", 0).unwrap();
         cb.grant(a.id, &[5]);
         let delivery = cb.push(cb.route(0, vec![Invalidation::Attr { ino: 5 }]));
         let waiter = tokio::spawn({
@@ -553,7 +598,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_silent_session_holds_a_change_for_the_bound_and_is_dropped() {
         let cb = Callbacks::new(Duration::from_secs(60));
-        let a = cb.subscribe("t").unwrap();
+        let a = cb.subscribe("t", 0).unwrap();
         cb.grant(a.id, &[5]);
         let t = tokio::time::Instant::now();
         cb.acknowledged(cb.push(cb.route(0, vec![Invalidation::Attr { ino: 5 }]))).await;
@@ -565,8 +610,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_peer_that_closed_holds_nothing_up_but_a_lost_stream_does() {
         let cb = Callbacks::new(Duration::from_secs(60));
-        let a = cb.subscribe("t").unwrap();
-        let b = cb.subscribe("t").unwrap();
+        let a = cb.subscribe("t", 0).unwrap();
+        let b = cb.subscribe("t", 0).unwrap();
         cb.grant(a.id, &[5]);
         cb.grant(b.id, &[6]);
         let to_a = cb.push(cb.route(0, vec![Invalidation::Attr { ino: 5 }]));

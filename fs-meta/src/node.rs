@@ -97,6 +97,12 @@ struct Streams {
     session: Arc<AtomicU64>,
 }
 
+/// How long after a session held others up its connection must still be
+/// alive for its principal to be struck ([`Callbacks::strike`]): longer than
+/// the idle bound after which a killed peer's connection closes, so a dead
+/// mount never bars its user's other mounts.
+const CONFIRM_ALIVE: Duration = Duration::from_secs(15);
+
 async fn handle_connection(svc: Arc<MetaService>, cbs: Arc<Callbacks>, db: sled::Db, incoming: quinn::Incoming) {
     let remote = incoming.remote_address();
     let Some((conn, id)) = fs_proto::serve::accept(incoming).await else { return };
@@ -296,7 +302,7 @@ async fn serve_subscription(
     mut recv: quinn::RecvStream,
 ) {
     use fs_proto::callback::{CallbackAck, CallbackFrame, ALIVE_EVERY_MS};
-    let sub = match streams.cbs.subscribe(&id.name) {
+    let sub = match streams.cbs.subscribe(&id.name, conn.stable_id()) {
         Ok(sub) => sub,
         Err(left) => {
             let reason = format!(
@@ -311,7 +317,23 @@ async fn serve_subscription(
             return;
         }
     };
-    let (id, mut rx, acked) = (sub.id, sub.rx, sub.acked);
+    let who = id.name.clone();
+    let (id, mut rx, acked, mut struck) = (sub.id, sub.rx, sub.acked, sub.struck);
+    // The session held others up (its connection is barred already): if
+    // the connection is still alive after CONFIRM_ALIVE (not a killed
+    // mount), its principal is struck.
+    let mut judged = false;
+    let mut judge = |conn: &quinn::Connection| {
+        if std::mem::replace(&mut judged, true) {
+            return;
+        }
+        let (cbs, conn, who) = (streams.cbs.clone(), conn.clone(), who.clone());
+        tokio::spawn(async move {
+            if tokio::time::timeout(CONFIRM_ALIVE, conn.closed()).await.is_err() {
+                cbs.strike(&who);
+            }
+        });
+    };
     let old = streams.session.swap(id, Ordering::AcqRel);
     if old != 0 {
         streams.cbs.unsubscribe(old);
@@ -364,8 +386,16 @@ async fn serve_subscription(
                     break;
                 }
                 _ = send.stopped() => break,
+                r = struck.changed() => {
+                    if r.is_ok() && *struck.borrow() {
+                        judge(&conn);
+                    }
+                }
             }
         }
+    }
+    if *struck.borrow() {
+        judge(&conn);
     }
     streams.cbs.unsubscribe(id);
     let _ = streams.session.compare_exchange(id, 0, Ordering::AcqRel, Ordering::Acquire);

@@ -1,8 +1,11 @@
 //! Back-off for peers that hold others up (sans IO): a session that does not
 //! acknowledge invalidations within the bound, or does not give back a
-//! recalled directory lease, costs everyone else a wait. Its principal gets a
-//! strike; while barred it is granted no callback subscription and no
-//! directory lease, so the next change or access does not wait for it again.
+//! recalled directory lease, costs everyone else a wait. The session gets
+//! no more directory leases and its connection may not subscribe again for
+//! [`FIRST_BAR`]; if the connection is still alive a while later (a live
+//! peer, not a killed mount), its principal gets a strike: while barred it
+//! is granted no callback subscription and no directory lease on any
+//! connection, so the next change or access does not wait for it again.
 //! Each strike doubles the bar (from [`FIRST_BAR`] up to [`MAX_BAR`]); a
 //! principal without a strike for [`FORGIVE_AFTER`] starts over.
 
