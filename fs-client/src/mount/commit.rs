@@ -92,6 +92,10 @@ pub struct Session {
     pub base_len: u64,
 }
 
+/// How long a commit waits for a file server to be known alive (a meta
+/// server that just restarted hears from each within a heartbeat or two).
+const NO_SERVER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Ask for the next generation of `ino` and open the session to the file
 /// server the meta server chose; `keep_base`: start from the current bytes.
 pub async fn open_session(
@@ -102,9 +106,24 @@ pub async fn open_session(
     ino: Ino,
     keep_base: bool,
 ) -> Result<Session, ClientError> {
-    let grant = match remote.call(cred, MetaRequest::OpenWrite { ino, site: site.to_string() }).await?.0 {
-        MetaResponse::Write(g) => g,
-        other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+    // Right after a meta server restart no file server has reported yet
+    // ("no live file server"): wait for one, bounded, rather than fail the
+    // close and drop what it wrote.
+    let deadline = std::time::Instant::now() + NO_SERVER_WAIT;
+    let mut pause = std::time::Duration::from_millis(100);
+    let grant = loop {
+        match remote.call(cred, MetaRequest::OpenWrite { ino, site: site.to_string() }).await {
+            Ok((MetaResponse::Write(g), _)) => break g,
+            Ok((other, _)) => return Err(ClientError::Unexpected(format!("{other:?}"))),
+            Err(e)
+                if e.code() == Some(fs_proto::ErrorCode::NoServer) && std::time::Instant::now() + pause < deadline =>
+            {
+                tracing::debug!(ino, "no file server to write to yet, asking again: {e}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(1));
+            }
+            Err(e) => return Err(e),
+        }
     };
     let host = grant.target.host.clone();
     let peer = PeerAddr { addr: grant.target.addr, name: host.clone() };
