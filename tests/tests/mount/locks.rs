@@ -1,5 +1,6 @@
 //! Locks across mounts (issue 13): `fcntl` byte-range locks and `flock`
-//! taken through one mount hold against processes on another mount, a
+//! taken through one mount hold against processes on a mount at another
+//! site, a
 //! waiter is woken when the holder lets go and then reads what the holder
 //! wrote, a dead mount's locks go with its session, and two sqlite
 //! processes on two mounts share one database without corrupting it.
@@ -51,9 +52,9 @@ async fn fcntl_and_flock_locks_hold_across_mounts() {
         return;
     }
     with_timeout(120, async {
-        let fed = ProcFederation::up(1).await;
-        let m1 = TestMount::new(&fed, None, "/", "").await;
-        let m2 = TestMount::new(&fed, None, "/", "").await;
+        let fed = ProcFederation::up(2).await;
+        let m1 = TestMount::new(&fed, Some("site1"), "/", "").await;
+        let m2 = TestMount::new(&fed, Some("site2"), "/", "").await;
         let (p1, p2) = (m1.join("shared.db"), m2.join("shared.db"));
         blocking(move || {
             std::fs::write(&p1, b"0000000000").unwrap();
@@ -161,8 +162,8 @@ async fn a_dead_mounts_locks_go_with_its_session() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sqlite_on_two_mounts_shares_one_database() {
-    if !enabled("sqlite_on_two_mounts_shares_one_database") {
+async fn sqlite_at_two_sites_shares_one_database() {
+    if !enabled("sqlite_at_two_sites_shares_one_database") {
         return;
     }
     if !tool("sqlite3") {
@@ -171,13 +172,13 @@ async fn sqlite_on_two_mounts_shares_one_database() {
         return;
     }
     with_timeout(300, async {
-        let fed = ProcFederation::up(1).await;
-        let m1 = TestMount::new(&fed, None, "/", "").await;
-        let m2 = TestMount::new(&fed, None, "/", "").await;
+        let fed = ProcFederation::up(2).await;
+        let m1 = TestMount::new(&fed, Some("site1"), "/", "").await;
+        let m2 = TestMount::new(&fed, Some("site2"), "/", "").await;
         let setup = sh_out(&m1.path, "sqlite3 db.sqlite 'CREATE TABLE t (who TEXT, n INTEGER)'").await;
         assert!(setup.status.success(), "{}", String::from_utf8_lossy(&setup.stderr));
-        // Each site inserts ROWS rows, one transaction each, at the same time.
-        const ROWS: usize = 100;
+        // Each site inserts ROWS rows, one transaction each, at the same time (rollback journal: every transaction takes and gives back the file locks).
+        const ROWS: usize = 1000;
         let writer = |who: &str| {
             format!(
                 "for i in $(seq 1 {ROWS}); do echo \"BEGIN IMMEDIATE; INSERT INTO t VALUES ('{who}', $i); COMMIT;\"; done \
