@@ -191,7 +191,7 @@ impl Locks {
         }
         if !live(session) {
             return Err(RemoteError::new(
-                ErrorCode::NoLocks,
+                ErrorCode::Unavailable,
                 "locks need a callback session (the mount has none right now); try again",
             ));
         }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// The bar after a first strike.
-pub const FIRST_BAR: Duration = Duration::from_secs(10);
+pub const FIRST_BAR: Duration = Duration::from_secs(1);
 /// The longest bar.
 pub const MAX_BAR: Duration = Duration::from_secs(300);
 /// Strikes older than this are forgotten.

@@ -45,6 +45,9 @@ impl Held {
     }
 }
 
+/// How long a lock request waits for the mount's callback session.
+const NO_SESSION_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// A lock operation as the kernel asked for it.
 #[derive(Debug, Clone, Copy)]
 pub struct LockAsk {
@@ -116,10 +119,19 @@ impl Inner {
             // may take it.
             self.flush(ask.fh).await?;
         }
+        // Without a callback session (re-subscribing after a lost one) the
+        // meta server takes no lock: wait for it, bounded.
+        let no_session_until = std::time::Instant::now() + NO_SESSION_WAIT;
         loop {
             let r = self.remote.call(cred, MetaRequest::Lock(req)).await;
             match r.map(|(a, _)| a) {
                 Ok(MetaResponse::Done) => break,
+                Err(e) if e.code() == Some(fs_proto::ErrorCode::Unavailable) => {
+                    if std::time::Instant::now() >= no_session_until {
+                        return Err(Errno::ENOLCK);
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
                 Ok(MetaResponse::LockHeld(_)) => return Err(Errno::EAGAIN),
                 // Still blocked after the meta server's wait bound: ask again.
                 Ok(MetaResponse::LockWaiting) => continue,

@@ -124,7 +124,7 @@ async fn a_subscriber_that_never_acknowledges_costs_one_wait_and_is_refused_for_
         match read_msg::<CallbackFrame>(&mut recv).await.expect("an answer") {
             CallbackFrame::Refused { reason, retry_after_ms } => {
                 assert!(reason.contains("mallory") && reason.contains("held other clients up"), "{reason}");
-                assert!(retry_after_ms >= 5_000, "barred for a while: {retry_after_ms} ms");
+                assert!(retry_after_ms >= 500, "barred for a while: {retry_after_ms} ms");
             }
             other => panic!("subscription not refused: {other:?}"),
         }
