@@ -17,6 +17,7 @@ use fs_proto::identity::{CaDir, IssueRequest, Role};
 use fs_proto::rpc::PeerAddr;
 use serde::{Deserialize, Serialize};
 use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -235,17 +236,39 @@ pub fn running_pid(pidfile: &Path) -> Option<i32> {
     (alive && not_zombie).then_some(pid)
 }
 
-/// Whether process `pid` still has a thread that is not a zombie. Right
-/// after SIGKILL the main thread may already be a zombie while another
-/// thread still holds the process's sockets: such a process is still
-/// exiting, and a new one started now could not bind its port.
-fn exiting(pid: i32) -> bool {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
-    tasks.flatten().any(|t| {
-        std::fs::read_to_string(t.path().join("stat"))
-            .map(|s| s.rsplit(')').next().is_some_and(|r| !r.trim_start().starts_with('Z')))
-            .unwrap_or(false)
-    })
+/// Wait (at most `bound`) until process `pid` has exited entirely: every
+/// thread gone, so every socket it held is closed. Right after SIGKILL the
+/// main thread may already be a zombie while another thread still holds the
+/// process's sockets; a new process started then could not bind its port.
+/// Waits on a pidfd, which becomes readable only once the whole thread group
+/// has exited. `Ok(false)`: still there after `bound`.
+pub fn wait_pid_gone(pid: i32, bound: Duration) -> std::io::Result<bool> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        // No such process: it is gone (and reaped) already.
+        return if e.raw_os_error() == Some(libc::ESRCH) { Ok(true) } else { Err(e) };
+    }
+    // SAFETY: fd is a descriptor pidfd_open just returned, owned here.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    let until = Instant::now() + bound;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        if n > 0 {
+            return Ok(true);
+        }
+        if n == 0 {
+            return Ok(false);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 /// Wait (at most `bound`) until the process in `pidfile` has no live
@@ -254,18 +277,15 @@ fn wait_exited(pidfile: &Path, bound: Duration) -> Result<()> {
     let Some(pid) = std::fs::read_to_string(pidfile).ok().and_then(|s| s.trim().parse::<i32>().ok()) else {
         return Ok(());
     };
-    let until = Instant::now() + bound;
-    while exiting(pid) {
-        if Instant::now() >= until {
-            return Err(ClientError::Config(format!(
-                "process {pid} ({}) is still exiting after {} s; try again once it is gone",
-                pidfile.display(),
-                bound.as_secs()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    match wait_pid_gone(pid, bound) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ClientError::Config(format!(
+            "process {pid} ({}) is still exiting after {} s; try again once it is gone",
+            pidfile.display(),
+            bound.as_secs()
+        ))),
+        Err(e) => Err(ClientError::Config(format!("wait for process {pid} ({}) to exit: {e}", pidfile.display()))),
     }
-    Ok(())
 }
 
 fn pidfile(dir: &Path, name: &str) -> PathBuf {

@@ -93,13 +93,12 @@ impl ProcFederation {
         let pid = self.pid(name).unwrap_or_else(|| panic!("{name} is not running"));
         // SAFETY: killing a process this federation started.
         unsafe { libc::kill(pid, libc::SIGKILL) };
-        for _ in 0..200 {
-            if self.pid(name).is_none() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
+        // Every thread gone: its sockets are closed and its port is free.
+        match local::wait_pid_gone(pid, Duration::from_secs(5)) {
+            Ok(true) => {}
+            Ok(false) => panic!("{name} (pid {pid}) did not die within 5 s of SIGKILL"),
+            Err(e) => panic!("wait for {name} (pid {pid}) to exit: {e}"),
         }
-        panic!("{name} (pid {pid}) did not die");
     }
 
     /// Start whatever is not running and wait for every server.

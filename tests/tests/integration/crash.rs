@@ -87,18 +87,26 @@ async fn a_write_cut_by_killing_its_server_registers_nothing() {
                 c.put_reader(&mut rx, "/victim", 0o644, &|_| {}).await
             })
         };
+        // The feeder says when 16 MiB have gone into the 64 KiB pipe: the
+        // writer has read (and sent on) nearly all of it, so bytes are
+        // flowing to the server when it is killed.
+        let (flowing_tx, flowing) = tokio::sync::oneshot::channel();
         let feeder = tokio::spawn(async move {
             use tokio::io::AsyncWriteExt;
             let mut tx = tx;
+            let mut flowing_tx = Some(flowing_tx);
             let block = pattern(1 << 20, 9);
-            for _ in 0..400 {
+            for i in 0..400 {
                 if tx.write_all(&block).await.is_err() {
                     return;
+                }
+                if i == 16 {
+                    let _ = flowing_tx.take().map(|t| t.send(()));
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         });
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        flowing.await.expect("the feeder wrote 16 MiB");
         fed.kill("pop1");
         let res = writer.await.unwrap();
         assert!(res.is_err(), "the cut write must fail, got {res:?}");
@@ -163,18 +171,10 @@ async fn local_up_right_after_kill_9_brings_the_server_back() {
             .expect("listen in pop1.toml")
             .parse()
             .unwrap();
-        // The killed server may hold its port for a moment while it exits
-        // (the very case `local up` waits for): take the port once it is free.
-        let t = Instant::now();
-        let squatter = loop {
-            match std::net::UdpSocket::bind(listen) {
-                Ok(s) => break s,
-                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && t.elapsed() < Duration::from_secs(10) => {
-                    tokio::time::sleep(Duration::from_millis(20)).await
-                }
-                Err(e) => panic!("take the server's port {listen}: {e}"),
-            }
-        };
+        // `kill` returned once every thread of the server was gone, so its
+        // port is free now.
+        let squatter =
+            std::net::UdpSocket::bind(listen).unwrap_or_else(|e| panic!("take the server's port {listen}: {e}"));
         let err = fed.try_restart(&[]).await.expect_err("the server cannot bind its port");
         let msg = err.to_string();
         eprintln!("local up with the port taken: {msg}");

@@ -5,7 +5,7 @@
 //! wins each, the other gets EEXIST; a full file server is ENOSPC at close,
 //! not lost data.
 
-use crate::common::{blocking, enabled, in_mount_table, TestMount};
+use crate::common::{blocking, enabled, wait_mounted, TestMount};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -40,7 +40,7 @@ async fn a_burst_costs_o_bundles_and_shows_complete_at_another_site() {
         .await;
         let after = a.counters.snapshot();
         let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
-        let meta: u64 = after.keys().filter(|k| !k.starts_with("data.")).map(|k| delta(k)).sum();
+        let meta: u64 = after.keys().filter(|k| fs_client::counters::is_meta_request(k)).map(|k| delta(k)).sum();
         eprintln!("1000 creates: {meta} meta requests, {} bundles: {after:?}", delta("data.bundle"));
         assert!(meta <= 20, "a burst in a leased directory sends O(bundles) requests to meta: {after:?}");
         assert_eq!(delta("create"), 0, "no create goes to the meta server: {after:?}");
@@ -297,11 +297,7 @@ impl ChildMount {
             .stderr(log)
             .spawn()
             .expect("renkei mount");
-        let t = Instant::now();
-        while !in_mount_table(&path) {
-            assert!(t.elapsed() < Duration::from_secs(20), "mount did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_mounted(&path, Duration::from_secs(20));
         ChildMount { child, path }
     }
 }

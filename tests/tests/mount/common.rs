@@ -167,3 +167,22 @@ pub fn in_mount_table(path: &Path) -> bool {
         .lines()
         .any(|l| l.split(' ').nth(4) == Some(want.as_str()))
 }
+
+/// Wait (at most `bound`) until `path` is in the mount table. The kernel
+/// marks /proc/self/mountinfo with a priority event at every mount or
+/// unmount, so this looks again at each change of the table, not on a timer.
+pub fn wait_mounted(path: &Path, bound: Duration) {
+    use std::os::fd::AsRawFd;
+    // Opened before the first look, so a mount between the look and the
+    // poll is still an event.
+    let info = std::fs::File::open("/proc/self/mountinfo").expect("open /proc/self/mountinfo");
+    let until = std::time::Instant::now() + bound;
+    while !in_mount_table(path) {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        assert!(!left.is_zero(), "{} not mounted within {bound:?}", path.display());
+        let mut pfd = libc::pollfd { fd: info.as_raw_fd(), events: libc::POLLPRI, revents: 0 };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        assert!(n >= 0 || std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted, "poll mountinfo");
+    }
+}

@@ -20,7 +20,7 @@
 //! - a creation rewritten before it is sent (renamed in place, dropped when
 //!   removed) keeps what was done since.
 
-use crate::common::{blocking, enabled, in_mount_table, TestMount};
+use crate::common::{blocking, enabled, wait_mounted, TestMount};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::CString;
 use std::io::Write;
@@ -28,7 +28,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 use tests::procs::{bin_dir, ProcFederation};
@@ -101,12 +101,18 @@ fn fsync_dir(d: &Path) -> std::io::Result<()> {
     std::fs::File::open(d)?.sync_all()
 }
 
-/// Wait (polling, at most `bound`) until `cond` holds.
-async fn until(what: &str, bound: Duration, mut cond: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !cond() {
-        assert!(t.elapsed() < bound, "{what}: not within {bound:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+/// Wait (at most `bound`) until the progress another thread publishes on
+/// `rx` satisfies `cond`; `cond` is asked again at each change. The thread
+/// ending (its sender dropped) also ends the wait: the caller looks at why.
+async fn until(
+    what: &str,
+    bound: Duration,
+    rx: &mut tokio::sync::watch::Receiver<u64>,
+    cond: impl FnMut(&u64) -> bool,
+) {
+    match tokio::time::timeout(bound, rx.wait_for(cond)).await {
+        Ok(_) => {}
+        Err(_) => panic!("{what}: not within {bound:?}"),
     }
 }
 
@@ -223,9 +229,11 @@ async fn another_mount_never_sees_half_a_rename_after_a_recall() {
         .await;
         let moves = Arc::new(Mutex::new(Moves::default()));
         let stop = Arc::new(AtomicBool::new(false));
-        let steps = Arc::new(AtomicU64::new(0));
+        // The writer publishes its step count after each step; the sender
+        // is dropped when it stops.
+        let (steps_tx, mut steps) = tokio::sync::watch::channel(0u64);
         let writer = std::thread::spawn({
-            let (moves, stop, steps, ra) = (moves.clone(), stop.clone(), steps.clone(), ra.clone());
+            let (moves, stop, ra) = (moves.clone(), stop.clone(), ra.clone());
             move || -> Result<u64, String> {
                 while !stop.load(Ordering::SeqCst) {
                     let mut m = moves.lock().unwrap();
@@ -234,9 +242,9 @@ async fn another_mount_never_sees_half_a_rename_after_a_recall() {
                     }
                     let before = m.clone();
                     step(&ra, &mut m).map_err(|e| format!("step {} from {before:?}: {e}", before.steps))?;
-                    steps.store(m.steps, Ordering::SeqCst);
+                    steps_tx.send_replace(m.steps);
                 }
-                Ok(steps.load(Ordering::SeqCst))
+                Ok(*steps_tx.borrow())
             }
         });
 
@@ -249,13 +257,13 @@ async fn another_mount_never_sees_half_a_rename_after_a_recall() {
             // for again within 2 s of a recall), and it made STEPS_PER_ROUND
             // steps in a row without a rename through the meta server.
             let t = Instant::now();
-            let mut from = (steps.load(Ordering::SeqCst), ctr.get("rename"));
-            until("the writer writes its renames back again", Duration::from_secs(15), || {
-                let now = (steps.load(Ordering::SeqCst), ctr.get("rename"));
+            let mut from = (*steps.borrow(), ctr.get("rename"));
+            until("the writer writes its renames back again", Duration::from_secs(15), &mut steps, |&n| {
+                let now = (n, ctr.get("rename"));
                 if now.1 != from.1 {
                     from = now;
                 }
-                now.0 >= from.0 + STEPS_PER_ROUND || writer.is_finished()
+                now.0 >= from.0 + STEPS_PER_ROUND
             })
             .await;
             waited = waited.max(t.elapsed());
@@ -923,11 +931,7 @@ impl ChildMount {
             .stderr(log)
             .spawn()
             .expect("renkei mount");
-        let t = Instant::now();
-        while !in_mount_table(&path) {
-            assert!(t.elapsed() < Duration::from_secs(20), "mount did not come up");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_mounted(&path, Duration::from_secs(20));
         ChildMount { child, path }
     }
 
@@ -994,10 +998,12 @@ async fn kill_during_script(seed: u64) {
         }
     })
     .await;
-    let done = Arc::new(AtomicUsize::new(0));
+    // The runner publishes how many operations it has done; the sender is
+    // dropped when it stops.
+    let (done_tx, mut done) = tokio::sync::watch::channel(0u64);
     let synced = Arc::new(AtomicBool::new(false));
     let runner = std::thread::spawn({
-        let (root, ops, done, synced) = (m.path.join(&top), ops.clone(), done.clone(), synced.clone());
+        let (root, ops, synced) = (m.path.join(&top), ops.clone(), synced.clone());
         move || -> Option<(usize, std::io::Error)> {
             for (i, op) in ops.iter().enumerate() {
                 if let Err(e) = do_sop(&root, op) {
@@ -1006,18 +1012,15 @@ async fn kill_during_script(seed: u64) {
                 if matches!(op, Sop::Fsync(_)) {
                     synced.store(true, Ordering::SeqCst);
                 }
-                done.store(i + 1, Ordering::SeqCst);
+                done_tx.send_replace(i as u64 + 1);
                 std::thread::sleep(PACE);
             }
             None
         }
     });
-    until("the script reaches the kill point", Duration::from_secs(60), || {
-        done.load(Ordering::SeqCst) >= kill_after || runner.is_finished()
-    })
-    .await;
+    until("the script reaches the kill point", Duration::from_secs(60), &mut done, |&d| d >= kill_after as u64).await;
     blocking(move || m.kill9()).await;
-    let at_kill = done.load(Ordering::SeqCst);
+    let at_kill = *done.borrow() as usize;
     let failed = blocking(move || runner.join().unwrap()).await;
     if let Some((i, e)) = &failed {
         assert!(*i >= at_kill, "seed {seed}: operation {i} {:?} failed before the kill: {e}", ops[*i]);

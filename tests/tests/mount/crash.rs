@@ -6,7 +6,7 @@
 //! (`RENKEI_CRASH_AT`, see `fs_proto::process::crash_point`), the others
 //! from the copy's own progress.
 
-use crate::common::{blocking, enabled, in_mount_table, TestMount};
+use crate::common::{blocking, enabled, wait_mounted, TestMount};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -99,11 +99,7 @@ pub(crate) fn mount_process(cfg: PathBuf, mp: PathBuf) -> std::process::Child {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let t = Instant::now();
-    while !in_mount_table(&mp) {
-        assert!(t.elapsed() < Duration::from_secs(20), "renkei mount -f did not mount within 20 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_mounted(&mp, Duration::from_secs(20));
     child
 }
 

@@ -3,7 +3,7 @@
 //! failing within the bound while it is down; and a killed mount process
 //! leaving nothing behind after `renkei umount`.
 
-use crate::common::{blocking, enabled, in_mount_table, TestMount};
+use crate::common::{blocking, enabled, in_mount_table, wait_mounted, TestMount};
 use std::io::{Read, Seek, SeekFrom};
 use std::time::{Duration, Instant};
 use tests::procs::{bin_dir, ProcFederation};
@@ -133,11 +133,11 @@ async fn killed_mount_process_leaves_no_stale_mount_after_umount() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let t = Instant::now();
-        while !in_mount_table(&mp) {
-            assert!(t.elapsed() < Duration::from_secs(20), "renkei mount -f did not mount within 20 s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        blocking({
+            let mp = mp.clone();
+            move || wait_mounted(&mp, Duration::from_secs(20))
+        })
+        .await;
         let data = pattern(200_000, 3);
         // Committed means fsync returned: a close alone may still sit in a
         // bundle (see mount/bundle.rs), which a killed mount loses whole.
