@@ -79,13 +79,16 @@ struct State {
     xattr_lists: HashMap<Ino, Cached<Vec<String>>>,
     /// When this mount last changed an inode's attributes, or a name (and
     /// so its directory's listing) itself.
-    changed_attrs: HashMap<Ino, Instant>,
-    changed_dirs: HashMap<Ino, Instant>,
+    changed_attrs: Changes,
+    changed_dirs: Changes,
+    /// The directory each inode was last seen in (a hint: it may have
+    /// moved since; see [`Cache::parent_hint`]).
+    parents: HashMap<Ino, Ino>,
 }
 
 impl State {
     fn len(&self) -> usize {
-        self.attrs.len() + self.names.len() + self.listings.len() + self.xattrs.len()
+        self.attrs.len() + self.names.len() + self.listings.len() + self.xattrs.len() + self.parents.len()
     }
 
     fn clear(&mut self) {
@@ -95,6 +98,7 @@ impl State {
         self.links.clear();
         self.xattrs.clear();
         self.xattr_lists.clear();
+        self.parents.clear();
     }
 
     fn drop_attr(&mut self, ino: Ino) {
@@ -107,6 +111,49 @@ impl State {
     fn drop_entry(&mut self, parent: Ino, name: &str) {
         self.names.remove(&(parent, name.to_string()));
         self.listings.remove(&parent);
+    }
+}
+
+/// When this mount last changed each of some inodes, kept for a while.
+/// Pruning follows the order of the notes (no scan of the whole map per
+/// change: a `chmod -R` of 10,000 files made that quadratic); beyond
+/// [`MAX_CHANGES`] notes the oldest go and stand for a floor: any inode
+/// counts as changed at that time.
+#[derive(Default)]
+struct Changes {
+    at: HashMap<Ino, Instant>,
+    order: std::collections::VecDeque<(Instant, Ino)>,
+    floor: Option<Instant>,
+}
+
+/// Most change notes kept (see [`Changes`]).
+const MAX_CHANGES: usize = 1 << 20;
+
+impl Changes {
+    fn note(&mut self, ino: Ino, now: Instant, keep: Duration) {
+        while let Some(&(at, i)) = self.order.front() {
+            let old = now.saturating_duration_since(at) >= keep;
+            if !old && self.order.len() < MAX_CHANGES {
+                break;
+            }
+            self.order.pop_front();
+            if self.at.get(&i) == Some(&at) {
+                self.at.remove(&i);
+            }
+            if !old {
+                self.floor = Some(self.floor.map_or(at, |f| f.max(at)));
+            }
+        }
+        self.at.insert(ino, now);
+        self.order.push_back((now, ino));
+    }
+
+    /// When `ino` was last changed here, as far as is remembered.
+    fn at(&self, ino: Ino) -> Option<Instant> {
+        match (self.at.get(&ino).copied(), self.floor) {
+            (Some(a), Some(f)) => Some(a.max(f)),
+            (a, f) => a.or(f),
+        }
     }
 }
 
@@ -152,11 +199,11 @@ impl Cache {
         }
         let changed = match key {
             _ if own => None,
-            Some(Key::Attr(i)) => st.changed_attrs.get(&i),
-            Some(Key::Name(p, _) | Key::Listing(p)) => st.changed_dirs.get(&p),
+            Some(Key::Attr(i)) => st.changed_attrs.at(i),
+            Some(Key::Name(p, _) | Key::Listing(p)) => st.changed_dirs.at(p),
             None => None,
         };
-        if changed.is_some_and(|at| t.sent <= *at) {
+        if changed.is_some_and(|at| t.sent <= at) {
             // Asked before this mount's own change: the reply may predate it.
             return None;
         }
@@ -258,20 +305,15 @@ impl Cache {
     /// Note a change made now. Notes older than the lease are pruned once
     /// there are many: a reply to a request sent that long ago could only
     /// be cached as already expired.
-    fn note(st: &mut State, map: fn(&mut State) -> &mut HashMap<Ino, Instant>, ino: Ino) {
-        let now = Instant::now();
+    fn note(st: &mut State, map: fn(&mut State) -> &mut Changes, ino: Ino) {
         let keep = st.live.map_or(Duration::ZERO, |(_, lease)| lease).max(Duration::from_secs(30));
-        let m = map(st);
-        if m.len() >= RECENT {
-            m.retain(|_, at| now.duration_since(*at) < keep);
-        }
-        m.insert(ino, now);
+        map(st).note(ino, Instant::now(), keep);
     }
 
     /// Whether this mount changed `ino`'s attributes at or after `asked`:
     /// a reply to a request sent at `asked` may predate the change.
     pub fn changed_since(&self, ino: Ino, asked: Instant) -> bool {
-        self.st().changed_attrs.get(&ino).is_some_and(|at| asked <= *at)
+        self.st().changed_attrs.at(ino).is_some_and(|at| asked <= at)
     }
 
     /// Forget attributes of every inode with several links (after removing a
@@ -305,6 +347,7 @@ impl Cache {
             Self::room(&mut st);
             st.names.insert((parent, name.to_string()), (Some(attr.ino), until));
         }
+        st.parents.insert(attr.ino, parent);
         if let Some(until) = Self::until_for_reply(&st, t, Some(Key::Attr(attr.ino)), true) {
             st.attrs.insert(attr.ino, (attr.clone(), until));
         }
@@ -322,6 +365,16 @@ impl Cache {
             Self::room(&mut st);
             st.names.insert((parent, name.to_string()), (ino, until));
         }
+        if let Some(ino) = ino {
+            st.parents.insert(ino, parent);
+        }
+    }
+
+    /// The directory `ino` was last seen in, by a lookup or a listing. Only
+    /// a hint (an entry may have moved since, or have several names): what
+    /// uses it checks the entry is still there under a lease.
+    pub fn parent_hint(&self, ino: Ino) -> Option<Ino> {
+        self.st().parents.get(&ino).copied()
     }
 
     /// A cached complete listing.
@@ -338,6 +391,7 @@ impl Cache {
         let mut bare = Vec::with_capacity(entries.len());
         for e in entries {
             st.names.insert((dir, e.name.clone()), (Some(e.ino), until));
+            st.parents.insert(e.ino, dir);
             if let Some(a) = &e.attr {
                 if Self::until_for(&st, t, Some(Key::Attr(e.ino))).is_some() {
                     st.attrs.insert(e.ino, (a.clone(), until));
@@ -396,6 +450,28 @@ impl Cache {
 mod tests {
     use super::*;
     use fs_proto::FileKind;
+
+    #[test]
+    fn change_notes_are_pruned_in_order_and_bounded() {
+        let mut c = Changes::default();
+        let t0 = Instant::now();
+        let keep = Duration::from_secs(30);
+        c.note(1, t0, keep);
+        c.note(2, t0 + Duration::from_secs(10), keep);
+        c.note(1, t0 + Duration::from_secs(20), keep);
+        assert_eq!(c.at(1), Some(t0 + Duration::from_secs(20)));
+        c.note(3, t0 + Duration::from_secs(45), keep);
+        assert_eq!(c.at(2), None, "older than the lease: forgotten");
+        assert_eq!(c.at(1), Some(t0 + Duration::from_secs(20)), "a later note of the same inode stays");
+        assert!(c.floor.is_none());
+        // Past the bound the oldest notes go, and stand for a floor.
+        let t1 = t0 + Duration::from_secs(50);
+        for i in 0..MAX_CHANGES as Ino + 10 {
+            c.note(100 + i, t1, keep);
+        }
+        assert!(c.order.len() <= MAX_CHANGES);
+        assert_eq!(c.at(7), Some(t1), "an inode whose note may have gone counts as changed at the floor");
+    }
 
     fn attr(ino: Ino) -> Attr {
         Attr { uid: 1, gid: 1, ..Attr::new(ino, FileKind::Regular, 0o644) }
