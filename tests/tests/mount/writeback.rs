@@ -95,6 +95,18 @@ async fn tools_cost_a_few_requests_not_several_per_file() {
         // mount has sent everything.
         m.unmount().await;
         let m2 = TestMount::new(&fed, None, "/", "").await;
+        // A fresh mount holds no lease on the tree: it takes the
+        // directories' leases as it goes, not a request per file.
+        let fresh: Vec<(&str, &str)> =
+            vec![("chmod -R (fresh mount)", "chmod -R o-r c"), ("chown -R (fresh mount)", "chown -R root:root r")];
+        for (name, script) in fresh {
+            let before = m2.meta_requests();
+            sh(&m2.path, script).await;
+            let n = m2.meta_requests() - before;
+            let per = n as f64 / FILES as f64;
+            eprintln!("{name}: {n} metadata requests ({per:.4} per file)");
+            assert!(per <= MAX_PER_FILE, "{name}: {n} metadata requests for {FILES} files ({per:.3} per file)");
+        }
         for d in ["t2", "r", "c"] {
             let got = listing(&m2.join(d));
             assert_eq!(got.len(), FILES, "{d}: every file is there");
@@ -104,6 +116,7 @@ async fn tools_cost_a_few_requests_not_several_per_file() {
         }
         let c = listing(&m2.join("c"));
         assert!(c.values().all(|(_, mode)| mode & 0o020 != 0), "chmod -R g+w reached every file");
+        assert!(c.values().all(|(_, mode)| mode & 0o004 == 0), "chmod -R o-r on the fresh mount reached every file");
         assert!(!m2.join("t1").exists(), "rm -rf removed the tree");
         let sample = "d07/f123";
         assert!(std::fs::read(m2.join("r").join(sample)).unwrap() == std::fs::read(src.join(sample)).unwrap());
@@ -111,6 +124,48 @@ async fn tools_cost_a_few_requests_not_several_per_file() {
         for (name, n, per) in report {
             assert!(per <= MAX_PER_FILE, "{name}: {n} metadata requests for {FILES} files ({per:.3} per file)");
         }
+    })
+    .await
+}
+
+/// What the meta server would refuse is refused at the call, not
+/// acknowledged and dropped later: a user who is not root may not give a
+/// file away, even in a directory leased to its mount (the mount's rules
+/// are the meta server's, where the caller is root only as uid 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chown_the_meta_server_would_refuse_fails_at_once() {
+    if !enabled("a_chown_the_meta_server_would_refuse_fails_at_once") {
+        return;
+    }
+    with_timeout(120, async {
+        let fed = ProcFederation::up(1).await;
+        let m = TestMount::new(&fed, None, "/", "").await;
+        let dir = m.join("mine");
+        let before = crate::common::blocking({
+            let dir = dir.clone();
+            move || {
+                std::fs::create_dir(&dir).unwrap();
+                std::fs::write(dir.join("f"), b"x").unwrap();
+                let md = std::fs::metadata(dir.join("f")).unwrap();
+                let r = std::os::unix::fs::chown(dir.join("f"), Some(md.uid() + 4242), None);
+                assert_eq!(
+                    r.map_err(|e| e.raw_os_error()),
+                    Err(Some(libc::EPERM)),
+                    "giving a file away is refused at the call"
+                );
+                md.uid()
+            }
+        })
+        .await;
+        let f = m.join("mine/f");
+        crate::common::blocking(move || {
+            std::fs::File::open(&f).unwrap().sync_all().expect("fsync: nothing was refused")
+        })
+        .await;
+        m.unmount().await;
+        let m2 = TestMount::new(&fed, None, "/", "").await;
+        assert_eq!(std::fs::metadata(m2.join("mine/f")).unwrap().uid(), before, "the owner did not change");
+        m2.unmount().await;
     })
     .await
 }

@@ -324,6 +324,19 @@ impl LocalState {
         self.dirs.iter().find(|(_, d)| !d.recalling && d.names.values().any(|(i, _)| *i == ino)).map(|(p, _)| *p)
     }
 
+    /// [`LocalState::covering`], looking first in `hint`, the directory
+    /// `ino` was last seen in (one directory's names, not every one's).
+    pub fn covering_hinted(&self, ino: Ino, hint: Option<Ino>) -> Option<Ino> {
+        if let Some(h) = hint.filter(|h| *h != ino) {
+            if !self.nodes.contains_key(&ino)
+                && self.leased(h).is_some_and(|d| d.names.values().any(|(i, _)| *i == ino))
+            {
+                return Some(h);
+            }
+        }
+        self.covering(ino)
+    }
+
     /// Nothing local at all (the fast path of every request).
     pub fn is_quiet(&self) -> bool {
         self.nodes.is_empty() && self.dirs.is_empty() && self.ops.is_empty()

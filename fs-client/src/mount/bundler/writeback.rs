@@ -333,7 +333,16 @@ impl Inner {
         if !self.writeback(cred) || ch.size.is_some() {
             return None;
         }
-        self.bundler.with(|l| l.covering(ino))?;
+        let hint = self.cache.parent_hint(ino);
+        if self.bundler.with(|l| l.covering_hinted(ino, hint)).is_none() {
+            // Not in a directory leased here yet (`chmod -R` on a fresh
+            // mount): lease the directory it was listed in, as unlink does.
+            let parent = hint?;
+            if parent == ino || !self.ensure_lease(parent).await {
+                return None;
+            }
+            self.bundler.with(|l| l.covering_hinted(ino, hint))?;
+        }
         let a = self.known_attr(ino).await?;
         let user = self.bundler.user().clone();
         let uid = ch.uid.map(|u| self.idmap.uid_to_fed(u));
@@ -375,7 +384,7 @@ impl Inner {
         }
         let stamp = Timestamp::from_system(now);
         let attr = self.bundler.with(|l| {
-            l.covering(ino)?;
+            l.covering_hinted(ino, hint)?;
             if l.is_open_node(ino) {
                 return None;
             }
