@@ -42,6 +42,37 @@ impl std::fmt::Debug for Source {
     }
 }
 
+impl Source {
+    /// All `size` bytes (a small file just committed, kept to serve this
+    /// mount's own reads of it).
+    pub fn read_whole(&self, size: u64) -> std::io::Result<Bytes> {
+        let short = |n: usize| std::io::Error::other(format!("source holds {n} bytes, not {size}"));
+        match self {
+            Source::Bytes(b) if b.len() as u64 == size => Ok(b.clone()),
+            Source::Bytes(b) => Err(short(b.len())),
+            Source::Path(p) => {
+                use std::io::Read;
+                let mut out = Vec::with_capacity(size as usize);
+                std::fs::File::open(p)?.take(size).read_to_end(&mut out)?;
+                if out.len() as u64 != size {
+                    return Err(short(out.len()));
+                }
+                Ok(Bytes::from(out))
+            }
+            Source::Dirty(d) => {
+                let mut out = Vec::with_capacity(size as usize);
+                for piece in d.plan(0, size) {
+                    match piece {
+                        Piece::Spill(a, b) => out.extend(d.read_spill(a, b - a)?),
+                        Piece::Zero(a, b) | Piece::Base(a, b) => out.resize(out.len() + (b - a) as usize, 0),
+                    }
+                }
+                Ok(Bytes::from(out))
+            }
+        }
+    }
+}
+
 /// One operation to send, with its bytes (a new regular file with a size).
 #[derive(Debug, Clone)]
 pub struct Outgoing {

@@ -201,17 +201,18 @@ pub async fn mount_on(
     let idmap = idmap::IdMap::new(opts.idmap, opts.cred, uid, gid, &me);
     let (notes, pending_notes) = notify::channel();
     let bundling = opts.bundle && !opts.cred && !opts.read_only;
+    let prefetch = Arc::new(prefetch::Prefetch::default());
     let bundler = bundler::Bundler::new(
         bundling,
-        bundler::User { uid: me.uid, gid: me.gid, groups: me.groups.clone(), admin: me.admin },
+        bundler::User { uid: me.uid, gid: me.gid, groups: me.groups.clone(), admin: me.uid == 0 },
         config.site.clone(),
         remote.clone(),
         counters.clone(),
         cache.clone(),
+        prefetch.clone(),
     );
     remote.set_bundler(&bundler);
     bundler.start();
-    let prefetch = Arc::new(prefetch::Prefetch::default());
     let subscription = tokio::spawn(subscription::run(
         remote.clone(),
         cache.clone(),

@@ -89,7 +89,9 @@ pub struct User {
     pub gid: u32,
     /// Supplementary groups.
     pub groups: Vec<u32>,
-    /// An admin: root in the namespace (chown, any mode).
+    /// Root in the namespace (chown, any mode): the meta server's rules
+    /// for uid 0. A federation admin acts as root only through `-o cred`,
+    /// which never writes back, so this is the federation uid being 0.
     pub admin: bool,
 }
 
@@ -113,6 +115,8 @@ pub struct Bundler {
     remote: Remote,
     counters: Arc<Counters>,
     cache: Arc<super::cache::Cache>,
+    /// Where the small files this mount commits are kept for its own reads.
+    prefetch: Arc<super::prefetch::Prefetch>,
     shared: Mutex<Shared>,
     kick: Notify,
     settled: watch::Sender<u64>,
@@ -126,6 +130,10 @@ pub struct Bundler {
 fn retryable(e: &RemoteError) -> bool {
     matches!(e.code, ErrorCode::Unavailable | ErrorCode::NoServer | ErrorCode::Interrupted)
 }
+
+/// Files up to this size that this mount committed are kept (within the
+/// read-ahead's memory bound) to serve its own reads of them.
+const KEEP_WRITTEN: u64 = 1 << 20;
 
 fn gone(what: &str) -> RemoteError {
     RemoteError::new(ErrorCode::Interrupted, what.to_string())
@@ -141,6 +149,7 @@ impl Bundler {
         remote: Remote,
         counters: Arc<Counters>,
         cache: Arc<super::cache::Cache>,
+        prefetch: Arc<super::prefetch::Prefetch>,
     ) -> Arc<Self> {
         Arc::new(Bundler {
             enabled,
@@ -149,6 +158,7 @@ impl Bundler {
             remote,
             counters,
             cache,
+            prefetch,
             shared: Mutex::new(Shared {
                 local: LocalState::new(Limits::default()),
                 deferred_perm: HashMap::new(),
@@ -530,7 +540,32 @@ impl Bundler {
                 })
                 .unzip()
         };
+        // Taken before anything is sent: what the commits answer may be
+        // cached unless something changed those inodes meanwhile.
+        let ticket = self.cache.ticket();
         let results = self.deliver(id, &items).await;
+        let mut kept_bodies = Vec::new();
+        for ((item, it), r) in kept.iter().zip(&items).zip(&results) {
+            if let (true, Ok(a)) = (*item < OP_BASE, r) {
+                // The attributes of a file this mount just created: its next
+                // lookup and open here ask nothing.
+                self.cache.put_attr(ticket, a);
+                if let Some(src) = it.source.as_ref().filter(|_| a.size <= KEEP_WRITTEN) {
+                    kept_bodies.push((a.clone(), src.clone()));
+                }
+            }
+        }
+        if !kept_bodies.is_empty() {
+            let pf = self.prefetch.clone();
+            tokio::task::spawn_blocking(move || {
+                for (a, src) in kept_bodies {
+                    match src.read_whole(a.size) {
+                        Ok(body) => pf.written(&a, body),
+                        Err(e) => tracing::debug!(ino = a.ino, "not kept for local reads: {e}"),
+                    }
+                }
+            });
+        }
         let mut s = self.lock();
         s.local.planner.done(id);
         let mut failed = 0;

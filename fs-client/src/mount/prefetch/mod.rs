@@ -219,6 +219,29 @@ impl Prefetch {
         out
     }
 
+    /// This mount just committed `attr` (a new small file) with `body`:
+    /// keep it, so this mount's own reads of it (`git checkout` reading the
+    /// objects `git clone` wrote) are served here. Kept only if `body` is
+    /// what was committed (size and BLAKE3). The grant it is served under
+    /// names no server and carries no capability: a read that finds the body
+    /// gone asks the meta server for a real grant.
+    pub fn written(&self, attr: &fs_proto::Attr, body: Bytes) {
+        let Some(hash) = attr.hash else { return };
+        if !worth(attr.size) || body.len() as u64 != attr.size || *blake3::hash(&body).as_bytes() != hash {
+            return;
+        }
+        let mut st = self.st();
+        st.drop_slot(attr.ino);
+        if !st.room(attr.size) {
+            return;
+        }
+        let (_tx, rx) = watch::channel(Some(Some(body)));
+        let grant = ReadGrant { attr: attr.clone(), replicas: Vec::new(), cap: None };
+        st.slots.insert(attr.ino, Slot { gen: attr.gen, hash, size: attr.size, rx, grant });
+        st.fifo.push_back(attr.ino);
+        st.bytes += attr.size;
+    }
+
     /// The body of the generation `grant` names, if it is held or being
     /// fetched (waiting for it, bounded); None: read it the usual way.
     pub async fn body(&self, grant: &ReadGrant) -> Option<Bytes> {
@@ -368,6 +391,24 @@ mod tests {
         assert!(p.grant(5, 2, Some([2; 32])).is_none());
         p.forget(5);
         assert!(p.body(&grant(5, 3, 1)).await.is_none(), "an invalidation drops the body");
+        assert_eq!(p.bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_body_this_mount_wrote_is_served_for_its_generation_only() {
+        let p = Prefetch::default();
+        let body = Bytes::from_static(b"written here");
+        let mut a = attr(9, body.len() as u64, 3);
+        a.hash = Some(*blake3::hash(&body).as_bytes());
+        p.written(&a, Bytes::from_static(b"written hers"));
+        assert!(p.grant(9, 3, a.hash).is_none(), "a body that is not what was committed is not kept");
+        p.written(&a, body.clone());
+        let g = p.grant(9, 3, a.hash).expect("kept");
+        assert!(g.cap.is_none() && g.replicas.is_empty(), "served here only");
+        assert_eq!(p.body(&g).await, Some(body));
+        assert!(p.grant(9, 4, a.hash).is_none(), "another generation is read anew");
+        p.forget(9);
+        assert!(p.grant(9, 3, a.hash).is_none(), "an invalidation drops it");
         assert_eq!(p.bytes(), 0);
     }
 
