@@ -224,7 +224,7 @@ fn timed(place: Place<'_>, root: &Path, env: &[(&str, &Path)], script: &str) -> 
 }
 
 fn meta_requests(r: &BTreeMap<String, u64>) -> u64 {
-    r.iter().filter(|(k, _)| !k.starts_with("data.")).map(|(_, v)| v).sum()
+    r.iter().filter(|(k, _)| fs_client::counters::is_meta_request(k)).map(|(_, v)| v).sum()
 }
 
 fn loadavg() -> String {

@@ -32,7 +32,7 @@ pub struct Listing {
 impl Listing {
     /// Metadata requests (every kind not starting with `data.`).
     pub fn meta_requests(&self) -> u64 {
-        self.requests.iter().filter(|(k, _)| !k.starts_with("data.")).map(|(_, v)| v).sum()
+        self.requests.iter().filter(|(k, _)| fs_client::counters::is_meta_request(k)).map(|(_, v)| v).sum()
     }
 }
 

@@ -15,7 +15,7 @@ fn counts(m: &std::collections::BTreeMap<String, u64>) -> String {
     if m.is_empty() {
         return "none".into();
     }
-    let meta: u64 = m.iter().filter(|(k, _)| !k.starts_with("data.")).map(|(_, v)| v).sum();
+    let meta: u64 = m.iter().filter(|(k, _)| fs_client::counters::is_meta_request(k)).map(|(_, v)| v).sum();
     let each = m
         .iter()
         .filter(|(k, _)| !k.ends_with("bytes_out") && !k.ends_with("bytes_in"))

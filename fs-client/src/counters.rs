@@ -46,8 +46,14 @@ impl Counters {
     }
 
     /// Sum of the metadata request counters (every name not starting with
-    /// `data.`).
+    /// `data.`, data plane, or `fuse.`, requests the kernel made).
     pub fn meta_requests(&self) -> u64 {
-        self.snapshot().iter().filter(|(k, _)| !k.starts_with("data.")).map(|(_, v)| v).sum()
+        self.snapshot().iter().filter(|(k, _)| is_meta_request(k)).map(|(_, v)| v).sum()
     }
+}
+
+/// Whether counter `kind` counts metadata requests (not `data.`, the data
+/// plane, nor `fuse.`, requests the kernel made to the mount).
+pub fn is_meta_request(kind: &str) -> bool {
+    !kind.starts_with("data.") && !kind.starts_with("fuse.")
 }

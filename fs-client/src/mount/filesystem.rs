@@ -478,6 +478,9 @@ impl Filesystem for RenkeiFs {
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let (fs, cred, ino) = (self.0.clone(), self.0.cred(req), self.ino(ino));
         let name = name_or_reply!(name, reply);
+        // Counted: the kernel does not cache xattrs, so every probe is a
+        // FUSE request (tests check that `ls -l` stops probing).
+        fs.counters.bump("fuse.getxattr");
         self.0.spawn(async move { reply_xattr(fs.bounded(fs.getxattr(cred.as_ref(), ino, &name)).await, size, reply) });
     }
 

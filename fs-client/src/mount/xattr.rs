@@ -1,13 +1,13 @@
 //! Extended attributes (cached under the inode's lease, absent ones too)
 //! and file system statistics.
 //!
-//! The `system.` namespace (POSIX ACLs) is not supported by the meta server;
-//! the mount answers it locally with `EOPNOTSUPP`, the same answer, so that
-//! `ls -l` probing for ACLs costs no round trip. A name the inode's cached
-//! xattr list (from `listxattr`, or from readdir-plus, under the same lease
-//! as the attributes) does not hold is answered `ENODATA` locally, so `ls
-//! -l` probing every entry for `security.selinux` costs nothing either. The
-//! meta server would answer the same to any caller: absent `security.` and
+//! The `system.` namespace (POSIX ACLs) and LSM labels are not kept (see
+//! [`unsupported`]): the mount answers `EOPNOTSUPP` locally, which also
+//! makes `ls -l` stop probing for them after the first entry. A name the
+//! inode's cached xattr list (from `listxattr`, or from readdir-plus, under
+//! the same lease as the attributes) does not hold is answered `ENODATA`
+//! locally, without a round trip. The meta server would answer the same to
+//! any caller: absent `security.` and
 //! `trusted.` names need no permission, and for `user.` the kernel has
 //! checked read permission already (`default_permissions`).
 
@@ -20,7 +20,7 @@ use fuser::Errno;
 impl Inner {
     /// Read an extended attribute.
     pub async fn getxattr(&self, cred: Option<&Cred>, ino: Ino, name: &str) -> Op<Vec<u8>> {
-        if name.starts_with("system.") {
+        if unsupported(name) {
             return Err(Errno::EOPNOTSUPP);
         }
         if self.bundler.with(|l| l.is_bare(ino)) {
@@ -70,7 +70,7 @@ impl Inner {
             },
         };
         let mut out = Vec::new();
-        for n in names {
+        for n in names.iter().filter(|n| !unsupported(n)) {
             out.extend_from_slice(n.as_bytes());
             out.push(0);
         }
@@ -79,7 +79,7 @@ impl Inner {
 
     /// Set an extended attribute (`flags`: XATTR_CREATE / XATTR_REPLACE).
     pub async fn setxattr(&self, cred: Option<&Cred>, ino: Ino, name: &str, value: &[u8], flags: i32) -> Op<()> {
-        if name.starts_with("system.") {
+        if unsupported(name) {
             return Err(Errno::EOPNOTSUPP);
         }
         let flags = XattrFlags { create: flags & libc::XATTR_CREATE != 0, replace: flags & libc::XATTR_REPLACE != 0 };
@@ -95,7 +95,7 @@ impl Inner {
 
     /// Remove an extended attribute.
     pub async fn removexattr(&self, cred: Option<&Cred>, ino: Ino, name: &str) -> Op<()> {
-        if name.starts_with("system.") {
+        if unsupported(name) {
             return Err(Errno::EOPNOTSUPP);
         }
         let r = self.call(cred, MetaRequest::RemoveXattr { ino, name: name.to_string() }).await;
@@ -113,6 +113,22 @@ impl Inner {
             (other, _) => Err(unexpected(other)),
         }
     }
+}
+
+/// Names the mount does not keep, answered `EOPNOTSUPP` locally: the
+/// `system.` namespace (POSIX ACLs), and LSM labels (`security.selinux`,
+/// `security.SMACK64*`, `security.apparmor`), which are one host's policy
+/// and mean nothing at another institution's site; the kernel labels FUSE
+/// mounts by policy (genfs), as it does NFS without labelled NFS.
+/// `security.capability` is kept. `ls -l` probes every entry for
+/// `security.selinux` and `system.posix_acl_access` and stops probing a
+/// file system that answers "not supported" once, so a listing costs
+/// no FUSE request per entry for them.
+fn unsupported(name: &str) -> bool {
+    name.starts_with("system.")
+        || name == "security.selinux"
+        || name.starts_with("security.SMACK64")
+        || name == "security.apparmor"
 }
 
 /// Whether `name` is known not to exist on `ino`: the inode's xattr names

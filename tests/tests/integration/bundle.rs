@@ -95,7 +95,8 @@ async fn put_tree_costs_a_few_requests_not_several_per_file() {
         assert_eq!(files, 1000);
         let after = c.counters().snapshot();
         let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
-        let meta: u64 = after.iter().filter(|(k, _)| !k.starts_with("data.")).map(|(k, _)| delta(k)).sum();
+        let meta: u64 =
+            after.iter().filter(|(k, _)| fs_client::counters::is_meta_request(k)).map(|(k, _)| delta(k)).sum();
         eprintln!("put -r of 1000 files: {meta} meta requests, {} bundles: {after:?}", delta("data.bundle"));
         assert!(meta <= 6, "a fresh tree costs a handful of meta requests, not per file: {after:?}");
         assert!(delta("data.bundle") <= 6, "1000 small files travel in a few bundles");

@@ -124,8 +124,9 @@ async fn ls_l_of_10000_entries_over_10ms_rtt() {
         let waited = m.counters.meta_wait() - waited;
         let after = m.counters.snapshot();
         assert_eq!(lines, ENTRIES + 1, "a total line and every entry");
-        let sent: u64 = after.iter().filter(|(k, _)| !k.starts_with("data.")).map(|(_, v)| v).sum::<u64>()
-            - before.iter().filter(|(k, _)| !k.starts_with("data.")).map(|(_, v)| v).sum::<u64>();
+        let sent: u64 =
+            after.iter().filter(|(k, _)| fs_client::counters::is_meta_request(k)).map(|(_, v)| v).sum::<u64>()
+                - before.iter().filter(|(k, _)| fs_client::counters::is_meta_request(k)).map(|(_, v)| v).sum::<u64>();
         let (_, warm) = ls_l(&d).await;
         let in_rtt = |d: Duration| d.as_secs_f64() / rtt.as_secs_f64();
         eprintln!(
