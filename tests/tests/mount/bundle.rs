@@ -5,12 +5,12 @@
 //! wins each, the other gets EEXIST; a full file server is ENOSPC at close,
 //! not lost data.
 
-use crate::common::{blocking, enabled, wait_mounted, TestMount};
+use crate::common::{blocking, enabled, ChildMount, TestMount};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-use tests::procs::{bin_dir, ProcFederation};
+use tests::procs::ProcFederation;
 use tests::{pattern, with_timeout};
 
 fn content(i: usize, salt: u64) -> Vec<u8> {
@@ -183,30 +183,6 @@ async fn two_mounts_creating_the_same_names_one_wins_the_other_gets_eexist() {
     .await
 }
 
-/// A mount served by a `renkei mount -f` child process (to kill -9).
-struct ChildMount {
-    child: std::process::Child,
-    path: PathBuf,
-}
-
-impl ChildMount {
-    fn kill9(&mut self) {
-        // SAFETY: killing our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
-        let _ = self.child.wait();
-        let _ = Command::new(bin_dir().join("renkei")).arg("umount").arg(&self.path).output();
-        let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&self.path).output();
-    }
-}
-
-impl Drop for ChildMount {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            self.kill9();
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_loses_nothing_fsync_acknowledged_and_tears_nothing() {
     if !enabled("kill_9_loses_nothing_fsync_acknowledged_and_tears_nothing") {
@@ -277,29 +253,6 @@ async fn kill_9_loses_nothing_fsync_acknowledged_and_tears_nothing() {
         }
     })
     .await
-}
-
-impl ChildMount {
-    fn start(cfg: &Path, dir: &Path) -> ChildMount {
-        let path = dir.join("mnt");
-        std::fs::create_dir_all(&path).unwrap();
-        let spill = dir.join("spill");
-        std::fs::create_dir_all(&spill).unwrap();
-        let log = std::fs::File::create(dir.join("mount.log")).unwrap();
-        let child = Command::new(bin_dir().join("renkei"))
-            .env("RENKEI_CONFIG", cfg)
-            .args(["mount", "-f", "-o"])
-            .arg(format!("spill_dir={}", spill.display()))
-            .arg("/")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("renkei mount");
-        wait_mounted(&path, Duration::from_secs(20));
-        ChildMount { child, path }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -186,3 +186,53 @@ pub fn wait_mounted(path: &Path, bound: Duration) {
         assert!(n >= 0 || std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted, "poll mountinfo");
     }
 }
+
+/// A mount served by a `renkei mount -f` child process (to kill -9), its
+/// mount point `dir/mnt`, spill directory `dir/spill` and log
+/// `dir/mount.log` (`RUST_LOG` from `MOUNT_LOG`, default warn).
+pub struct ChildMount {
+    pub child: std::process::Child,
+    pub path: std::path::PathBuf,
+}
+
+impl ChildMount {
+    /// Start it with client config `cfg`; returns once it is mounted.
+    pub fn start(cfg: &Path, dir: &Path) -> ChildMount {
+        let path = dir.join("mnt");
+        let spill = dir.join("spill");
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::create_dir_all(&spill).unwrap();
+        let log = std::fs::File::create(dir.join("mount.log")).unwrap();
+        let child = Command::new(tests::procs::bin_dir().join("renkei"))
+            .env("RENKEI_CONFIG", cfg)
+            .env("RUST_LOG", std::env::var("MOUNT_LOG").unwrap_or_else(|_| "warn".into()))
+            .args(["mount", "-f", "-o"])
+            .arg(format!("spill_dir={}", spill.display()))
+            .arg("/")
+            .arg(&path)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("renkei mount");
+        wait_mounted(&path, Duration::from_secs(20));
+        ChildMount { child, path }
+    }
+
+    /// SIGKILL the mount process and clear its dead mount point.
+    pub fn kill9(&mut self) {
+        // SAFETY: killing our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.wait();
+        let _ = Command::new(tests::procs::bin_dir().join("renkei")).arg("umount").arg(&self.path).output();
+        let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&self.path).output();
+    }
+}
+
+impl Drop for ChildMount {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.kill9();
+        }
+    }
+}

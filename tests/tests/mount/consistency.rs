@@ -15,23 +15,22 @@
 //!   as it was after some prefix of the operations done in it, the two
 //!   prefixes agreeing on every rename between them, nothing a directory
 //!   fsync acknowledged lost, no orphaned inode (`CONSISTENCY_SEEDS=1,2`
-//!   picks the seeds, `CONSISTENCY_MOUNT_LOG` the killed mount's `RUST_LOG`;
+//!   picks the seeds, `MOUNT_LOG` the killed mount's `RUST_LOG`;
 //!   its log is shown when a check fails);
 //! - a creation rewritten before it is sent (renamed in place, dropped when
 //!   removed) keeps what was done since.
 
-use crate::common::{blocking, enabled, wait_mounted, TestMount};
+use crate::common::{blocking, enabled, ChildMount, TestMount};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::CString;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
-use tests::procs::{bin_dir, ProcFederation};
+use tests::procs::ProcFederation;
 use tests::{pattern, with_timeout};
 
 /// A small deterministic generator (xorshift64*).
@@ -904,52 +903,6 @@ fn observe_dir(dir: &Path) -> Result<(Listing, Files), String> {
         out.insert(name, o);
     }
     Ok((out, files))
-}
-
-/// A mount served by a `renkei mount -f` child process (to kill -9).
-struct ChildMount {
-    child: std::process::Child,
-    path: PathBuf,
-}
-
-impl ChildMount {
-    fn start(cfg: &Path, dir: &Path) -> ChildMount {
-        let path = dir.join("mnt");
-        let spill = dir.join("spill");
-        std::fs::create_dir_all(&path).unwrap();
-        std::fs::create_dir_all(&spill).unwrap();
-        let log = std::fs::File::create(dir.join("mount.log")).unwrap();
-        let child = Command::new(bin_dir().join("renkei"))
-            .env("RENKEI_CONFIG", cfg)
-            .env("RUST_LOG", std::env::var("CONSISTENCY_MOUNT_LOG").unwrap_or_else(|_| "warn".into()))
-            .args(["mount", "-f", "-o"])
-            .arg(format!("spill_dir={}", spill.display()))
-            .arg("/")
-            .arg(&path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("renkei mount");
-        wait_mounted(&path, Duration::from_secs(20));
-        ChildMount { child, path }
-    }
-
-    fn kill9(&mut self) {
-        // SAFETY: killing our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
-        let _ = self.child.wait();
-        let _ = Command::new(bin_dir().join("renkei")).arg("umount").arg(&self.path).output();
-        let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&self.path).output();
-    }
-}
-
-impl Drop for ChildMount {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            self.kill9();
-        }
-    }
 }
 
 /// Operations per script.
