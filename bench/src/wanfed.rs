@@ -46,65 +46,128 @@ fn pop_name(site: &str) -> String {
     format!("pop-{site}")
 }
 
-impl WanFederation {
-    /// Write certificates and configs and start the processes in their sites.
-    pub fn start(wan: &Wan, spec: WanFedSpec) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let ca = CaDir::new(dir.path().join("ca"));
-        ca.init("wan-test")?;
-        let issue = |name: &str, role: Role, site: Option<&str>| -> anyhow::Result<TlsFiles> {
-            let f = ca.issue(&IssueRequest {
-                name: name.into(),
-                role,
-                site: site.map(str::to_string),
-                not_before: None,
-                valid_days: 7,
-            })?;
-            Ok(TlsFiles { ca: ca.cert_path(), cert: f.cert, key: f.key })
-        };
-        let meta_ip: Ipv4Addr = wan.addr_of(&spec.meta_site)?;
-        let meta = PeerAddr { addr: SocketAddr::from((meta_ip, META_PORT)), name: "meta".into() };
-        let logs = dir.path().join("logs");
-        std::fs::create_dir_all(&logs)?;
-        let mut children = Vec::new();
+/// One process of a federation: its name, the site it runs in, its binary
+/// and its configuration file.
+#[derive(Debug, Clone)]
+pub struct FedProc {
+    /// `meta` or `pop-SITE`.
+    pub name: String,
+    /// Site (network namespace) it runs in.
+    pub site: String,
+    /// Its binary.
+    pub bin: PathBuf,
+    /// Its configuration file.
+    pub config: PathBuf,
+}
 
-        let tls = issue("meta", Role::Host, Some(&spec.meta_site))?;
-        let meta_cfg = dir.path().join("meta.toml");
+/// Write a CA, certificates and configurations for `spec` under `dir` (the
+/// sites' addresses from `addr_of`): the meta server's address and the
+/// processes to start, meta first. Shared by [`WanFederation::start`] and
+/// `renkei-bench wan fed up`.
+pub fn prepare(
+    dir: &Path,
+    spec: &WanFedSpec,
+    addr_of: &dyn Fn(&str) -> anyhow::Result<Ipv4Addr>,
+) -> anyhow::Result<(CaDir, PeerAddr, Vec<FedProc>)> {
+    let ca = CaDir::new(dir.join("ca"));
+    ca.init("wan-test")?;
+    let issue = |name: &str, role: Role, site: Option<&str>| -> anyhow::Result<TlsFiles> {
+        let f = ca.issue(&IssueRequest {
+            name: name.into(),
+            role,
+            site: site.map(str::to_string),
+            not_before: None,
+            valid_days: 7,
+        })?;
+        Ok(TlsFiles { ca: ca.cert_path(), cert: f.cert, key: f.key })
+    };
+    let meta_ip: Ipv4Addr = addr_of(&spec.meta_site)?;
+    let meta = PeerAddr { addr: SocketAddr::from((meta_ip, META_PORT)), name: "meta".into() };
+    std::fs::create_dir_all(dir.join("logs"))?;
+    let mut procs = Vec::new();
+
+    let tls = issue("meta", Role::Host, Some(&spec.meta_site))?;
+    let meta_cfg = dir.join("meta.toml");
+    std::fs::write(
+        &meta_cfg,
+        format!(
+            "listen = \"{}\"\ndb = \"{}\"\nhost_timeout_ms = {}\n\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            meta.addr,
+            dir.join("meta.db").display(),
+            spec.heartbeat_ms * 5,
+            tls.ca.display(),
+            tls.cert.display(),
+            tls.key.display()
+        ),
+    )?;
+    procs.push(FedProc {
+        name: "meta".into(),
+        site: spec.meta_site.clone(),
+        bin: spec.bin_dir.join("renkei-meta"),
+        config: meta_cfg,
+    });
+
+    for site in &spec.server_sites {
+        let name = pop_name(site);
+        let tls = issue(&name, Role::Host, Some(site))?;
+        let addr = SocketAddr::from((addr_of(site)?, SERVER_PORT));
+        let cfg = dir.join(format!("{name}.toml"));
         std::fs::write(
-            &meta_cfg,
+            &cfg,
             format!(
-                "listen = \"{}\"\ndb = \"{}\"\nhost_timeout_ms = {}\n\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                "listen = \"{addr}\"\nspool = \"{}\"\nheartbeat_ms = {}\n\n[meta]\naddr = \"{}\"\nname = \"meta\"\n\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                dir.join("spool").join(&name).display(),
+                spec.heartbeat_ms,
                 meta.addr,
-                dir.path().join("meta.db").display(),
-                spec.heartbeat_ms * 5,
                 tls.ca.display(),
                 tls.cert.display(),
                 tls.key.display()
             ),
         )?;
-        children.push((
-            "meta".to_string(),
-            spawn(wan, &spec.meta_site, &spec.bin_dir.join("renkei-meta"), &meta_cfg, &logs, "meta")?,
-        ));
+        procs.push(FedProc { name, site: site.clone(), bin: spec.bin_dir.join("renkei-server"), config: cfg });
+    }
+    Ok((ca, meta, procs))
+}
 
-        for site in &spec.server_sites {
-            let name = pop_name(site);
-            let tls = issue(&name, Role::Host, Some(site))?;
-            let addr = SocketAddr::from((wan.addr_of(site)?, SERVER_PORT));
-            let cfg = dir.path().join(format!("{name}.toml"));
-            std::fs::write(
-                &cfg,
-                format!(
-                    "listen = \"{addr}\"\nspool = \"{}\"\nheartbeat_ms = {}\n\n[meta]\naddr = \"{}\"\nname = \"meta\"\n\n[tls]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
-                    dir.path().join("spool").join(&name).display(),
-                    spec.heartbeat_ms,
-                    meta.addr,
-                    tls.ca.display(),
-                    tls.cert.display(),
-                    tls.key.display()
-                ),
-            )?;
-            children.push((name.clone(), spawn(wan, site, &spec.bin_dir.join("renkei-server"), &cfg, &logs, &name)?));
+/// A client configuration for `user` at `site` of the federation whose CA
+/// is `ca` and meta server `meta`, written to `dir/client-SITE-USER.toml`
+/// too; returns (config, path).
+pub fn client_config(
+    ca: &CaDir,
+    meta: &PeerAddr,
+    dir: &Path,
+    site: &str,
+    user: &str,
+) -> anyhow::Result<(ClientConfig, PathBuf)> {
+    let paths = ca.issued_paths(Role::User, user);
+    let files = if paths.cert.exists() {
+        TlsFiles { ca: ca.cert_path(), cert: paths.cert, key: paths.key }
+    } else {
+        let f = ca.issue(&IssueRequest {
+            name: user.into(),
+            role: Role::User,
+            site: None,
+            not_before: None,
+            valid_days: 7,
+        })?;
+        TlsFiles { ca: ca.cert_path(), cert: f.cert, key: f.key }
+    };
+    let cfg = ClientConfig::new(meta.clone(), site.to_string(), files);
+    let path = dir.join(format!("client-{site}-{user}.toml"));
+    std::fs::write(&path, toml::to_string(&cfg)?)?;
+    Ok((cfg, path))
+}
+
+impl WanFederation {
+    /// Write certificates and configs and start the processes in their sites.
+    pub fn start(wan: &Wan, spec: WanFedSpec) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let (ca, meta, procs) = prepare(dir.path(), &spec, &|site| Ok(wan.addr_of(site)?))?;
+        let logs = dir.path().join("logs");
+        let mut children = Vec::new();
+        for p in procs {
+            let child = spawn(wan, &p.site, &p.bin, &p.config, &logs, &p.name)?;
+            children.push((p.name, child));
         }
         Ok(WanFederation { dir, ca, meta, children, spec })
     }
@@ -122,23 +185,7 @@ impl WanFederation {
     /// A client configuration for `user` at `site`, written to a file too
     /// (for running the CLI inside the site); returns (config, path).
     pub fn client_config(&self, site: &str, user: &str) -> anyhow::Result<(ClientConfig, PathBuf)> {
-        let paths = self.ca.issued_paths(Role::User, user);
-        let files = if paths.cert.exists() {
-            TlsFiles { ca: self.ca.cert_path(), cert: paths.cert, key: paths.key }
-        } else {
-            let f = self.ca.issue(&IssueRequest {
-                name: user.into(),
-                role: Role::User,
-                site: None,
-                not_before: None,
-                valid_days: 7,
-            })?;
-            TlsFiles { ca: self.ca.cert_path(), cert: f.cert, key: f.key }
-        };
-        let cfg = ClientConfig::new(self.meta.clone(), site.to_string(), files);
-        let path = self.dir().join(format!("client-{site}-{user}.toml"));
-        std::fs::write(&path, toml::to_string(&cfg)?)?;
-        Ok((cfg, path))
+        client_config(&self.ca, &self.meta, self.dir(), site, user)
     }
 
     /// An in-process client whose socket lives in `site`.

@@ -228,12 +228,17 @@ fn fs_meta_config(dir: &Path, tls: TlsFiles, listen: SocketAddr, user: &str, uid
 /// Whether the process in a pid file is running.
 pub fn running_pid(pidfile: &Path) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()?;
+    running_pid_of(pid).then_some(pid)
+}
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn running_pid_of(pid: i32) -> bool {
     // SAFETY: kill with signal 0 only checks that the process exists.
     let alive = unsafe { libc::kill(pid, 0) } == 0;
     let not_zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| s.rsplit(')').next().map(|r| !r.trim_start().starts_with('Z')).unwrap_or(true))
         .unwrap_or(false);
-    (alive && not_zombie).then_some(pid)
+    alive && not_zombie
 }
 
 /// Wait (at most `bound`) until process `pid` has exited entirely: every

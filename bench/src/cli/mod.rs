@@ -7,6 +7,7 @@ pub mod rep;
 pub mod tools;
 pub mod transfer;
 pub mod wan;
+pub mod wan_fed;
 pub mod wan_serve;
 pub mod wanfs;
 

@@ -43,6 +43,8 @@ enum WanCommand {
         #[arg(long, default_value_t = 10)]
         secs: u32,
     },
+    /// A renkei federation on the running WAN: `wan fed up|exec|status|down`.
+    Fed(super::wan_fed::FedArgs),
     /// The daemon itself (started by `up`).
     #[command(hide = true)]
     Serve(ServeArgs),
@@ -194,6 +196,7 @@ pub fn run(args: WanArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        WanCommand::Fed(a) => super::wan_fed::run(a),
         WanCommand::Serve(a) => wan_serve::serve(a.dir.path(), Duration::from_secs(a.ttl_secs)),
     }
 }
@@ -246,6 +249,9 @@ pub fn describe(topo: &Topology) -> anyhow::Result<String> {
 }
 
 fn down(dir: &Path) -> anyhow::Result<()> {
+    // A federation on it goes first (its processes would outlive the
+    // namespaces, cut off).
+    super::wan_fed::down(dir)?;
     if let Some(st) = RunState::load(dir)? {
         if st.alive() {
             let pid = Pid::from_raw(i32::try_from(st.pid).context("pid out of range")?);

@@ -17,6 +17,13 @@ fn bench(dir: &Path, args: &[&str]) -> Command {
     cmd
 }
 
+/// `renkei-bench wan fed SUB --state-dir DIR ARGS...`.
+fn fed(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_renkei-bench"));
+    cmd.args(["wan", "fed"]).args(args.iter().take(1)).arg("--state-dir").arg(dir).args(args.iter().skip(1));
+    cmd
+}
+
 fn netns_list() -> anyhow::Result<String> {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "list"]);
@@ -63,5 +70,46 @@ fn cli_up_exec_status_down() -> anyhow::Result<()> {
     let list = netns_list()?;
     assert!(!list.contains(&format!("rkw-{}-", second.run_id)), "down left namespaces:\n{list}");
     assert!(RunState::load(dir)?.is_none(), "down left its state file");
+    Ok(())
+}
+
+/// `wan fed up` on a running WAN: a federation a person can use from a
+/// shell in each site (`wan fed exec` sets RENKEI_CONFIG), stopped with the
+/// WAN by `wan down`, leaving no process and no file.
+#[test]
+fn cli_fed_up_exec_down() -> anyhow::Result<()> {
+    let Some(_serial) = gate("cli_fed_up_exec_down") else { return Ok(()) };
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    run_ok(bench(dir, &["up", "--preset", "pair", "--rtt-ms", "4", "--rate-mbit", "100"]))?;
+    let up = run_ok(fed(dir, &["up", "--meta", "a"]))?;
+    let up_text = String::from_utf8_lossy(&up.stdout);
+    assert!(up_text.contains("pop-b"), "up names the file servers:\n{up_text}");
+    let second = fed(dir, &["up"]).output()?;
+    assert!(!second.status.success(), "a second fed up over a live one must refuse");
+    let pids: Vec<i32> =
+        up_text.lines().filter_map(|l| l.split("pid ").nth(1)).filter_map(|p| p.trim().parse().ok()).collect();
+    assert_eq!(pids.len(), 3, "meta and two file servers:\n{up_text}");
+
+    // A file put from one site is read at the other, through the CLI with
+    // the configuration `exec` sets.
+    let src = dir.join("hello.txt");
+    std::fs::write(&src, b"across the emulated WAN")?;
+    run_ok(fed(dir, &["exec", "b", "--", "renkei", "put", src.to_str().unwrap(), "/hello.txt"]))?;
+    let got = dir.join("got.txt");
+    run_ok(fed(dir, &["exec", "a", "--", "renkei", "get", "/hello.txt", got.to_str().unwrap()]))?;
+    assert_eq!(std::fs::read(&got)?, b"across the emulated WAN");
+    let hosts = run_ok(fed(dir, &["exec", "a", "--", "renkei", "hosts", "--json"]))?;
+    let hosts: serde_json::Value = serde_json::from_slice(&hosts.stdout)?;
+    let sites: Vec<&str> = hosts.as_array().unwrap().iter().filter_map(|h| h["site"].as_str()).collect();
+    assert!(sites.contains(&"a") && sites.contains(&"b"), "a file server per site: {hosts}");
+    let status = run_ok(fed(dir, &["status"]))?;
+    assert_eq!(String::from_utf8_lossy(&status.stdout).matches(" running").count(), 3);
+
+    run_ok(bench(dir, &["down"]))?;
+    for pid in pids {
+        assert!(!fs_client::local::running_pid_of(pid), "pid {pid} of the federation outlived wan down");
+    }
+    assert!(!dir.join("fed").exists(), "wan down left the federation's files");
     Ok(())
 }
