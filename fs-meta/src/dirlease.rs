@@ -25,7 +25,9 @@ use crate::callbacks::{Callbacks, Pending, SessionId};
 use crate::namespace::Namespace;
 use crate::perm::{Caller, W, X};
 use crate::service::MetaService;
-use fs_proto::bundle::{InoRange, LeaseGrant, LeaseRequest, MAX_HELD_RANGES, MAX_INOS_PER_GRANT};
+use fs_proto::bundle::{
+    AlsoDir, InoRange, LeaseGrant, LeaseRequest, MAX_ALSO, MAX_ALSO_ENTRIES, MAX_HELD_RANGES, MAX_INOS_PER_GRANT,
+};
 use fs_proto::callback::Invalidation;
 use fs_proto::meta::{MetaCall, MetaReply, MetaRequest, MetaResponse};
 use fs_proto::{Access, Capability, ErrorCode, FileKind, Identity, Ino, RemoteError, Role, ROOT_INO};
@@ -280,43 +282,52 @@ impl DirLeases {
         };
         let granted = {
             let _gate = self.gate.write().await;
-            let live = |s: SessionId| cbs.is_subscribed(s);
             cbs.exclusive(session, || {
-                let Some(dir) = r.dir else { return (Ok(None), Vec::new()) };
-                let inode = match svc.ns.inode(dir) {
-                    Ok(i) => i,
+                let Some(dir) = r.dir else { return (Ok((None, Vec::new())), Vec::new()) };
+                let attr = match self.grant_one(svc, cbs, &caller, id, session, dir) {
+                    Ok(Some(a)) => a,
+                    Ok(None) => return (Ok((None, Vec::new())), Vec::new()),
                     Err(e) => return (Err(e), Vec::new()),
                 };
-                if inode.kind != FileKind::Directory {
-                    return (Err(RemoteError::new(ErrorCode::NotADirectory, format!("inode {dir}"))), Vec::new());
+                let mut inv = vec![Invalidation::Leased { dir }];
+                // The other directories of a walk: each under the same
+                // rules, skipped (not an error) where they do not hold.
+                let mut also: Vec<fs_proto::Attr> = Vec::new();
+                for &d in r.also.iter().take(MAX_ALSO) {
+                    if d == dir || also.iter().any(|a| a.ino == d) {
+                        continue;
+                    }
+                    if let Ok(Some(a)) = self.grant_one(svc, cbs, &caller, id, session, d) {
+                        inv.push(Invalidation::Leased { dir: d });
+                        also.push(a);
+                    }
                 }
-                if let Err(e) = caller.check(&inode, W | X, "write permission on the directory") {
-                    return (Err(e), Vec::new());
-                }
-                // Only an owner (or root) may hold a directory for itself: a
-                // lease on `/` or on a shared directory would let one user
-                // hold up everyone else working there. The others work on it
-                // synchronously.
-                if caller.uid != 0 && caller.uid != inode.uid {
-                    tracing::debug!(dir, principal = %id.name, "directory lease not granted: not the owner");
-                    return (Ok(None), Vec::new());
-                }
-                if cbs.session_barred(session) {
-                    tracing::debug!(dir, principal = %id.name, "directory lease not granted: the principal is barred");
-                    return (Ok(None), Vec::new());
-                }
-                let mut t = self.table();
-                t.sweep(live);
-                if !live(session) || !t.grant(dir, session, live) {
-                    return (Ok(None), Vec::new());
-                }
-                (Ok(Some(inode.attr(dir))), vec![Invalidation::Leased { dir }])
+                (Ok((Some(attr), also)), inv)
             })
         };
-        let (dir, pending) = match granted {
+        let ((dir, also), pending) = match granted {
             (Ok(d), p) => (d, p),
             (Err(e), p) => return (Err(e), p),
         };
+        // Their listings, read with the leases held (nobody else changes
+        // them now); one that does not fit what is left of the bound, or
+        // that the caller may not read, is given back.
+        let mut listed = Vec::with_capacity(also.len());
+        let mut left = MAX_ALSO_ENTRIES;
+        let mut give_back = Vec::new();
+        for a in also {
+            match svc.ns.readdir(&caller, a.ino, None, left.max(1) as u32, true) {
+                Ok((entries, false)) if entries.len() <= left => {
+                    left -= entries.len();
+                    listed.push(AlsoDir { attr: a, entries });
+                }
+                _ => give_back.push(a.ino),
+            }
+        }
+        if !give_back.is_empty() {
+            self.table().release(session, &give_back);
+            self.version.send_modify(|v| *v += 1);
+        }
         if let Some(d) = &dir {
             tracing::debug!(dir = d.ino, session, "directory lease granted");
         }
@@ -349,7 +360,46 @@ impl DirLeases {
             expect: None,
             inos: covered,
         });
-        (Ok(MetaResponse::Lease(LeaseGrant { dir, inos, target, cap })), pending)
+        (Ok(MetaResponse::Lease(LeaseGrant { dir, inos, target, cap, also: listed })), pending)
+    }
+
+    /// Grant `session` the write lease on `dir` if the rules allow (a
+    /// directory the caller may write and search, owns or is root for, not
+    /// barred, not held by another live session): its attributes, or None
+    /// (not granted; work through the meta server). Called with the gate's
+    /// write side held, inside [`Callbacks::exclusive`].
+    fn grant_one(
+        &self,
+        svc: &MetaService,
+        cbs: &Callbacks,
+        caller: &Caller,
+        id: &Identity,
+        session: SessionId,
+        dir: Ino,
+    ) -> Result<Option<fs_proto::Attr>, RemoteError> {
+        let live = |s: SessionId| cbs.is_subscribed(s);
+        let inode = svc.ns.inode(dir)?;
+        if inode.kind != FileKind::Directory {
+            return Err(RemoteError::new(ErrorCode::NotADirectory, format!("inode {dir}")));
+        }
+        caller.check(&inode, W | X, "write permission on the directory")?;
+        // Only an owner (or root) may hold a directory for itself: a lease
+        // on `/` or on a shared directory would let one user hold up
+        // everyone else working there. The others work on it synchronously.
+        if caller.uid != 0 && caller.uid != inode.uid {
+            tracing::debug!(dir, principal = %id.name, "directory lease not granted: not the owner");
+            return Ok(None);
+        }
+        if cbs.session_barred(session) {
+            tracing::debug!(dir, principal = %id.name, "directory lease not granted: the principal is barred");
+            return Ok(None);
+        }
+        let mut t = self.table();
+        t.sweep(live);
+        if !live(session) || !t.grant(dir, session, live) {
+            return Ok(None);
+        }
+        Ok(Some(inode.attr(dir)))
     }
 }
 

@@ -54,7 +54,7 @@ impl InoRange {
 }
 
 /// What a client asks for with [`crate::meta::MetaRequest::LeaseDir`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseRequest {
     /// Directory to hold a write lease on (None: only inode numbers and a
     /// fresh bundle capability). Needs write and search permission on it and
@@ -68,6 +68,28 @@ pub struct LeaseRequest {
     /// most [`MAX_HELD_RANGES`]): the new capability covers them too, so one
     /// capability covers every entry of a bundle.
     pub held: Vec<InoRange>,
+    /// More directories to hold along with `dir` (a tree being walked:
+    /// `rm -rf`, `chmod -R` take a lease per directory), each granted under
+    /// the rules of `dir` or skipped, and answered with its listing so the
+    /// walk asks nothing more. At most [`MAX_ALSO`] are considered, and
+    /// listings of at most [`MAX_ALSO_ENTRIES`] entries in all.
+    pub also: Vec<Ino>,
+}
+
+/// Most directories one lease request holds besides its own.
+pub const MAX_ALSO: usize = 256;
+/// Most entries the listings of a grant's other directories carry in all.
+pub const MAX_ALSO_ENTRIES: usize = 20_000;
+
+/// A directory granted along with a lease's own (see [`LeaseRequest::also`]):
+/// its attributes and its whole listing, attributes included, true while
+/// the lease is held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlsoDir {
+    /// The directory's attributes.
+    pub attr: Attr,
+    /// Every entry, with attributes and xattr names.
+    pub entries: Vec<crate::types::DirEntry>,
 }
 
 /// Most earlier ranges one capability covers.
@@ -88,6 +110,8 @@ pub struct LeaseGrant {
     /// A [`crate::Access::Bundle`] capability for the caller, covering the
     /// new range and the `held` ones the meta server confirmed.
     pub cap: SignedCapability,
+    /// The other directories granted (a subset of [`LeaseRequest::also`]).
+    pub also: Vec<AlsoDir>,
 }
 
 /// One new name in a bundle.

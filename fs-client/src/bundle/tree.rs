@@ -90,6 +90,7 @@ impl Inos<'_> {
                 inos: want.clamp(1, MAX_INOS_PER_GRANT as u64) as u32,
                 site: self.client.config().site.clone(),
                 held: self.granted.iter().rev().take(MAX_HELD_RANGES).copied().collect(),
+                also: Vec::new(),
             };
             let g = match self.client.meta().call_at("", MetaRequest::LeaseDir(req)).await? {
                 MetaResponse::Lease(g) => g,

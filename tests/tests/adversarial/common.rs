@@ -7,7 +7,7 @@ use fs_proto::{FileKind, Ino, Timestamp};
 
 /// `LeaseDir` as `c` (no directory: inode numbers and a bundle capability).
 pub async fn lease(c: &Client, dir: Option<Ino>, inos: u32) -> LeaseGrant {
-    let req = LeaseRequest { dir, inos, site: c.config().site.clone(), held: Vec::new() };
+    let req = LeaseRequest { dir, inos, site: c.config().site.clone(), held: Vec::new(), also: Vec::new() };
     match c.meta().call(MetaRequest::LeaseDir(req)).await.expect("lease") {
         MetaResponse::Lease(g) => g,
         other => panic!("unexpected {other:?}"),

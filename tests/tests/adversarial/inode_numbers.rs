@@ -110,7 +110,13 @@ async fn inode_numbers_do_not_reach_through_a_private_directory() {
             }
         }
         // A directory lease below /a is refused too.
-        let req = fs_proto::bundle::LeaseRequest { dir: Some(sub), inos: 0, site: "site1".into(), held: Vec::new() };
+        let req = fs_proto::bundle::LeaseRequest {
+            dir: Some(sub),
+            inos: 0,
+            site: "site1".into(),
+            held: Vec::new(),
+            also: Vec::new(),
+        };
         let e = bob.meta().call(MetaRequest::LeaseDir(req)).await.unwrap_err();
         assert_eq!(e.code(), Some(ErrorCode::PermissionDenied), "{e}");
 

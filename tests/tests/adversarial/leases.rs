@@ -33,7 +33,8 @@ async fn subscribe(cluster: &Cluster, c: &Client, ack: bool) -> tokio::sync::mps
 }
 
 async fn lease(c: &Client, dir: Ino) -> LeaseGrant {
-    let req = LeaseRequest { dir: Some(dir), inos: 0, site: c.config().site.clone(), held: Vec::new() };
+    let req =
+        LeaseRequest { dir: Some(dir), inos: 0, site: c.config().site.clone(), held: Vec::new(), also: Vec::new() };
     match c.meta().call(MetaRequest::LeaseDir(req)).await.expect("lease") {
         MetaResponse::Lease(g) => g,
         other => panic!("unexpected {other:?}"),
@@ -60,6 +61,51 @@ async fn no_one_leases_the_root_or_another_users_directory() {
         bob.put_bytes(b"bob's", "/shared/b").await.unwrap();
         bob.put_bytes(b"bob's", "/top").await.unwrap();
         assert_eq!(alice.get_bytes("/shared/b").await.unwrap(), b"bob's");
+        cluster.shutdown().await;
+    })
+    .await
+}
+
+/// The directories asked for along with a lease (`also`, for a tree walk)
+/// obey the same rules, one by one: bob asking for alice's directories
+/// beside his own gets his own (with its listing) and none of hers, and
+/// no listing of her private directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directories_asked_along_with_a_lease_obey_the_same_rules() {
+    with_timeout(60, async {
+        let cluster = Cluster::builder().sites(1).start().await;
+        let alice = cluster.client("alice", "site1").await;
+        let bob = cluster.client("bob", "site1").await;
+        let shared = alice.mkdir("/shared", false, 0o777).await.unwrap().ino;
+        let private = alice.mkdir("/private", false, 0o700).await.unwrap().ino;
+        alice.put_bytes(b"secret", "/private/s").await.unwrap();
+        let own = bob.mkdir("/bob", false, 0o755).await.unwrap().ino;
+        let sub = bob.mkdir("/bob/sub", false, 0o755).await.unwrap().ino;
+        bob.put_bytes(b"x", "/bob/sub/x").await.unwrap();
+        let _calls = subscribe(&cluster, &bob, true).await;
+
+        let req = LeaseRequest {
+            dir: Some(own),
+            inos: 0,
+            site: bob.config().site.clone(),
+            held: Vec::new(),
+            also: vec![shared, private, ROOT_INO, sub, sub],
+        };
+        let g = match bob.meta().call(MetaRequest::LeaseDir(req)).await.expect("lease") {
+            MetaResponse::Lease(g) => g,
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(g.dir.map(|a| a.ino), Some(own));
+        let granted: Vec<Ino> = g.also.iter().map(|a| a.attr.ino).collect();
+        assert_eq!(granted, vec![sub], "only bob's own directory, once");
+        let names: Vec<&str> = g.also[0].entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["x"], "with its listing");
+        assert!(g.also[0].entries[0].attr.is_some(), "and its entries' attributes");
+        let svc = cluster.meta_service();
+        for d in [shared, private, ROOT_INO] {
+            assert!(svc.dirleases.holder(d).is_none(), "inode {d} is not held");
+        }
+        assert!(svc.dirleases.holder(sub).is_some(), "bob holds his subdirectory");
         cluster.shutdown().await;
     })
     .await

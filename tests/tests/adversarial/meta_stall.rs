@@ -45,7 +45,13 @@ async fn fill(c: &fs_client::Client, dir: Ino, n: usize) {
 /// side) and stats a file, each within [`SERVING_BOUND`].
 async fn alice_is_served(alice: &fs_client::Client, dir: Ino, what: &str) {
     let started = Instant::now();
-    let req = fs_proto::bundle::LeaseRequest { dir: Some(dir), inos: 4, site: "site1".into(), held: Vec::new() };
+    let req = fs_proto::bundle::LeaseRequest {
+        dir: Some(dir),
+        inos: 4,
+        site: "site1".into(),
+        held: Vec::new(),
+        also: Vec::new(),
+    };
     let lease = tokio::time::timeout(SERVING_BOUND, alice.meta().call(MetaRequest::LeaseDir(req)))
         .await
         .unwrap_or_else(|_| panic!("{what}: alice's directory lease waited more than {SERVING_BOUND:?}"));

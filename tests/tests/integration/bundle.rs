@@ -31,7 +31,7 @@ async fn subscribe(cluster: &Cluster, c: &Client) -> Calls {
 }
 
 async fn lease(c: &Client, dir: Option<Ino>, inos: u32) -> LeaseGrant {
-    let req = LeaseRequest { dir, inos, site: c.config().site.clone(), held: Vec::new() };
+    let req = LeaseRequest { dir, inos, site: c.config().site.clone(), held: Vec::new(), also: Vec::new() };
     match c.meta().call(MetaRequest::LeaseDir(req)).await.expect("lease") {
         MetaResponse::Lease(g) => g,
         other => panic!("unexpected {other:?}"),

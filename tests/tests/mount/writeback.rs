@@ -95,18 +95,6 @@ async fn tools_cost_a_few_requests_not_several_per_file() {
         // mount has sent everything.
         m.unmount().await;
         let m2 = TestMount::new(&fed, None, "/", "").await;
-        // A fresh mount holds no lease on the tree: it takes the
-        // directories' leases as it goes, not a request per file.
-        let fresh: Vec<(&str, &str)> =
-            vec![("chmod -R (fresh mount)", "chmod -R o-r c"), ("chown -R (fresh mount)", "chown -R root:root r")];
-        for (name, script) in fresh {
-            let before = m2.meta_requests();
-            sh(&m2.path, script).await;
-            let n = m2.meta_requests() - before;
-            let per = n as f64 / FILES as f64;
-            eprintln!("{name}: {n} metadata requests ({per:.4} per file)");
-            assert!(per <= MAX_PER_FILE, "{name}: {n} metadata requests for {FILES} files ({per:.3} per file)");
-        }
         for d in ["t2", "r", "c"] {
             let got = listing(&m2.join(d));
             assert_eq!(got.len(), FILES, "{d}: every file is there");
@@ -114,6 +102,26 @@ async fn tools_cost_a_few_requests_not_several_per_file() {
                 assert_eq!(got.get(k).map(|x| x.0), Some(*size), "{d}/{k}");
             }
         }
+        // A fresh mount holds no lease on the tree: it takes the
+        // directories' leases as it walks, the listed siblings of a
+        // directory with it, not a request per file nor one per directory.
+        let fresh: Vec<(&str, &str)> = vec![
+            ("chmod -R (fresh mount)", "chmod -R o-r c"),
+            ("chown -R (fresh mount)", "chown -R root:root r"),
+            ("rm -rf (fresh mount)", "rm -rf t2"),
+        ];
+        for (name, script) in fresh {
+            let before = m2.meta_requests();
+            let leases = m2.counters.get("lease_dir");
+            sh(&m2.path, script).await;
+            let n = m2.meta_requests() - before;
+            let leases = m2.counters.get("lease_dir") - leases;
+            let per = n as f64 / FILES as f64;
+            eprintln!("{name}: {n} metadata requests ({per:.4} per file), {leases} lease requests");
+            assert!(per <= MAX_PER_FILE, "{name}: {n} metadata requests for {FILES} files ({per:.3} per file)");
+            assert!(leases <= 4, "{name}: {leases} lease requests for a tree of {DIRS} directories");
+        }
+        assert!(!m2.join("t2").exists(), "rm -rf on the fresh mount removed the tree");
         let c = listing(&m2.join("c"));
         assert!(c.values().all(|(_, mode)| mode & 0o020 != 0), "chmod -R g+w reached every file");
         assert!(c.values().all(|(_, mode)| mode & 0o004 == 0), "chmod -R o-r on the fresh mount reached every file");
@@ -121,6 +129,9 @@ async fn tools_cost_a_few_requests_not_several_per_file() {
         let sample = "d07/f123";
         assert!(std::fs::read(m2.join("r").join(sample)).unwrap() == std::fs::read(src.join(sample)).unwrap());
         m2.unmount().await;
+        let c = fed.client(None).await;
+        assert!(c.stat("/t2").await.is_err(), "the fresh mount's rm -rf reached the meta server");
+        assert_eq!(c.list("/c").await.unwrap().len(), DIRS, "the tree the fresh mount changed is whole");
         for (name, n, per) in report {
             assert!(per <= MAX_PER_FILE, "{name}: {n} metadata requests for {FILES} files ({per:.3} per file)");
         }

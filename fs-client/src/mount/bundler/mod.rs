@@ -243,11 +243,12 @@ impl Bundler {
     }
 
     /// Ask for a lease on `dir` (None: only inode numbers and a fresh
-    /// capability). Returns the grant.
-    pub async fn ask(&self, dir: Option<Ino>) -> Result<LeaseGrant, ClientError> {
+    /// capability), and on the directories `also` if they may be had.
+    /// Returns the grant.
+    pub async fn ask(&self, dir: Option<Ino>, also: Vec<Ino>) -> Result<LeaseGrant, ClientError> {
         let inos = if self.with(|l| l.inos_left()) < INO_LOW { INO_BATCH } else { 0 };
         let held = self.with(|l| l.held());
-        let req = LeaseRequest { dir, inos, site: self.site.clone(), held };
+        let req = LeaseRequest { dir, inos, site: self.site.clone(), held, also };
         match self.remote.call(None, MetaRequest::LeaseDir(req)).await?.0 {
             MetaResponse::Lease(g) => {
                 self.granted(&g);
@@ -505,7 +506,7 @@ impl Bundler {
                 return Ok(t);
             }
         }
-        self.ask(None).await.map_err(|e| RemoteError::new(ErrorCode::Unavailable, e.to_string()))?;
+        self.ask(None, Vec::new()).await.map_err(|e| RemoteError::new(ErrorCode::Unavailable, e.to_string()))?;
         self.lock().target.clone().ok_or_else(|| RemoteError::new(ErrorCode::NoServer, "no bundle target"))
     }
 

@@ -65,7 +65,7 @@ impl Inner {
 
     /// unlink(2) / rmdir(2) in a leased directory.
     pub async fn wb_remove(&self, cred: Option<&Cred>, parent: Ino, name: &str, dir: bool) -> Option<Op<()>> {
-        if !self.writeback(cred) || name.starts_with(HIDDEN_PREFIX) || !self.ensure_lease(parent).await {
+        if !self.writeback(cred) || name.starts_with(HIDDEN_PREFIX) || !self.ensure_lease_walking(parent).await {
             return None;
         }
         let (ino, kind) = match self.named(parent, name)? {
@@ -338,7 +338,7 @@ impl Inner {
             // Not in a directory leased here yet (`chmod -R` on a fresh
             // mount): lease the directory it was listed in, as unlink does.
             let parent = hint?;
-            if parent == ino || !self.ensure_lease(parent).await {
+            if parent == ino || !self.ensure_lease_walking(parent).await {
                 return None;
             }
             self.bundler.with(|l| l.covering_hinted(ino, hint))?;
