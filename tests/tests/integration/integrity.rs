@@ -33,11 +33,18 @@ async fn flipped_byte_is_never_served() {
         // The client at site1 prefers pop1; the bad chunk is refused there
         // and the read is served from pop2.
         assert!(c.get_bytes("/data").await.unwrap() == data, "served from the good replica");
-        // pop1 reported its replica bad: it is no longer handed out.
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        let (_, reps) = c.where_is("/data").await.unwrap();
-        let bad = reps.iter().find(|r| r.server.host == "pop1").expect("pop1 replica listed");
-        assert!(!bad.alive, "the corrupt replica is marked bad");
+        // pop1 reports its replica bad to the meta server after refusing the
+        // chunk (not before answering): wait for the report to be recorded.
+        let t = std::time::Instant::now();
+        loop {
+            let (_, reps) = c.where_is("/data").await.unwrap();
+            let bad = reps.iter().find(|r| r.server.host == "pop1").expect("pop1 replica listed");
+            if !bad.alive {
+                break;
+            }
+            assert!(t.elapsed() < std::time::Duration::from_secs(10), "the corrupt replica is marked bad");
+            tokio::task::yield_now().await;
+        }
         let grant = c.meta().open_read(attr.ino).await.unwrap();
         assert_eq!(grant.replicas.iter().map(|r| r.host.as_str()).collect::<Vec<_>>(), vec!["pop2"]);
 
