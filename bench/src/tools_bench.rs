@@ -520,7 +520,14 @@ impl ToolsReport {
             let _ = writeln!(s, "\nWarm `ls -l` of a 10,000-entry directory: {}.", l.join(", "));
         }
         if let (Some((rtt, _)), Some(r)) = (self.link, self.secs("rm -rf", "renkei")) {
-            let _ = writeln!(s, "\n`rm -rf` waited {:.1} RTT.", r.secs * 1000.0 / rtt);
+            let n = r.requests.as_ref().map(|q| meta_requests(q)).unwrap_or(0);
+            let _ = writeln!(
+                s,
+                "\n`rm -rf`: {n} metadata requests, so at most {n} round trips waited for; {:.2} s in all, \
+                 {:.0} RTT of wall time (the rest is the mount's and rm's own work).",
+                r.secs,
+                r.secs * 1000.0 / rtt
+            );
         }
         for k in &self.skipped {
             let _ = writeln!(s, "\nskipped: {k}");
