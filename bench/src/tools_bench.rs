@@ -520,7 +520,7 @@ impl ToolsReport {
             let _ = writeln!(s, "\nWarm `ls -l` of a 10,000-entry directory: {}.", l.join(", "));
         }
         if let (Some((rtt, _)), Some(r)) = (self.link, self.secs("rm -rf", "renkei")) {
-            let n = r.requests.as_ref().map(|q| meta_requests(q)).unwrap_or(0);
+            let n = r.requests.as_ref().map(meta_requests).unwrap_or(0);
             let _ = writeln!(
                 s,
                 "\n`rm -rf`: {n} metadata requests, so at most {n} round trips waited for; {:.2} s in all, \
