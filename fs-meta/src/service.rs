@@ -189,7 +189,7 @@ impl MetaService {
                 self.replication.nudge();
                 A::Attr(attr)
             }
-            Q::StatFs => A::StatFs(self.statfs()),
+            Q::StatFs => A::StatFs(self.statfs(admin)),
             Q::ListHosts => A::Hosts(self.hosts.list(&self.replica_counts()?)),
             Q::Monitor(m) => A::Monitor(crate::monitor::handle(self, id, m)?),
             Q::Heartbeat(report) => {
@@ -362,14 +362,18 @@ impl MetaService {
         Ok(WriteGrant { attr: before.attr(ino), gen, target, cap, base })
     }
 
-    fn statfs(&self) -> StatFs {
+    /// File system totals. The inode count scans every inode: for users it
+    /// is counted at most once per [`COUNTS_FRESH`] (anyone may ask, so
+    /// asking must not stall the meta server); an admin's question counts
+    /// now (`renkei df` right after a change, fsck-like checks).
+    fn statfs(&self, admin: bool) -> StatFs {
         let counts = HashMap::new();
         let hosts = self.hosts.list(&counts);
         let live: Vec<_> = hosts.iter().filter(|h| h.alive).collect();
         let files = {
             let mut cache = self.inode_count.lock().unwrap_or_else(|p| p.into_inner());
             match *cache {
-                Some((at, n)) if at.elapsed() < COUNTS_FRESH => n,
+                Some((at, n)) if !admin && at.elapsed() < COUNTS_FRESH => n,
                 _ => {
                     let n = self.ns.count_inodes();
                     *cache = Some((Instant::now(), n));

@@ -33,8 +33,12 @@ async fn subscribe(cluster: &Cluster, c: &Client, ack: bool) -> tokio::sync::mps
 }
 
 async fn lease(c: &Client, dir: Ino) -> LeaseGrant {
-    let req =
-        LeaseRequest { dir: Some(dir), inos: 0, site: c.config().site.clone(), held: Vec::new(), also: Vec::new() };
+    lease_also(c, dir, Vec::new()).await
+}
+
+/// A lease on `dir` asking for the directories `also` along with it.
+async fn lease_also(c: &Client, dir: Ino, also: Vec<Ino>) -> LeaseGrant {
+    let req = LeaseRequest { dir: Some(dir), inos: 0, site: c.config().site.clone(), held: Vec::new(), also };
     match c.meta().call(MetaRequest::LeaseDir(req)).await.expect("lease") {
         MetaResponse::Lease(g) => g,
         other => panic!("unexpected {other:?}"),
@@ -84,17 +88,7 @@ async fn directories_asked_along_with_a_lease_obey_the_same_rules() {
         bob.put_bytes(b"x", "/bob/sub/x").await.unwrap();
         let _calls = subscribe(&cluster, &bob, true).await;
 
-        let req = LeaseRequest {
-            dir: Some(own),
-            inos: 0,
-            site: bob.config().site.clone(),
-            held: Vec::new(),
-            also: vec![shared, private, ROOT_INO, sub, sub],
-        };
-        let g = match bob.meta().call(MetaRequest::LeaseDir(req)).await.expect("lease") {
-            MetaResponse::Lease(g) => g,
-            other => panic!("unexpected {other:?}"),
-        };
+        let g = lease_also(&bob, own, vec![shared, private, ROOT_INO, sub, sub]).await;
         assert_eq!(g.dir.map(|a| a.ino), Some(own));
         let granted: Vec<Ino> = g.also.iter().map(|a| a.attr.ino).collect();
         assert_eq!(granted, vec![sub], "only bob's own directory, once");
