@@ -93,6 +93,7 @@ pub fn to_errno(code: ErrorCode) -> i32 {
         ErrorCode::NameTooLong => libc::ENAMETOOLONG,
         ErrorCode::NoSpace => libc::ENOSPC,
         ErrorCode::NoLocks => libc::ENOLCK,
+        ErrorCode::QuotaExceeded => libc::EDQUOT,
         ErrorCode::BadCapability => libc::EACCES,
         ErrorCode::Corrupt => libc::EIO,
         ErrorCode::Stale => libc::ESTALE,

@@ -3,7 +3,8 @@
 use crate::counters::Counters;
 use crate::error::ClientError;
 use fs_proto::meta::{
-    listing_page, MetaCall, MetaRequest, MetaResponse, ReadGrant, RenameFlags, SetAttr, StatFs, WhoAmI, WriteGrant,
+    listing_page, MetaCall, MetaRequest, MetaResponse, QuotaLimits, QuotaReport, ReadGrant, RenameFlags, SetAttr,
+    StatFs, WhoAmI, WriteGrant,
 };
 use fs_proto::rpc::{call_paged, CallError, Dialer, PeerAddr};
 use fs_proto::{Attr, Cred, DirEntry, FileKind, HostInfo, Ino, ReplicaInfo};
@@ -190,6 +191,17 @@ impl MetaClient {
     /// Replicas of a file.
     pub async fn replicas(&self, ino: Ino) -> Result<(Attr, Vec<ReplicaInfo>)> {
         expect!(self.call_at("", MetaRequest::Where { ino }).await?, MetaResponse::Replicas { attr, replicas } => (attr, replicas))
+    }
+
+    /// Quota reports: the caller's (None), a user's, or every user's.
+    pub async fn quota(&self, user: Option<String>, all: bool) -> Result<Vec<QuotaReport>> {
+        expect!(self.call_at("", MetaRequest::GetQuota { user, all }).await?, MetaResponse::Quota(q) => q)
+    }
+
+    /// Set a user's quota limits (admins only); the user's report.
+    pub async fn set_quota(&self, user: &str, limits: QuotaLimits) -> Result<Vec<QuotaReport>> {
+        let req = MetaRequest::SetQuota { user: user.to_string(), limits };
+        expect!(self.call_at("", req).await?, MetaResponse::Quota(q) => q)
     }
 
     /// Capacity totals.

@@ -26,7 +26,8 @@ use crate::namespace::Namespace;
 use crate::perm::{Caller, W, X};
 use crate::service::MetaService;
 use fs_proto::bundle::{
-    AlsoDir, InoRange, LeaseGrant, LeaseRequest, MAX_ALSO, MAX_ALSO_ENTRIES, MAX_HELD_RANGES, MAX_INOS_PER_GRANT,
+    AlsoDir, InoRange, LeaseGrant, LeaseRequest, QuotaRoom, MAX_ALSO, MAX_ALSO_ENTRIES, MAX_HELD_RANGES,
+    MAX_INOS_PER_GRANT,
 };
 use fs_proto::callback::Invalidation;
 use fs_proto::meta::{MetaCall, MetaReply, MetaRequest, MetaResponse};
@@ -331,8 +332,23 @@ impl DirLeases {
         if let Some(d) = &dir {
             tracing::debug!(dir = d.ino, session, "directory lease granted");
         }
-        let inos = if r.inos > 0 {
-            match svc.ns.lease_inodes(&id.name, r.inos.min(MAX_INOS_PER_GRANT) as u64) {
+        // Quota: no more new inode numbers than files left, none once bytes
+        // are used up, and what is left told to the mount (which
+        // acknowledges locally only within it); bundles are admitted entry
+        // by entry at commit (see crate::quota).
+        let (files_room, bytes_room) = match svc.ns.quota_room(caller.uid) {
+            Ok(r) => r,
+            Err(e) => return (Err(e), pending),
+        };
+        let mut want = u64::from(r.inos.min(MAX_INOS_PER_GRANT));
+        if let Some(f) = files_room {
+            want = want.min(f);
+        }
+        if bytes_room == Some(0) {
+            want = 0;
+        }
+        let inos = if want > 0 {
+            match svc.ns.lease_inodes(&id.name, want) {
                 Ok(range) => Some(range),
                 Err(e) => return (Err(e), pending),
             }
@@ -359,8 +375,19 @@ impl DirLeases {
             base_gen: None,
             expect: None,
             inos: covered,
+            room: None,
         });
-        (Ok(MetaResponse::Lease(LeaseGrant { dir, inos, target, cap, also: listed })), pending)
+        (
+            Ok(MetaResponse::Lease(LeaseGrant {
+                dir,
+                inos,
+                target,
+                cap,
+                also: listed,
+                room: QuotaRoom { files: files_room, bytes: bytes_room },
+            })),
+            pending,
+        )
     }
 
     /// Grant `session` the write lease on `dir` if the rules allow (a

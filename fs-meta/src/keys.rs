@@ -18,6 +18,11 @@ const XATTR: u8 = b'x';
 const GC: u8 = b'g';
 const INO_LEASE: u8 = b'l';
 const BACKLINK: u8 = b'b';
+const USAGE: u8 = b'q';
+const LIMITS: u8 = b'Q';
+/// Present once usage is counted for every user (databases made before
+/// quotas existed are counted when opened).
+pub const USAGE_DONE: &[u8] = b"c:usage.v1";
 /// Present once every non-directory's names have backlinks (databases made
 /// before backlinks existed are migrated when opened).
 pub const BACKLINKS_DONE: &[u8] = b"c:backlinks.v1";
@@ -161,4 +166,45 @@ pub fn ino_lease(first: Ino) -> Vec<u8> {
 /// The first ino of an inode-lease key.
 pub fn ino_lease_first(key: &[u8]) -> Option<Ino> {
     (key.len() == 9 && key[0] == INO_LEASE).then(|| Ino::from_be_bytes(key[1..9].try_into().unwrap_or_default()))
+}
+
+/// `q` + uid: what a user holds (see [`crate::quota`]).
+pub fn usage(uid: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(5);
+    k.push(USAGE);
+    k.extend_from_slice(&uid.to_be_bytes());
+    k
+}
+
+/// Prefix of every usage record.
+pub fn all_usage() -> Vec<u8> {
+    vec![USAGE]
+}
+
+/// `Q` + uid: a user's quota limits.
+pub fn limits(uid: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(5);
+    k.push(LIMITS);
+    k.extend_from_slice(&uid.to_be_bytes());
+    k
+}
+
+/// Prefix of every limits record.
+pub fn all_limits() -> Vec<u8> {
+    vec![LIMITS]
+}
+
+/// The uid of a usage or limits key.
+pub fn quota_uid(key: &[u8]) -> Option<u32> {
+    (key.len() == 5 && (key[0] == USAGE || key[0] == LIMITS))
+        .then(|| u32::from_be_bytes([key[1], key[2], key[3], key[4]]))
+}
+
+/// The inode whose quota usage a written key may change: an inode record
+/// or one of its replicas.
+pub fn usage_ino(key: &[u8]) -> Option<Ino> {
+    match key.first() {
+        Some(&INODE) | Some(&REPLICA) if key.len() >= 9 => Some(Ino::from_be_bytes(key[1..9].try_into().ok()?)),
+        _ => None,
+    }
 }

@@ -40,6 +40,7 @@ pub mod namespace;
 pub mod node;
 pub mod penalty;
 pub mod perm;
+pub mod quota;
 pub mod record;
 pub mod replication;
 pub mod service;

@@ -8,6 +8,7 @@
 
 use crate::keys;
 use crate::perm::{Caller, R, S_ISGID, S_ISUID, W, X};
+use crate::quota;
 use crate::record::{DentryRecord, GcRecord, InodeRecord, ReplicaRecord};
 use crate::txn::{Txn, TxnError};
 use fs_proto::meta::{RenameFlags, SetAttr, TimeSet, XattrFlags};
@@ -73,10 +74,15 @@ impl Namespace {
                 txn.put(keys::inode(ROOT_INO), &InodeRecord { nlink: 2, ..root });
                 txn.put_raw(keys::NEXT_INO.to_vec(), (ROOT_INO + 1).to_be_bytes().to_vec());
                 txn.put_raw(keys::BACKLINKS_DONE.to_vec(), Vec::new());
+                txn.put_raw(keys::USAGE_DONE.to_vec(), Vec::new());
             }
             Ok(())
         })?;
         ns.migrate_backlinks()?;
+        if ns.tree.get(keys::USAGE_DONE).map_err(TxnError::from)?.is_none() {
+            let users = quota::count_all(&ns.tree)?;
+            tracing::info!(users, "quota usage counted for an existing namespace");
+        }
         Ok(ns)
     }
 
@@ -164,11 +170,40 @@ impl Namespace {
     }
 
     fn write<T>(&self, f: impl FnOnce(&mut Txn<'_>) -> R<T>) -> R<T> {
+        self.write_counting(quota::Mode::Enforce, f)
+    }
+
+    /// A write transaction whose quota usage is counted (and, in
+    /// [`quota::Mode::Enforce`], checked) just before it commits.
+    fn write_counting<T>(&self, mode: quota::Mode, f: impl FnOnce(&mut Txn<'_>) -> R<T>) -> R<T> {
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut txn = Txn::new(&self.tree);
         let out = f(&mut txn)?;
+        quota::account(&mut txn, mode, now_ms())?;
         txn.commit()?;
         Ok(out)
+    }
+
+    // ----- quotas ------------------------------------------------------
+
+    /// The quota report of `uid`, named `user`.
+    pub fn quota_report(&self, uid: u32, user: String) -> R<fs_proto::meta::QuotaReport> {
+        self.read(|t| quota::report(t, uid, user))
+    }
+
+    /// Every uid with usage or limits.
+    pub fn quota_uids(&self) -> R<Vec<u32>> {
+        self.read(quota::uids)
+    }
+
+    /// Set `uid`'s limits.
+    pub fn set_quota(&self, uid: u32, limits: fs_proto::meta::QuotaLimits) -> R<()> {
+        self.write(|t| quota::set_limits(t, uid, limits, now_ms()))
+    }
+
+    /// What `uid` may still add: (files, bytes), None where unlimited.
+    pub fn quota_room(&self, uid: u32) -> R<(Option<u64>, Option<u64>)> {
+        self.read(|t| quota::room(t, uid, now_ms()))
     }
 
     fn read<T>(&self, f: impl FnOnce(&Txn<'_>) -> R<T>) -> R<T> {

@@ -133,6 +133,19 @@ pub mod v1 {
         /// May assert other credentials (root-equivalent).
         pub admin: bool,
     }
+
+    /// What one uid holds (see [`crate::quota`]).
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct UsageRecord {
+        /// Inodes owned.
+        pub files: u64,
+        /// Bytes of every replica of the files owned.
+        pub bytes: u64,
+        /// Since when files have been above the soft limit (ms).
+        pub files_over_since_ms: Option<u64>,
+        /// Since when bytes have been above the soft limit (ms).
+        pub bytes_over_since_ms: Option<u64>,
+    }
 }
 
 pub use v1::*;

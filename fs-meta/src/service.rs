@@ -7,7 +7,7 @@ use crate::namespace::Namespace;
 use crate::perm::Caller;
 use crate::users::Users;
 use fs_proto::meta::{
-    BaseGrant, MetaCall, MetaReply, MetaRequest, MetaResponse, ReadGrant, StatFs, WhoAmI, WriteGrant,
+    BaseGrant, MetaCall, MetaReply, MetaRequest, MetaResponse, QuotaReport, ReadGrant, StatFs, WhoAmI, WriteGrant,
 };
 use fs_proto::{
     Access, Capability, CapabilitySigner, CapabilityVerifier, DirEntry, ErrorCode, Identity, Ino, RemoteError,
@@ -264,6 +264,19 @@ impl MetaService {
                 // reaching dispatch was nested in a batch.
                 return Err(RemoteError::new(ErrorCode::InvalidArgument, "locks cannot be batched"));
             }
+            Q::GetQuota { user, all } => A::Quota(self.get_quota(c, admin, user, all)?),
+            Q::SetQuota { user, limits } => {
+                if !admin {
+                    return Err(RemoteError::new(ErrorCode::NotPermitted, "only an admin may set quotas"));
+                }
+                let rec = self
+                    .users
+                    .get(&user)?
+                    .ok_or_else(|| RemoteError::new(ErrorCode::NotFound, format!("user {user:?} is not registered")))?;
+                self.ns.set_quota(rec.uid, limits)?;
+                tracing::info!(by = %id.name, %user, ?limits, "quota set");
+                A::Quota(vec![self.ns.quota_report(rec.uid, user)?])
+            }
             Q::Batch(reqs) => {
                 if reqs.len() > fs_proto::meta::MAX_BATCH {
                     return Err(RemoteError::new(
@@ -282,6 +295,30 @@ impl MetaService {
                 A::Batch(out)
             }
         })
+    }
+
+    /// `GetQuota`: a user sees their own; an admin anyone's, or everyone's.
+    fn get_quota(&self, c: &Caller, admin: bool, user: Option<String>, all: bool) -> R<Vec<QuotaReport>> {
+        let someone_else = all || user.as_deref().is_some_and(|u| u != c.name);
+        if someone_else && !admin {
+            return Err(RemoteError::new(ErrorCode::NotPermitted, "only an admin may see other users' quotas"));
+        }
+        let names = self.users.names()?;
+        let name_of = |uid: u32| names.get(&uid).cloned().unwrap_or_default();
+        if all {
+            return self.ns.quota_uids()?.into_iter().map(|uid| self.ns.quota_report(uid, name_of(uid))).collect();
+        }
+        let (uid, name) = match user {
+            Some(u) => {
+                let rec = self
+                    .users
+                    .get(&u)?
+                    .ok_or_else(|| RemoteError::new(ErrorCode::NotFound, format!("user {u:?} is not registered")))?;
+                (rec.uid, u)
+            }
+            None => (c.uid, c.name.clone()),
+        };
+        Ok(vec![self.ns.quota_report(uid, name)?])
     }
 
     fn open_read(&self, id: &Identity, c: &Caller, ino: Ino) -> R<ReadGrant> {
@@ -321,13 +358,27 @@ impl MetaService {
             base_gen: None,
             expect: Some((inode.size, hash)),
             inos: Vec::new(),
+            room: None,
         });
         Ok(ReadGrant { attr, replicas, cap: Some(cap) })
     }
 
     fn open_write(&self, id: &Identity, c: &Caller, ino: Ino, site: &str) -> R<WriteGrant> {
         let target = self.hosts.choose_write_target(site)?;
+        // The owner's quota: a new generation replaces every replica of the
+        // current one, so it may be as large as they are plus what is left.
+        let owner = self.ns.getattr(ino)?.uid;
+        let room = match self.ns.quota_room(owner)?.1 {
+            Some(0) => {
+                return Err(RemoteError::new(
+                    ErrorCode::QuotaExceeded,
+                    format!("uid {owner} has no bytes left in its quota (see `renkei quota`)"),
+                ))
+            }
+            r => r,
+        };
         let (before, gen, reps) = self.ns.begin_write(c, ino)?;
+        let room = room.map(|r| r.saturating_add(reps.iter().map(|(_, r)| r.size).sum::<u64>()));
         let base = match (before.gen, before.size, before.hash) {
             (g, size, Some(hash)) if g > 0 && size > 0 => {
                 let replicas: Vec<ServerLoc> = reps
@@ -344,6 +395,7 @@ impl MetaService {
                     base_gen: None,
                     expect: Some((size, hash)),
                     inos: Vec::new(),
+                    room: None,
                 });
                 Some(BaseGrant { gen: g, cap, replicas })
             }
@@ -358,6 +410,7 @@ impl MetaService {
             base_gen: base.as_ref().map(|b| b.gen),
             expect: None,
             inos: Vec::new(),
+            room,
         });
         Ok(WriteGrant { attr: before.attr(ino), gen, target, cap, base })
     }

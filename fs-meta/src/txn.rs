@@ -21,6 +21,9 @@ pub struct Txn<'a> {
 /// None: the key had no pending write).
 type Undo = (Vec<u8>, Option<Option<Vec<u8>>>);
 
+/// A stored key and its value.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// A point a transaction can go back to ([`Txn::rollback_to`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Savepoint(usize);
@@ -124,6 +127,30 @@ impl<'a> Txn<'a> {
             };
         }
         Ok(keys.into_keys().collect())
+    }
+
+    /// Every key written (or deleted) so far, in order.
+    pub fn written_keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.writes.keys().map(Vec::as_slice)
+    }
+
+    /// Typed read of the committed value, ignoring pending writes (what the
+    /// key held before this transaction).
+    pub fn get_committed<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, TxnError> {
+        match self.tree.get(key)? {
+            Some(v) => Ok(Some(record::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Committed keys and values under a prefix, ignoring pending writes.
+    pub fn committed_with_prefix(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, TxnError> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(prefix) {
+            let (k, v) = kv?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
     }
 
     /// Whether anything was written.

@@ -83,4 +83,24 @@ impl Users {
             }
         }
     }
+
+    /// The record of a registered user (None: not registered).
+    pub fn get(&self, name: &str) -> Result<Option<UserRecord>, RemoteError> {
+        match self.tree.get(name.as_bytes()).map_err(internal)? {
+            Some(v) => Ok(Some(record::decode(&v).map_err(internal)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The name of every registered user, by uid (the first name of a uid
+    /// shared by several).
+    pub fn names(&self) -> Result<std::collections::HashMap<u32, String>, RemoteError> {
+        let mut out = std::collections::HashMap::new();
+        for kv in self.tree.iter() {
+            let (k, v) = kv.map_err(internal)?;
+            let r: UserRecord = record::decode(&v).map_err(internal)?;
+            out.entry(r.uid).or_insert_with(|| String::from_utf8_lossy(&k).into_owned());
+        }
+        Ok(out)
+    }
 }

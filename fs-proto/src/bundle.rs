@@ -112,6 +112,21 @@ pub struct LeaseGrant {
     pub cap: SignedCapability,
     /// The other directories granted (a subset of [`LeaseRequest::also`]).
     pub also: Vec<AlsoDir>,
+    /// What the caller's quota left when this was granted. A mount
+    /// acknowledges creates and closes locally only within it (counting its
+    /// uncommitted entries against it), so the meta server's refusal of
+    /// what would pass a limit reaches the syscall as EDQUOT instead of
+    /// an acknowledged entry being refused later.
+    pub room: QuotaRoom,
+}
+
+/// What a user may still add before a limit (None: no limit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaRoom {
+    /// Files (inodes).
+    pub files: Option<u64>,
+    /// Bytes (every replica).
+    pub bytes: Option<u64>,
 }
 
 /// One new name in a bundle.

@@ -55,6 +55,10 @@ pub struct Capability {
     /// bundles may create. A file server stores only entries whose inode is
     /// in one of these ranges.
     pub inos: Vec<InoRange>,
+    /// What the owner's quota lets this capability add (None: no quota):
+    /// for a write, the largest size the new generation may have; for
+    /// bundles, the most a file server reserves under it.
+    pub room: Option<u64>,
 }
 
 impl Capability {
@@ -174,6 +178,7 @@ mod tests {
             base_gen: None,
             expect: None,
             inos: Vec::new(),
+            room: None,
         }
     }
 

@@ -56,6 +56,8 @@ pub enum ErrorCode {
     Internal,
     /// No lock can be taken (no callback session, or too many locks).
     NoLocks,
+    /// The owner's quota (files or bytes, replicas counted) is used up.
+    QuotaExceeded,
 }
 
 impl ErrorCode {
@@ -86,6 +88,7 @@ impl ErrorCode {
             ErrorCode::Busy => "resource busy",
             ErrorCode::Internal => "internal error on the remote side",
             ErrorCode::NoLocks => "no locks available",
+            ErrorCode::QuotaExceeded => "disk quota exceeded",
         }
     }
 }

@@ -459,6 +459,84 @@ pub enum MetaRequest {
     /// Which lock would stand in the way of this one (`F_GETLK`): answered
     /// [`MetaResponse::LockHeld`] (None: nothing would).
     TestLock(LockRequest),
+    /// Quota usage and limits: the caller's own (`user` None), another
+    /// user's (admins only), or every user's with a quota or usage (`all`,
+    /// admins only). Answered [`MetaResponse::Quota`].
+    GetQuota {
+        /// A user name; None: the caller.
+        user: Option<String>,
+        /// Every user (admins only).
+        all: bool,
+    },
+    /// Set a user's limits (admins only); answered [`MetaResponse::Quota`]
+    /// with the user's report.
+    SetQuota {
+        /// The user name.
+        user: String,
+        /// The new limits (all zero: no quota).
+        limits: QuotaLimits,
+    },
+}
+
+/// A user's quota limits (see the README's security model). Usage counts
+/// every inode the user owns as one file and every replica of their files
+/// as its size (a file with two replicas counts twice, as Gfarm's physical
+/// quota does). Zero means no limit. Above a soft limit the user may keep
+/// adding for `grace_s` seconds; a hard limit is never passed by a request
+/// that adds, except by what a writing-back mount already holds (see
+/// `fs_meta::quota`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaLimits {
+    /// Files (inodes) soft limit.
+    pub files_soft: u64,
+    /// Files (inodes) hard limit.
+    pub files_hard: u64,
+    /// Bytes (all replicas) soft limit.
+    pub bytes_soft: u64,
+    /// Bytes (all replicas) hard limit.
+    pub bytes_hard: u64,
+    /// How long usage may stay above a soft limit, in seconds (0: the
+    /// default of 7 days).
+    pub grace_s: u64,
+}
+
+/// Default grace period above a soft limit.
+pub const QUOTA_DEFAULT_GRACE_S: u64 = 7 * 24 * 3600;
+
+impl QuotaLimits {
+    /// Whether any limit is set.
+    pub fn is_set(&self) -> bool {
+        self.files_soft | self.files_hard | self.bytes_soft | self.bytes_hard != 0
+    }
+
+    /// The grace period in effect, in seconds.
+    pub fn grace(&self) -> u64 {
+        if self.grace_s == 0 {
+            QUOTA_DEFAULT_GRACE_S
+        } else {
+            self.grace_s
+        }
+    }
+}
+
+/// One user's quota: usage, limits, and since when usage is above a soft
+/// limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuotaReport {
+    /// User name (empty when the uid has no registered name).
+    pub user: String,
+    /// uid.
+    pub uid: u32,
+    /// Inodes owned.
+    pub files: u64,
+    /// Bytes of every replica of the user's files.
+    pub bytes: u64,
+    /// Limits (all zero: none).
+    pub limits: QuotaLimits,
+    /// Since when (ms since the epoch) files have been above the soft limit.
+    pub files_over_since_ms: Option<u64>,
+    /// Since when (ms since the epoch) bytes have been above the soft limit.
+    pub bytes_over_since_ms: Option<u64>,
 }
 
 /// How long the meta server holds a waiting lock request before answering
@@ -557,6 +635,8 @@ impl MetaRequest {
             MetaRequest::CommitBundle(_) => "commit_bundle",
             MetaRequest::Lock(_) => "lock",
             MetaRequest::TestLock(_) => "test_lock",
+            MetaRequest::GetQuota { .. } => "get_quota",
+            MetaRequest::SetQuota { .. } => "set_quota",
         }
     }
 
@@ -580,6 +660,8 @@ impl MetaRequest {
             | Q::RegisterReplica { .. }
             | Q::ReportBadReplica { .. }
             | Q::Inventory { .. }
+            | Q::GetQuota { .. }
+            | Q::SetQuota { .. }
             | Q::ReleaseDirs { .. } => Vec::new(),
             Q::Lookup { parent, .. }
             | Q::LookupPlus { parent, .. }
@@ -652,6 +734,7 @@ impl MetaRequest {
                 | MetaRequest::Monitor(_)
                 | MetaRequest::ReleaseDirs { .. }
                 | MetaRequest::TestLock(_)
+                | MetaRequest::GetQuota { .. }
         )
     }
 }
@@ -739,4 +822,6 @@ pub enum MetaResponse {
     Lease(LeaseGrant),
     /// Answer to `CommitBundle`: one result per entry, in order.
     Bundle(Vec<EntryResult>),
+    /// Answer to `GetQuota` and `SetQuota`.
+    Quota(Vec<QuotaReport>),
 }

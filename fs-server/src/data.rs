@@ -365,11 +365,20 @@ async fn write_session(
     // No file larger than the file system that stores it: a sparse length
     // of many TiB would cost a hash of every byte at the finish.
     let most = ctx.spool.usage().map(|(capacity, _)| capacity).unwrap_or(u64::MAX);
+    // Nor larger than the owner's quota leaves room for (signed into the
+    // capability by the meta server).
+    let room = cap.room;
     let too_large = |end: u64| {
-        (end > most).then(|| {
-            RemoteError::new(
+        if end > most {
+            return Some(RemoteError::new(
                 ErrorCode::TooLarge,
                 format!("a file of {end} bytes would be larger than this server's spool ({most} bytes)"),
+            ));
+        }
+        room.filter(|r| end > *r).map(|r| {
+            RemoteError::new(
+                ErrorCode::QuotaExceeded,
+                format!("a file of {end} bytes: the owner's quota leaves room for {r} bytes (see `renkei quota`)"),
             )
         })
     };

@@ -96,7 +96,15 @@ impl Inos<'_> {
                 MetaResponse::Lease(g) => g,
                 other => return Err(ClientError::Unexpected(format!("{other:?}"))),
             };
-            let r = g.inos.ok_or_else(|| ClientError::Unexpected("no inode numbers granted".into()))?;
+            // The meta server leases no numbers to a user whose quota is
+            // used up (files, or bytes).
+            let r = g.inos.ok_or_else(|| ClientError::Remote {
+                path: String::new(),
+                error: fs_proto::RemoteError::new(
+                    fs_proto::ErrorCode::QuotaExceeded,
+                    "no new files may be created: your quota's files or bytes are used up (see `renkei quota`)",
+                ),
+            })?;
             self.ranges.push(r);
             self.granted.push(r);
             self.grant = Some(g);

@@ -9,6 +9,7 @@ mod mount;
 mod namespace;
 mod netcheck;
 mod output;
+mod quota;
 mod replicate;
 mod transfer;
 
@@ -82,6 +83,9 @@ pub enum Command {
     Netcheck(netcheck::NetcheckArgs),
     /// Show who the meta server thinks you are.
     Whoami,
+    /// Show your quota (files and bytes, every replica counted) or, as an
+    /// admin, anyone's (`--all`); `quota set` sets limits.
+    Quota(quota::QuotaArgs),
     /// Mount the federation (or a remote directory of it) like sshfs (FUSE).
     Mount(mount::MountArgs),
     /// Unmount a mount point made by `renkei mount`.
@@ -137,5 +141,6 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Hosts => info::hosts(&cli.client().await?, json).await,
         Command::Netcheck(a) => netcheck::netcheck(&cli.client().await?, a, json).await,
         Command::Whoami => info::whoami(&cli.client().await?, json).await,
+        Command::Quota(a) => quota::quota(&cli.client().await?, a, json).await,
     }
 }

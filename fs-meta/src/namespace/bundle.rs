@@ -82,12 +82,15 @@ impl Namespace {
                 None => true,
             });
         }
-        self.write(|t| {
+        // Counted, never refused for quota: a writing-back mount acknowledged
+        // these already (see crate::quota).
+        self.write_counting(crate::quota::Mode::Count, |t| {
             let now = Timestamp::now();
             let mut out = Vec::with_capacity(ops.len());
+            let mut tally = crate::quota::Tally::default();
             for (o, owned) in ops.iter().zip(owned) {
                 let sp = t.savepoint();
-                let r = apply_op(t, c, host, o, owned, denied, now);
+                let r = apply_op(t, c, host, o, owned, denied, now, &mut tally);
                 if r.is_err() {
                     t.rollback_to(sp);
                 }
@@ -108,6 +111,7 @@ fn expect_names(t: &Txn<'_>, parent: Ino, name: &str, ino: Ino) -> R<()> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn apply_op(
     t: &mut Txn<'_>,
     c: &Caller,
@@ -116,12 +120,13 @@ fn apply_op(
     owned: bool,
     denied: &HashSet<Ino>,
     now: Timestamp,
+    tally: &mut crate::quota::Tally,
 ) -> EntryResult {
     if o.op.as_request().named_inos().iter().any(|i| denied.contains(i)) {
         return Err(err(ErrorCode::PermissionDenied, "no search permission above the directory"));
     }
     match &o.op {
-        BundleOp::Create(e) => insert_entry(t, c, host, e, o.hash, owned, now),
+        BundleOp::Create(e) => insert_entry(t, c, host, e, o.hash, owned, now, tally),
         BundleOp::Link { ino, parent, name } => super::link_in(t, c, *ino, *parent, name),
         BundleOp::Unlink { parent, name, ino } => {
             expect_names(t, *parent, name, *ino)?;
@@ -147,6 +152,7 @@ fn apply_op(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn insert_entry(
     t: &mut Txn<'_>,
     c: &Caller,
@@ -155,6 +161,7 @@ fn insert_entry(
     stored: Option<Hash>,
     owned: bool,
     now: Timestamp,
+    tally: &mut crate::quota::Tally,
 ) -> EntryResult {
     check_name(&e.name)?;
     match e.kind {
@@ -190,6 +197,8 @@ fn insert_entry(
     };
     let gid = if dir.perm & S_ISGID != 0 { dir.gid } else { c.gid };
     let (uid, gid) = check_owner(c, e, gid)?;
+    let bytes = if e.kind == FileKind::Regular { e.size } else { 0 };
+    tally.admit(t, uid, 1, bytes, now.as_millis())?;
     let mut i = new_inode(e.kind, e.perm, uid, gid, e.ctime, e.parent);
     if e.kind != FileKind::Directory && !c.is_root() && !c.in_group(gid) {
         i.perm &= !S_ISGID;

@@ -44,6 +44,7 @@ pub fn sign_copy(svc: &MetaService, ino: Ino, gen: Gen, dst: &str, size: u64, ha
         base_gen: None,
         expect: Some((size, hash)),
         inos: Vec::new(),
+        room: None,
     })
 }
 
@@ -187,6 +188,7 @@ pub fn plan_check(svc: &MetaService, c: &Caller, inos: &[Ino]) -> R<CheckPlan> {
                     base_gen: None,
                     expect: Some((inode.size, hash)),
                     inos: Vec::new(),
+                    room: None,
                 });
                 by_host.entry(host.clone()).or_default().push(CheckItem { ino, gen: inode.gen, cap });
             }

@@ -8,6 +8,7 @@ mod common;
 mod inode_numbers;
 mod leases;
 mod meta_stall;
+mod quota;
 mod replicas;
 mod revocation;
 mod sizes;

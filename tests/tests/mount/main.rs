@@ -16,6 +16,7 @@ mod nearest;
 mod pjdfstest;
 mod posix;
 mod prefetch;
+mod quota;
 mod restart;
 mod tools;
 mod warm;

@@ -239,6 +239,7 @@ impl Bundler {
             s.local.add_range(r);
         }
         let expires_ms = g.cap.peek().map(|c| c.expires_ms).unwrap_or(0);
+        s.local.set_room(g.room);
         s.target = Some(Target { server: g.target.clone(), cap: g.cap.clone(), expires_ms });
     }
 
@@ -442,6 +443,22 @@ impl Bundler {
     /// Reserve `bytes` of disk space on the bundle target (from what is
     /// reserved already, else by asking it). `NoSpace` when it cannot.
     pub async fn reserve(&self, bytes: u64) -> Result<(), RemoteError> {
+        {
+            // Past the quota's room, closes are no longer acknowledged
+            // here but committed and waited for, so the meta server's
+            // refusal reaches close(2) as EDQUOT.
+            let mut s = self.lock();
+            let room = &mut s.local.room;
+            if let Some(left) = room.limit.bytes {
+                if room.bytes.saturating_add(bytes) > left {
+                    return Err(RemoteError::new(
+                        ErrorCode::QuotaExceeded,
+                        format!("the quota left {left} bytes when this mount's lease was granted"),
+                    ));
+                }
+            }
+            room.bytes += bytes;
+        }
         let take = |s: &mut Shared| {
             if s.local.budget >= bytes {
                 s.local.budget -= bytes;

@@ -251,7 +251,9 @@ impl Inner {
         let mut ino = self.bundler.with(|l| l.take_ino());
         if ino.is_none() {
             let _one = self.bundler.acquiring().await;
-            if self.bundler.with(|l| l.inos_left()) == 0 {
+            // Out of numbers, or of quota room (which a fresh grant
+            // recounts: entries committed since count at the meta server).
+            if self.bundler.with(|l| l.inos_left() == 0 || l.no_file_room()) {
                 let _ = self.bundler.ask(None, Vec::new()).await;
             }
             ino = self.bundler.with(|l| l.take_ino());

@@ -10,7 +10,7 @@
 
 use crate::bundle::plan::{Claim, ItemId, Limits, Object, Planner, OP_BASE};
 use crate::bundle::ship::Source;
-use fs_proto::bundle::{BundleEntry, BundleOp, InoRange, MAX_HELD_RANGES};
+use fs_proto::bundle::{BundleEntry, BundleOp, InoRange, QuotaRoom, MAX_HELD_RANGES};
 use fs_proto::meta::MetaRequest;
 use fs_proto::{Attr, DirEntry, FileKind, Ino, RemoteError};
 use std::collections::{HashMap, VecDeque};
@@ -28,6 +28,19 @@ pub enum Stage {
         /// Carries its bytes.
         data: bool,
     },
+}
+
+/// A grant's quota room and what this mount charged against it since:
+/// local creates (files) and space reserved for local closes (bytes, as
+/// stored cost: a little more than the quota counts, so on the safe side).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Room {
+    /// What the meta server said was left.
+    pub limit: QuotaRoom,
+    /// Files charged.
+    pub files: u64,
+    /// Bytes charged.
+    pub bytes: u64,
 }
 
 /// An entry created here and not yet committed.
@@ -142,6 +155,8 @@ pub struct LocalState {
     granted: VecDeque<InoRange>,
     /// Reserved bytes not yet charged to an entry.
     pub budget: u64,
+    /// The quota room of the latest grant and what was charged against it.
+    pub room: Room,
     /// Directories not to ask a lease for again before the instant.
     pub cooldown: HashMap<Ino, Instant>,
     /// Bytes of queued entries not yet committed.
@@ -178,6 +193,7 @@ impl LocalState {
             ranges: VecDeque::new(),
             granted: VecDeque::new(),
             budget: 0,
+            room: Room::default(),
             cooldown: HashMap::new(),
             queued_bytes: 0,
             recalled: Default::default(),
@@ -368,8 +384,27 @@ impl LocalState {
         self.granted.iter().copied().collect()
     }
 
-    /// The next inode number.
+    /// Take a grant's quota room: entries not yet committed were not
+    /// counted by the meta server when it granted, so they are charged
+    /// against it from the start.
+    pub fn set_room(&mut self, limit: QuotaRoom) {
+        let files = self.nodes.len() as u64;
+        let bytes = self.nodes.values().map(|n| n.charged).sum();
+        self.room = Room { limit, files, bytes };
+    }
+
+    /// Whether the quota leaves no room for another local create.
+    pub fn no_file_room(&self) -> bool {
+        self.room.limit.files.is_some_and(|f| self.room.files >= f)
+    }
+
+    /// The next inode number (None: none left, or no quota room for
+    /// another file: the create goes to the meta server, which decides).
     pub fn take_ino(&mut self) -> Option<Ino> {
+        if self.no_file_room() {
+            return None;
+        }
+        self.room.files += 1;
         loop {
             let r = self.ranges.front_mut()?;
             if r.count == 0 {
