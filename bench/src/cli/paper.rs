@@ -27,7 +27,8 @@ pub struct PaperArgs {
     /// Fraction of the Montage-like set [default: 0.1, or 0.01 with --quick].
     #[arg(long)]
     dataset_scale: Option<f64>,
-    /// Seconds of renkei transfer and of iperf3 per path [default: 3, or 1 with --quick].
+    /// Seconds of renkei transfer per path [default: 3, or 1 with --quick]; iperf3 runs one second
+    /// more and omits its first.
     #[arg(long)]
     secs: Option<u32>,
     /// Skip iperf3 (untuned TCP).
