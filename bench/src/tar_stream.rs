@@ -28,9 +28,24 @@ pub fn tar_over_tcp(
         let dst = dst.to_path_buf();
         std::thread::spawn(move || -> anyhow::Result<()> {
             let (mut sock, _) = listener.accept()?;
+            // tar -x may exit at the archive's end marker without reading the rest of the last
+            // record; a write into its closed pipe must then fail with EPIPE here instead of
+            // killing the process with SIGPIPE (renkei-bench keeps SIGPIPE's default action).
+            // The signal is thread-directed: blocked in this thread, it is never delivered.
+            let mut pipe = nix::sys::signal::SigSet::empty();
+            pipe.add(nix::sys::signal::Signal::SIGPIPE);
+            nix::sys::signal::pthread_sigmask(nix::sys::signal::SigmaskHow::SIG_BLOCK, Some(&pipe), None)?;
             let mut tar = Command::new("tar").arg("-C").arg(&dst).arg("-xf").arg("-").stdin(Stdio::piped()).spawn()?;
             let mut stdin = tar.stdin.take().context("tar stdin")?;
-            std::io::copy(&mut sock, &mut stdin)?;
+            match std::io::copy(&mut sock, &mut stdin) {
+                Ok(_) => {}
+                // tar's exit status below says whether it had the whole archive; the sender's
+                // last bytes are read to the end so that it finishes cleanly.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    std::io::copy(&mut sock, &mut std::io::sink()).context("draining the tar stream")?;
+                }
+                Err(e) => return Err(anyhow::Error::from(e).context("receiving the tar stream")),
+            }
             drop(stdin);
             anyhow::ensure!(tar.wait()?.success(), "tar -x failed");
             anyhow::ensure!(Command::new("sync").arg("-f").arg(&dst).status()?.success(), "sync failed");

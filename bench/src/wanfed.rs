@@ -161,8 +161,22 @@ pub fn client_config(
 impl WanFederation {
     /// Write certificates and configs and start the processes in their sites.
     pub fn start(wan: &Wan, spec: WanFedSpec) -> anyhow::Result<Self> {
+        Self::start_with_admin(wan, spec, None)
+    }
+
+    /// [`Self::start`], with federation user `admin` (if any) declared an
+    /// admin at the meta server: `renkei netcheck` is for admins and hosts.
+    pub fn start_with_admin(wan: &Wan, spec: WanFedSpec, admin: Option<&str>) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let (ca, meta, procs) = prepare(dir.path(), &spec, &|site| Ok(wan.addr_of(site)?))?;
+        if let (Some(admin), Some(meta_proc)) = (admin, procs.first()) {
+            let mut cfg = std::fs::OpenOptions::new().append(true).open(&meta_proc.config)?;
+            std::io::Write::write_all(
+                &mut cfg,
+                format!("\n[[users]]\nname = \"{admin}\"\nuid = 900\nadmin = true\n").as_bytes(),
+            )
+            .context("declaring the admin user")?;
+        }
         let logs = dir.path().join("logs");
         let mut children = Vec::new();
         for p in procs {

@@ -2,6 +2,7 @@
 
 pub mod dataset;
 pub mod mount;
+pub mod paper;
 pub mod putget;
 pub mod rep;
 pub mod tools;
@@ -35,6 +36,10 @@ pub enum Command {
     /// 10,000 small files, in the mount beside local disk and sshfs (or, with --wan, one tar stream
     /// and sshfs across a 10 ms WAN); each tool's metadata requests per file.
     Tools(tools::ToolsArgs),
+    /// Issue 14: the RENKEI-PoP paper's Table 4 (every directed path: renkei, untuned TCP, the
+    /// paper) and Figure 6 (the Montage set to titech1: rep, mount, per file, tar) on its emulated
+    /// topology; `--quick` for a few minutes, `--json FILE` beside the markdown.
+    Paper(paper::PaperArgs),
 }
 
 /// Run one subcommand.
@@ -48,5 +53,6 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Transfer(args) => transfer::run_cli(args),
         Command::Wanfs(args) => wanfs::run_cli(args),
         Command::Tools(args) => tools::run_cli(args),
+        Command::Paper(args) => paper::run_cli(args),
     }
 }

@@ -56,7 +56,8 @@ pub struct TopologyArgs {
     /// TOML topology file (see bench/topologies/).
     #[arg(long, conflicts_with = "preset", required_unless_present = "preset")]
     topology: Option<PathBuf>,
-    /// Built-in topology: `pair` or `renkei2011`.
+    /// Built-in topology: `pair`, `renkei2011` (the paper's Table 4 after tuning, plus nii2 and hkd)
+    /// or `renkei2011-before` (Table 4 before tuning).
     #[arg(long)]
     preset: Option<String>,
     /// `pair`: round-trip time, ms.
@@ -68,8 +69,8 @@ pub struct TopologyArgs {
     /// `pair`: random loss of each direction, percent.
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
-    /// Multiply every rate by this (default: 1, or 0.125 for `renkei2011`, whose real rates exceed
-    /// what a 2-core machine forwards).
+    /// Multiply every rate by this (default: 1, or 0.125 for the `renkei2011` presets, whose real
+    /// rates exceed what a 2-core machine forwards).
     #[arg(long)]
     scale: Option<f64>,
     /// MTU of the sites' interfaces (576..=65535); larger MTUs reach higher rates.
@@ -79,9 +80,6 @@ pub struct TopologyArgs {
     #[arg(long)]
     seed: Option<u64>,
 }
-
-/// Default rate scale of `renkei2011`: its fastest link (960 MB/s) becomes 960 Mbit/s.
-pub const RENKEI2011_DEFAULT_SCALE: f64 = 0.125;
 
 impl TopologyArgs {
     fn build(&self) -> anyhow::Result<Topology> {
@@ -94,8 +92,8 @@ impl TopologyArgs {
                 t
             }
             (None, Some(name)) => {
-                let default_scale = if name == "renkei2011" { RENKEI2011_DEFAULT_SCALE } else { 1.0 };
-                preset::by_name(name, self.rtt_ms, self.rate_mbit, self.loss, self.scale.unwrap_or(default_scale))?
+                let scale = self.scale.unwrap_or_else(|| preset::default_scale(name));
+                preset::by_name(name, self.rtt_ms, self.rate_mbit, self.loss, scale)?
             }
             (None, None) => bail!("give --topology FILE or --preset NAME"),
         };

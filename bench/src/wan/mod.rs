@@ -7,7 +7,8 @@
 //! [`link::LinkModel`]. Start with [`Wan`] (tests) or `renkei-bench wan up` (shell).
 //!
 //! # Layout
-//! - [`topology`]: the model and its TOML form; [`preset`]: `pair` and `renkei2011`.
+//! - [`topology`]: the model and its TOML form; [`preset`]: `pair`, `renkei2011` and
+//!   `renkei2011-before`.
 //! - [`link`]: the sans-IO link model; [`router`]: the threads that apply it; [`tun`]: TUN devices.
 //! - [`netns`]: namespaces; [`site`]: launching processes in a site; [`sweep`]: run locks and
 //!   cleanup of dead runs; [`testbed`]: [`Wan`], which ties them together.

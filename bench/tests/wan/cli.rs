@@ -60,7 +60,7 @@ fn cli_up_exec_status_down() -> anyhow::Result<()> {
     let second = RunState::load(dir)?.context("no state after second up")?;
     let list = netns_list()?;
     assert!(!list.contains(&format!("rkw-{}-", first.run_id)), "leftovers of the killed daemon:\n{list}");
-    assert_eq!(second.sites.len(), 6);
+    assert_eq!(second.sites.len(), bench::wan::preset::RENKEI2011_ALL_SITES.len(), "Table 4's six PoPs, nii2 and hkd");
     let nii = second.site("nii1")?.addr.to_string();
     let ping = run_ok(bench(dir, &["exec", "titech1", "--", "ping", "-c", "2", "-i", "0.2", &nii]))?;
     assert!(String::from_utf8_lossy(&ping.stdout).contains("2 received"));
