@@ -26,6 +26,8 @@ pub const USAGE_DONE: &[u8] = b"c:usage.v1";
 /// Present once every non-directory's names have backlinks (databases made
 /// before backlinks existed are migrated when opened).
 pub const BACKLINKS_DONE: &[u8] = b"c:backlinks.v1";
+/// Key of the namespace's random id (16 bytes, made with the database).
+pub const NAMESPACE_ID: &[u8] = b"c:namespace_id";
 /// Key of the inode allocation counter.
 pub const NEXT_INO: &[u8] = b"c:next_ino";
 

@@ -61,12 +61,28 @@ pub type HostReplica = (String, ReplicaRecord);
 pub struct Namespace {
     tree: sled::Tree,
     lock: Mutex<()>,
+    id: u128,
 }
 
 impl Namespace {
     /// Open the namespace tree, creating the root directory on first use.
     pub fn open(tree: sled::Tree, root_perm: u32) -> R<Self> {
-        let ns = Namespace { tree, lock: Mutex::new(()) };
+        let mut ns = Namespace { tree, lock: Mutex::new(()), id: 0 };
+        ns.id = ns.write(|txn| {
+            // The namespace's id, made once (also for a database made
+            // before ids existed).
+            match txn.get_raw(keys::NAMESPACE_ID)?.and_then(|v| <[u8; 16]>::try_from(v).ok()) {
+                Some(v) => Ok(u128::from_be_bytes(v)),
+                None => {
+                    let mut b = [0u8; 16];
+                    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+                        .map_err(|_| err(ErrorCode::Internal, "no randomness for the namespace id"))?;
+                    let id = u128::from_be_bytes(b);
+                    txn.put_raw(keys::NAMESPACE_ID.to_vec(), id.to_be_bytes().to_vec());
+                    Ok(id)
+                }
+            }
+        })?;
         ns.write(|txn| {
             if txn.get::<InodeRecord>(&keys::inode(ROOT_INO))?.is_none() {
                 let now = Timestamp::now();
@@ -182,6 +198,11 @@ impl Namespace {
         quota::account(&mut txn, mode, now_ms())?;
         txn.commit()?;
         Ok(out)
+    }
+
+    /// The namespace's random id (see [`fs_proto::meta::MetaResponse::HeartbeatAck`]).
+    pub fn id(&self) -> u128 {
+        self.id
     }
 
     // ----- quotas ------------------------------------------------------

@@ -202,7 +202,7 @@ impl MetaService {
                     self.replication.nudge();
                 }
                 let delete = self.ns.take_gc(&id.name, &report.deleted, self.config.gc_grace_ms)?;
-                A::HeartbeatAck { delete, now_ms: Timestamp::now().as_millis() }
+                A::HeartbeatAck { delete, now_ms: Timestamp::now().as_millis(), namespace_id: self.ns.id() }
             }
             Q::RegisterReplica { cap, size, hash } => {
                 host_only("registering replicas")?;

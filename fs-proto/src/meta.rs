@@ -805,6 +805,10 @@ pub enum MetaResponse {
         delete: Vec<(Ino, Gen)>,
         /// Meta server time (ms since the epoch), for clock-skew checks.
         now_ms: u64,
+        /// The namespace this meta server serves (a random id made with its
+        /// database): a file server keeps the replicas of one namespace and
+        /// never deletes another's as "unknown".
+        namespace_id: u128,
     },
     /// Inventory answer: replicas the meta server does not know.
     Unknown(Vec<(Ino, Gen)>),

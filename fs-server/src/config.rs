@@ -40,6 +40,12 @@ pub struct ServerConfig {
     /// Bounds on what one stream, connection and user may hold.
     #[serde(default)]
     pub streams: StreamLimits,
+    /// Join a meta server of another namespace than the one this spool's
+    /// replicas belong to, deleting them (they are unknown there). Off by
+    /// default: a server pointed at the wrong or a rebuilt meta server
+    /// refuses to start instead of emptying its spool.
+    #[serde(default)]
+    pub forget_spool: bool,
 }
 
 fn default_listen() -> SocketAddr {
@@ -66,6 +72,7 @@ impl ServerConfig {
             check_interval_ms: default_check_interval_ms(),
             transport: Tuning::default(),
             streams: StreamLimits::default(),
+            forget_spool: false,
         }
     }
 

@@ -11,12 +11,18 @@ struct Args {
     /// Configuration file (TOML); see fs-server/server.toml for every field.
     #[arg(short, long, env = "RENKEI_SERVER_CONFIG")]
     config: PathBuf,
+    /// Join the configured meta server even though it serves another
+    /// namespace than the one this spool's replicas belong to, deleting
+    /// them. Without it the server refuses to start in that case.
+    #[arg(long)]
+    forget_spool: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     fs_proto::process::init_tracing("info,quinn=warn");
-    let config = fs_server::ServerConfig::load(&args.config)?;
+    let mut config = fs_server::ServerConfig::load(&args.config)?;
+    config.forget_spool |= args.forget_spool;
     fs_server::run(config, fs_proto::process::shutdown_signal()).await.context("file server failed")
 }

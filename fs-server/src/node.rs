@@ -47,6 +47,9 @@ pub struct Ctx {
     /// Idle bounds and per-connection and per-user stream limits.
     pub streams: crate::streams::Admission,
     deleted: Mutex<Vec<(Ino, Gen)>>,
+    /// The namespace of the spool's replicas (None: not stamped yet), and
+    /// the meta server's when it differs (then nothing is deleted).
+    namespace: Mutex<(Option<u128>, Option<u128>)>,
     pub(crate) config: ServerConfig,
     pub(crate) advertise: SocketAddr,
 }
@@ -59,6 +62,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let spool = Spool::open(&config.spool).map_err(|e| ServerError::Io(config.spool.clone(), e))?;
+    let stamp = spool.namespace().map_err(|e| ServerError::Io(config.spool.clone(), e))?;
     let local = endpoint.local_addr().map_err(|e| ServerError::Io("endpoint".into(), e))?;
     let advertise = match config.advertise {
         Some(a) => a,
@@ -83,6 +87,7 @@ pub async fn serve(
         reservations: Default::default(),
         streams: crate::streams::Admission::new(config.streams.clone()),
         deleted: Mutex::new(Vec::new()),
+        namespace: Mutex::new((stamp, None)),
         advertise,
         config,
     });
@@ -132,6 +137,23 @@ async fn join(ctx: &Arc<Ctx>) -> Result<(), ServerError> {
             }
         }
     }
+    // A meta server of another namespace (another federation's, or one
+    // whose database was rebuilt) knows none of the spool's replicas: never
+    // delete them as unknown unless told to.
+    let foreign = ctx.namespace.lock().unwrap_or_else(|p| p.into_inner()).1;
+    if let Some(theirs) = foreign {
+        let ours = ctx.namespace.lock().unwrap_or_else(|p| p.into_inner()).0.unwrap_or_default();
+        if !ctx.config.forget_spool {
+            return Err(ServerError::Config(format!(
+                "the spool {} holds replicas of namespace {ours:032x}, but the meta server {} serves namespace {theirs:032x} \
+                 (another federation's, or a rebuilt database): refusing to join, which would delete them. Point the server \
+                 at its own meta server, or start it with --forget-spool to delete them and join",
+                ctx.spool.root().display(),
+                ctx.meta.peer()
+            )));
+        }
+        warn!(ours = %format!("{ours:032x}"), theirs = %format!("{theirs:032x}"), "joining another namespace: the spool's replicas unknown there are deleted (--forget-spool)");
+    }
     let spool_list = {
         let c = ctx.clone();
         tokio::task::spawn_blocking(move || c.spool.list()).await.map_err(|e| ServerError::Config(e.to_string()))?
@@ -159,6 +181,10 @@ async fn join(ctx: &Arc<Ctx>) -> Result<(), ServerError> {
         }
     }
     info!(replicas = spool_list.len(), removed, "spool reconciled with the meta server");
+    if let Some(theirs) = foreign {
+        ctx.spool.set_namespace(theirs).map_err(|e| ServerError::Io(ctx.spool.root().to_path_buf(), e))?;
+        *ctx.namespace.lock().unwrap_or_else(|p| p.into_inner()) = (Some(theirs), None);
+    }
     Ok(())
 }
 
@@ -181,7 +207,12 @@ async fn heartbeat(ctx: &Arc<Ctx>) -> Result<(), fs_proto::rpc::CallError> {
         bytes_out: ctx.bytes_out.load(std::sync::atomic::Ordering::Relaxed),
     };
     match ctx.meta.call(MetaRequest::Heartbeat(report)).await {
-        Ok(MetaResponse::HeartbeatAck { delete, .. }) => {
+        Ok(MetaResponse::HeartbeatAck { delete, namespace_id, .. }) => {
+            if !same_namespace(ctx, namespace_id) {
+                // Nothing it says to delete is about these replicas.
+                ctx.deleted.lock().unwrap_or_else(|p| p.into_inner()).extend(deleted);
+                return Ok(());
+            }
             let mut done = Vec::new();
             for (ino, gen) in delete {
                 if ctx.pins.is_pinned(ino, gen) {
@@ -208,6 +239,38 @@ async fn heartbeat(ctx: &Arc<Ctx>) -> Result<(), fs_proto::rpc::CallError> {
             ctx.deleted.lock().unwrap_or_else(|p| p.into_inner()).extend(deleted);
             Err(e)
         }
+    }
+}
+
+/// Whether the meta server serves the namespace of the spool's replicas;
+/// an unstamped spool takes the meta server's. A mismatch is remembered
+/// (for [`join`]) and logged.
+fn same_namespace(ctx: &Ctx, theirs: u128) -> bool {
+    let mut ns = ctx.namespace.lock().unwrap_or_else(|p| p.into_inner());
+    match ns.0 {
+        Some(ours) if ours == theirs => true,
+        Some(ours) => {
+            if ns.1 != Some(theirs) {
+                tracing::error!(
+                    ours = %format!("{ours:032x}"),
+                    theirs = %format!("{theirs:032x}"),
+                    "the meta server serves another namespace than this spool's: deleting nothing it asks"
+                );
+            }
+            ns.1 = Some(theirs);
+            false
+        }
+        None => match ctx.spool.set_namespace(theirs) {
+            Ok(()) => {
+                info!(namespace = %format!("{theirs:032x}"), "spool stamped with the meta server's namespace");
+                ns.0 = Some(theirs);
+                true
+            }
+            Err(e) => {
+                warn!("cannot stamp the spool with its namespace: {e}");
+                false
+            }
+        },
     }
 }
 

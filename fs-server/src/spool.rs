@@ -7,6 +7,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// The file naming the namespace a spool's replicas belong to.
+pub const NAMESPACE_FILE: &str = "namespace-id";
+
 /// The spool directory.
 pub struct Spool {
     root: PathBuf,
@@ -34,6 +37,28 @@ impl Spool {
             tracing::info!(stale, "removed unfinished writes from the spool");
         }
         Ok(Spool { root: root.to_path_buf(), seq: AtomicU64::new(0) })
+    }
+
+    /// The namespace whose replicas this spool holds (None: not stamped
+    /// yet, a new spool or one made before stamps existed).
+    pub fn namespace(&self) -> io::Result<Option<u128>> {
+        match std::fs::read_to_string(self.root.join(NAMESPACE_FILE)) {
+            Ok(s) => u128::from_str_radix(s.trim(), 16)
+                .map(Some)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{NAMESPACE_FILE}: {e}"))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Stamp the spool with the namespace its replicas belong to (durably).
+    pub fn set_namespace(&self, id: u128) -> io::Result<()> {
+        let tmp = self.root.join(format!("{NAMESPACE_FILE}.tmp"));
+        let mut f = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, format!("{id:032x}\n").as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, self.root.join(NAMESPACE_FILE))?;
+        std::fs::File::open(&self.root)?.sync_all()
     }
 
     /// The root directory.

@@ -8,4 +8,5 @@ mod integrity;
 mod listing;
 mod malformed;
 mod roundtrip;
+mod spool_stamp;
 mod trust;

@@ -1,0 +1,57 @@
+//! A file server never empties its spool for a meta server of another
+//! namespace (issue 12, finding 12): a server pointed at the wrong meta
+//! server, or at one whose database was rebuilt, used to delete every
+//! replica as "unknown" when it joined. Now each spool is stamped with the
+//! namespace its replicas belong to, such a server refuses to start with a
+//! message that says why and how to proceed, the replicas stay, and once
+//! the right meta server is back they are served again.
+
+use std::path::Path;
+use tests::procs::ProcFederation;
+use tests::{pattern, with_timeout};
+
+/// Replica files in a spool.
+fn replicas(spool: &Path) -> usize {
+    walk(&spool.join("data"))
+}
+
+fn walk(p: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+    rd.flatten().map(|e| if e.path().is_dir() { walk(&e.path()) } else { 1 }).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_refuses_to_empty_its_spool_for_another_namespace() {
+    with_timeout(180, async {
+        let fed = ProcFederation::up(1).await;
+        let c = fed.client(None).await;
+        let data = pattern(300_000, 7);
+        c.put_bytes(&data, "/kept").await.unwrap();
+        drop(c);
+        let spool = fed.dir().join("spool").join("pop1");
+        let stamp = std::fs::read_to_string(spool.join("namespace-id")).expect("the spool is stamped");
+        let held = replicas(&spool);
+        assert!(held >= 1, "the replica is in the spool");
+
+        // The meta server comes back with a new, empty database.
+        fed.kill("meta");
+        fed.kill("pop1");
+        let db = fed.dir().join("meta.db");
+        let saved = fed.dir().join("meta.db.saved");
+        std::fs::rename(&db, &saved).unwrap();
+        let e = fed.try_restart(&[]).await.expect_err("the file server must not join another namespace");
+        let log = fed.log("pop1");
+        assert!(log.contains("refusing to join") && log.contains("--forget-spool"), "{e}\n{log}");
+        assert_eq!(replicas(&spool), held, "no replica was deleted");
+        assert_eq!(std::fs::read_to_string(spool.join("namespace-id")).unwrap(), stamp);
+
+        // The right database back: the file is served as before.
+        fed.kill("meta");
+        std::fs::remove_dir_all(&db).unwrap();
+        std::fs::rename(&saved, &db).unwrap();
+        fed.restart().await;
+        let c = fed.client(None).await;
+        assert_eq!(c.get_bytes("/kept").await.unwrap(), data);
+    })
+    .await
+}
