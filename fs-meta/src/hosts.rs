@@ -98,6 +98,11 @@ impl Hosts {
         if live.is_empty() {
             return Err(RemoteError::new(ErrorCode::NoServer, "no live file server with free space"));
         }
+        // A server reporting problems (a spool it cannot write, a failing
+        // check) is chosen only when every other one reports some too.
+        if live.iter().any(|(_, r)| r.problems.is_empty()) {
+            live.retain(|(_, r)| r.problems.is_empty());
+        }
         live.sort_by(|a, b| a.0.cmp(b.0));
         let local: Vec<_> = live.iter().filter(|(_, r)| r.site == site).cloned().collect();
         let pool = if local.is_empty() { live } else { local };
@@ -147,5 +152,39 @@ impl Hosts {
             .collect();
         out.sort_by(|a, b| (&a.site, &a.host).cmp(&(&b.site, &b.host)));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(port: u16, problems: &[&str]) -> HeartbeatReport {
+        HeartbeatReport {
+            addr: ([127, 0, 0, 1], port).into(),
+            capacity: 100 << 30,
+            free: 50 << 30,
+            load: 0.0,
+            deleted: Vec::new(),
+            problems: problems.iter().map(|p| p.to_string()).collect(),
+            bytes_in: 0,
+            bytes_out: 0,
+        }
+    }
+
+    #[test]
+    fn writes_avoid_a_server_reporting_problems_while_another_has_none() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let hosts = Hosts::open(&db, 60_000).unwrap();
+        hosts.heartbeat("pop1", "site1", &report(1, &["spool not writable"])).unwrap();
+        hosts.heartbeat("pop2", "site1", &report(2, &[])).unwrap();
+        for _ in 0..10 {
+            assert_eq!(hosts.choose_write_target("site1").unwrap().host, "pop2");
+        }
+        // Every server troubled: still served (the write may well work).
+        hosts.heartbeat("pop2", "site1", &report(2, &["check failed"])).unwrap();
+        let picked: std::collections::HashSet<String> =
+            (0..10).map(|_| hosts.choose_write_target("site1").unwrap().host).collect();
+        assert_eq!(picked.len(), 2, "{picked:?}");
     }
 }
