@@ -377,6 +377,15 @@ impl ReplicaWriter {
 
     /// Give up: remove the temporary file.
     pub fn abort(self) {
+        // (Drop removes the temporary file.)
+    }
+}
+
+impl Drop for ReplicaWriter {
+    /// Whatever ended the writer (finished, aborted, failed, or dropped with
+    /// its session), its temporary file goes: a published replica has its
+    /// own name by now, and nothing else ever names a temporary file.
+    fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.tmp);
     }
 }
@@ -437,6 +446,37 @@ pub fn write_from(tmp: PathBuf, dst: &Path, mut src: impl Read) -> Result<(u64, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// However a writer ends, its temporary file goes (one used to stay
+    /// until the next restart when a finish failed or a session broke).
+    #[test]
+    fn no_temporary_file_outlives_its_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = |n: &str| dir.path().join(n);
+        // Dropped mid-write (a broken session).
+        let mut w = ReplicaWriter::create(tmp("a")).unwrap();
+        w.write_at(0, b"hello").unwrap();
+        drop(w);
+        assert!(!tmp("a").exists());
+        // A finish that fails: the name is taken by other bytes.
+        let dst = tmp("dst");
+        std::fs::write(&dst, b"something else").unwrap();
+        let mut w = ReplicaWriter::create(tmp("b")).unwrap();
+        w.write_at(0, b"hello").unwrap();
+        assert!(w.finish(&dst).is_err());
+        assert!(!tmp("b").exists());
+        assert_eq!(std::fs::read(&dst).unwrap(), b"something else", "nothing replaced");
+        // A finish that fails before publishing: no such directory.
+        let mut w = ReplicaWriter::create(tmp("c")).unwrap();
+        w.write_at(0, b"hello").unwrap();
+        assert!(w.finish(&tmp("missing/dst")).is_err());
+        assert!(!tmp("c").exists());
+        // A finished one: only the replica remains.
+        let mut w = ReplicaWriter::create(tmp("d")).unwrap();
+        w.write_at(0, b"hello").unwrap();
+        w.finish(&tmp("ok")).unwrap();
+        assert!(!tmp("d").exists() && tmp("ok").exists());
+    }
 
     #[test]
     fn round_trip_and_detect_flip() {
