@@ -23,6 +23,7 @@
 pub mod backlog;
 pub mod config;
 pub mod events;
+pub mod guard;
 pub mod history;
 pub mod metrics;
 pub mod netcheck;

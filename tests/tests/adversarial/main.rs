@@ -13,3 +13,4 @@ mod replicas;
 mod revocation;
 mod sizes;
 mod streams;
+mod web;
