@@ -58,7 +58,14 @@ pub async fn read_many(ctx: Arc<Ctx>, peer: &Identity, caps: Vec<SignedCapabilit
         debug!("the reader took nothing for {idle:?}; resetting the stream");
         let _ = send.reset(IDLE_RESET);
     };
-    let checked: Vec<Result<Capability, RemoteError>> = caps.iter().map(|c| check(&ctx, peer, c)).collect();
+    // Every capability is an ECDSA verification: thousands of them are
+    // checked on the blocking pool, not on an async worker.
+    let checked: Vec<Result<Capability, RemoteError>> = {
+        let (c, p) = (ctx.clone(), peer.clone());
+        tokio::task::spawn_blocking(move || caps.iter().map(|cap| check(&c, &p, cap)).collect())
+            .await
+            .unwrap_or_else(|e| vec![Err(RemoteError::new(ErrorCode::Internal, format!("checking capabilities: {e}")))])
+    };
     let mut checked = checked.into_iter();
     // Replicas are opened and checked a few files ahead of the one sent.
     let mut opening: VecDeque<Opening> = VecDeque::new();

@@ -94,8 +94,22 @@ async fn copy_all(ctx: Arc<Ctx>, items: Vec<CopyItem>, events: mpsc::Sender<Repl
     let (stored_tx, stored_rx) = mpsc::channel::<Stored>(1024);
     let registrar = tokio::spawn(register_all(ctx.clone(), stored_rx, events.clone()).in_current_span());
     let mut todo = Vec::new();
-    for item in items {
-        match check_item(&ctx, &item) {
+    // Every capability is an ECDSA verification: an order of thousands is
+    // checked on the blocking pool, not on an async worker.
+    let checked = {
+        let (c, copy) = (ctx.clone(), items.clone());
+        match tokio::task::spawn_blocking(move || copy.into_iter().map(|i| (check_item(&c, &i), i)).collect::<Vec<_>>())
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => {
+                let e = RemoteError::new(ErrorCode::Internal, format!("checking capabilities: {e}"));
+                items.into_iter().map(|i| (Err(e.clone()), i)).collect()
+            }
+        }
+    };
+    for (ok, item) in checked {
+        match ok {
             Ok(()) => {
                 ctx.pins.hold(item.ino, item.gen);
                 todo.push(item);
