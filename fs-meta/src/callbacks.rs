@@ -37,6 +37,18 @@ pub type SessionId = u64;
 pub const MAX_LEASES_PER_SESSION: usize = 1_000_000;
 /// Batches of invalidations that may wait for one session's stream.
 pub const QUEUE_DEPTH: usize = 4096;
+/// Callback sessions one principal may hold at once (a mount or client
+/// each): beyond, a subscription is refused until one ends.
+pub const MAX_SESSIONS_PER_PRINCIPAL: usize = 256;
+
+/// Why a subscription was refused, and when to ask again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// For the peer and the log.
+    pub reason: String,
+    /// When asking again may succeed.
+    pub retry_after: Duration,
+}
 /// How often expired leases are swept.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
 
@@ -147,23 +159,41 @@ impl Callbacks {
     /// Start a session for principal `who` on connection `conn`; numbered
     /// batches of invalidations for it arrive on the receiver, and its
     /// acknowledgements go into `acked`. Refused, with the time left, while
-    /// `who` or `conn` is barred ([`crate::penalty`]).
-    pub fn subscribe(&self, who: &str, conn: usize) -> Result<Subscription, Duration> {
+    /// `who` or `conn` is barred ([`crate::penalty`]), or while `who` holds
+    /// [`MAX_SESSIONS_PER_PRINCIPAL`] sessions.
+    pub fn subscribe(&self, who: &str, conn: usize) -> Result<Subscription, Refused> {
+        let held_up = |left: Duration| {
+            Refused {
+            reason: format!(
+                "{who} recently held other clients up (an invalidation not acknowledged, or a recalled directory not given back); no callbacks for {} s",
+                left.as_secs() + 1
+            ),
+            retry_after: left,
+        }
+        };
         if let Some(left) = self.barred(who) {
-            return Err(left);
+            return Err(held_up(left));
         }
         {
             let now = Instant::now();
             let mut b = self.barred_conns.lock().unwrap_or_else(|p| p.into_inner());
             b.retain(|_, until| *until > now);
             if let Some(until) = b.get(&conn) {
-                return Err(until.saturating_duration_since(now));
+                return Err(held_up(until.saturating_duration_since(now)));
             }
         }
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let (acked, acked_rx) = watch::channel(0);
         let (struck_tx, struck) = watch::channel(false);
         let mut st = self.state();
+        if st.sessions.values().filter(|s| s.who == who).count() >= MAX_SESSIONS_PER_PRINCIPAL {
+            return Err(Refused {
+                reason: format!(
+                    "{who} holds {MAX_SESSIONS_PER_PRINCIPAL} callback sessions, the most one principal may (one per mount or client)"
+                ),
+                retry_after: SWEEP_EVERY,
+            });
+        }
         let id = st.next_id;
         st.next_id += 1;
         let session = Session { who: who.to_string(), conn, struck: struck_tx, tx, leases: 0, seq: 0, acked: acked_rx };
@@ -528,6 +558,17 @@ mod tests {
             DirEntry { name: "b".into(), ino: 8, kind: FileKind::Regular, attr: None, xattrs: None },
         ];
         assert_eq!(lease_keys(&rd, &Ok(MetaResponse::Entries { entries, more: false })), vec![1, 7]);
+    }
+
+    #[test]
+    fn one_principal_holds_a_bounded_number_of_sessions() {
+        let cb = Callbacks::new(Duration::from_secs(60));
+        let subs: Vec<_> = (0..MAX_SESSIONS_PER_PRINCIPAL).map(|i| cb.subscribe("mallory", i).unwrap()).collect();
+        let e = cb.subscribe("mallory", 9999).map(|s| s.id).unwrap_err();
+        assert!(e.reason.contains("callback sessions"), "{e:?}");
+        assert!(cb.subscribe("alice", 1).is_ok(), "another principal is not affected");
+        cb.unsubscribe(subs[0].id);
+        assert!(cb.subscribe("mallory", 9999).is_ok(), "one ended, one may start");
     }
 
     #[test]

@@ -304,14 +304,10 @@ async fn serve_subscription(
     use fs_proto::callback::{CallbackAck, CallbackFrame, ALIVE_EVERY_MS};
     let sub = match streams.cbs.subscribe(&id.name, conn.stable_id()) {
         Ok(sub) => sub,
-        Err(left) => {
-            let reason = format!(
-                "{} recently held other clients up (an invalidation not acknowledged, or a recalled directory not given back); no callbacks for {} s",
-                id.name,
-                left.as_secs() + 1
-            );
-            debug!("{reason}");
-            let refused = CallbackFrame::Refused { reason, retry_after_ms: left.as_millis() as u64 + 1 };
+        Err(r) => {
+            debug!("{}", r.reason);
+            let refused =
+                CallbackFrame::Refused { reason: r.reason, retry_after_ms: r.retry_after.as_millis() as u64 + 1 };
             let _ = tokio::time::timeout(Duration::from_secs(5), write_msg(&mut send, &refused)).await;
             let _ = send.finish();
             return;
