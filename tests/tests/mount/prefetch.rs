@@ -13,6 +13,20 @@ use tests::procs::ProcFederation;
 use tests::{pattern, with_timeout};
 
 const FILES: usize = 200;
+
+/// Wait until no read-ahead of `m` is in flight: every file it asked for
+/// has arrived (or failed), so what it holds is what it will hold.
+async fn settled(m: &TestMount) {
+    let t = std::time::Instant::now();
+    loop {
+        let (asked, settled) = (m.counters.get("data.prefetch_asked"), m.counters.get("data.prefetch_settled"));
+        if asked > 0 && settled == asked {
+            return;
+        }
+        assert!(t.elapsed() < std::time::Duration::from_secs(30), "read-ahead still in flight: {settled} of {asked}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
 /// Files read before another client changes [`CHANGED`].
 const SPLIT: usize = 66;
 const CHANGED: usize = 100;
@@ -48,7 +62,7 @@ async fn small_files_are_read_in_bundles_and_close_to_open_holds() {
         for (i, got) in first.into_iter().enumerate() {
             assert!(got.expect("read") == contents(i, 1), "f{i:04} read wrong");
         }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        settled(&m).await;
         // f0100 is held by the mount, not read yet; another client now
         // writes a new generation of it.
         c.put_bytes(&contents(CHANGED, 2), &format!("/small/f{CHANGED:04}")).await.unwrap();
@@ -143,7 +157,7 @@ async fn held_files_open_without_a_request_and_changes_show_at_once() {
         for (i, got) in read(0, SPLIT).await.into_iter().enumerate() {
             assert!(got.expect("read") == contents(i, 1), "f{i:04} read wrong");
         }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        settled(&m).await;
         // A held file changed elsewhere: the writer's commit returns once
         // the mount acknowledged the callback that drops what it holds, so
         // the open right after it asks the meta server.
