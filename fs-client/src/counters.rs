@@ -46,14 +46,15 @@ impl Counters {
     }
 
     /// Sum of the metadata request counters (every name not starting with
-    /// `data.`, data plane, or `fuse.`, requests the kernel made).
+    /// `data.`, data plane, `fuse.`, requests the kernel made, or `cache.`).
     pub fn meta_requests(&self) -> u64 {
         self.snapshot().iter().filter(|(k, _)| is_meta_request(k)).map(|(_, v)| v).sum()
     }
 }
 
 /// Whether counter `kind` counts metadata requests (not `data.`, the data
-/// plane, nor `fuse.`, requests the kernel made to the mount).
+/// plane, nor `fuse.`, requests the kernel made to the mount, nor `cache.`,
+/// what happened to the mount's cache).
 pub fn is_meta_request(kind: &str) -> bool {
-    !kind.starts_with("data.") && !kind.starts_with("fuse.")
+    !kind.starts_with("data.") && !kind.starts_with("fuse.") && !kind.starts_with("cache.")
 }

@@ -213,9 +213,10 @@ async fn handle_stream(
             return;
         }
     }
-    if kind == "commit_bundle" {
-        // Fault tests: die with the bundle durable, before anyone hears.
-        fs_proto::process::crash_point("meta.commit_bundle.flushed");
+    if needs_flush {
+        // Fault tests: die with the change durable (a bundle commit, a
+        // rename, a lease), before the caller hears.
+        fs_proto::process::crash_point_of("meta", kind, "flushed");
     }
     let handled = started.elapsed();
     if let Err(e) = write_msg(&mut send, &reply).await {
@@ -284,7 +285,12 @@ async fn serve_listing(
         }
         pages += 1;
         match next {
-            Some(name) => after = Some(name),
+            Some(name) => {
+                // Fault tests: die in the middle of the stream, a page
+                // delivered and more to come.
+                fs_proto::process::crash_point("meta.listdir.page");
+                after = Some(name)
+            }
             None => break,
         }
     }

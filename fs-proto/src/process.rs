@@ -30,19 +30,33 @@ pub async fn shutdown_signal() {
 /// after the meta server committed a bundle and before the client hears.
 pub const CRASH_AT_ENV: &str = "RENKEI_CRASH_AT";
 
+fn crash_points() -> &'static [String] {
+    static POINTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    POINTS.get_or_init(|| {
+        std::env::var(CRASH_AT_ENV)
+            .map(|v| v.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect())
+            .unwrap_or_default()
+    })
+}
+
 /// If `RENKEI_CRASH_AT` names `point`, die here as `kill -9` would (no
 /// destructors, no flush, no goodbye to peers). A no-op otherwise (the
 /// variable is read once).
 pub fn crash_point(point: &str) {
-    static POINTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let points = POINTS.get_or_init(|| {
-        std::env::var(CRASH_AT_ENV).map(|v| v.split(',').map(|p| p.trim().to_string()).collect()).unwrap_or_default()
-    });
-    if points.iter().any(|p| p == point) {
+    if crash_points().iter().any(|p| p == point) {
         eprintln!("crash point {point} reached ({CRASH_AT_ENV}): killing this process");
         // SAFETY: signalling ourselves.
         unsafe {
             libc::kill(libc::getpid(), libc::SIGKILL);
         }
+    }
+}
+
+/// [`crash_point`] named `<role>.<what>.<at>` (e.g. `meta.rename.flushed`
+/// for every kind of request), the name built only when a point is armed,
+/// so the hot path pays one check.
+pub fn crash_point_of(role: &str, what: &str, at: &str) {
+    if !crash_points().is_empty() {
+        crash_point(&format!("{role}.{what}.{at}"));
     }
 }

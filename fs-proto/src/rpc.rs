@@ -295,6 +295,19 @@ impl Dialer {
         }
     }
 
+    /// Drop `conn`, a connection to `peer` that failed, from the cache if
+    /// it is still the cached one, and close it. Unlike [`Self::forget`], a
+    /// connection another request dialled since stays: forgetting late
+    /// (from a spawned task) would otherwise close it under that request.
+    pub async fn forget_conn(&self, peer: &PeerAddr, conn: &quinn::Connection) {
+        let slot = self.slot(peer);
+        let mut guard = slot.lock().await;
+        if guard.as_ref().is_some_and(|c| c.stable_id() == conn.stable_id()) {
+            guard.take();
+        }
+        conn.close(crate::error::quic_codes::OK, b"reconnecting");
+    }
+
     /// Connect (re-dialling a dead connection once) and call.
     pub async fn call<Q: Serialize, A: DeserializeOwned>(
         &self,
@@ -307,7 +320,7 @@ impl Dialer {
             Err(CallError::Proto { source: ProtoError::Connection(_), .. }) => {
                 // The cached connection was dead before the request left;
                 // dial again once.
-                self.forget(peer).await;
+                self.forget_conn(peer, &conn).await;
                 let conn = self.connect(peer).await?;
                 call(&conn, &peer.name, req, timeout).await
             }

@@ -69,6 +69,7 @@ pub async fn read_many(ctx: Arc<Ctx>, peer: &Identity, caps: Vec<SignedCapabilit
     let mut checked = checked.into_iter();
     // Replicas are opened and checked a few files ahead of the one sent.
     let mut opening: VecDeque<Opening> = VecDeque::new();
+    let mut sent = 0u64;
     loop {
         while opening.len() < OPEN_AHEAD {
             let Some(c) = checked.next() else { break };
@@ -122,6 +123,11 @@ pub async fn read_many(ctx: Arc<Ctx>, peer: &Identity, caps: Vec<SignedCapabilit
                         None => return stalled(&mut send),
                     }
                     ctx.bytes_out.fetch_add(n, Ordering::Relaxed);
+                    if sent > 0 {
+                        // Fault tests: the source dies in the middle of a
+                        // file, one whole file sent before it.
+                        fs_proto::process::crash_point("server.read_many.mid_file");
+                    }
                 }
                 Err(e) => {
                     warn!(ino = cap.ino, gen = cap.gen, "refusing to send corrupt data: {e}");
@@ -136,6 +142,7 @@ pub async fn read_many(ctx: Arc<Ctx>, peer: &Identity, caps: Vec<SignedCapabilit
                 }
             }
         }
+        sent += 1;
         debug!(ino = cap.ino, gen = cap.gen, size, "replica sent");
     }
     let _ = send.finish();

@@ -76,3 +76,34 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// Wait (at most `bound`) until directory `dir` is empty: each removal in it
+/// is an inotify event, so this looks again when something goes, not on a
+/// timer. Panics with what is left after `bound`.
+pub fn wait_dir_empty(dir: &std::path::Path, bound: Duration) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let count = || std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+    // SAFETY: inotify_init1 takes flags and returns a new descriptor.
+    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+    assert!(fd >= 0, "inotify_init1: {}", std::io::Error::last_os_error());
+    // SAFETY: a descriptor we own from here on.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).expect("path without NUL");
+    // Watched before the first look, so a removal between the look and the
+    // poll is still an event.
+    // SAFETY: a valid descriptor and NUL-terminated path.
+    let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), libc::IN_DELETE | libc::IN_MOVED_FROM) };
+    assert!(wd >= 0, "inotify_add_watch {}: {}", dir.display(), std::io::Error::last_os_error());
+    let until = std::time::Instant::now() + bound;
+    let mut buf = [0u8; 4096];
+    while count() > 0 {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        assert!(!left.is_zero(), "{} files left in {} after {bound:?}", count(), dir.display());
+        let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        // Drain what arrived (non-blocking).
+        // SAFETY: reading into a buffer we own.
+        while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+    }
+}

@@ -130,13 +130,109 @@ impl ProcFederation {
     }
 
     /// Wait until process `name` has died by itself (a crash point), at
-    /// most `bound`.
+    /// most `bound`: its exit is an event on a pidfd, not a poll.
     pub async fn wait_dead(&self, name: &str, bound: Duration) {
+        let Some(pid) = self.pid(name) else { return };
+        let gone = tokio::task::spawn_blocking(move || local::wait_pid_gone(pid, bound)).await.expect("wait task");
+        match gone {
+            Ok(true) => {}
+            Ok(false) => panic!("{name} (pid {pid}) still running after {bound:?}"),
+            Err(e) => panic!("wait for {name} (pid {pid}) to exit: {e}"),
+        }
+    }
+
+    /// `kill -9` file server `name` and start it again; returns once it
+    /// has reconciled its spool with the meta server (its log says so:
+    /// it heartbeats, and so counts as up, before it reconciles).
+    pub async fn restart_server(&self, name: &str) {
+        const RECONCILED: &str = "spool reconciled with the meta server";
+        let before = self.log(name).matches(RECONCILED).count();
+        self.kill(name);
+        self.restart().await;
+        self.wait_log(name, RECONCILED, before + 1, Duration::from_secs(30)).await;
+    }
+
+    /// Wait until the log of `name` holds `needle` `count` times, at most
+    /// `bound` (the log is read again every 20 ms: an event a process
+    /// writes, polled, not a timer trusted).
+    pub async fn wait_log(&self, name: &str, needle: &str, count: usize, bound: Duration) {
         let t = std::time::Instant::now();
-        while self.pid(name).is_some() {
-            assert!(t.elapsed() < bound, "{name} still running after {bound:?}");
+        while self.log(name).matches(needle).count() < count {
+            assert!(t.elapsed() < bound, "{name} did not log {needle:?} ({count} times) within {bound:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Run `renkei` (client config of the first site) with extra
+    /// environment, e.g. a crash point.
+    pub fn renkei_env(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
+        let mut cmd = Command::new(bin_dir().join("renkei"));
+        cmd.env("RENKEI_CONFIG", &self.state.client_config).args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run renkei")
+    }
+
+    /// `renkei fsck /` succeeds: every registered replica verifies.
+    pub fn assert_fsck_clean(&self) {
+        let out = self.renkei(None, &["fsck", "/"]);
+        assert!(
+            out.status.success(),
+            "fsck / is not clean:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Files of file server `host`'s spool the meta server does not know as
+    /// that host's replica of that generation (orphans), and leftovers in
+    /// its `tmp/` (unfinished writes).
+    pub async fn spool_orphans(&self, host: &str) -> (Vec<(u64, u64)>, Vec<PathBuf>) {
+        use fs_proto::meta::{MetaRequest, MetaResponse};
+        let root = self.dir().join("spool").join(host);
+        let mut held = Vec::new();
+        let data = root.join("data");
+        for d in std::fs::read_dir(&data).unwrap_or_else(|e| panic!("{}: {e}", data.display())) {
+            let d = d.expect("spool entry").path();
+            for f in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+                let name = f.expect("spool file").file_name().to_string_lossy().into_owned();
+                let parsed = name
+                    .split_once('.')
+                    .and_then(|(a, b)| Some((u64::from_str_radix(a, 16).ok()?, u64::from_str_radix(b, 16).ok()?)));
+                held.push(parsed.unwrap_or_else(|| panic!("{name} in {} is not a replica name", d.display())));
+            }
+        }
+        let c = self.client(None).await;
+        let mut orphans = Vec::new();
+        for (ino, gen) in held {
+            let known = match c.meta().call(MetaRequest::Where { ino }).await {
+                Ok(MetaResponse::Replicas { replicas, .. }) => {
+                    replicas.iter().any(|r| r.server.host == host && r.gen == gen)
+                }
+                Ok(other) => panic!("where {ino}: {other:?}"),
+                Err(fs_proto::rpc::CallError::Remote(e)) if e.code == fs_proto::ErrorCode::NotFound => false,
+                Err(e) => panic!("where {ino}: {e}"),
+            };
+            if !known {
+                orphans.push((ino, gen));
+            }
+        }
+        let tmp = root.join("tmp");
+        let left = std::fs::read_dir(&tmp)
+            .unwrap_or_else(|e| panic!("{}: {e}", tmp.display()))
+            .map(|e| e.expect("tmp entry").path())
+            .collect();
+        (orphans, left)
+    }
+
+    /// After a restart of `host` (which reconciles its spool), it holds
+    /// nothing the meta server does not know and no unfinished write.
+    pub async fn assert_no_orphans_after_restart(&self, host: &str) {
+        self.restart_server(host).await;
+        let (orphans, tmp) = self.spool_orphans(host).await;
+        assert!(orphans.is_empty(), "{host} kept replicas nobody registered after a restart: {orphans:?}");
+        assert!(tmp.is_empty(), "{host} kept unfinished writes after a restart: {tmp:?}");
     }
 
     /// A client library handle for `site`.

@@ -248,6 +248,9 @@ async fn send_all(client: &Client, grant: &LeaseGrant, jobs: Vec<Job>, on_bytes:
                         }
                     }
                 }
+                // Fault tests: `put -r` dies with a bundle committed and
+                // others on their way.
+                fs_proto::process::crash_point("client.put_tree.committed");
             }
         }
     }

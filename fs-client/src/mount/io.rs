@@ -90,6 +90,9 @@ impl Inner {
             let held = self.cache.attr(ino).and_then(|(a, _)| self.prefetch.grant(ino, a.gen, a.hash));
             if let Some(g) = held {
                 if !extra.is_empty() {
+                    let n = extra.len() as u64;
+                    self.counters.add("data.prefetch_asked", n);
+                    let counters = self.counters.clone();
                     let ahead = read_ahead(
                         self.remote.clone(),
                         self.cache.clone(),
@@ -97,7 +100,10 @@ impl Inner {
                         self.counters.clone(),
                         extra,
                     );
-                    self.spawn(ahead);
+                    self.spawn(async move {
+                        ahead.await;
+                        counters.add("data.prefetch_settled", n);
+                    });
                 }
                 return Ok(g);
             }
@@ -138,9 +144,17 @@ impl Inner {
     fn fetch_ahead(&self, grants: Vec<ReadGrant>) {
         let wanted = self.prefetch.claim(grants);
         if !wanted.is_empty() {
+            // Files asked for and settled (kept or failed): equal counts
+            // mean no read-ahead is in flight (tests wait for that).
+            let n = wanted.len() as u64;
+            self.counters.add("data.prefetch_asked", n);
+            let counters = self.counters.clone();
             let fetch =
                 prefetch::fetch(self.prefetch.clone(), self.remote.dialer().clone(), self.counters.clone(), wanted);
-            self.spawn(fetch);
+            self.spawn(async move {
+                fetch.await;
+                counters.add("data.prefetch_settled", n);
+            });
         }
     }
 

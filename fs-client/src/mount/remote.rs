@@ -148,8 +148,10 @@ impl Remote {
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
                 let ticket = self.cache.ticket();
+                let mut used: Option<quinn::Connection> = None;
                 let attempt = async {
                     let conn = self.dialer.connect(&self.peer).await?;
+                    used = Some(conn.clone());
                     self.counters.bump(kind);
                     let t = ticket.filter(|t| t.conn == conn.stable_id());
                     let bound = self.call_timeout.min(left);
@@ -181,12 +183,21 @@ impl Remote {
                     Ok(Ok((Err(e), _))) | Ok(Err(e)) => e,
                     Err(_) => CallError::Timeout { peer: self.peer.name.clone(), secs: self.timeout.as_secs() },
                 };
-                let unsent = matches!(err, CallError::Connect { .. });
-                if !unsent {
+                // Not sent: no connection, or no stream could be opened on
+                // it (the request never left).
+                let unsent = matches!(
+                    err,
+                    CallError::Connect { .. } | CallError::Proto { source: fs_proto::ProtoError::Connection(_), .. }
+                );
+                if let Some(conn) = used.take() {
                     // The connection may be dead without knowing it yet: dial
                     // anew. Not waited for: a dial in progress holds the slot.
+                    // Only this connection is dropped: another request may
+                    // have dialled a new one by the time this runs, and
+                    // closing that one under it failed it (a mkdir answered
+                    // EIO right after the meta server came back).
                     let (dialer, peer) = (self.dialer.clone(), self.peer.clone());
-                    tokio::spawn(async move { dialer.forget(&peer).await });
+                    tokio::spawn(async move { dialer.forget_conn(&peer, &conn).await });
                 }
                 if (mutation && !unsent) || Instant::now() + pause >= deadline {
                     self.down.store(true, Ordering::Relaxed);

@@ -44,6 +44,8 @@ pub async fn run(
             info!("callback subscription lost; cache dropped until it is back");
         }
         cache.lost();
+        // Tests wait for this instead of for the silence bound to pass.
+        counters.bump("cache.lost");
         prefetch.clear();
         bundler.lost();
         notes.send(&[fs_proto::callback::Invalidation::Reset]);

@@ -204,6 +204,9 @@ impl ReplicationWorker {
                                     s.backlog_bytes = s.backlog_bytes.saturating_sub(size);
                                     s.in_flight = s.in_flight.saturating_sub(1);
                                 });
+                                // Fault tests: the meta server dies while
+                                // a destination is copying.
+                                fs_proto::process::crash_point("meta.replication.copied");
                             }
                             ReplicateEvent::Failed { ino, error, .. } => {
                                 failed += 1;

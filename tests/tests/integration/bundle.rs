@@ -190,12 +190,18 @@ async fn a_directory_lease_is_recalled_before_another_client_looks() {
 
         // B looks: A is asked to give it back, and B waits until it does.
         let b2 = b.clone();
-        let look = tokio::spawn(async move { b2.meta().lookup(d, "x").await });
+        let look = tokio::spawn(async move {
+            let r = b2.meta().lookup(d, "x").await;
+            (r, Instant::now())
+        });
+        // The recall is sent from inside the admission of B's lookup: the
+        // meta server has B's request in hand from here on.
         assert_eq!(next_recall(&mut calls, Duration::from_secs(5)).await, Some(d), "the holder is recalled");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(!look.is_finished(), "the other client waits for the release");
+        assert!(leases.holder(d).is_some(), "A still holds the lease");
+        let released = Instant::now();
         a.meta().call(MetaRequest::ReleaseDirs { dirs: vec![d] }).await.unwrap();
-        let r = tokio::time::timeout(Duration::from_secs(5), look).await.expect("released").unwrap();
+        let (r, answered) = tokio::time::timeout(Duration::from_secs(5), look).await.expect("released").unwrap();
+        assert!(answered > released, "B was answered before A gave the lease back");
         assert_eq!(r.unwrap_err().code(), Some(ErrorCode::NotFound));
         assert!(leases.holder(d).is_none());
 

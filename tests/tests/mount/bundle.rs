@@ -215,6 +215,10 @@ async fn kill_9_loses_nothing_fsync_acknowledged_and_tears_nothing() {
                 }
             })
             .await;
+            // The kill falls after a different number of closed files each
+            // round (an event the writer reports, not a timer).
+            let kill_after = 20 + 150 * round as usize;
+            let (at_tx, at_rx) = std::sync::mpsc::channel::<()>();
             let writer = std::thread::spawn({
                 let d = root.join(&volatile);
                 move || {
@@ -226,15 +230,18 @@ async fn kill_9_loses_nothing_fsync_acknowledged_and_tears_nothing() {
                             break;
                         }
                         closed += 1;
+                        if closed == kill_after {
+                            let _ = at_tx.send(());
+                        }
                     }
                     closed
                 }
             });
-            tokio::time::sleep(Duration::from_millis(150 + 200 * round)).await;
+            blocking(move || at_rx.recv()).await.expect("the writer closed its files before the kill");
             blocking(move || m.kill9()).await;
             let closed = blocking(move || writer.join().unwrap()).await;
             eprintln!("round {round}: {synced} files fsynced, {closed} closed without fsync, then kill -9");
-            assert!(closed > 0, "the writer got going before the kill");
+            assert!(closed >= kill_after, "the writer got going before the kill");
 
             let c = fed.client(None).await;
             for i in 0..synced {

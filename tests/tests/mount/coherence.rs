@@ -60,10 +60,17 @@ async fn close_to_open_and_callbacks_between_two_mounts() {
         })
         .await
         .unwrap();
-        // Invalidations of A's own changes may still be on their way to B
-        // (they race B's next replies and may drop what B just cached); let
-        // them land so the warm check below is about the cache alone.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // A's mkdir is written back later; its commit is answered only
+        // once B acknowledged the invalidations it causes. Commit it now
+        // (fsync of the parent), so none is still on its way to B to drop
+        // what B caches next, and the warm check below is about the cache
+        // alone.
+        blocking({
+            let root = a.path.clone();
+            move || std::fs::File::open(root)?.sync_all()
+        })
+        .await
+        .expect("fsync of A's root commits the mkdir");
         let bdir = b.join("dir");
         assert!(blocking({
             let d = bdir.clone();
@@ -149,12 +156,13 @@ async fn a_mount_cut_off_from_meta_stops_trusting_its_cache() {
     with_timeout(120, async {
         let fed = ProcFederation::up(1).await;
         fed.client(None).await.put_bytes(b"cached", "/cached.txt").await.expect("put");
-        let m = TestMount::new(&fed, None, "/", "").await;
+        // attr_timeout=0: the kernel keeps nothing, every stat reaches the
+        // mount (no waiting out the kernel's own cache).
+        let m = TestMount::new(&fed, None, "/", "attr_timeout=0").await;
         let f = m.join("cached.txt");
         let stat = |f: std::path::PathBuf| blocking(move || std::fs::metadata(f).map(|m| m.len()));
         assert_eq!(stat(f.clone()).await.unwrap(), 6);
-        // Warm: a stat past the kernel's own 1 s cache costs nothing.
-        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        // Warm: a stat the mount answers from its cache costs nothing.
         let before = m.meta_requests();
         assert_eq!(stat(f.clone()).await.unwrap(), 6);
         assert_eq!(m.meta_requests(), before, "warm stat sent a request");
@@ -163,7 +171,15 @@ async fn a_mount_cut_off_from_meta_stops_trusting_its_cache() {
         // SAFETY: stopping and continuing a process this federation started.
         unsafe { libc::kill(meta, libc::SIGSTOP) };
         let silent = Duration::from_millis(fs_proto::callback::SILENT_MS);
-        tokio::time::sleep(silent + Duration::from_millis(1_500)).await;
+        // Wait for the mount to give its cache up (its count of lost
+        // subscriptions moves), bounded well past the silence bound.
+        let lost = m.counters.get("cache.lost");
+        let t = Instant::now();
+        while m.counters.get("cache.lost") == lost {
+            assert!(t.elapsed() < silent * 3, "the mount still trusts its cache {:?} into the silence", t.elapsed());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(t.elapsed() >= silent / 2, "the cache was dropped before the silence bound ({:?})", t.elapsed());
         let before = m.meta_requests();
         let pending = tokio::spawn(stat(f.clone()));
         let asked = async {

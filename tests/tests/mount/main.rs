@@ -9,6 +9,7 @@ mod coherence;
 mod common;
 mod consistency;
 mod crash;
+mod faults;
 mod fsx;
 mod handles;
 mod locks;

@@ -9,9 +9,32 @@ use std::time::Duration;
 use tests::procs::ProcFederation;
 use tests::{pattern, with_timeout};
 
-/// Bytes `host` has sent, as its latest heartbeat reports.
+fn now_ms() -> u64 {
+    fs_proto::Timestamp::now().as_millis()
+}
+
+/// Bytes `host` has sent as of now: what a heartbeat sent after this call
+/// reports. Waits (bounded) for two heartbeats received after it, the
+/// second one sent after it.
 async fn sent(c: &fs_client::Client, host: &str) -> u64 {
-    c.hosts().await.unwrap().into_iter().find(|h| h.host == host).map(|h| h.bytes_out).unwrap_or(0)
+    let since = now_ms();
+    let mut seen = since;
+    let mut beats = 0;
+    let t = std::time::Instant::now();
+    loop {
+        let h = c.hosts().await.unwrap().into_iter().find(|h| h.host == host).expect("a known host");
+        if h.last_heartbeat_ms > seen {
+            seen = h.last_heartbeat_ms;
+            beats += 1;
+            if beats == 2 {
+                return h.bytes_out;
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(15), "{host} sent no heartbeat for 15 s");
+        // Heartbeats come every second: look again soon (a condition
+        // polled, not a timer trusted).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -31,16 +54,9 @@ async fn a_mount_reads_from_the_replica_at_its_own_site() {
         let mut sites: Vec<&str> = reps.iter().map(|r| r.server.site.as_str()).collect();
         sites.sort();
         assert_eq!(sites, ["site1", "site2"]);
-        // Counters travel with heartbeats: start from one that has counted
-        // the copy pop1 sent pop2.
-        let mut pop1_0 = 0;
-        for _ in 0..100 {
-            pop1_0 = sent(&c1, "pop1").await;
-            if pop1_0 >= data.len() as u64 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        // Counters travel with heartbeats: start from ones sent after the
+        // copy pop1 sent pop2.
+        let pop1_0 = sent(&c1, "pop1").await;
         assert!(pop1_0 >= data.len() as u64, "pop1's heartbeat counts the copy it sent");
         let pop2_0 = sent(&c1, "pop2").await;
         let m = TestMount::new(&fed, Some("site2"), "/", "").await;
@@ -51,14 +67,8 @@ async fn a_mount_reads_from_the_replica_at_its_own_site() {
         .await;
         assert!(got == data);
         m.unmount().await;
-        let mut last = (0, 0);
-        for _ in 0..50 {
-            last = (sent(&c1, "pop1").await - pop1_0, sent(&c1, "pop2").await - pop2_0);
-            if last.1 >= data.len() as u64 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        // Heartbeats sent after the read: both counters include it.
+        let last = (sent(&c1, "pop1").await - pop1_0, sent(&c1, "pop2").await - pop2_0);
         eprintln!("after the read at site2: pop1 sent {} bytes, pop2 sent {}", last.0, last.1);
         assert!(last.1 >= data.len() as u64, "site2's server served the file: {last:?}");
         assert!(last.0 < data.len() as u64 / 10, "site1's server did not: {last:?}");
