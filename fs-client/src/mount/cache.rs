@@ -265,8 +265,12 @@ impl Cache {
         tokio::time::timeout(bound, wait).await.is_ok()
     }
 
-    /// Apply invalidations from the meta server.
-    pub fn apply(&self, list: &[Invalidation]) {
+    /// Apply invalidations from the meta server; what the kernel must be
+    /// told: the list, plus every name this cache knew in a directory now
+    /// leased to another mount (the kernel may hold those entries too, and
+    /// no callback will tell us when the holder changes them).
+    pub fn apply(&self, list: &[Invalidation]) -> Vec<Invalidation> {
+        let mut kernel = list.to_vec();
         let mut st = self.st();
         for inv in list {
             st.seq += 1;
@@ -280,12 +284,18 @@ impl Cache {
                 Invalidation::Entry { parent, name } => st.drop_entry(*parent, name),
                 Invalidation::Reset => st.clear(),
                 Invalidation::Leased { dir } => {
+                    let mut names: std::collections::BTreeSet<String> =
+                        st.names.keys().filter(|(p, _)| p == dir).map(|(_, n)| n.clone()).collect();
                     st.names.retain(|(p, _), _| p != dir);
-                    st.listings.remove(dir);
+                    if let Some(l) = st.listings.remove(dir) {
+                        names.extend(l.0.iter().map(|e| e.name.clone()));
+                    }
+                    kernel.extend(names.into_iter().map(|name| Invalidation::Entry { parent: *dir, name }));
                 }
                 Invalidation::Recall { .. } => {}
             }
         }
+        kernel
     }
 
     /// Forget what this client itself just changed.

@@ -210,6 +210,7 @@ pub async fn mount_on(
         counters.clone(),
         cache.clone(),
         prefetch.clone(),
+        notes.clone(),
     );
     remote.set_bundler(&bundler);
     bundler.start();

@@ -102,7 +102,7 @@ async fn subscribe_once(
             Ok(CallbackFrame::Invalidate { seq, list }) => {
                 debug!(seq, n = list.len(), "invalidations");
                 bundler.on_callbacks(&list);
-                cache.apply(&list);
+                let kernel = cache.apply(&list);
                 for inv in &list {
                     match inv {
                         Invalidation::Attr { ino } => prefetch.forget(*ino),
@@ -110,7 +110,7 @@ async fn subscribe_once(
                         _ => {}
                     }
                 }
-                notes.send(&list);
+                notes.send(&kernel);
                 // Applied: the change it describes may now be answered.
                 write_msg(&mut send, &CallbackAck { seq }).await.map_err(|e| e.to_string())?;
             }

@@ -122,6 +122,8 @@ pub struct Bundler {
     settled: watch::Sender<u64>,
     acquiring: tokio::sync::Mutex<()>,
     reserving: tokio::sync::Mutex<()>,
+    /// Invalidations for the kernel (entries it cached under a lease we give back).
+    notes: super::notify::KernelNotes,
 }
 
 /// Whether a bundle's failure leaves its outcome open, so it must be sent
@@ -150,6 +152,7 @@ impl Bundler {
         counters: Arc<Counters>,
         cache: Arc<super::cache::Cache>,
         prefetch: Arc<super::prefetch::Prefetch>,
+        notes: super::notify::KernelNotes,
     ) -> Arc<Self> {
         Arc::new(Bundler {
             enabled,
@@ -159,6 +162,7 @@ impl Bundler {
             counters,
             cache,
             prefetch,
+            notes,
             shared: Mutex::new(Shared {
                 local: LocalState::new(Limits::default()),
                 deferred_perm: HashMap::new(),
@@ -377,6 +381,12 @@ impl Bundler {
         }
         let mut s = self.lock();
         if let Some(d) = s.local.dirs.remove(&dir) {
+            // The kernel cached its names on our word while we held the
+            // lease; once another mount changes them we hear nothing (we
+            // hold no callback on them now), so the kernel must ask again.
+            let names: Vec<Invalidation> =
+                d.names.keys().map(|name| Invalidation::Entry { parent: dir, name: name.clone() }).collect();
+            self.notes.send(&names);
             // What we did to its entries' attributes is no longer ours to
             // answer for: the meta server has it all now.
             for (ino, _) in d.names.values() {
