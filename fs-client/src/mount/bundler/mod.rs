@@ -144,6 +144,7 @@ fn gone(what: &str) -> RemoteError {
 impl Bundler {
     /// A bundler acting as federation user `uid`/`gid` at `site`
     /// (`enabled`: false for `-o nobundle`, `cred` and `ro` mounts).
+    #[allow(clippy::too_many_arguments)] // the mount's shared parts, each once
     pub fn new(
         enabled: bool,
         user: User,
