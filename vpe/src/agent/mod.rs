@@ -103,6 +103,8 @@ fn report(config: &AgentConfig, worker: &Worker) -> PopReport {
 /// One connection to the manager: heartbeats and the manager's requests,
 /// until the connection ends.
 async fn session(config: &AgentConfig, dialer: &Dialer, worker: &Worker) -> Result<(), String> {
+    // Report nothing before the first look at libvirt.
+    worker.first_snapshot().await;
     let conn = dialer.connect(&config.manager).await.map_err(|e| e.to_string())?;
     info!("registered with the manager");
     let heartbeats = async {

@@ -16,13 +16,13 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 
 use fs_client::Client;
 use fs_proto::vpe::{PopRun, PopSaved, PopStarted, Timings};
 use fs_proto::{ErrorCode, RemoteError};
 use tokio::runtime::Handle;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tracing::{info, warn};
 
 use crate::accel::Accel;
@@ -62,7 +62,8 @@ pub(crate) struct Snapshot {
 #[derive(Clone)]
 pub(crate) struct Worker {
     jobs: mpsc::Sender<Job>,
-    pub(crate) snapshot: Arc<Mutex<Snapshot>>,
+    /// `None` until the thread has tried libvirt once and published.
+    snapshot: watch::Receiver<Option<Snapshot>>,
     pub(crate) fetched: Arc<AtomicU64>,
 }
 
@@ -95,7 +96,7 @@ impl Worker {
     /// Starts the thread. `handle` runs the namespace client's calls.
     pub(crate) fn spawn(config: HostConfig, probe_kernel: Option<PathBuf>, client: Client, handle: Handle) -> Self {
         let (jobs, rx) = mpsc::channel();
-        let snapshot = Arc::new(Mutex::new(Snapshot::default()));
+        let (published, snapshot) = watch::channel(None);
         let fetched = Arc::new(AtomicU64::new(0));
         let mut thread = Thread {
             config,
@@ -104,7 +105,7 @@ impl Worker {
             host: None,
             accel: None,
             problem: None,
-            snapshot: snapshot.clone(),
+            published,
             fetched: fetched.clone(),
         };
         std::thread::Builder::new()
@@ -148,8 +149,17 @@ impl Worker {
         let _ = self.jobs.send(Job::Refresh);
     }
 
+    /// The last published snapshot (empty before the first).
     pub(crate) fn snapshot(&self) -> Snapshot {
-        self.snapshot.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.snapshot.borrow().clone().unwrap_or_default()
+    }
+
+    /// Waits until the thread has tried libvirt once and published what it
+    /// found, so the first report a manager sees already names a missing
+    /// libvirtd (a default snapshot would claim a healthy PoP).
+    pub(crate) async fn first_snapshot(&self) {
+        let mut rx = self.snapshot.clone();
+        let _ = rx.wait_for(Option::is_some).await;
     }
 }
 
@@ -160,7 +170,7 @@ struct Thread {
     host: Option<VmHost<Libvirt>>,
     accel: Option<Accel>,
     problem: Option<String>,
-    snapshot: Arc<Mutex<Snapshot>>,
+    published: watch::Sender<Option<Snapshot>>,
     fetched: Arc<AtomicU64>,
 }
 
@@ -183,12 +193,16 @@ impl Thread {
     fn main(&mut self, rx: mpsc::Receiver<Job>, probe_kernel: Option<PathBuf>) {
         let saving = self.config.state_dir.join("saving");
         let _ = fs::remove_dir_all(&saving);
-        if self.host().is_ok() {
+        // Publish what libvirt said before the (possibly slow) acceleration
+        // probe: the agent registers with the manager only after this.
+        let connected = self.host().is_ok();
+        self.publish();
+        if connected {
             if let Some(kernel) = probe_kernel {
                 self.probe(&kernel);
+                self.publish();
             }
         }
-        self.publish();
         while let Ok(job) = rx.recv() {
             match job {
                 Job::Run(run, tx) => {
@@ -358,6 +372,6 @@ impl Thread {
                 .collect();
             snap.cached_images = host.cache().list().unwrap_or_default().iter().map(|i| i.to_string()).collect();
         }
-        *self.snapshot.lock().unwrap_or_else(|p| p.into_inner()) = snap;
+        self.published.send_replace(Some(snap));
     }
 }
