@@ -18,6 +18,12 @@
 //! with that server, commits included, would wait for it. The oldest parked
 //! stream is dropped (credit returned); its handle opens a new one if it
 //! reads again.
+//!
+//! A file with more than one replica does not wait for a silent server:
+//! a stream that brings nothing for [`STALL`] (or a server that does not
+//! answer an open within it) is dropped and the read goes on from the next
+//! replica, where it stopped, instead of waiting out the connection's idle
+//! timeout. A file with one replica has nowhere else to go and waits.
 
 use crate::counters::Counters;
 use crate::error::ClientError;
@@ -47,6 +53,18 @@ pub const PARKED_BYTES: u64 = 32 << 20;
 /// What one stream can have in flight towards us at most (the default
 /// stream window).
 const STREAM_CREDIT: u64 = 24 << 20;
+/// Silence after which a read moves to another replica (if there is one):
+/// above a keep-alive interval, well under the idle timeout.
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// `f`, bounded by [`STALL`] when `bounded`; `None` if it took longer.
+async fn within<T>(bounded: bool, f: impl std::future::Future<Output = T>) -> Option<T> {
+    if bounded {
+        tokio::time::timeout(STALL, f).await.ok()
+    } else {
+        Some(f.await)
+    }
+}
 
 struct Stream {
     recv: quinn::RecvStream,
@@ -225,8 +243,17 @@ impl Reader {
                 self.window = (self.window * 2).min(MAX_WINDOW);
                 self.stream = Some(self.open(dialer, counters, grant, from, len).await?);
             }
+            let elsewhere = grant.replicas.len() > 1;
             let Some(s) = self.stream.as_mut() else { continue };
-            let chunk = match s.recv.read_chunk(1 << 20, true).await {
+            let Some(got) = within(elsewhere, s.recv.read_chunk(1 << 20, true)).await else {
+                // Silent: go on from the next replica where this one stopped.
+                tracing::debug!(ino = grant.attr.ino, at = s.pos, "read stream stalled; trying another replica");
+                counters.bump("data.read_stalled");
+                self.stream = None;
+                self.prefer = (self.prefer + 1) % grant.replicas.len();
+                continue;
+            };
+            let chunk = match got {
                 Ok(Some(c)) => c.bytes,
                 Ok(None) => {
                     self.stream = None;
@@ -266,7 +293,11 @@ impl Reader {
             let idx = (self.prefer + i) % n;
             let loc: &ServerLoc = &grant.replicas[idx];
             counters.bump("data.read");
-            match open_at(dialer, loc, cap, offset, len).await {
+            let opened = within(n > 1, open_at(dialer, loc, cap, offset, len)).await.unwrap_or_else(|| {
+                counters.bump("data.read_stalled");
+                Err(proto(&loc.host, format!("no answer within {STALL:?}")))
+            });
+            match opened {
                 Ok(recv) => {
                     self.prefer = idx;
                     return Ok(Stream { recv, pos: offset, end: offset + len });

@@ -57,10 +57,13 @@ async fn a_read_goes_on_from_another_replica_when_its_server_dies() {
         let after = m.counters.snapshot();
         eprintln!("read finished {:?} after pop1 died; counters before {before:?} after {after:?}", t.elapsed());
         assert!(got == data, "the file read across the failover differs");
-        assert!(
-            after.get("data.read").copied().unwrap_or(0) > before.get("data.read").copied().unwrap_or(0),
-            "the rest was read through new streams"
-        );
+        let delta = |k: &str| after.get(k).copied().unwrap_or(0) - before.get(k).copied().unwrap_or(0);
+        assert!(delta("data.read") > 0, "the rest was read through new streams");
+        // The dead server's silence is noticed by the reader, not by the
+        // connection's idle timeout.
+        assert!(delta("data.read_stalled") >= 1, "the stall was noticed: {after:?}");
+        let idle = Duration::from_millis(fs_proto::endpoint::Tuning::default().idle_timeout_ms);
+        assert!(t.elapsed() < idle, "the read waited {:?}, the idle timeout is {idle:?}", t.elapsed());
         m.unmount().await;
         fed.restart().await;
         fed.assert_fsck_clean();
