@@ -84,14 +84,47 @@ fn cfg_err(e: impl std::fmt::Display) -> ClientError {
     ClientError::Config(e.to_string())
 }
 
+/// The lowest port the kernel hands out on its own (`bind` to port 0, a
+/// client's QUIC endpoint): ports below it are taken only by explicit binds.
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768)
+}
+
+/// A free port for a server of the federation, outside the kernel's
+/// ephemeral range: the port is written into the configs and reused at
+/// every restart, and one in the ephemeral range could meanwhile be handed
+/// to any client socket (a process killed and restarted would then find
+/// its port taken). Tried at random in `[20000, ephemeral low)`; falls back
+/// to a kernel-chosen port when that range is exhausted.
+fn free_port(bindable: impl Fn(SocketAddr) -> std::io::Result<SocketAddr>) -> Result<SocketAddr> {
+    const LOW: u16 = 20_000;
+    let high = ephemeral_low();
+    if high > LOW + 100 {
+        let seed = format!("{}:{:?}", std::process::id(), std::time::SystemTime::now());
+        let mut hash = blake3::Hasher::new();
+        hash.update(seed.as_bytes());
+        let mut draws = hash.finalize_xof();
+        for _ in 0..256 {
+            let mut b = [0u8; 2];
+            draws.fill(&mut b);
+            let port = LOW + u16::from_le_bytes(b) % (high - LOW);
+            if let Ok(addr) = bindable(SocketAddr::from(([127, 0, 0, 1], port))) {
+                return Ok(addr);
+            }
+        }
+    }
+    bindable(SocketAddr::from(([127, 0, 0, 1], 0))).map_err(|e| local_err(Path::new("socket"), e))
+}
+
 fn free_tcp_port() -> Result<SocketAddr> {
-    let s = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| local_err(Path::new("tcp socket"), e))?;
-    s.local_addr().map_err(|e| local_err(Path::new("tcp socket"), e))
+    free_port(|a| std::net::TcpListener::bind(a)?.local_addr())
 }
 
 fn free_udp_port() -> Result<SocketAddr> {
-    let s = UdpSocket::bind("127.0.0.1:0").map_err(|e| local_err(Path::new("udp socket"), e))?;
-    s.local_addr().map_err(|e| local_err(Path::new("udp socket"), e))
+    free_port(|a| UdpSocket::bind(a)?.local_addr())
 }
 
 /// Directory of the server binaries.
