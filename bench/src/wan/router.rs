@@ -48,6 +48,9 @@ struct LinkCounters {
     drop_loss: AtomicU64,
     drop_overflow: AtomicU64,
     write_errors: AtomicU64,
+    drop_cut: AtomicU64,
+    /// The link is cut: every packet is dropped ([`Router::set_cut`]).
+    cut: AtomicBool,
 }
 
 /// A snapshot of one directed link's counters.
@@ -69,6 +72,9 @@ pub struct LinkStats {
     pub drop_overflow: u64,
     /// Packets the destination TUN refused.
     pub write_errors: u64,
+    /// Packets dropped while the link was cut.
+    #[serde(default)]
+    pub drop_cut: u64,
 }
 
 /// One packet on its way.
@@ -170,8 +176,20 @@ impl Router {
                 drop_loss: c.drop_loss.load(Ordering::Relaxed),
                 drop_overflow: c.drop_overflow.load(Ordering::Relaxed),
                 write_errors: c.write_errors.load(Ordering::Relaxed),
+                drop_cut: c.drop_cut.load(Ordering::Relaxed),
             })
             .collect()
+    }
+
+    /// Cut the link `from -> to` (every packet dropped from now on, as a
+    /// pulled cable or a dead router would) or restore it. Packets already
+    /// on the wire are still delivered. `false` if there is no such link.
+    pub fn set_cut(&self, from: &str, to: &str, cut: bool) -> bool {
+        let link = self.links.iter().find(|(f, t, _)| f == from && t == to);
+        if let Some((_, _, c)) = link {
+            c.cut.store(cut, Ordering::Relaxed);
+        }
+        link.is_some()
     }
 
     /// Packets that arrived for an address no site has (or that were not IPv4).
@@ -250,6 +268,10 @@ impl Ingress {
             self.unroutable.fetch_add(1, Ordering::Relaxed);
             return;
         };
+        if link.counters.cut.load(Ordering::Relaxed) {
+            link.counters.drop_cut.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let now = Instant::now();
         match link.model.admit(now, packet.len(), self.rng.random::<f64>()) {
             Verdict::DropQueue => {

@@ -115,6 +115,28 @@ impl Wan {
         self.stats().into_iter().find(|s| s.from == from && s.to == to)
     }
 
+    /// Cut the links between sites `a` and `b`, both directions, while
+    /// everything keeps running; [`Wan::restore`] puts them back.
+    pub fn cut(&self, a: &str, b: &str) -> Result<(), WanError> {
+        self.set_cut(a, b, true)
+    }
+
+    /// Restore the links between `a` and `b` after [`Wan::cut`].
+    pub fn restore(&self, a: &str, b: &str) -> Result<(), WanError> {
+        self.set_cut(a, b, false)
+    }
+
+    fn set_cut(&self, a: &str, b: &str, cut: bool) -> Result<(), WanError> {
+        let router = self.router.as_ref().ok_or_else(|| WanError::NoSuchSite(format!("{a}/{b} (router stopped)")))?;
+        for (from, to) in [(a, b), (b, a)] {
+            if !router.set_cut(from, to, cut) {
+                return Err(WanError::NoSuchSite(format!("no link {from} -> {to}")));
+            }
+        }
+        info!(a, b, cut, "link state changed");
+        Ok(())
+    }
+
     /// Tear down now (what dropping does, spelled out).
     pub fn shutdown(self) {}
 

@@ -388,7 +388,13 @@ impl Filesystem for RenkeiFs {
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         let fs = self.0.clone();
-        self.0.spawn(async move { reply_empty(fs.fsync(fh.0).await, reply) });
+        self.0.spawn(async move {
+            let work = {
+                let fs = fs.clone();
+                async move { fs.fsync(fh.0).await }
+            };
+            reply_empty(fs.bounded_detached("fsync", work).await, reply)
+        });
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

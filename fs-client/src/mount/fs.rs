@@ -113,6 +113,27 @@ impl Inner {
         tokio::time::timeout(bound, f).await.unwrap_or(Err(Errno::EIO))
     }
 
+    /// Like [`Self::bounded`], for work that must not stop half-way (it
+    /// moved state into a commit that is still going): past the bound the
+    /// caller gets EIO while the work goes on in the background, e.g. an
+    /// fsync while the meta server is unreachable fails after the mount's
+    /// timeout and what it covers is still committed once it is back.
+    pub async fn bounded_detached<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        f: impl Future<Output = Op<T>> + Send + 'static,
+    ) -> Op<T> {
+        let bound = self.opts.timeout + self.opts.call_timeout;
+        let mut work = self.rt.spawn(f);
+        match tokio::time::timeout(bound, &mut work).await {
+            Ok(done) => done.unwrap_or(Err(Errno::EIO)),
+            Err(_) => {
+                tracing::warn!("{what} still waiting after {bound:?}: EIO to the caller; the work goes on");
+                Err(Errno::EIO)
+            }
+        }
+    }
+
     /// Credentials for work on an open file (commits, truncation): the
     /// kernel checked permission when the file was opened (or, for
     /// truncate(2), before asking), and POSIX lets an open descriptor write

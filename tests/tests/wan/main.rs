@@ -5,10 +5,12 @@
 //! `ls -l` of 10,000 entries through a mount 10 ms from the meta server
 //! ([`listing`]) and small files read at a third site in bundles
 //! ([`small_reads`]), mounts whose sockets live in a site ([`site_mount`]).
+//! Issue 13: the link cut under a mount mid-copy ([`link_cut`]).
 //!
 //! Gated by `RENKEI_TEST_NETNS=1` (root); the mount tests also by
 //! `RENKEI_TEST_FUSE=1`.
 
+mod link_cut;
 mod listing;
 mod site_mount;
 mod small_reads;
