@@ -207,6 +207,7 @@ impl Thread {
             match job {
                 Job::Run(run, tx) => {
                     let r = self.run(&run);
+                    fs_proto::process::crash_point("vpe.agent.run.started");
                     self.publish();
                     let _ = tx.send(r);
                 }

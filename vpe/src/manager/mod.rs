@@ -217,7 +217,12 @@ pub async fn run(
     let client_config = ClientConfig::new(config.meta.clone(), config.site.clone(), config.tls.clone());
     let client = Client::with_endpoint(client_config, tls.identity.clone(), endpoint.clone());
     let path = config.state_dir.join("vms.json");
-    let registry = Registry::load(&path).map_err(ServiceError::io(&path))?;
+    let mut registry = Registry::load(&path).map_err(ServiceError::io(&path))?;
+    let interrupted = registry.interrupted();
+    if !interrupted.is_empty() {
+        warn!(?interrupted, "operations of the previous manager were interrupted: lost until their PoPs report");
+        registry.store(&path).map_err(ServiceError::io(&path))?;
+    }
     info!(addr = ?endpoint.local_addr().ok(), vms = registry.vms.len(), "vpe manager serving");
     let manager = Arc::new(Manager {
         config,

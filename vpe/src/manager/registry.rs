@@ -139,6 +139,22 @@ impl Registry {
         }
     }
 
+    /// After a restart: a VM left `Starting`, `Stopping` or `Saving` by the
+    /// previous manager has no operation going on any more, and would
+    /// refuse every later one as busy. It is `Lost` until its PoP's next
+    /// report says whether it is there (then `Running`); `vpe stop` removes
+    /// it either way. Returns the VMs changed.
+    pub fn interrupted(&mut self) -> Vec<String> {
+        let mut changed = Vec::new();
+        for vm in self.vms.values_mut() {
+            if matches!(vm.phase, VmPhase::Starting | VmPhase::Stopping | VmPhase::Saving) {
+                vm.phase = VmPhase::Lost;
+                changed.push(vm.pop_name.clone());
+            }
+        }
+        changed
+    }
+
     /// Writes `vms.json` atomically (temporary file, fsync, rename).
     pub fn store(&self, path: &Path) -> std::io::Result<()> {
         use std::io::Write;
@@ -433,5 +449,29 @@ mod tests {
         reg.store(&path).unwrap();
         assert_eq!(Registry::load(&path).unwrap(), reg);
         assert_eq!(reg.load_on("p"), 1);
+    }
+
+    #[test]
+    fn a_restart_turns_interrupted_operations_into_lost_vms() {
+        let mut reg = Registry::default();
+        let plan =
+            |name: &str| RunPlan { name: name.into(), pop_name: format!("{name}.a"), pop: "p".into(), nics: vec![] };
+        for (name, phase) in [
+            ("s", VmPhase::Starting),
+            ("r", VmPhase::Running),
+            ("v", VmPhase::Saving),
+            ("x", VmPhase::Stopping),
+            ("l", VmPhase::Lost),
+        ] {
+            record(&mut reg, &plan(name), "a", "S");
+            reg.vms.get_mut(&format!("{name}.a")).unwrap().phase = phase;
+        }
+        let mut changed = reg.interrupted();
+        changed.sort();
+        assert_eq!(changed, ["s.a", "v.a", "x.a"]);
+        let phase = |n: &str| reg.vms[n].phase;
+        assert_eq!((phase("s.a"), phase("v.a"), phase("x.a")), (VmPhase::Lost, VmPhase::Lost, VmPhase::Lost));
+        assert_eq!((phase("r.a"), phase("l.a")), (VmPhase::Running, VmPhase::Lost));
+        assert!(reg.interrupted().is_empty(), "a second restart changes nothing");
     }
 }

@@ -140,6 +140,7 @@ impl Manager {
         };
         let timeout = Duration::from_secs(self.config.run_timeout_secs);
         let answer = self.call_pop(&entry.pop, &PopRequest::Run(run), timeout).await;
+        fs_proto::process::crash_point("vpe.manager.run.answered");
         let mut s = self.lock();
         let result = match answer {
             Ok(PopResponse::Started(started)) => {

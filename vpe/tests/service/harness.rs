@@ -250,6 +250,47 @@ impl Stack {
         Ok(())
     }
 
+    /// Restarts VM-service process `name` (`vpe-manager`, `vpe-<pop>`) with
+    /// `RENKEI_CRASH_AT=point`: it kills itself when it gets there.
+    pub async fn arm_crash(&self, name: &str, point: &str) -> Result<()> {
+        let pidfile = self.fed().join("run").join(format!("{name}.pid"));
+        let pid = local::running_pid(&pidfile).with_context(|| format!("{name} is not running"))?;
+        // SAFETY: a process this federation started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        self.wait_gone(name, pid).await?;
+        self.up(vec![(fs_proto::process::CRASH_AT_ENV.into(), point.into())]).await
+    }
+
+    /// Waits (bounded) for `name` to die at its crash point, then starts it
+    /// again, unarmed.
+    pub async fn restart_after_crash(&self, name: &str) -> Result<()> {
+        let pidfile = self.fed().join("run").join(format!("{name}.pid"));
+        if let Some(pid) = local::running_pid(&pidfile) {
+            self.wait_gone(name, pid).await?;
+        }
+        self.up(Vec::new()).await
+    }
+
+    async fn wait_gone(&self, name: &str, pid: i32) -> Result<()> {
+        let gone = tokio::task::spawn_blocking(move || local::wait_pid_gone(pid, Duration::from_secs(60))).await?;
+        ensure!(gone.map_err(anyhow::Error::msg)?, "{name} (pid {pid}) still runs after 60 s");
+        Ok(())
+    }
+
+    /// `renkei local up` again: starts whatever is not running, with `env`.
+    async fn up(&self, env: Vec<(String, String)>) -> Result<()> {
+        let spec = LocalSpec {
+            dir: self.fed(),
+            sites: 0,
+            servers_per_site: 0,
+            user: "alice".into(),
+            bin_dir: Some(self.bins.clone()),
+            env,
+        };
+        local::up(&spec, Duration::from_secs(30)).await.context("renkei local up")?;
+        Ok(())
+    }
+
     /// Runs `vpe --json ARGS` as `user`: stdout on success, stderr on failure.
     pub fn vpe(&self, user: &str, args: &[&str]) -> std::result::Result<String, String> {
         let out = Command::new(self.bins.join("vpe"))

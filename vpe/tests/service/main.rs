@@ -8,6 +8,7 @@
 mod harness;
 
 mod boot;
+mod crashes;
 mod failures;
 mod limits;
 mod placement;
