@@ -377,6 +377,16 @@ impl Callbacks {
         self.queue(id, list)
     }
 
+    /// What session `id` has been sent and not acknowledged yet (its last
+    /// batch), to wait on with [`Self::acknowledged`].
+    pub fn unacknowledged(&self, id: SessionId) -> Delivery {
+        let st = self.state();
+        match st.sessions.get(&id) {
+            Some(s) if s.seq > *s.acked.borrow() => Delivery(vec![(id, s.seq, s.acked.clone())]),
+            _ => Delivery::default(),
+        }
+    }
+
     /// Run a change made outside [`Self::handle`] with the ordering a
     /// mutation has there (see the module docs), and compute whom to tell
     /// about `changes` (everyone holding a lease but `origin`).
@@ -612,6 +622,24 @@ mod tests {
             let _ = cb.push(cb.route(0, vec![Invalidation::Attr { ino: 5 }]));
         }
         assert_eq!(cb.sessions(), 0, "a full queue drops the session (its client resubscribes)");
+    }
+
+    #[test]
+    fn what_a_session_has_not_acknowledged() {
+        let cb = Callbacks::new(Duration::from_secs(60));
+        let mut a = cb.subscribe("t", 0).unwrap();
+        assert!(cb.unacknowledged(a.id).is_empty(), "nothing sent yet");
+        cb.grant(a.id, &[5]);
+        let _ = cb.push(cb.route(0, vec![Invalidation::Attr { ino: 5 }]));
+        let _ = cb.push(cb.route(0, vec![Invalidation::Attr { ino: 5 }]));
+        let d = cb.unacknowledged(a.id);
+        assert_eq!(d.0.iter().map(|(s, seq, _)| (*s, *seq)).collect::<Vec<_>>(), vec![(a.id, 2)], "the last batch");
+        let (seq, _) = a.rx.try_recv().unwrap();
+        a.acked.send_replace(seq);
+        assert!(!cb.unacknowledged(a.id).is_empty(), "one of two acknowledged");
+        a.acked.send_replace(2);
+        assert!(cb.unacknowledged(a.id).is_empty());
+        assert!(cb.unacknowledged(999).is_empty(), "no such session");
     }
 
     #[tokio::test(start_paused = true)]

@@ -310,6 +310,16 @@ impl DirLeases {
             (Ok(d), p) => (d, p),
             (Err(e), p) => return (Err(e), p),
         };
+        // The holder answers from its cache under the lease (the names it
+        // lists, lookups, attributes) and changes the directory on that
+        // word: every invalidation of a change made before the grant must
+        // be applied there first, or it acts on a name another client has
+        // already renamed or removed. Changes queue their invalidations
+        // before they leave the gate (crate::node), so all of them are
+        // queued by now; the grant waits until the holder acknowledged them.
+        if dir.is_some() || !also.is_empty() {
+            cbs.acknowledged(cbs.unacknowledged(session)).await;
+        }
         // Their listings, read with the leases held (nobody else changes
         // them now); one that does not fit what is left of the bound, or
         // that the caller may not read, is given back.

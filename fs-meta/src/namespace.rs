@@ -990,11 +990,14 @@ pub(crate) fn rename_in(
     }
 
     if let Some(dst_ent) = dst_ent {
-        if dst_ent.ino == src_ent.ino {
-            return Ok(());
-        }
+        // RENAME_NOREPLACE fails on any existing target, another name of
+        // the source included: Linux checks it before rename's "two names
+        // of one inode: do nothing" rule.
         if flags.noreplace {
             return Err(err(ErrorCode::Exists, new_name.to_string()));
+        }
+        if dst_ent.ino == src_ent.ino {
+            return Ok(());
         }
         let dst = load(t, dst_ent.ino)?;
         match (src.kind == FileKind::Directory, dst.kind == FileKind::Directory) {

@@ -188,15 +188,17 @@ async fn handle_stream(
         }
         None => span.in_scope(|| streams.cbs.handle(&svc, &id, session, call)),
     };
+    // The change is visible to readers now, whether or not the flush below
+    // works: its invalidations are queued for the caching sessions before
+    // the change leaves the directory-lease gate, so a lease granted after
+    // it finds them queued and waits until its holder applied them (see
+    // crate::dirlease); the caller hears it is done once all acknowledged.
+    let delivery = streams.cbs.push(pending);
     drop(admitted);
     if let Err(e) = &reply {
         debug!(kind, "request failed: {e}");
     }
     let flushed = if needs_flush { Some(flush(&db).await) } else { None };
-    // Whether or not the flush worked, the change is visible to readers:
-    // tell caching sessions, and hear them acknowledge, before the caller
-    // hears it is done.
-    let delivery = streams.cbs.push(pending);
     streams.cbs.acknowledged(delivery).await;
     {
         if let Some(Err(e)) = flushed {

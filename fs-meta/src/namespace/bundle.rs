@@ -392,6 +392,41 @@ mod tests {
     }
 
     #[test]
+    fn noreplace_fails_on_another_name_of_the_source() {
+        // Linux: renameat2(RENAME_NOREPLACE) with an existing target is
+        // EEXIST even when both names are links of one inode (checked
+        // before plain rename's "do nothing" rule); the race test of two
+        // mounts saw a mount answer Ok where a local file system says EEXIST.
+        let (_d, ns) = ns();
+        let none = HashSet::new();
+        let a = ns.create(&alice(), ROOT_INO, "a", FileKind::Regular, 0o644, 0, true).unwrap().0;
+        ns.link(&alice(), a.ino, ROOT_INO, "b").unwrap();
+        let noreplace = fs_proto::meta::RenameFlags { noreplace: true, exchange: false };
+        let e = ns.rename(&alice(), ROOT_INO, "a", ROOT_INO, "b", noreplace).unwrap_err();
+        assert_eq!(e.code, ErrorCode::Exists);
+        let res = ns
+            .commit_bundle(
+                &alice(),
+                "pop1",
+                &[op(BundleOp::Rename {
+                    parent: ROOT_INO,
+                    name: "a".into(),
+                    new_parent: ROOT_INO,
+                    new_name: "b".into(),
+                    flags: noreplace,
+                    ino: a.ino,
+                })],
+                &none,
+            )
+            .unwrap();
+        assert_eq!(res[0].as_ref().unwrap_err().code, ErrorCode::Exists);
+        // Without the flag: nothing happens, both names stay.
+        ns.rename(&alice(), ROOT_INO, "a", ROOT_INO, "b", Default::default()).unwrap();
+        assert_eq!(ns.lookup(&alice(), ROOT_INO, "a").unwrap().ino, a.ino);
+        assert_eq!(ns.lookup(&alice(), ROOT_INO, "b").unwrap().nlink, 2);
+    }
+
+    #[test]
     fn leased_inodes_are_never_allocated_again() {
         let (_d, ns) = ns();
         let r = ns.lease_inodes("alice", 100).unwrap();

@@ -174,11 +174,12 @@ impl Inner {
         }
         let dst = self.named(q, m)?;
         if let Some((d, dkind)) = dst {
-            if d == src {
-                return Some(Ok(()));
-            }
+            // Before the same-inode rule, as Linux (and the meta server) do.
             if flags.noreplace {
                 return Some(Err(Errno::EEXIST));
+            }
+            if d == src {
+                return Some(Ok(()));
             }
             match (skind == FileKind::Directory, dkind == FileKind::Directory) {
                 (true, false) => return Some(Err(Errno::ENOTDIR)),
