@@ -162,3 +162,39 @@ impl Users {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(name: &str) -> Identity {
+        Identity { name: name.into(), role: Role::Host, site: Some("s".into()) }
+    }
+
+    #[test]
+    fn hosts_have_their_functions_rights_only() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let users = Users::open(&db, &[], true).unwrap().with_hosts(&["vpe".into()], Some(&["pop1".into()]));
+        let root = Cred { uid: 0, gid: 0, groups: vec![] };
+        // A file server is nobody and asserts nothing.
+        let (c, admin) = users.caller(&host("pop1"), None).unwrap();
+        assert_eq!((c.uid, c.gid, admin), (NOBODY, NOBODY, false));
+        let e = users.caller(&host("pop1"), Some(&root)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotPermitted);
+        // The admin host is root, and may assert.
+        assert_eq!(users.caller(&host("vpe"), None).unwrap().0.uid, 0);
+        assert_eq!(users.caller(&host("vpe"), Some(&Cred { uid: 5, gid: 5, groups: vec![] })).unwrap().0.uid, 5);
+        // Only listed hosts are file servers; no user is.
+        assert!(users.file_server(&host("pop1"), "heartbeat").is_ok());
+        let e = users.file_server(&host("vpe"), "heartbeat").unwrap_err();
+        assert!(e.message.contains("host vpe@s is not one"), "{e}");
+        let alice = Identity { name: "alice".into(), role: Role::User, site: None };
+        assert!(users.file_server(&alice, "heartbeat").is_err());
+        assert!(users.admin_host(&alice, "reporting VMs").is_err());
+        assert!(users.admin_host(&host("pop1"), "reporting VMs").is_err());
+        assert!(users.admin_host(&host("vpe"), "reporting VMs").is_ok());
+        // Without a list, every host may serve files.
+        let open = Users::open(&db, &[], true).unwrap();
+        assert!(open.file_server(&host("anyone"), "heartbeat").is_ok());
+    }
+}
