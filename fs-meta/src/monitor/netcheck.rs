@@ -34,7 +34,10 @@ pub async fn serve(svc: Arc<MetaService>, id: Identity, req: NetcheckRequest, mu
     let span = tracing::info_span!("netcheck", by = %id.name);
     let reply: MetaReply = async {
         if !allowed(&svc, &id) {
-            return Err(RemoteError::new(ErrorCode::NotPermitted, "netcheck is reserved for admins and hosts"));
+            return Err(RemoteError::new(
+                ErrorCode::NotPermitted,
+                "netcheck is reserved for admins (admin users and the meta server's `admin_hosts`)",
+            ));
         }
         run(&svc, &id.name, req).await.map(|m| MetaResponse::Monitor(MonitorResponse::Matrix(Some(m))))
     }
