@@ -165,7 +165,7 @@ impl WanFederation {
     }
 
     /// [`Self::start`], with federation user `admin` (if any) declared an
-    /// admin at the meta server: `renkei netcheck` is for admins and hosts.
+    /// admin at the meta server: `renkei netcheck` is for admins.
     pub fn start_with_admin(wan: &Wan, spec: WanFedSpec, admin: Option<&str>) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let (ca, meta, procs) = prepare(dir.path(), &spec, &|site| Ok(wan.addr_of(site)?))?;

@@ -175,7 +175,31 @@ fn create(spec: &LocalSpec) -> Result<LocalState> {
 
     let uid = unsafe { libc::getuid() };
     let gid = unsafe { libc::getgid() };
-    let mut meta = fs_meta_config(dir, tls(&meta_files), meta_addr, &spec.user, uid, gid);
+    let pops: Vec<(String, String)> = sites
+        .iter()
+        .enumerate()
+        .flat_map(|(i, site)| {
+            (0..spec.servers_per_site).map(move |j| {
+                let name = if spec.servers_per_site == 1 {
+                    format!("pop{}", i + 1)
+                } else {
+                    format!("pop{}-{}", i + 1, j + 1)
+                };
+                (name, site.clone())
+            })
+        })
+        .collect();
+    let with_vpe = vpe::available(&bin_dir(spec.bin_dir.as_deref()));
+    // Hosts' roles, explicit: the PoPs are the file servers; the VM manager,
+    // and the PoPs as VM agents (they read private images and write saved
+    // ones), act as root in the namespace.
+    let names = |v: &mut dyn Iterator<Item = &str>| v.map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ");
+    let mut roles = format!("file_servers = [{}]\n", names(&mut pops.iter().map(|(n, _)| n.as_str())));
+    if with_vpe {
+        let admins = std::iter::once("vpe").chain(pops.iter().map(|(n, _)| n.as_str()));
+        roles.push_str(&format!("admin_hosts = [{}]\n", names(&mut admins.into_iter())));
+    }
+    let mut meta = fs_meta_config(dir, tls(&meta_files), meta_addr, &spec.user, uid, gid, &roles);
     // The status page and /metrics, on loopback only.
     let web = free_tcp_port()?;
     meta.push_str(&format!("\n[monitor]\nweb = \"{web}\"\n"));
@@ -190,11 +214,9 @@ fn create(spec: &LocalSpec) -> Result<LocalState> {
     }];
 
     let meta_peer = PeerAddr { addr: meta_addr, name: "meta".into() };
-    for (i, site) in sites.iter().enumerate() {
-        for j in 0..spec.servers_per_site {
-            let name =
-                if spec.servers_per_site == 1 { format!("pop{}", i + 1) } else { format!("pop{}-{}", i + 1, j + 1) };
-            let files = issue(&name, Role::Host, Some(site))?;
+    for (name, site) in pops {
+        {
+            let files = issue(&name, Role::Host, Some(&site))?;
             let addr = free_udp_port()?;
             let cfg = ServerToml {
                 listen: addr,
@@ -205,7 +227,7 @@ fn create(spec: &LocalSpec) -> Result<LocalState> {
             };
             let path = dir.join(format!("{name}.toml"));
             std::fs::write(&path, toml_str(&cfg)?).map_err(|e| local_err(&path, e))?;
-            procs.push(LocalProc { name, site: site.clone(), role: "server".into(), config: path, addr });
+            procs.push(LocalProc { name, site, role: "server".into(), config: path, addr });
         }
     }
 
@@ -221,7 +243,7 @@ fn create(spec: &LocalSpec) -> Result<LocalState> {
             std::fs::write(&client_config, &text).map_err(|e| local_err(&client_config, e))?;
         }
     }
-    if vpe::available(&bin_dir(spec.bin_dir.as_deref())) {
+    if with_vpe {
         vpe::create(dir, &ca, &sites, &mut procs, &meta_peer, &spec.user)?;
     }
     let web = Some(format!("http://{web}/"));
@@ -240,7 +262,15 @@ struct ServerToml {
     heartbeat_ms: u64,
 }
 
-fn fs_meta_config(dir: &Path, tls: TlsFiles, listen: SocketAddr, user: &str, uid: u32, gid: u32) -> String {
+fn fs_meta_config(
+    dir: &Path,
+    tls: TlsFiles,
+    listen: SocketAddr,
+    user: &str,
+    uid: u32,
+    gid: u32,
+    roles: &str,
+) -> String {
     // The local user owns what they create; uid 0 would make every file
     // root's, so root is mapped to 1000 in the namespace. The local user is
     // an admin so a mount can act for other local users (see the mount docs).
@@ -248,7 +278,7 @@ fn fs_meta_config(dir: &Path, tls: TlsFiles, listen: SocketAddr, user: &str, uid
     let gid = if gid == 0 { 1000 } else { gid };
     format!(
         "# renkei-meta configuration written by `renkei local up`; see fs-meta/meta.toml.\n\
-         listen = \"{listen}\"\ndb = \"{db}\"\nhost_timeout_ms = 5000\n\n\
+         listen = \"{listen}\"\ndb = \"{db}\"\nhost_timeout_ms = 5000\n{roles}\n\
          [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
          [[users]]\nname = \"{user}\"\nuid = {uid}\ngid = {gid}\nadmin = true\n",
         db = dir.join("meta.db").display(),

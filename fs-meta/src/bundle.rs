@@ -15,9 +15,7 @@ pub const MAX_ENTRIES: usize = 16_384;
 
 /// Commit `b`, forwarded by the file server `id`.
 pub fn commit(svc: &MetaService, id: &Identity, b: BundleCommit) -> Result<Vec<EntryResult>, RemoteError> {
-    if id.role != Role::Host {
-        return Err(RemoteError::new(ErrorCode::NotPermitted, "bundles are committed by file servers"));
-    }
+    svc.users.file_server(id, "committing bundles")?;
     if b.ops.len() > MAX_ENTRIES {
         return Err(RemoteError::new(ErrorCode::TooLarge, format!("more than {MAX_ENTRIES} operations in one bundle")));
     }
@@ -25,8 +23,14 @@ pub fn commit(svc: &MetaService, id: &Identity, b: BundleCommit) -> Result<Vec<E
     if cap.access != Access::Bundle {
         return Err(RemoteError::new(ErrorCode::BadCapability, "not a bundle capability"));
     }
-    let user = svc.users.get_or_register(&cap.principal)?;
-    let caller = Caller { name: cap.principal.clone(), uid: user.uid, gid: user.gid, groups: user.groups };
+    if cap.principal.role != Role::User {
+        return Err(RemoteError::new(
+            ErrorCode::BadCapability,
+            format!("a bundle capability acts for a user, not for {}", cap.principal),
+        ));
+    }
+    let user = svc.users.get_or_register(&cap.principal.name)?;
+    let caller = Caller { name: cap.principal.name.clone(), uid: user.uid, gid: user.gid, groups: user.groups };
     // The inode-number rule for the principal: an operation naming an inode
     // it cannot reach by path fails (each alone).
     let req = MetaRequest::CommitBundle(b);

@@ -54,6 +54,19 @@ pub struct MetaConfig {
     /// Users with fixed ids or admin rights.
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// Host certificates granted root in the namespace (and the right to
+    /// assert credentials): the VM manager (`vpe serve`) and the PoPs whose
+    /// VM agents read private images and write saved ones. Every other host
+    /// acts in the namespace as nobody (uid 65534, no groups), and may
+    /// assert no credentials.
+    #[serde(default)]
+    pub admin_hosts: Vec<String>,
+    /// Host certificates that may act as file servers (heartbeat, register
+    /// and report replicas, send their inventory, commit bundles, report
+    /// service checks), each only under its own certificate's name. Absent:
+    /// any host certificate of the federation.
+    #[serde(default)]
+    pub file_servers: Option<Vec<String>>,
     /// How long (ms) a caching client (a mount) may trust metadata it was
     /// sent without asking again; changes within a lease are pushed to it.
     #[serde(default = "default_lease_ms")]
@@ -145,6 +158,8 @@ impl MetaConfig {
             root_mode: default_root_mode(),
             auto_register_users: true,
             users: Vec::new(),
+            admin_hosts: Vec::new(),
+            file_servers: None,
             lease_ms: default_lease_ms(),
             default_ncopy: default_ncopy(),
             replication_worker: true,

@@ -380,7 +380,7 @@ impl DirLeases {
             ino: 0,
             gen: self.holder_id(session),
             access: Access::Bundle,
-            principal: id.name.clone(),
+            principal: fs_proto::Principal::of(id),
             expires_ms: svc.expiry(),
             base_gen: None,
             expect: None,

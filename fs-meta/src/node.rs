@@ -43,7 +43,9 @@ impl MetaNode {
         let tree = db.open_tree(crate::keys::TREE_NAMESPACE).map_err(MetaError::Db)?;
         let ns = Namespace::open(tree, config.root_mode).map_err(MetaError::Remote)?;
         let hosts = Hosts::open(&db, config.host_timeout_ms).map_err(MetaError::Remote)?;
-        let users = Users::open(&db, &config.users, config.auto_register_users).map_err(MetaError::Remote)?;
+        let users = Users::open(&db, &config.users, config.auto_register_users)
+            .map_err(MetaError::Remote)?
+            .with_hosts(&config.admin_hosts, config.file_servers.as_deref());
         let signer = CapabilitySigner::from_pkcs8(tls.key_der()).map_err(MetaError::Remote)?;
         db.flush().map_err(MetaError::Db)?;
         let callbacks = Arc::new(Callbacks::new(Duration::from_millis(config.lease_ms)));

@@ -10,8 +10,8 @@ use fs_proto::meta::{
     BaseGrant, MetaCall, MetaReply, MetaRequest, MetaResponse, QuotaReport, ReadGrant, StatFs, WhoAmI, WriteGrant,
 };
 use fs_proto::{
-    Access, Capability, CapabilitySigner, CapabilityVerifier, DirEntry, ErrorCode, Identity, Ino, RemoteError,
-    ReplicaInfo, Role, ServerLoc, Timestamp,
+    Access, Capability, CapabilitySigner, CapabilityVerifier, DirEntry, ErrorCode, Identity, Ino, Principal,
+    RemoteError, ReplicaInfo, ServerLoc, Timestamp,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -48,10 +48,6 @@ pub struct MetaService {
 
 /// How long counts of files and replicas answered to anyone stay fresh.
 const COUNTS_FRESH: Duration = Duration::from_secs(2);
-
-fn forbid(what: &str) -> RemoteError {
-    RemoteError::new(ErrorCode::NotPermitted, format!("{what} is reserved for file servers"))
-}
 
 impl MetaService {
     /// Assemble the service.
@@ -110,13 +106,7 @@ impl MetaService {
     fn dispatch(&self, id: &Identity, c: &Caller, admin: bool, req: MetaRequest) -> MetaReply {
         use MetaRequest as Q;
         use MetaResponse as A;
-        let host_only = |what: &str| -> R<()> {
-            if id.role == Role::Host {
-                Ok(())
-            } else {
-                Err(forbid(what))
-            }
-        };
+        let host_only = |what: &str| self.users.file_server(id, what);
         Ok(match req {
             Q::WhoAmI => {
                 A::WhoAmI(WhoAmI { name: id.name.clone(), uid: c.uid, gid: c.gid, groups: c.groups.clone(), admin })
@@ -251,7 +241,7 @@ impl MetaService {
             Q::PlanReplication(query) => {
                 A::ReplicationPlan(crate::replication::orders::plan_replication(self, c, query)?)
             }
-            Q::PlanCheck { inos } => A::CheckPlan(crate::replication::orders::plan_check(self, c, &inos)?),
+            Q::PlanCheck { inos } => A::CheckPlan(crate::replication::orders::plan_check(self, id, c, &inos)?),
             Q::ReplicationStatus => A::ReplicationStatus(self.replication.status()),
             Q::LeaseDir(_) | Q::ReleaseDirs { .. } => {
                 // The node serves these with the caller's session; one
@@ -353,7 +343,7 @@ impl MetaService {
             ino,
             gen: inode.gen,
             access: Access::Read,
-            principal: id.name.clone(),
+            principal: Principal::of(id),
             expires_ms: self.expiry(),
             base_gen: None,
             expect: Some((inode.size, hash)),
@@ -390,7 +380,7 @@ impl MetaService {
                     ino,
                     gen: g,
                     access: Access::Read,
-                    principal: target.host.clone(),
+                    principal: Principal::host(target.host.clone()),
                     expires_ms: self.expiry(),
                     base_gen: None,
                     expect: Some((size, hash)),
@@ -405,7 +395,7 @@ impl MetaService {
             ino,
             gen,
             access: Access::Write,
-            principal: id.name.clone(),
+            principal: Principal::of(id),
             expires_ms: self.expiry(),
             base_gen: base.as_ref().map(|b| b.gen),
             expect: None,

@@ -2,15 +2,17 @@
 //! server can check a data request without calling back.
 //!
 //! A capability names one file (inode and generation), the access it grants,
-//! the principal (certificate name) allowed to use it and an expiry. The meta
+//! the principal (certificate role and name) allowed to use it and an expiry. The meta
 //! server signs it with the key of its own host certificate (ECDSA P-256); a
 //! file server verifies with the public key of the meta server's certificate,
 //! learnt over the mutually authenticated connection it heartbeats on. A
 //! capability presented by anyone but its principal is refused, so replaying
-//! another user's capability does not work.
+//! another user's capability does not work, nor presenting a host's
+//! capability with a user certificate of the same name (or the reverse).
 
 use crate::bundle::InoRange;
 use crate::error::{ErrorCode, RemoteError};
+use crate::identity::{Identity, Role};
 use crate::types::{Gen, Hash, Ino};
 use ring::rand::SystemRandom;
 use ring::signature::{self, EcdsaKeyPair, KeyPair, UnparsedPublicKey};
@@ -34,6 +36,42 @@ pub enum Access {
     Bundle,
 }
 
+/// Who may present a capability: a certificate's role and name. A user and
+/// a host of the same name are different principals.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Principal {
+    /// User or host.
+    pub role: Role,
+    /// Certificate common name.
+    pub name: String,
+}
+
+impl Principal {
+    /// The user `name`.
+    pub fn user(name: impl Into<String>) -> Self {
+        Principal { role: Role::User, name: name.into() }
+    }
+
+    /// The host `name`.
+    pub fn host(name: impl Into<String>) -> Self {
+        Principal { role: Role::Host, name: name.into() }
+    }
+
+    /// The principal a peer's verified certificate proves.
+    pub fn of(id: &Identity) -> Self {
+        Principal { role: id.role, name: id.name.clone() }
+    }
+}
+
+impl std::fmt::Display for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.role {
+            Role::User => write!(f, "user {}", self.name),
+            Role::Host => write!(f, "host {}", self.name),
+        }
+    }
+}
+
 /// The signed statement.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capability {
@@ -43,8 +81,8 @@ pub struct Capability {
     pub gen: Gen,
     /// Read or write.
     pub access: Access,
-    /// Certificate name of the only peer allowed to present it.
-    pub principal: String,
+    /// The only peer allowed to present it (role and certificate name).
+    pub principal: Principal,
     /// Expiry, milliseconds since the epoch.
     pub expires_ms: u64,
     /// For writes: the generation whose bytes the new one may start from.
@@ -141,12 +179,17 @@ impl CapabilityVerifier {
     }
 
     /// Check signature, principal and expiry; return the capability.
-    pub fn verify(&self, signed: &SignedCapability, principal: &str, now_ms: u64) -> Result<Capability, RemoteError> {
+    pub fn verify(
+        &self,
+        signed: &SignedCapability,
+        principal: &Principal,
+        now_ms: u64,
+    ) -> Result<Capability, RemoteError> {
         let cap = self.check_signature(signed)?;
-        if cap.principal != principal {
+        if cap.principal != *principal {
             return Err(RemoteError::new(
                 ErrorCode::BadCapability,
-                format!("capability was issued to {:?}, presented by {:?}", cap.principal, principal),
+                format!("capability was issued to {}, presented by {principal}", cap.principal),
             ));
         }
         if cap.expires_ms <= now_ms {
@@ -173,7 +216,7 @@ mod tests {
             ino: 7,
             gen: 3,
             access: Access::Read,
-            principal: principal.into(),
+            principal: Principal::user(principal),
             expires_ms,
             base_gen: None,
             expect: None,
@@ -187,17 +230,21 @@ mod tests {
         let s = signer();
         let v = CapabilityVerifier::new(s.public_key().to_vec());
         let signed = s.sign(&cap("alice", 2_000));
-        assert_eq!(v.verify(&signed, "alice", 1_000).unwrap().ino, 7);
+        assert_eq!(v.verify(&signed, &Principal::user("alice"), 1_000).unwrap().ino, 7);
         // replay by someone else
-        assert_eq!(v.verify(&signed, "bob", 1_000).unwrap_err().code, ErrorCode::BadCapability);
+        assert_eq!(v.verify(&signed, &Principal::user("bob"), 1_000).unwrap_err().code, ErrorCode::BadCapability);
+        // a host of the user's name
+        let e = v.verify(&signed, &Principal::host("alice"), 1_000).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadCapability);
+        assert!(e.message.contains("issued to user alice, presented by host alice"), "{e}");
         // expired
-        assert_eq!(v.verify(&signed, "alice", 3_000).unwrap_err().code, ErrorCode::BadCapability);
+        assert_eq!(v.verify(&signed, &Principal::user("alice"), 3_000).unwrap_err().code, ErrorCode::BadCapability);
         // forged: body altered after signing
         let mut forged = signed.clone();
         forged.body = postcard::to_allocvec(&cap("alice", u64::MAX)).unwrap();
-        assert_eq!(v.verify(&forged, "alice", 1_000).unwrap_err().code, ErrorCode::BadCapability);
+        assert_eq!(v.verify(&forged, &Principal::user("alice"), 1_000).unwrap_err().code, ErrorCode::BadCapability);
         // signed by another key
         let other = signer().sign(&cap("alice", 2_000));
-        assert_eq!(v.verify(&other, "alice", 1_000).unwrap_err().code, ErrorCode::BadCapability);
+        assert_eq!(v.verify(&other, &Principal::user("alice"), 1_000).unwrap_err().code, ErrorCode::BadCapability);
     }
 }

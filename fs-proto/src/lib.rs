@@ -52,7 +52,7 @@ mod udp;
 pub mod version;
 pub mod vpe;
 
-pub use capability::{Access, Capability, CapabilitySigner, CapabilityVerifier, SignedCapability};
+pub use capability::{Access, Capability, CapabilitySigner, CapabilityVerifier, Principal, SignedCapability};
 pub use error::{ErrorCode, ProtoError, RemoteError};
 pub use identity::{Identity, Role};
 pub use types::*;

@@ -281,7 +281,7 @@ pub enum MonitorRequest {
     /// The VM manager: VMs per PoP (replaces the previous report).
     ReportVms(Vec<PopVms>),
     /// Measure every path between live file servers now; answered with the
-    /// matrix once done (admins and hosts only; one at a time).
+    /// matrix once done (admins only: admin users and `admin_hosts`; one at a time).
     Netcheck(NetcheckRequest),
     /// The last netcheck's matrix.
     Matrix,

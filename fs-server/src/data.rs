@@ -54,7 +54,7 @@ pub(crate) fn verify_cap(ctx: &Ctx, peer: &Identity, cap: &SignedCapability, acc
         .meta
         .verifier()
         .ok_or_else(|| RemoteError::new(ErrorCode::Unavailable, "server has not reached the meta server yet"))?;
-    let cap = v.verify(cap, &peer.name, Timestamp::now().as_millis())?;
+    let cap = v.verify(cap, &fs_proto::Principal::of(peer), Timestamp::now().as_millis())?;
     if cap.access != access {
         return Err(RemoteError::new(
             ErrorCode::BadCapability,

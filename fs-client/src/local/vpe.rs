@@ -105,15 +105,18 @@ pub(super) fn create(
         .map_err(|e| ClientError::Config(e.to_string()))?;
     let addr = free_udp_port()?;
     let keys: Vec<String> = user_keys().iter().map(q).collect();
+    // The PoPs' agents use the PoPs' host certificates: only those are agents.
+    let agents: Vec<String> = procs.iter().filter(|p| p.role == "server").map(|p| q(&p.name)).collect();
     let addrs = |net: u8| (11..=14).map(|h| q(format!("10.{net}.0.{h}/24"))).collect::<Vec<_>>().join(", ");
     let text = format!(
         "# vpe serve configuration written by `renkei local up`; see vpe/manager.toml.\n\
-         listen = {}\nstate_dir = {}\nsite = {}\nstrategy = \"least-loaded\"\n\n\
+         listen = {}\nstate_dir = {}\nsite = {}\nstrategy = \"least-loaded\"\nagents = [{}]\n\n\
          [meta]\naddr = {}\nname = {}\n\n{}\n\
          [users.{user}]\nmax_vms = 4\nssh_keys = [{}]\n\n[users.{user}.addresses]\nlab = [{}]\ndata = [{}]\n",
         q(addr),
         q(vdir.join("manager").display()),
         q(&sites[0]),
+        agents.join(", "),
         q(meta.addr),
         q(&meta.name),
         tls(ca, &files.cert, &files.key),

@@ -39,7 +39,7 @@ use fs_proto::monitor::{
     VmReport,
 };
 use fs_proto::rpc::Dialer;
-use fs_proto::{ErrorCode, HostInfo, Identity, RemoteError, Role, Timestamp};
+use fs_proto::{ErrorCode, HostInfo, Identity, RemoteError, Timestamp};
 use history::{Bounds, Change, Tracker};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -200,26 +200,18 @@ impl Monitor {
     }
 }
 
-fn host_only(id: &Identity, what: &str) -> Result<(), RemoteError> {
-    if id.role == Role::Host {
-        Ok(())
-    } else {
-        Err(RemoteError::new(ErrorCode::NotPermitted, format!("{what} is reserved for hosts")))
-    }
-}
-
 /// Handle a monitoring request that answers at once (netcheck runs on its
 /// own stream: see [`netcheck::serve`]).
 pub fn handle(svc: &MetaService, id: &Identity, req: MonitorRequest) -> Result<MonitorResponse, RemoteError> {
     let m = &svc.monitor;
     Ok(match req {
         MonitorRequest::ReportChecks(checks) => {
-            host_only(id, "reporting service checks")?;
+            svc.users.file_server(id, "reporting service checks")?;
             m.report_checks(&id.name, checks);
             MonitorResponse::Done
         }
         MonitorRequest::ReportVms(pops) => {
-            host_only(id, "reporting VMs")?;
+            svc.users.admin_host(id, "reporting VMs")?;
             m.report_vms(&id.name, pops);
             MonitorResponse::Done
         }

@@ -13,7 +13,7 @@ use fs_proto::monitor::{
 };
 use fs_proto::rpc::PeerAddr;
 use fs_proto::server::{ServerRequest, ServerResponse};
-use fs_proto::{ErrorCode, Identity, RemoteError, Role, ServerLoc, Timestamp};
+use fs_proto::{ErrorCode, Identity, RemoteError, ServerLoc, Timestamp};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,11 +22,9 @@ use tracing::{info, Instrument};
 /// Bound on one server's measurements of one peer beyond its transfer time.
 const PER_PEER_SLACK: Duration = Duration::from_secs(20);
 
-/// May `id` run a netcheck? Hosts and admin users: it floods every link.
+/// May `id` run a netcheck? Admins (admin users and `admin_hosts`): it
+/// floods every link.
 fn allowed(svc: &MetaService, id: &Identity) -> bool {
-    if id.role == Role::Host {
-        return true;
-    }
     let call = MetaCall { cred: None, req: MetaRequest::WhoAmI };
     matches!(svc.handle(id, call), Ok(MetaResponse::WhoAmI(w)) if w.admin)
 }
@@ -36,7 +34,10 @@ pub async fn serve(svc: Arc<MetaService>, id: Identity, req: NetcheckRequest, mu
     let span = tracing::info_span!("netcheck", by = %id.name);
     let reply: MetaReply = async {
         if !allowed(&svc, &id) {
-            return Err(RemoteError::new(ErrorCode::NotPermitted, "netcheck is reserved for admins and hosts"));
+            return Err(RemoteError::new(
+                ErrorCode::NotPermitted,
+                "netcheck is reserved for admins (admin users and the meta server's `admin_hosts`)",
+            ));
         }
         run(&svc, &id.name, req).await.map(|m| MetaResponse::Monitor(MonitorResponse::Matrix(Some(m))))
     }

@@ -10,7 +10,7 @@ use fs_proto::replication::{
     CheckItem, CheckOrder, CheckPlan, CopyGoal, CopyItem, CopyOrder, ReplicaNote, ReplicationPlan, ReplicationQuery,
     SkipReason, Skipped,
 };
-use fs_proto::{Access, Capability, ErrorCode, Gen, Hash, Ino, RemoteError, SignedCapability};
+use fs_proto::{Access, Capability, ErrorCode, Gen, Hash, Identity, Ino, Principal, RemoteError, SignedCapability};
 use std::collections::{BTreeMap, BTreeSet};
 
 type R<T> = Result<T, RemoteError>;
@@ -21,10 +21,10 @@ pub const MAX_PLAN_FILES: usize = 4096;
 /// Check a `Replicate` capability presented with a registration: it must
 /// have been issued to the registering host, for exactly these bytes.
 pub fn check_copy(cap: &Capability, registrant: &str, size: u64, hash: Hash) -> R<()> {
-    if cap.principal != registrant {
+    if cap.principal != Principal::host(registrant) {
         return Err(RemoteError::new(
             ErrorCode::BadCapability,
-            format!("copy capability was issued to {:?}, registered by {registrant:?}", cap.principal),
+            format!("copy capability was issued to {}, registered by host {registrant}", cap.principal),
         ));
     }
     if cap.expect != Some((size, hash)) {
@@ -39,7 +39,7 @@ pub fn sign_copy(svc: &MetaService, ino: Ino, gen: Gen, dst: &str, size: u64, ha
         ino,
         gen,
         access: Access::Replicate,
-        principal: dst.to_string(),
+        principal: Principal::host(dst),
         expires_ms: svc.expiry(),
         base_gen: None,
         expect: Some((size, hash)),
@@ -140,7 +140,7 @@ pub fn plan_replication(svc: &MetaService, c: &Caller, q: ReplicationQuery) -> R
 
 /// Answer `PlanCheck` for caller `c`: read capabilities (for the caller)
 /// for every live replica, grouped by host.
-pub fn plan_check(svc: &MetaService, c: &Caller, inos: &[Ino]) -> R<CheckPlan> {
+pub fn plan_check(svc: &MetaService, id: &Identity, c: &Caller, inos: &[Ino]) -> R<CheckPlan> {
     check_size(inos.len())?;
     let table = HostTable::now(svc);
     let mut plan = CheckPlan {
@@ -183,7 +183,7 @@ pub fn plan_check(svc: &MetaService, c: &Caller, inos: &[Ino]) -> R<CheckPlan> {
                     ino,
                     gen: inode.gen,
                     access: Access::Read,
-                    principal: c.name.clone(),
+                    principal: Principal::of(id),
                     expires_ms: svc.expiry(),
                     base_gen: None,
                     expect: Some((inode.size, hash)),

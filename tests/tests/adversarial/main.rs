@@ -11,6 +11,7 @@ mod meta_stall;
 mod quota;
 mod replicas;
 mod revocation;
+mod roles;
 mod sizes;
 mod streams;
 mod web;

@@ -51,7 +51,7 @@ async fn another_user_cannot_read_or_overwrite_a_private_file() {
 
         // Forged: alice's capability re-addressed to bob (signature no longer matches).
         let mut c: Capability = cap.peek().unwrap();
-        c.principal = "bob".into();
+        c.principal = fs_proto::Principal::user("bob");
         let forged = SignedCapability { body: fs_proto::frame::encode(&c)[4..].to_vec(), sig: cap.sig.clone() };
         assert_eq!(read_with(&cluster, "bob", &host, forged).await.unwrap_err(), ErrorCode::BadCapability);
 

@@ -133,7 +133,10 @@ async fn vm_reports_from_the_vm_manager_show_in_the_status_and_metrics() {
     with_timeout(120, async {
         let c = Cluster::builder()
             .sites(2)
-            .meta_config(|c| c.monitor.web = Some("127.0.0.1:0".parse().expect("addr")))
+            .meta_config(|c| {
+                c.monitor.web = Some("127.0.0.1:0".parse().expect("addr"));
+                c.admin_hosts = vec!["vpe".into()];
+            })
             .start()
             .await;
         let report = vec![

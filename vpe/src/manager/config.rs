@@ -84,9 +84,10 @@ pub struct ManagerConfig {
     /// Most memory (MiB) one VM may have.
     #[serde(default = "default_max_memory_mib")]
     pub max_memory_mib: u64,
-    /// Host names allowed to act as PoP agents; absent: any host certificate with a site.
+    /// Host certificates allowed to act as PoP agents (each must name its
+    /// site). No other host is accepted as an agent: absent or empty, none.
     #[serde(default)]
-    pub agents: Option<BTreeSet<String>>,
+    pub agents: BTreeSet<String>,
     /// Users, by federation name. Users not listed get `default_user`, or no VMs.
     #[serde(default)]
     pub users: BTreeMap<String, UserConfig>,
@@ -144,7 +145,7 @@ impl ManagerConfig {
             swap_mib: default_swap_mib(),
             max_cpus: default_max_cpus(),
             max_memory_mib: default_max_memory_mib(),
-            agents: None,
+            agents: BTreeSet::new(),
             users: BTreeMap::new(),
             default_user: None,
             transport: Tuning::default(),

@@ -283,13 +283,18 @@ async fn connection(m: Arc<Manager>, incoming: quinn::Incoming) {
     let span = tracing::info_span!("conn", peer = %id, %remote);
     match (&id.role, &id.site) {
         (Role::User, _) => serve_user(m, conn, id).instrument(span).await,
-        (Role::Host, Some(site)) if m.config.agents.as_ref().is_none_or(|a| a.contains(&id.name)) => {
+        (Role::Host, Some(site)) if m.config.agents.contains(&id.name) => {
             let site = site.clone();
             serve_agent(m, conn, id, site).instrument(span).await
         }
-        (Role::Host, _) => {
-            warn!("refused host: not an allowed PoP agent (or its certificate names no site)");
-            conn.close(quic_codes::FORBIDDEN, b"not an allowed vpe agent");
+        (Role::Host, site) => {
+            let why = if site.is_none() {
+                format!("{id} is not a vpe agent: its certificate names no site")
+            } else {
+                format!("{id} is not a vpe agent: the manager's `agents` does not list it")
+            };
+            warn!(parent: &span, "refused host: {why}");
+            conn.close(quic_codes::FORBIDDEN, why.as_bytes());
         }
     }
 }

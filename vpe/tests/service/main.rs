@@ -7,6 +7,7 @@
 
 mod harness;
 
+mod agents;
 mod boot;
 mod crashes;
 mod failures;
