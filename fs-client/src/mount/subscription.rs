@@ -20,6 +20,11 @@ use tracing::{debug, info};
 /// How long the meta server may take to accept a subscription.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long an acknowledgement waits for its kernel notifications (see
+/// [`super::notify`]): microseconds normally; a notification blocked behind
+/// a call in the same directory delays the acknowledgement this much.
+const KERNEL_NOTE_WAIT: Duration = Duration::from_millis(100);
+
 /// Keep a subscription open until the task is aborted.
 pub async fn run(
     remote: Remote,
@@ -111,6 +116,9 @@ async fn subscribe_once(
                     }
                 }
                 notes.send(&kernel);
+                if !kernel.is_empty() && !notes.delivered(KERNEL_NOTE_WAIT).await {
+                    debug!(seq, "kernel notifications still pending; acknowledging");
+                }
                 // Applied: the change it describes may now be answered.
                 write_msg(&mut send, &CallbackAck { seq }).await.map_err(|e| e.to_string())?;
             }
