@@ -66,6 +66,12 @@ fn parse(a: &MountArgs) -> anyhow::Result<MountOptions> {
 /// Whether `mp` is a renkei FUSE mount (from /proc/self/mountinfo: type
 /// `fuse.renkei`, or `fuse` with a `renkei:` source when mounted directly).
 pub fn is_mounted(mp: &Path) -> bool {
+    is_mounted_as(mp, "renkei")
+}
+
+/// Whether `mp` is a FUSE mount of type `fuse.renkei`, or `fuse` with a
+/// source starting with `source` (an fstab line's source, or `renkei`).
+fn is_mounted_as(mp: &Path, source_prefix: &str) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
     let want = mp.to_string_lossy().replace(' ', "\\040");
     info.lines().any(|l| {
@@ -74,7 +80,7 @@ pub fn is_mounted(mp: &Path) -> bool {
         let fstype = sep.and_then(|i| f.get(i + 1)).copied().unwrap_or("");
         let source = sep.and_then(|i| f.get(i + 2)).copied().unwrap_or("");
         f.get(4) == Some(&want.as_str())
-            && (fstype == "fuse.renkei" || (fstype == "fuse" && source.starts_with("renkei")))
+            && (fstype == "fuse.renkei" || (fstype == "fuse" && source.starts_with(source_prefix)))
     })
 }
 
@@ -123,7 +129,7 @@ fn daemonise(args: &[String], opts: &MountOptions, log: &Path) -> anyhow::Result
     let start = Instant::now();
     let bound = opts.timeout * 2 + Duration::from_secs(5);
     while start.elapsed() < bound {
-        if is_mounted(&opts.mountpoint) {
+        if is_mounted_as(&opts.mountpoint, &opts.fsname) {
             return Ok((child.id(), log.to_path_buf()));
         }
         if let Some(status) = child.try_wait()? {
