@@ -3,7 +3,7 @@
 //! value of the wrong type, an unknown field and a missing required field
 //! each fail with the line and the field named. The kind is detected from
 //! the file; `--kind` and each service's own `--check` agree. Every
-//! configuration `renkei local up` writes passes.
+//! configuration `renkei local up` writes passes, and so does every sample.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -180,5 +180,22 @@ async fn configs_written_by_local_up_pass() {
     let all = checked.join("\n");
     for kind in ["client", "meta", "server"] {
         assert!(all.contains(&format!("{kind} configuration")), "no {kind} configuration checked:\n{all}");
+    }
+}
+
+#[test]
+fn sample_configs_pass() {
+    // The documented samples, which the Debian package installs as /etc/renkei/*.toml.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
+    for (file, kind) in [
+        ("fs-client/client.toml", "client"),
+        ("fs-meta/meta.toml", "meta"),
+        ("fs-server/server.toml", "server"),
+        ("vpe/manager.toml", "manager"),
+        ("vpe/agent.toml", "agent"),
+    ] {
+        let out = check(&root.join(file), None);
+        assert_ok(file, &out);
+        assert!(String::from_utf8_lossy(&out.stdout).contains(kind), "{file} not detected as {kind}");
     }
 }
