@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// `renkei` client configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ClientConfig {
     /// The meta server.
     pub meta: PeerAddr,
@@ -30,6 +31,25 @@ pub struct ClientConfig {
     /// QUIC transport tuning.
     #[serde(default)]
     pub transport: Tuning,
+    /// The VM manager, for `vpe` (the `[vpe]` table `renkei local up` adds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpe: Option<VpeSection>,
+}
+
+/// The `[vpe]` table of a user's client configuration: where `vpe` finds
+/// the VM manager.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VpeSection {
+    /// The manager.
+    pub manager: PeerAddr,
+    /// Bound on `vpe run` and `vpe save` (s).
+    #[serde(default = "default_long_secs")]
+    pub long_timeout_secs: u64,
+}
+
+fn default_long_secs() -> u64 {
+    900
 }
 
 fn default_meta_timeout_ms() -> u64 {
@@ -53,6 +73,7 @@ impl ClientConfig {
             parallel: default_parallel(),
             bundle: default_bundle(),
             transport: Tuning::default(),
+            vpe: None,
         }
     }
 
@@ -66,15 +87,15 @@ impl ClientConfig {
     }
 
     /// Read from a TOML file; relative paths are relative to its directory.
+    /// A fault is reported with its line and field.
     pub fn load(path: &Path) -> Result<Self, ClientError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ClientError::Config(format!(
-            "cannot read client config {}: {e} (set RENKEI_CONFIG, or run `renkei local up` for a local federation)",
-            path.display()
-        ))
+        let mut cfg: ClientConfig = fs_proto::config::load(path).map_err(|e| match e {
+            fs_proto::config::ConfigError::Read { source, .. } => ClientError::Config(format!(
+                "cannot read client config {}: {source} (set RENKEI_CONFIG, or run `renkei local up` for a local federation)",
+                path.display()
+            )),
+            invalid => ClientError::Config(invalid.to_string()),
         })?;
-        let mut cfg: ClientConfig =
-            toml::from_str(&text).map_err(|e| ClientError::Config(format!("{}: {e}", path.display())))?;
         cfg.tls.resolve(path.parent().unwrap_or(Path::new(".")));
         Ok(cfg)
     }

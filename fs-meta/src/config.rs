@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// A user with fixed ids.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UserConfig {
     /// Federation user name (the certificate's common name).
     pub name: String,
@@ -27,6 +28,7 @@ pub struct UserConfig {
 
 /// `renkei-meta` configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MetaConfig {
     /// UDP address of the QUIC endpoint.
     #[serde(default = "default_listen")]
@@ -173,10 +175,9 @@ impl MetaConfig {
     }
 
     /// Read from a TOML file; relative paths are relative to its directory.
+    /// A fault is reported with its line and field.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        use anyhow::Context;
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut cfg: MetaConfig = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let mut cfg: MetaConfig = fs_proto::config::load(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.tls.resolve(base);
         if cfg.db.is_relative() {

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 /// Paths of the PEM files that make up a node's identity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TlsFiles {
     /// The federation CA certificate (trust anchor).
     pub ca: PathBuf,
@@ -85,7 +86,7 @@ const MIN_INITIAL_WINDOW: u64 = 2 * 1200;
 
 /// Transport tuning, shared by every role. Every field has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Tuning {
     /// Bytes one stream may have in flight towards us (flow-control window).
     pub stream_window: u64,

@@ -29,12 +29,16 @@
 //! - [`rpc`]: connection cache and the request/reply exchange.
 //! - [`serve`]: authenticating incoming connections, reading requests.
 //! - [`vpe`]: the VM service (users, manager, PoP agents).
+//! - [`config`]: reading the TOML configurations, errors naming line and field.
+//! - [`clidoc`]: shell completions and man pages of every binary.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod bounded;
 pub mod bundle;
 pub mod callback;
 pub mod capability;
+pub mod clidoc;
+pub mod config;
 pub mod endpoint;
 pub mod error;
 pub mod frame;

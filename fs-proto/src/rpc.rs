@@ -17,6 +17,7 @@ use std::time::Duration;
 
 /// Where a peer is and the name its certificate must carry.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PeerAddr {
     /// UDP address.
     pub addr: SocketAddr,

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 /// `renkei-server` configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// UDP address of the QUIC endpoint.
     #[serde(default = "default_listen")]
@@ -77,10 +78,9 @@ impl ServerConfig {
     }
 
     /// Read from a TOML file; relative paths are relative to its directory.
+    /// A fault is reported with its line and field.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        use anyhow::Context;
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut cfg: ServerConfig = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let mut cfg: ServerConfig = fs_proto::config::load(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.tls.resolve(base);
         if cfg.spool.is_relative() {

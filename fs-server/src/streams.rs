@@ -41,7 +41,7 @@ const KEEP_IDLE_USERS: usize = 1024;
 /// Per-stream, per-connection and per-user bounds (`[streams]` in the
 /// server's configuration).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct StreamLimits {
     /// A stream whose peer sends nothing (or takes nothing it is sent) for
     /// this long (ms) is closed.

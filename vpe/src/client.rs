@@ -23,7 +23,6 @@ use fs_proto::rpc::{CallError, Dialer, PeerAddr};
 use fs_proto::vpe::{
     ConsoleText, ImageInfo, ImageRegister, PopInfo, RunRequest, Template, UserInfo, VmInfo, VpeRequest, VpeResponse,
 };
-use serde::{Deserialize, Serialize};
 
 use crate::store::transfer::LocalImage;
 
@@ -61,23 +60,7 @@ impl VpeClientError {
 type R<T> = Result<T, VpeClientError>;
 
 /// The `[vpe]` table of a user's client configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VpeSection {
-    /// The manager.
-    pub manager: PeerAddr,
-    /// Bound on `vpe run` and `vpe save` (s).
-    #[serde(default = "default_long_secs")]
-    pub long_timeout_secs: u64,
-}
-
-fn default_long_secs() -> u64 {
-    900
-}
-
-#[derive(Deserialize)]
-struct WithVpe {
-    vpe: Option<VpeSection>,
-}
+pub use fs_client::config::VpeSection;
 
 /// A connected user.
 #[derive(Clone)]
@@ -101,17 +84,12 @@ impl VpeClient {
     /// Loads a client configuration with a `[vpe]` table and connects.
     pub async fn from_config_file(path: &Path) -> R<Self> {
         let fs_config = ClientConfig::load(path)?;
-        let text =
-            std::fs::read_to_string(path).map_err(|e| VpeClientError::Config(format!("{}: {e}", path.display())))?;
-        let section = toml::from_str::<WithVpe>(&text)
-            .map_err(|e| VpeClientError::Config(format!("{}: {e}", path.display())))?
-            .vpe
-            .ok_or_else(|| {
-                VpeClientError::Config(format!(
-                    "{} has no [vpe] table naming the manager (manager = {{ addr = \"HOST:PORT\", name = \"vpe\" }})",
-                    path.display()
-                ))
-            })?;
+        let section = fs_config.vpe.clone().ok_or_else(|| {
+            VpeClientError::Config(format!(
+                "{} has no [vpe] table naming the manager (manager = {{ addr = \"HOST:PORT\", name = \"vpe\" }})",
+                path.display()
+            ))
+        })?;
         Self::connect(fs_config, section).await
     }
 

@@ -40,6 +40,8 @@ pub enum Command {
     /// paper) and Figure 6 (the Montage set to titech1: rep, mount, per file, tar) on its emulated
     /// topology; `--quick` for a few minutes, `--json FILE` beside the markdown.
     Paper(paper::PaperArgs),
+    #[command(flatten)]
+    Doc(fs_proto::clidoc::DocCommand),
 }
 
 /// Run one subcommand.
@@ -54,5 +56,9 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Wanfs(args) => wanfs::run_cli(args),
         Command::Tools(args) => tools::run_cli(args),
         Command::Paper(args) => paper::run_cli(args),
+        Command::Doc(doc) => {
+            use clap::CommandFactory;
+            Ok(fs_proto::clidoc::run(&doc, crate::Args::command(), &[])?)
+        }
     }
 }

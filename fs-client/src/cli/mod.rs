@@ -2,6 +2,7 @@
 //! command family; every command that lists or reports takes `--json`.
 
 mod ca;
+mod config;
 mod fsck;
 mod info;
 mod local;
@@ -15,7 +16,7 @@ mod transfer;
 
 use crate::{Client, ClientConfig, ClientError};
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// renkei: one namespace over the storage of several sites.
 ///
@@ -90,9 +91,19 @@ pub enum Command {
     Mount(mount::MountArgs),
     /// Unmount a mount point made by `renkei mount`.
     Umount(mount::UmountArgs),
+    /// mount(8)'s helper for /etc/fstab (what `renkei` does when run as
+    /// `mount.renkei`; see mount.renkei(8)).
+    #[command(name = "mount.renkei", hide = true)]
+    MountHelper(mount::HelperArgs),
     /// Run a whole federation on this machine (real processes on loopback).
     #[command(subcommand)]
     Local(local::LocalCommand),
+    /// Configuration files: `config check FILE` validates any of renkei's
+    /// (client, meta, server, VM manager, VM agent).
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    #[command(flatten)]
+    Doc(fs_proto::clidoc::DocCommand),
 }
 
 impl Cli {
@@ -106,8 +117,13 @@ impl Cli {
     }
 }
 
-/// Run the command line; the process exit code.
+/// Run the command line; the process exit code. Run as `mount.renkei`
+/// (a symlink to this program), it is mount(8)'s helper.
 pub async fn main() -> i32 {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if Path::new(&argv0).file_name().is_some_and(|n| n == "mount.renkei") {
+        return mount::helper_main(&mount::HelperArgs::parse(), None);
+    }
     let cli = Cli::parse();
     match run(&cli).await {
         Ok(()) => 0,
@@ -123,8 +139,21 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Ca(c) => ca::run(c, json),
         Command::Local(c) => local::run(c, json).await,
+        Command::Config(c) => {
+            let code = config::run(c)?;
+            if code != 0 {
+                // The checker already said what is wrong.
+                std::process::exit(code);
+            }
+            Ok(())
+        }
+        Command::Doc(doc) => {
+            use clap::CommandFactory;
+            Ok(fs_proto::clidoc::run(doc, Cli::command(), &[mount::HelperArgs::command()])?)
+        }
         Command::Mount(a) => mount::run(cli.client_config()?, a).await,
         Command::Umount(a) => mount::umount(a),
+        Command::MountHelper(a) => std::process::exit(mount::helper_main(a, cli.config.as_deref())),
         Command::Put(a) => transfer::put(&cli.client().await?, a, json).await,
         Command::Get(a) => transfer::get(&cli.client().await?, a, json).await,
         Command::Ls(a) => namespace::ls(&cli.client().await?, a, json).await,

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 /// Monitoring settings. Every field has a default; the web server is off
 /// until `web` names an address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct MonitorConfig {
     /// TCP address of the status page and `/metrics` (HTTP, read-only),
     /// e.g. `127.0.0.1:7478`. None: not served.

@@ -10,6 +10,7 @@ mod common;
 mod consistency;
 mod crash;
 mod faults;
+mod fstab;
 mod fsx;
 mod handles;
 mod locks;

@@ -52,8 +52,7 @@ fn default_heartbeat_ms() -> u64 {
 impl AgentConfig {
     /// Reads a TOML file; relative paths are relative to its directory.
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut config: Self = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut config: Self = fs_proto::config::load(path).map_err(|e| e.to_string())?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.tls.resolve(base);
         for p in [&mut config.host.state_dir].into_iter().chain(config.host.accel_cache_file.as_mut()) {

@@ -88,23 +88,47 @@ enum Command {
         /// Manager configuration (see vpe/manager.toml).
         #[arg(long, env = "VPE_MANAGER_CONFIG")]
         config: PathBuf,
+        /// Check the configuration and exit: 0 if it is valid, else 1 with
+        /// the line and field at fault.
+        #[arg(long)]
+        check: bool,
     },
     /// Run a PoP agent.
     Agent {
         /// Agent configuration (see vpe/agent.toml).
         #[arg(long, env = "VPE_AGENT_CONFIG")]
         config: PathBuf,
+        /// Check the configuration and exit: 0 if it is valid, else 1 with
+        /// the line and field at fault.
+        #[arg(long)]
+        check: bool,
     },
     /// Control this PoP's VMs directly through libvirt (operators; no manager).
     Local(local::LocalArgs),
     /// Measure cached vs uncached boots (prepare, fetch, run to booted, guest boot).
     Bench(bench::BenchArgs),
+    #[command(flatten)]
+    Doc(fs_proto::clidoc::DocCommand),
 }
 
 /// Parses the command line and runs it.
 pub fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match &cli.command {
+        Command::Doc(doc) => {
+            use clap::CommandFactory;
+            return Ok(fs_proto::clidoc::run(doc, Cli::command(), &[])?);
+        }
+        Command::Serve { config, check: true } => {
+            ManagerConfig::load(config).map_err(anyhow::Error::msg)?;
+            println!("{}: valid vpe manager configuration", config.display());
+            return Ok(());
+        }
+        Command::Agent { config, check: true } => {
+            AgentConfig::load(config).map_err(anyhow::Error::msg)?;
+            println!("{}: valid vpe agent configuration", config.display());
+            return Ok(());
+        }
         Command::Local(args) => {
             fs_proto::process::init_tracing("warn");
             return local::run(args);
@@ -118,14 +142,14 @@ pub fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config } => {
+        Command::Serve { config, .. } => {
             let config = ManagerConfig::load(&config).map_err(anyhow::Error::msg)?;
             let tls = fs_proto::endpoint::TlsIdentity::load(&config.tls)?;
             let endpoint = fs_proto::endpoint::server_endpoint(config.listen, &tls, &config.transport)?;
             crate::manager::run(config, endpoint, fs_proto::process::shutdown_signal()).await?;
             return Ok(());
         }
-        Command::Agent { config } => {
+        Command::Agent { config, .. } => {
             let config = AgentConfig::load(&config).map_err(anyhow::Error::msg)?;
             crate::agent::run(config, fs_proto::process::shutdown_signal()).await?;
             return Ok(());
@@ -180,6 +204,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Template(cmd) => templates::run(&client, cmd, json).await,
         Command::Bench(args) => bench::run(&client, args, json).await,
-        Command::Serve { .. } | Command::Agent { .. } | Command::Local(_) => Ok(()),
+        Command::Serve { .. } | Command::Agent { .. } | Command::Local(_) | Command::Doc(_) => Ok(()),
     }
 }
