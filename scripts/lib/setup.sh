@@ -13,6 +13,7 @@ RENKEI_PACKAGES=(
   rsync git sqlite3 tar                    # real tools on the mount
   ca-certificates curl
   chromium chromium-driver                 # the status page in a real browser (monitoring tests)
+  systemd                                  # systemd-analyze verifies the package's units
 )
 
 # Every tool the demo and the tests run, with the package that provides it.
@@ -26,6 +27,7 @@ RENKEI_TOOLS=(
   sshfs:sshfs sshd:openssh-server ssh:openssh-client ssh-keygen:openssh-client
   rsync:rsync git:git sqlite3:sqlite3 tar:tar curl:curl
   chromium:chromium chromedriver:chromium-driver
+  systemd-analyze:systemd
 )
 
 # Packages whose versions must move together. The machine image may ship
