@@ -178,12 +178,12 @@ impl Stack {
             not_before: None,
             valid_days: 30,
         })?;
+        // The client config carries its `[vpe]` table (the manager's address).
         let mut cfg = ClientConfig::load(&self.state.client_config)?;
+        ensure!(cfg.vpe.is_some(), "no [vpe] table in {}", self.state.client_config.display());
         cfg.tls.cert = files.cert;
         cfg.tls.key = files.key;
-        let text = std::fs::read_to_string(&self.state.client_config)?;
-        let vpe_table = &text[text.find("[vpe]").context("no [vpe] table in client.toml")?..];
-        std::fs::write(self.client_config(user), format!("{}\n{vpe_table}", toml::to_string(&cfg)?))?;
+        std::fs::write(self.client_config(user), toml::to_string(&cfg)?)?;
         Ok(())
     }
 
