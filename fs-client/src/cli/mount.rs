@@ -156,7 +156,7 @@ pub(crate) fn umount(a: &UmountArgs) -> anyhow::Result<()> {
 /// mount(8) runs `mount.renkei SOURCE DIR [-sfnv] [-o OPTIONS]` for a line
 /// of type `renkei`, e.g.
 ///
-///     renkei:/data  /mnt/data  renkei  _netdev,config=/etc/renkei/client.toml,allow_other  0 0
+///   renkei:/data  /mnt/data  renkei  _netdev,config=/etc/renkei/client.toml,allow_other  0 0
 ///
 /// SOURCE is `renkei:REMOTE_DIR` (`renkei` or `renkei:` alone: the whole
 /// namespace). The mount runs as a background process (as `renkei mount`
