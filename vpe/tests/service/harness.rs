@@ -238,16 +238,7 @@ impl Stack {
                 std::fs::write(&p.config, toml::to_string(&c)?)?;
             }
         }
-        let spec = LocalSpec {
-            dir: self.fed(),
-            sites: 0,
-            servers_per_site: 0,
-            user: "alice".into(),
-            bin_dir: Some(self.bins.clone()),
-            env: Vec::new(),
-        };
-        local::up(&spec, Duration::from_secs(30)).await.context("restarting the VM service")?;
-        Ok(())
+        self.up(Vec::new()).await.context("restarting the VM service")
     }
 
     /// Restarts VM-service process `name` (`vpe-manager`, `vpe-<pop>`) with
