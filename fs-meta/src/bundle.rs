@@ -43,21 +43,21 @@ pub fn commit(svc: &MetaService, id: &Identity, b: BundleCommit) -> Result<Vec<E
     }
     let MetaRequest::CommitBundle(b) = req else { unreachable!("built above") };
     let results = svc.ns.commit_bundle(&caller, &id.name, &b.ops, &denied)?;
-    let mut wrote = false;
+    let mut wrote = Vec::new();
     for (o, r) in b.ops.iter().zip(&results) {
         match (&o.op, r) {
             (BundleOp::Create(_), Ok(a)) => match a.kind {
                 FileKind::Directory => svc.dirleases.adopt(cap.gen, a.ino),
-                FileKind::Regular if a.gen > 0 => wrote = true,
+                FileKind::Regular if a.gen > 0 => wrote.push(a.ino),
                 _ => {}
             },
             (_, Ok(_)) => {}
             (op, Err(err)) => tracing::debug!(?op, "bundle operation refused: {err}"),
         }
     }
-    if wrote {
+    if !wrote.is_empty() {
         // New generations: their copy counts may want more replicas.
-        svc.replication.nudge();
+        svc.replication.nudge_files(wrote);
     }
     tracing::debug!(host = %id.name, principal = %cap.principal, entries = results.len(), "bundle committed");
     Ok(results)

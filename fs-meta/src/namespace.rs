@@ -682,6 +682,27 @@ impl Namespace {
         Ok(out)
     }
 
+    /// [`Self::replication_scan`] for only `inos` (those of them that are
+    /// regular files with replica records): what a pass woken by writes
+    /// looks at, so a burst of new files costs a pass in proportion to the
+    /// burst, not to the namespace.
+    pub fn replication_files(&self, inos: &[Ino]) -> R<Vec<(Ino, InodeRecord, Vec<HostReplica>)>> {
+        self.read(|t| {
+            let mut out = Vec::new();
+            for &ino in inos {
+                let Some(inode) = t.get::<InodeRecord>(&keys::inode(ino))? else { continue };
+                if inode.kind != FileKind::Regular {
+                    continue;
+                }
+                let reps = replicas_of(t, ino)?;
+                if !reps.is_empty() {
+                    out.push((ino, inode, reps));
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// Remove the registration of `host`'s replica of `(ino, gen)` and
     /// schedule the file's deletion there (a surplus or bad replica).
     /// Returns false if that replica is no longer registered.

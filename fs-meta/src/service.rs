@@ -205,7 +205,7 @@ impl MetaService {
                 let attr = self.ns.register_replica(cap.ino, cap.gen, &id.name, size, hash)?;
                 if cap.access == Access::Write {
                     // A new generation: its copy count may need new copies.
-                    self.replication.nudge();
+                    self.replication.nudge_files([cap.ino]);
                 }
                 A::Attr(attr)
             }
@@ -213,7 +213,7 @@ impl MetaService {
                 host_only("reporting bad replicas")?;
                 tracing::warn!(host = %id.name, ino, gen, %reason, "replica reported bad");
                 self.ns.mark_bad(ino, gen, &id.name)?;
-                self.replication.nudge();
+                self.replication.nudge_files([ino]);
                 A::Done
             }
             Q::Inventory { replicas, done } => {

@@ -18,14 +18,31 @@ pub mod worker;
 
 use crate::service::MetaService;
 use fs_proto::replication::ReplicationStatus;
+use fs_proto::Ino;
 use fs_proto::Timestamp;
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
+/// Most files a pass woken by writes looks at one by one; past this a
+/// whole scan is cheaper than the lookups.
+const FILES_MAX: usize = 65_536;
+
+/// What the next pass has to look at.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// Everything: hosts came or went, a copy count changed (it may be a
+    /// directory's), or too many files changed to list.
+    pub full: bool,
+    /// Files that changed (new generations, bad replicas).
+    pub files: BTreeSet<Ino>,
+}
+
 /// What the worker and the request handlers share.
 pub struct Shared {
     wake: Notify,
+    pending: Mutex<Pending>,
     status: Mutex<ReplicationStatus>,
     /// When this meta server started (ms since the epoch): hosts not heard
     /// from since are counted as down from then, not from their last
@@ -38,14 +55,44 @@ impl Shared {
     pub fn new() -> Self {
         Shared {
             wake: Notify::new(),
+            // The first pass looks at everything.
+            pending: Mutex::new(Pending { full: true, files: BTreeSet::new() }),
             status: Mutex::new(ReplicationStatus::default()),
             started_ms: Timestamp::now().as_millis(),
         }
     }
 
-    /// Something changed that may need copies or removals: wake the worker.
+    /// Something changed that may need copies or removals anywhere: wake
+    /// the worker for a pass over every file.
     pub fn nudge(&self) {
+        self.lock_pending().full = true;
         self.wake.notify_one();
+    }
+
+    /// Files `inos` changed (a new generation, a bad replica): wake the
+    /// worker for a pass over them.
+    pub fn nudge_files(&self, inos: impl IntoIterator<Item = Ino>) {
+        {
+            let mut p = self.lock_pending();
+            if !p.full {
+                p.files.extend(inos);
+                if p.files.len() > FILES_MAX {
+                    p.full = true;
+                    p.files.clear();
+                }
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    /// What the next pass must look at (taken: later changes are the next
+    /// pass's).
+    pub fn take_pending(&self) -> Pending {
+        std::mem::take(&mut *self.lock_pending())
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Wait for a nudge.

@@ -9,6 +9,14 @@
 //! at a time, each a stream of many files. A pass is woken by writes,
 //! copy-count changes, bad replicas and hosts returning, by the moment a
 //! down host crosses the grace period, or by the interval.
+//!
+//! A pass woken only by changed files (new generations, bad replicas)
+//! looks at those files alone: a burst of writes costs work in proportion
+//! to the burst, not to the namespace. Everything is looked at on the
+//! first pass, when hosts come or go, when a copy count changes, after a
+//! pass with failures or more copies than one pass orders, and at the
+//! interval. The status totals are kept per file between passes, so a pass
+//! over a few files still reports the whole backlog.
 
 use super::orders::sign_copy;
 use super::plan::{plan_file, Outcome, Policy, Want};
@@ -38,17 +46,43 @@ const RETRY: Duration = Duration::from_secs(5);
 /// Bound on waiting for one event of a copy order.
 const EVENT_IDLE: Duration = Duration::from_secs(300);
 
+/// Where a file stands after the pass that last looked at it (kept only
+/// for files that count in a status total).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Standing {
+    /// Short of its copy count (copies ordered or impossible now).
+    backlog: bool,
+    /// Bytes still to copy for it.
+    bytes: u64,
+    /// Cannot reach its copy count now.
+    stuck: bool,
+    /// Had more replicas than wanted.
+    surplus: bool,
+}
+
 /// The worker.
 pub struct ReplicationWorker {
     svc: Arc<MetaService>,
     dialer: Dialer,
     failed_last_pass: bool,
+    /// The next pass looks at every file (the interval passed, a pass
+    /// failed or left copies for later).
+    full_due: bool,
+    /// Files that count in the status totals, as of the pass that last
+    /// looked at each.
+    standing: HashMap<Ino, Standing>,
 }
 
 impl ReplicationWorker {
     /// A worker dialling file servers through `endpoint`.
     pub fn new(svc: Arc<MetaService>, endpoint: quinn::Endpoint) -> Self {
-        ReplicationWorker { svc, dialer: Dialer::new(endpoint, Duration::from_secs(10)), failed_last_pass: false }
+        ReplicationWorker {
+            svc,
+            dialer: Dialer::new(endpoint, Duration::from_secs(10)),
+            failed_last_pass: false,
+            full_due: true,
+            standing: HashMap::new(),
+        }
     }
 
     /// One pass; returns whether more copies wait than one pass orders.
@@ -57,7 +91,15 @@ impl ReplicationWorker {
         let cfg = &svc.config;
         let grace = cfg.replica_down_grace_ms;
         let table = HostTable::now(&svc);
-        let files = match svc.ns.replication_scan() {
+        let changed = svc.replication.take_pending();
+        let full = std::mem::take(&mut self.full_due) | changed.full;
+        debug!(full, nudged_full = changed.full, files = changed.files.len(), "replication pass starts");
+        let scanned = if full {
+            svc.ns.replication_scan()
+        } else {
+            svc.ns.replication_files(&changed.files.iter().copied().collect::<Vec<_>>())
+        };
+        let files = match scanned {
             Ok(f) => f,
             Err(e) => {
                 warn!("replication scan failed: {e}");
@@ -72,8 +114,16 @@ impl ReplicationWorker {
             remove_surplus: true,
             down_grace_ms: grace,
         };
-        let (mut backlog_files, mut backlog_bytes, mut surplus, mut stuck, mut removed) =
-            (0u64, 0u64, 0u64, 0u64, 0u64);
+        if full {
+            self.standing.clear();
+        } else {
+            // Those looked at now are judged again below (a file gone or
+            // without replicas drops out).
+            for ino in &changed.files {
+                self.standing.remove(ino);
+            }
+        }
+        let mut removed = 0u64;
         let mut by_dst: BTreeMap<String, Vec<CopyItem>> = BTreeMap::new();
         // Per file: copies still to complete, and whether it stays short
         // even when they do (it leaves the backlog only if not).
@@ -83,16 +133,16 @@ impl ReplicationWorker {
         for (ino, inode, reps) in &files {
             let Some(hash) = inode.hash.filter(|_| inode.size > 0 && inode.gen > 0) else { continue };
             let fp = plan_file(&file_view(*ino, inode, reps, Vec::new()), &table.views, &policy);
-            if !fp.copies.is_empty() || matches!(fp.outcome, Outcome::Short { .. }) {
-                backlog_files += 1;
-            }
             let short = matches!(fp.outcome, Outcome::Short { .. });
+            let mut st = Standing {
+                backlog: !fp.copies.is_empty() || short,
+                bytes: 0,
+                stuck: short,
+                // Set below if a surplus replica could not be removed.
+                surplus: false,
+            };
             if let Outcome::Short { missing, .. } = fp.outcome {
-                stuck += 1;
-                backlog_bytes += missing as u64 * inode.size;
-            }
-            if !fp.removals.is_empty() {
-                surplus += 1;
+                st.bytes += missing as u64 * inode.size;
             }
             for host in &fp.removals {
                 match svc.ns.drop_replica(*ino, inode.gen, host) {
@@ -101,11 +151,15 @@ impl ReplicationWorker {
                         debug!(ino, host = %host, "removed a surplus replica");
                     }
                     Ok(false) => {}
-                    Err(e) => warn!(ino, host = %host, "removing a surplus replica failed: {e}"),
+                    Err(e) => {
+                        st.surplus = true;
+                        self.full_due = true;
+                        warn!(ino, host = %host, "removing a surplus replica failed: {e}");
+                    }
                 }
             }
             for copy in fp.copies {
-                backlog_bytes += inode.size;
+                st.bytes += inode.size;
                 if ordered >= PASS_COPIES {
                     more = true;
                     continue;
@@ -123,6 +177,20 @@ impl ReplicationWorker {
                 };
                 by_dst.entry(copy.dst).or_default().push(item);
             }
+            if st != Standing::default() {
+                self.standing.insert(*ino, st);
+            }
+        }
+        if more {
+            // The copies left out are ordered by a pass over everything.
+            self.full_due = true;
+        }
+        let (mut backlog_files, mut backlog_bytes, mut surplus, mut stuck) = (0u64, 0u64, 0u64, 0u64);
+        for st in self.standing.values() {
+            backlog_files += st.backlog as u64;
+            backlog_bytes += st.bytes;
+            surplus += st.surplus as u64;
+            stuck += st.stuck as u64;
         }
         let lost: Vec<String> =
             table.views.iter().filter(|h| h.down_for_ms.is_some_and(|d| d >= grace)).map(|h| h.host.clone()).collect();
@@ -156,6 +224,18 @@ impl ReplicationWorker {
             .fold(0u64, |acc, f| async move { acc + f })
             .await;
         self.failed_last_pass = failed > 0;
+        self.full_due |= failed > 0;
+        // Files whose copies all completed left the backlog.
+        for (ino, (left, short)) in pending.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            if left == 0 && !short {
+                if let Some(st) = self.standing.get_mut(&ino) {
+                    (st.backlog, st.bytes) = (false, 0);
+                    if *st == Standing::default() {
+                        self.standing.remove(&ino);
+                    }
+                }
+            }
+        }
         svc.replication.update(|s| {
             s.passes += 1;
             s.last_pass_ms = Timestamp::now().as_millis();
@@ -266,7 +346,7 @@ impl Worker for ReplicationWorker {
         }
         tokio::select! {
             _ = self.svc.replication.nudged() => tokio::time::sleep(SETTLE).await,
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(wait) => self.full_due = true,
         }
     }
 }

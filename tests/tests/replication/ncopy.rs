@@ -133,3 +133,46 @@ async fn unreachable_copy_count_is_reported_as_backlog() {
     })
     .await
 }
+
+/// A pass woken by a write looks at the written file alone, not at the
+/// whole namespace: a burst of writes into a large namespace costs the
+/// worker work in proportion to the burst (the meta server spent most of
+/// a 10,000-file `tar x` rescanning every file before). The file still
+/// gets its copies, and the totals still count every file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_woken_by_a_write_looks_at_the_written_file_alone() {
+    with_timeout(120, async {
+        // No pass over everything by the clock during the test.
+        let cluster = Cluster::builder().sites(2).meta_config(|c| c.replication_interval_ms = 3_600_000).start().await;
+        let c = cluster.client("alice", "site1").await;
+        for d in ["/keep", "/later"] {
+            c.mkdir(d, false, 0o755).await.unwrap();
+            c.set_ncopy(d, 2, false).await.unwrap();
+        }
+        let many = write_tree(&c, "/keep", 40, |i| 100 + i).await;
+        let inos: Vec<u64> = many.iter().map(|f| f.ino).collect();
+        eventually(Duration::from_secs(30), "2 replicas of each of 40 files", || async {
+            let reps = replicas(&c, &inos).await;
+            match reps.values().filter(|(_, r)| r.len() != 2).count() {
+                0 => Ok(()),
+                n => Err(format!("{n} files short")),
+            }
+        })
+        .await;
+        let one = c.put_bytes(&tests::pattern(5000, 9), "/later/one").await.unwrap().ino;
+        let status = eventually(Duration::from_secs(30), "the new file copied and the pass over", || async {
+            let reps = replicas(&c, &[one]).await;
+            let s = c.replication_status().await.map_err(|e| e.to_string())?;
+            if reps[&one].1.len() == 2 && s.in_flight == 0 {
+                Ok(s)
+            } else {
+                Err(format!("{:?}, {s:?}", reps[&one].1.len()))
+            }
+        })
+        .await;
+        assert_eq!(status.files_checked, 1, "the pass looked at the written file only: {status:?}");
+        assert_eq!((status.backlog_files, status.stuck_files), (0, 0), "{status:?}");
+        assert!(status.copies_done >= 41, "{status:?}");
+    })
+    .await
+}
