@@ -309,6 +309,17 @@ impl Planner {
         self.sealed.push_back(Sealed { id: f.id, items: f.items, deps });
     }
 
+    /// Whether the driver has to poll now rather than at the deadline it
+    /// knows: a bundle is sealed and may go, a flush is on, or a bundle
+    /// just started forming (its deadline is new). An item joining a
+    /// forming bundle needs no wake-up: one per file cost a thread switch
+    /// each in a `tar x`.
+    pub fn wants_poll(&self) -> bool {
+        (!self.sealed.is_empty() && self.inflight.len() < self.limits.max_inflight)
+            || self.urgent
+            || self.forming.as_ref().is_some_and(|f| f.items.len() == 1)
+    }
+
     /// What to send now, and when to poll again.
     pub fn poll(&mut self, now: Instant) -> Poll {
         let due =
@@ -355,6 +366,30 @@ mod tests {
 
     fn create(parent: Ino, ino: Ino) -> Vec<Claim> {
         create_claims(parent, ino)
+    }
+
+    #[test]
+    fn the_driver_is_woken_for_a_new_deadline_or_a_sealed_bundle_only() {
+        let t0 = Instant::now();
+        let mut p = Planner::new(limits());
+        assert!(!p.wants_poll(), "nothing pending");
+        p.add(10, create(1, 10), 1, t0);
+        assert!(p.wants_poll(), "a bundle started forming: its deadline is new");
+        assert_eq!(p.poll(t0).wake, Some(t0 + Duration::from_millis(100)));
+        p.add(11, create(1, 11), 1, t0);
+        assert!(!p.wants_poll(), "joining a forming bundle changes no deadline");
+        p.add(12, create(1, 12), 1, t0);
+        assert!(p.wants_poll(), "the third file sealed it: it may go");
+        assert_eq!(p.poll(t0).send.len(), 1);
+        assert!(!p.wants_poll());
+        p.add(20, create(1, 20), 1, t0);
+        p.poll(t0);
+        p.add(21, create(1, 21), 1, t0);
+        p.hurry(21);
+        assert!(p.wants_poll(), "someone waits for it: sealed");
+        p.poll(t0);
+        p.add(30, create(1, 30), 200, t0);
+        assert!(!p.wants_poll(), "sealed, but two bundles are in flight: their completion wakes the driver");
     }
 
     #[test]

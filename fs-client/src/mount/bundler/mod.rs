@@ -302,7 +302,7 @@ impl Bundler {
             // Local directories above it must be queued too (they are, unless open files).
             s.local.hurry(ino);
         }
-        self.kick.notify_one();
+        self.kick();
     }
 
     /// Make `ino` exist at the meta server (committing its bundle, or only
@@ -326,7 +326,7 @@ impl Bundler {
                 s.local.hurry(ino);
             }
         }
-        self.kick.notify_one();
+        self.kick();
     }
 
     /// Commit every local entry of `dir` and wait.

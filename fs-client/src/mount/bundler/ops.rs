@@ -818,9 +818,12 @@ impl Inner {
 }
 
 impl super::Bundler {
-    /// Wake the driver.
+    /// Wake the driver if the planner needs it now (see
+    /// [`crate::bundle::plan::Planner::wants_poll`]).
     pub fn kick(&self) {
-        self.kick.notify_one();
+        if self.lock().local.planner.wants_poll() {
+            self.kick.notify_one();
+        }
     }
 
     /// Give a lease back right away (the listing could not be fetched).
