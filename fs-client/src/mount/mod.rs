@@ -105,8 +105,10 @@ impl Mounted {
         let mut done = tokio::task::spawn_blocking(move || session.join());
         tokio::select! {
             r = &mut done => {
+                // Unmounted from outside (`renkei umount`, `umount`).
                 self.subscription.abort();
                 self.close_connections().await;
+                tracing::info!(requests = ?self.inner.counters.snapshot(), "unmounted");
                 return r.map_err(|e| ClientError::Config(format!("FUSE session: {e}")))?
                     .map_err(|e| local(&self.inner.opts.mountpoint, e));
             }
