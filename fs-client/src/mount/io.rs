@@ -541,6 +541,8 @@ impl Inner {
         }
         let (a, t) = self.call_attr(cred, MetaRequest::SetAttr { ino, set }).await?;
         self.cache.put_attr(t, &a);
+        // What this mount shows of it under a lease follows the meta server.
+        self.bundler.with(|l| l.answered(&a));
         if let Some(f) = self.files.file(ino) {
             let mut st = f.state.lock().await;
             if st.dirty.is_none() {

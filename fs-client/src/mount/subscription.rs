@@ -97,6 +97,7 @@ async fn subscribe_once(
         other => return Err(format!("unexpected first frame {other:?}").into()),
     };
     cache.subscribed(conn.stable_id(), Duration::from_millis(lease_ms));
+    bundler.subscribed();
     info!(lease_ms, "callback subscription active");
     let silent = Duration::from_millis(SILENT_MS);
     loop {
