@@ -7,10 +7,21 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Requests sent, by kind, plus data-plane byte counts.
-#[derive(Default)]
 pub struct Counters {
     by_kind: Mutex<BTreeMap<&'static str, u64>>,
     meta_wait_us: AtomicU64,
+    /// Moves on every change: what [`Counters::wait_until`] waits for.
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            by_kind: Mutex::default(),
+            meta_wait_us: AtomicU64::new(0),
+            changes: tokio::sync::watch::channel(0).0,
+        }
+    }
 }
 
 impl Counters {
@@ -22,6 +33,25 @@ impl Counters {
     /// Add `n` to the counter `kind`.
     pub fn add(&self, kind: &'static str, n: u64) {
         *self.by_kind.lock().unwrap_or_else(|p| p.into_inner()).entry(kind).or_insert(0) += n;
+        self.changes.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Wait until `cond` holds of these counters, re-checking it at every
+    /// change of any counter (an event, not a timer), at most `bound`;
+    /// whether it holds.
+    pub async fn wait_until(&self, bound: Duration, cond: impl Fn(&Self) -> bool) -> bool {
+        let mut changed = self.changes.subscribe();
+        let until = tokio::time::Instant::now() + bound;
+        loop {
+            changed.borrow_and_update();
+            if cond(self) {
+                return true;
+            }
+            match tokio::time::timeout_at(until, changed.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return cond(self),
+            }
+        }
     }
 
     /// Add time spent waiting for metadata replies.

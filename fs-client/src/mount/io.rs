@@ -266,13 +266,13 @@ impl Inner {
         self.dirty(cred, &h.file, &mut st).await?.write(offset, data).map_err(|e| io_errno(&e))?;
         let FileState { dirty: Some(d), upload, .. } = &mut *st else { return Err(Errno::EIO) };
         match upload.take() {
-            Some(mut up) => {
-                if up.append(&self.counters, offset, data, d).await {
-                    *upload = Some(up);
-                } else {
+            Some(mut up) => match up.append(&self.counters, offset, data, d).await {
+                Ok(()) => *upload = Some(up),
+                Err(why) => {
+                    self.counters.bump(why);
                     up.abort();
                 }
-            }
+            },
             None if Upload::wanted(d)
                 && d.size == offset + data.len() as u64
                 && self.bundler.stage(h.file.ino).is_none() =>
@@ -280,7 +280,10 @@ impl Inner {
                 let cred = self.file_cred();
                 match Upload::start(&self.remote, &self.counters, cred.as_ref(), &self.site, h.file.ino, d).await {
                     Ok(up) => *upload = Some(up),
-                    Err(e) => tracing::debug!(ino = h.file.ino, "no write-behind: {e}"),
+                    Err(e) => {
+                        self.counters.bump(super::upload::dropped::START);
+                        tracing::debug!(ino = h.file.ino, "no write-behind: {e}");
+                    }
                 }
             }
             None => {}
@@ -308,8 +311,11 @@ impl Inner {
             if let Some(up) = upload {
                 match up.finish(&self.counters, f.ino, d).await {
                     Some(Ok(c)) => return Ok(c),
-                    Some(Err(e)) => tracing::debug!(ino = f.ino, "write-behind failed, committing again: {e}"),
-                    None => {}
+                    Some(Err(e)) => {
+                        self.counters.bump(super::upload::dropped::BROKE);
+                        tracing::debug!(ino = f.ino, "write-behind failed, committing again: {e}");
+                    }
+                    None => self.counters.bump(super::upload::dropped::UNFINISHED),
                 }
             }
             commit::commit(&self.remote, &self.counters, cred.as_ref(), &self.site, f.ino, d).await
@@ -446,6 +452,7 @@ impl Inner {
                 if let Some(up) = st.upload.take() {
                     // Write-behind streams a file written in order; a
                     // truncation ends that.
+                    self.counters.bump(super::upload::dropped::TRUNCATED);
                     up.abort();
                 }
                 // Its last handle may have been closed while we waited for
@@ -541,6 +548,8 @@ impl Inner {
         }
         let (a, t) = self.call_attr(cred, MetaRequest::SetAttr { ino, set }).await?;
         self.cache.put_attr(t, &a);
+        // What this mount shows of it under a lease follows the meta server.
+        self.bundler.with(|l| l.answered(&a));
         if let Some(f) = self.files.file(ino) {
             let mut st = f.state.lock().await;
             if st.dirty.is_none() {

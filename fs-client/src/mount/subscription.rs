@@ -97,6 +97,9 @@ async fn subscribe_once(
         other => return Err(format!("unexpected first frame {other:?}").into()),
     };
     cache.subscribed(conn.stable_id(), Duration::from_millis(lease_ms));
+    bundler.subscribed();
+    // Tests wait for this: the mount caches (and leases) again.
+    counters.bump("cache.subscribed");
     info!(lease_ms, "callback subscription active");
     let silent = Duration::from_millis(SILENT_MS);
     loop {
@@ -121,6 +124,8 @@ async fn subscribe_once(
                 }
                 // Applied: the change it describes may now be answered.
                 write_msg(&mut send, &CallbackAck { seq }).await.map_err(|e| e.to_string())?;
+                // Tests wait for this instead of polling what it changes.
+                counters.add("cache.invalidations", list.len() as u64);
             }
             Ok(CallbackFrame::Alive) => {}
             Ok(other) => return Err(format!("unexpected frame {other:?}").into()),

@@ -13,6 +13,20 @@ use crate::counters::Counters;
 use crate::error::ClientError;
 use fs_proto::{Cred, Ino};
 
+/// Why an upload was given up: the names of the counters bumped.
+pub mod dropped {
+    /// A write landed below what was streamed already.
+    pub const REWRITE: &str = "data.upload_dropped.rewrite";
+    /// The write session broke.
+    pub const BROKE: &str = "data.upload_dropped.broke";
+    /// The file was truncated.
+    pub const TRUNCATED: &str = "data.upload_dropped.truncated";
+    /// The session could not be opened.
+    pub const START: &str = "data.upload_dropped.start";
+    /// At commit, the upload did not hold the dirty contents.
+    pub const UNFINISHED: &str = "data.upload_dropped.unfinished";
+}
+
 /// Dirty bytes of a sequentially written file before streaming starts.
 pub const START_AT: u64 = 8 << 20;
 
@@ -52,23 +66,35 @@ impl Upload {
         Ok(Upload { session, sent: d.size })
     }
 
-    /// Stream a write at `offset`, already recorded in `d`; false if it
-    /// rewrites bytes already sent or the session broke (the caller drops
-    /// the upload). FUSE may hand over the writes of one sequential stream
-    /// slightly out of order: a write beyond the end of what was sent is
-    /// held in the spill file and sent once the gap before it is filled.
-    pub async fn append(&mut self, counters: &Counters, offset: u64, data: &[u8], d: &Dirty) -> bool {
+    /// Stream a write at `offset`, already recorded in `d`; Err (the name
+    /// of the counter of that cause) if it rewrites bytes already sent or
+    /// the session broke: the caller drops the upload. FUSE may hand over
+    /// the writes of one sequential stream slightly out of order: a write
+    /// beyond the end of what was sent is held in the spill file and sent
+    /// once the gap before it is filled.
+    pub async fn append(
+        &mut self,
+        counters: &Counters,
+        offset: u64,
+        data: &[u8],
+        d: &Dirty,
+    ) -> Result<(), &'static str> {
         if offset < self.sent {
-            return false;
+            tracing::debug!(offset, len = data.len(), sent = self.sent, "a write below what was streamed");
+            return Err(dropped::REWRITE);
         }
         if offset == self.sent {
             if let Err(e) = self.session.data(counters, offset, data).await {
                 tracing::debug!("upload broke, will commit from the spill file: {e}");
-                return false;
+                return Err(dropped::BROKE);
             }
             self.sent += data.len() as u64;
         }
-        self.catch_up(counters, d).await
+        if self.catch_up(counters, d).await {
+            Ok(())
+        } else {
+            Err(dropped::BROKE)
+        }
     }
 
     /// Send what the spill file holds beyond `sent` once the dirty contents

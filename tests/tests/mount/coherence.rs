@@ -12,6 +12,15 @@ use tests::with_timeout;
 /// callback can make this.
 const CALLBACK_BOUND: Duration = Duration::from_secs(2);
 
+/// Wait (at most `bound`) for `m` to apply a callback after the `heard`
+/// first ones, and count it heard: what the caller checks again can only
+/// have changed through one.
+async fn next_callback(m: &TestMount, heard: &mut u64, bound: Duration) {
+    let since = *heard;
+    m.counters.wait_until(bound, |c| c.get("cache.invalidations") > since).await;
+    *heard = m.counters.get("cache.invalidations");
+}
+
 fn names(dir: std::path::PathBuf) -> Vec<String> {
     let mut v: Vec<String> =
         std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
@@ -94,6 +103,7 @@ async fn close_to_open_and_callbacks_between_two_mounts() {
 
         // A creates a file: B's cached listing shows it through the callback.
         let t = Instant::now();
+        let mut heard = b.counters.get("cache.invalidations");
         blocking({
             let f = a.join("dir/new-at-a");
             move || std::fs::write(f, b"x")
@@ -110,7 +120,7 @@ async fn close_to_open_and_callbacks_between_two_mounts() {
                 break;
             }
             assert!(t.elapsed() < CALLBACK_BOUND, "B did not see the new file within {CALLBACK_BOUND:?}: {seen:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            next_callback(&b, &mut heard, CALLBACK_BOUND.saturating_sub(t.elapsed())).await;
         }
         eprintln!("new file visible at the other mount {:?} after it was created", t.elapsed());
 
@@ -125,6 +135,7 @@ async fn close_to_open_and_callbacks_between_two_mounts() {
             ["new-at-a"]
         );
         let t = Instant::now();
+        let mut heard = a.counters.get("cache.invalidations");
         blocking(move || std::fs::remove_file(bdir.join("new-at-a"))).await.unwrap();
         loop {
             let seen = blocking({
@@ -136,7 +147,7 @@ async fn close_to_open_and_callbacks_between_two_mounts() {
                 break;
             }
             assert!(t.elapsed() < CALLBACK_BOUND, "A still lists the removed file after {CALLBACK_BOUND:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            next_callback(&a, &mut heard, CALLBACK_BOUND.saturating_sub(t.elapsed())).await;
         }
         a.unmount().await;
         b.unmount().await;
@@ -175,19 +186,15 @@ async fn a_mount_cut_off_from_meta_stops_trusting_its_cache() {
         // subscriptions moves), bounded well past the silence bound.
         let lost = m.counters.get("cache.lost");
         let t = Instant::now();
-        while m.counters.get("cache.lost") == lost {
-            assert!(t.elapsed() < silent * 3, "the mount still trusts its cache {:?} into the silence", t.elapsed());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        assert!(
+            m.counters.wait_until(silent * 3, |c| c.get("cache.lost") > lost).await,
+            "the mount still trusts its cache {:?} into the silence",
+            t.elapsed()
+        );
         assert!(t.elapsed() >= silent / 2, "the cache was dropped before the silence bound ({:?})", t.elapsed());
         let before = m.meta_requests();
         let pending = tokio::spawn(stat(f.clone()));
-        let asked = async {
-            while m.meta_requests() == before {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        };
-        let asked = tokio::time::timeout(Duration::from_secs(3), asked).await.is_ok();
+        let asked = m.counters.wait_until(Duration::from_secs(3), |c| c.meta_requests() > before).await;
         // SAFETY: as above.
         unsafe { libc::kill(meta, libc::SIGCONT) };
         assert!(asked, "after {silent:?} of silence the mount still answered from its cache");

@@ -17,15 +17,16 @@ const FILES: usize = 200;
 /// Wait until no read-ahead of `m` is in flight: every file it asked for
 /// has arrived (or failed), so what it holds is what it will hold.
 async fn settled(m: &TestMount) {
-    let t = std::time::Instant::now();
-    loop {
-        let (asked, settled) = (m.counters.get("data.prefetch_asked"), m.counters.get("data.prefetch_settled"));
-        if asked > 0 && settled == asked {
-            return;
-        }
-        assert!(t.elapsed() < std::time::Duration::from_secs(30), "read-ahead still in flight: {settled} of {asked}");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    let done = |c: &fs_client::counters::Counters| {
+        let asked = c.get("data.prefetch_asked");
+        asked > 0 && c.get("data.prefetch_settled") == asked
+    };
+    let bound = std::time::Duration::from_secs(30);
+    assert!(
+        m.counters.wait_until(bound, done).await,
+        "read-ahead still in flight after {bound:?}: {:?}",
+        m.counters.snapshot()
+    );
 }
 /// Files read before another client changes [`CHANGED`].
 const SPLIT: usize = 66;

@@ -64,26 +64,22 @@ async fn mount_survives_a_meta_restart_and_open_files_keep_reading() {
         file = file_back;
         assert_eq!(rest, data[4096..], "the open file read to the end with meta down");
 
+        let subscribed = m.counters.get("cache.subscribed");
         fed.restart().await;
-        // Without remounting, the mount works again once it has re-dialled.
+        // Without remounting, the mount works again once it has re-dialled
+        // and subscribed to the new meta server's callbacks.
         let t = Instant::now();
-        loop {
-            let r = blocking({
-                let p = m.join("after-restart.txt");
-                move || std::fs::write(&p, b"after").and_then(|_| std::fs::read(&p))
-            })
-            .await;
-            match r {
-                Ok(b) if b == b"after" => break,
-                other => {
-                    assert!(
-                        t.elapsed() < Duration::from_secs(30),
-                        "mount not working 30 s after the restart: {other:?}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }
+        assert!(
+            m.counters.wait_until(Duration::from_secs(30), |c| c.get("cache.subscribed") > subscribed).await,
+            "the mount did not subscribe again within 30 s of the restart: {:?}",
+            m.counters.snapshot()
+        );
+        let r = blocking({
+            let p = m.join("after-restart.txt");
+            move || std::fs::write(&p, b"after").and_then(|_| std::fs::read(&p))
+        })
+        .await;
+        assert_eq!(r.expect("write and read back once subscribed again"), b"after");
         eprintln!("mount working again {:?} after the meta server was back", t.elapsed());
         let again = blocking(move || {
             file.seek(SeekFrom::Start(0)).unwrap();

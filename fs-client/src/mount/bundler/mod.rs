@@ -70,6 +70,24 @@ pub struct Target {
 
 type Waiter = oneshot::Sender<Result<Attr, RemoteError>>;
 
+/// Why a local entry is committed before its time: the name of the counter
+/// bumped (and the reason logged) when that commits a file still open here
+/// alone, its bytes following in a write session of its own (`OpenWrite`).
+pub mod why {
+    /// The meta server recalled the directory's lease.
+    pub const RECALL: &str = "data.alone.recall";
+    /// An operation acknowledged here was refused: the lease is given back.
+    pub const RESYNC: &str = "data.alone.resync";
+    /// This mount changes the leased directory through the meta server.
+    pub const RELEASE: &str = "data.alone.release";
+    /// A listing of the directory goes to the meta server.
+    pub const LISTING: &str = "data.alone.listing";
+    /// A request to the meta server names the entry.
+    pub const REQUEST: &str = "data.alone.request";
+    /// An operation on the entry itself (open, setattr, fsync, commit).
+    pub const LOCAL: &str = "data.alone.local";
+}
+
 struct Shared {
     local: LocalState,
     /// Files created (alone, before their bytes) writable by their owner
@@ -78,6 +96,9 @@ struct Shared {
     waiters: HashMap<Ino, Vec<Waiter>>,
     sync_handles: HashSet<u64>,
     target: Option<Target>,
+    /// Callback sessions begun or ended: a capability granted under an
+    /// earlier one is not kept (see `lost`).
+    epoch: u64,
 }
 
 /// The federation user the mount acts as (its certificate's).
@@ -170,6 +191,7 @@ impl Bundler {
                 waiters: HashMap::new(),
                 sync_handles: HashSet::new(),
                 target: None,
+                epoch: 0,
             }),
             kick: Notify::new(),
             settled: watch::channel(0).0,
@@ -223,7 +245,7 @@ impl Bundler {
         for inv in list {
             if let Invalidation::Recall { dir } = inv {
                 let (me, dir) = (self.clone(), *dir);
-                tokio::spawn(async move { me.give_back(dir).await });
+                tokio::spawn(async move { me.give_back(dir, why::RECALL).await });
             }
         }
     }
@@ -235,17 +257,36 @@ impl Bundler {
             tracing::info!(dirs = s.local.dirs.len(), "directory leases lost with the callback subscription");
         }
         s.local.lost();
+        // The bundle capability names the session it was granted to as the
+        // holder its commits act for: one of the ended session would act as
+        // another mount's, so the leases the next session takes here would
+        // be recalled by this mount's own bundles (a file still open in such
+        // a directory then goes alone, in a write session of its own). The
+        // next bundle asks for one of the new session.
+        s.target = None;
+        s.epoch += 1;
     }
 
-    /// Take what a `LeaseDir` answer gives.
-    pub fn granted(&self, g: &LeaseGrant) {
+    /// A callback session began: capabilities asked for before it (while
+    /// there was none, or under the one before) are not kept.
+    pub fn subscribed(&self) {
+        let mut s = self.lock();
+        s.target = None;
+        s.epoch += 1;
+    }
+
+    /// Take what a `LeaseDir` answer gives, asked for in callback-session
+    /// `epoch` (its capability is kept only if that session still runs).
+    fn granted(&self, g: &LeaseGrant, epoch: u64) {
         let mut s = self.lock();
         if let Some(r) = g.inos {
             s.local.add_range(r);
         }
         let expires_ms = g.cap.peek().map(|c| c.expires_ms).unwrap_or(0);
         s.local.set_room(g.room);
-        s.target = Some(Target { server: g.target.clone(), cap: g.cap.clone(), expires_ms });
+        if s.epoch == epoch {
+            s.target = Some(Target { server: g.target.clone(), cap: g.cap.clone(), expires_ms });
+        }
     }
 
     /// Ask for a lease on `dir` (None: only inode numbers and a fresh
@@ -255,9 +296,10 @@ impl Bundler {
         let inos = if self.with(|l| l.inos_left()) < INO_LOW { INO_BATCH } else { 0 };
         let held = self.with(|l| l.held());
         let req = LeaseRequest { dir, inos, site: self.site.clone(), held, also };
+        let epoch = self.lock().epoch;
         match self.remote.call(None, MetaRequest::LeaseDir(req)).await?.0 {
             MetaResponse::Lease(g) => {
-                self.granted(&g);
+                self.granted(&g, epoch);
                 Ok(g)
             }
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
@@ -285,11 +327,13 @@ impl Bundler {
 
     /// Queue `ino` (only its creation, if it is still open here) and seal
     /// its bundle now.
-    fn hurry(&self, ino: Ino) {
+    fn hurry(&self, ino: Ino, why: &'static str) {
         {
             let mut s = self.lock();
             let now = Instant::now();
             if let Some(n) = s.local.nodes.get_mut(&ino).filter(|n| n.stage == Stage::Open) {
+                tracing::info!(ino, name = %n.name, why, "a file still open here is committed alone");
+                self.counters.bump(why);
                 // Its bytes follow as a new generation, which the meta
                 // server lets only a writer of the file make.
                 let perm = n.attr.perm;
@@ -307,8 +351,8 @@ impl Bundler {
 
     /// Make `ino` exist at the meta server (committing its bundle, or only
     /// its creation if it is still open here) and wait.
-    pub async fn materialize(&self, ino: Ino) -> Option<Result<Attr, RemoteError>> {
-        self.hurry(ino);
+    pub async fn materialize(&self, ino: Ino, why: &'static str) -> Option<Result<Attr, RemoteError>> {
+        self.hurry(ino, why);
         self.wait(ino).await
     }
 
@@ -330,7 +374,7 @@ impl Bundler {
     }
 
     /// Commit every local entry of `dir` and wait.
-    pub async fn settle_dir(&self, dir: Ino) {
+    pub async fn settle_dir(&self, dir: Ino, why: &'static str) {
         let (inos, ops) = self.with(|l| {
             let mut ops = l.pending_on(dir);
             if let Some(d) = l.dirs.get(&dir) {
@@ -342,7 +386,7 @@ impl Bundler {
             (l.in_dir(dir), ops)
         });
         for &i in &inos {
-            self.hurry(i);
+            self.hurry(i, why);
         }
         for i in inos {
             if let Some(Err(e)) = self.wait(i).await {
@@ -354,7 +398,7 @@ impl Bundler {
 
     /// Give the lease on `dir` back: stop local work there, commit what is
     /// local in it, release it at the meta server.
-    pub async fn give_back(&self, dir: Ino) {
+    pub async fn give_back(&self, dir: Ino, why: &'static str) {
         let held = {
             let mut s = self.lock();
             s.local.cooldown.insert(dir, Instant::now() + COOLDOWN);
@@ -375,7 +419,7 @@ impl Bundler {
             self.give_back_now(dir).await;
             return;
         }
-        self.settle_dir(dir).await;
+        self.settle_dir(dir, why).await;
         let r = self.remote.call(None, MetaRequest::ReleaseDirs { dirs: vec![dir] }).await;
         if let Err(e) = r {
             tracing::debug!(dir, "releasing the lease: {e}");
@@ -420,13 +464,13 @@ impl Bundler {
         };
         self.wait_items(&b.ops).await;
         for d in b.release {
-            self.give_back(d).await;
+            self.give_back(d, why::RELEASE).await;
         }
         for d in b.settle {
-            self.settle_dir(d).await;
+            self.settle_dir(d, why::LISTING).await;
         }
         for i in b.inos {
-            if let Some(Err(e)) = self.materialize(i).await {
+            if let Some(Err(e)) = self.materialize(i, why::REQUEST).await {
                 tracing::debug!(ino = i, "local entry not committed: {e}");
             }
         }
@@ -534,8 +578,15 @@ impl Bundler {
                 return Ok(t);
             }
         }
-        self.ask(None, Vec::new()).await.map_err(|e| RemoteError::new(ErrorCode::Unavailable, e.to_string()))?;
-        self.lock().target.clone().ok_or_else(|| RemoteError::new(ErrorCode::NoServer, "no bundle target"))
+        // A capability granted while the callback session changed is not
+        // kept: ask again (a few times; then the caller retries later).
+        for _ in 0..3 {
+            self.ask(None, Vec::new()).await.map_err(|e| RemoteError::new(ErrorCode::Unavailable, e.to_string()))?;
+            if let Some(t) = self.lock().target.clone() {
+                return Ok(t);
+            }
+        }
+        Err(RemoteError::new(ErrorCode::NoServer, "no bundle target kept: the callback session keeps changing"))
     }
 
     async fn drive(me: std::sync::Weak<Self>) {
@@ -636,7 +687,7 @@ impl Bundler {
         drop(s);
         for dir in resync {
             let me = self.clone();
-            tokio::spawn(async move { me.give_back(dir).await });
+            tokio::spawn(async move { me.give_back(dir, why::RESYNC).await });
         }
         tracing::debug!(bundle = id, items = items.len(), failed, "bundle done");
         self.settled.send_modify(|v| *v += 1);

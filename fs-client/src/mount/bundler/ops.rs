@@ -307,12 +307,11 @@ impl Inner {
             if !l.create(node) {
                 return false;
             }
-            if let Some(p) = l.nodes.get_mut(&parent) {
-                p.attr.mtime = attr.mtime;
-                if dir {
-                    p.attr.nlink += 1;
-                }
-            }
+            // The directory changed here: its times (and links) as this
+            // mount shows them while it holds the lease, so a stat of it
+            // (the kernel asks after every create in it) is answered here,
+            // not by the meta server once per bundle its commit changed.
+            l.touch_dir(parent, attr.mtime, if dir { 1 } else { 0 });
             if queue {
                 l.queue(attr.ino, None, true, Instant::now());
             }
@@ -360,7 +359,7 @@ impl Inner {
 
     /// Open an existing entry of a leased directory (a non-exclusive create).
     async fn open_existing(&self, cred: Option<&Cred>, ino: Ino, write: bool) -> Option<Op<(Attr, Duration, u64)>> {
-        if let Some(Err(e)) = self.bundler.materialize(ino).await {
+        if let Some(Err(e)) = self.bundler.materialize(ino, super::why::LOCAL).await {
             return Some(Err(errno_of(&e)));
         }
         let (a, ttl) = match self.attr(cred, ino).await {
@@ -476,7 +475,7 @@ impl Inner {
                 }
                 Some(Ok((fh, true)))
             }
-            Stage::Queued { .. } => match self.bundler.materialize(ino).await {
+            Stage::Queued { .. } => match self.bundler.materialize(ino, super::why::LOCAL).await {
                 Some(Err(e)) => Some(Err(errno_of(&e))),
                 _ => None,
             },
@@ -594,7 +593,7 @@ impl Inner {
                 let mut back = snapshot;
                 back.charged = 0;
                 self.bundler.with(|l| l.reinsert(back));
-                if let Some(Err(e2)) = self.bundler.materialize(ino).await {
+                if let Some(Err(e2)) = self.bundler.materialize(ino, super::why::LOCAL).await {
                     tracing::warn!(ino, "its creation failed too: {e2}");
                 }
                 Err(errno_of(&e))
@@ -650,7 +649,7 @@ impl Inner {
             // Queued at close with everything written: nothing more to do.
             Stage::Queued { .. } if st.dirty.is_none() => Some(Ok(())),
             // Written again since: commit that as a new generation.
-            Stage::Queued { .. } => match self.bundler.materialize(f.ino).await {
+            Stage::Queued { .. } => match self.bundler.materialize(f.ino, super::why::LOCAL).await {
                 Some(Err(e)) => Some(Err(errno_of(&e))),
                 _ => None,
             },
@@ -688,10 +687,10 @@ impl Inner {
         if !self.bundler.enabled() {
             return Ok(());
         }
-        self.bundler.settle_dir(ino).await;
+        self.bundler.settle_dir(ino, super::why::LOCAL).await;
         let ops = self.bundler.with(|l| l.pending_on(ino));
         self.bundler.wait_items(&ops).await;
-        match self.bundler.materialize(ino).await {
+        match self.bundler.materialize(ino, super::why::LOCAL).await {
             Some(Err(e)) => Err(errno_of(&e)),
             _ => self.refused(ino),
         }
@@ -727,7 +726,7 @@ impl Inner {
             if self.opts.writeback && ch.size.is_none() && chown_ok {
                 return None;
             }
-            return match self.bundler.materialize(ino).await {
+            return match self.bundler.materialize(ino, super::why::LOCAL).await {
                 Some(Err(e)) => Some(Err(errno_of(&e))),
                 _ => None,
             };
@@ -739,7 +738,7 @@ impl Inner {
                 // Closed (and queued) while we waited for its state: it is
                 // committed first and changed the ordinary way.
                 drop(st);
-                return match self.bundler.materialize(ino).await {
+                return match self.bundler.materialize(ino, super::why::LOCAL).await {
                     Some(Err(e)) => Some(Err(errno_of(&e))),
                     _ => None,
                 };

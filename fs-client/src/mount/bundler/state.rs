@@ -283,6 +283,18 @@ impl LocalState {
         self.update_attr(dir, base, upd);
     }
 
+    /// The meta server answered a change of a committed inode made through
+    /// it with `a`: the attributes shown here for it (a leased directory's,
+    /// the overlay's) are that answer now.
+    pub fn answered(&mut self, a: &Attr) {
+        if let Some(x) = self.attrs.get_mut(&a.ino) {
+            *x = a.clone();
+        }
+        if let Some(d) = self.dirs.get_mut(&a.ino) {
+            d.attr = a.clone();
+        }
+    }
+
     /// The meta server refused operation `op`, acknowledged here: what it
     /// was to change is not what the local state says. Keep the refusal for
     /// the next fsync/close of what it concerns, and stop trusting the local
