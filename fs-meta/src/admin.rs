@@ -18,9 +18,7 @@ pub(crate) fn handle(svc: &MetaService, id: &Identity, req: AdminRequest) -> R<M
     use MetaResponse as Re;
     let users = &svc.users;
     Ok(match req {
-        A::UserAdd { name, uid, gid, groups, admin } => {
-            Re::Users(vec![users.add(&name, uid, gid, &groups, admin)?])
-        }
+        A::UserAdd { name, uid, gid, groups, admin } => Re::Users(vec![users.add(&name, uid, gid, &groups, admin)?]),
         A::UserList => Re::Users(users.list()?),
         A::UserRemove { name } => {
             if name == id.name {

@@ -60,7 +60,10 @@ impl Hosts {
     /// must be known.
     pub fn set_draining(&self, host: &str, on: bool) -> Result<(), RemoteError> {
         if !self.map.read().unwrap_or_else(|p| p.into_inner()).contains_key(host) {
-            return Err(RemoteError::new(ErrorCode::NotFound, format!("no file server named {host:?} (`renkei hosts`)")));
+            return Err(RemoteError::new(
+                ErrorCode::NotFound,
+                format!("no file server named {host:?} (`renkei hosts`)"),
+            ));
         }
         if on {
             let rec = DrainRecord { since_ms: Timestamp::now().as_millis() };
@@ -84,7 +87,10 @@ impl Hosts {
             ));
         }
         if self.map.write().unwrap_or_else(|p| p.into_inner()).remove(host).is_none() {
-            return Err(RemoteError::new(ErrorCode::NotFound, format!("no file server named {host:?} (`renkei hosts`)")));
+            return Err(RemoteError::new(
+                ErrorCode::NotFound,
+                format!("no file server named {host:?} (`renkei hosts`)"),
+            ));
         }
         self.tree.remove(host.as_bytes()).map_err(internal)?;
         self.draining_tree.remove(host.as_bytes()).map_err(internal)?;
@@ -150,10 +156,8 @@ impl Hosts {
         let now = Timestamp::now().as_millis();
         let draining = self.draining.read().unwrap_or_else(|p| p.into_inner()).clone();
         let map = self.map.read().unwrap_or_else(|p| p.into_inner());
-        let mut live: Vec<(&String, &HostRecord)> = map
-            .iter()
-            .filter(|(h, r)| self.alive_at(r, now) && r.free > 0 && !draining.contains(h.as_str()))
-            .collect();
+        let mut live: Vec<(&String, &HostRecord)> =
+            map.iter().filter(|(h, r)| self.alive_at(r, now) && r.free > 0 && !draining.contains(h.as_str())).collect();
         if live.is_empty() {
             return Err(RemoteError::new(
                 ErrorCode::NoServer,

@@ -241,7 +241,8 @@ impl Users {
         if let Some(v) = self.groups.get(g.as_bytes()).map_err(internal)? {
             return Ok(record::decode::<GroupRecord>(&v).map_err(internal)?.gid);
         }
-        g.parse().map_err(|_| RemoteError::new(ErrorCode::NotFound, format!("no group named {g:?} (`renkei group ls`)")))
+        g.parse()
+            .map_err(|_| RemoteError::new(ErrorCode::NotFound, format!("no group named {g:?} (`renkei group ls`)")))
     }
 
     fn group_refs(&self, gs: &[String]) -> Result<Vec<u32>, RemoteError> {

@@ -26,8 +26,7 @@ impl Namespace {
             let Some((_, mine)) = reps.iter().find(|(h, _)| h == host) else {
                 return Err(err(ErrorCode::NotFound, format!("{host} holds no replica of inode {ino}")));
             };
-            let others =
-                reps.iter().filter(|(h, r)| h != host && r.gen == i.gen && !r.bad && usable(h)).count();
+            let others = reps.iter().filter(|(h, r)| h != host && r.gen == i.gen && !r.bad && usable(h)).count();
             if others == 0 && mine.gen == i.gen && !mine.bad && i.size > 0 {
                 return Err(err(
                     ErrorCode::InvalidArgument,

@@ -202,7 +202,9 @@ impl ReplicationWorker {
                             ReplicateEvent::Copied { ino, gen, bytes, .. } => {
                                 if let Some(from) = moves.get(&(ino, loc.host.clone())) {
                                     match svc.ns.finish_move(ino, gen, from, &loc.host) {
-                                        Ok(true) => debug!(ino, from = %from, to = %loc.host, "moved off a draining host"),
+                                        Ok(true) => {
+                                            debug!(ino, from = %from, to = %loc.host, "moved off a draining host")
+                                        }
                                         Ok(false) => {}
                                         Err(e) => warn!(ino, from = %from, "dropping a drained replica failed: {e}"),
                                     }

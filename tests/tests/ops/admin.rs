@@ -53,7 +53,10 @@ async fn users_and_groups_change_at_once_without_a_restart() {
         let added = json(&ok_as(&fed, &admin, &["--json", "user", "add", "carol", "--uid", "2001"]));
         assert_eq!(added[0]["uid"], 2001, "{added}");
         let me = json(&ok_as(&fed, &carol, &["--json", "whoami"]));
-        assert_eq!((me["uid"].as_u64(), me["gid"].as_u64(), me["admin"].as_bool()), (Some(2001), Some(2001), Some(false)));
+        assert_eq!(
+            (me["uid"].as_u64(), me["gid"].as_u64(), me["admin"].as_bool()),
+            (Some(2001), Some(2001), Some(false))
+        );
         ok_as(&fed, &admin, &["mkdir", "-m", "777", "/shared"]);
         let src = fed.dir().join("carol-file");
         std::fs::write(&src, b"carol's bytes").unwrap();

@@ -39,9 +39,15 @@ async fn chown_ln_xattr_and_cksum_from_the_command_line() {
         let out = fed.renkei(None, &["--json", "cksum", "/f", &changed.to_string_lossy()]);
         assert_eq!(out.status.code(), Some(1), "a differing local copy exits 1: {}", text(&out));
         let v = json(&String::from_utf8_lossy(&out.stdout));
-        assert_eq!((v["matches"].as_bool(), v["local_blake3"].as_str()), (Some(false), Some(blake3::hash(&other).to_hex().as_str())));
+        assert_eq!(
+            (v["matches"].as_bool(), v["local_blake3"].as_str()),
+            (Some(false), Some(blake3::hash(&other).to_hex().as_str()))
+        );
         fed.renkei_ok(None, &["put", &changed.to_string_lossy(), "/f2"]);
-        assert_eq!(json(&fed.renkei_ok(None, &["--json", "cksum", "/f2"]))["blake3"], blake3::hash(&other).to_hex().as_str());
+        assert_eq!(
+            json(&fed.renkei_ok(None, &["--json", "cksum", "/f2"]))["blake3"],
+            blake3::hash(&other).to_hex().as_str()
+        );
 
         // chown: by numbers, and by names an admin gave.
         fed.renkei_ok(None, &["chown", "4242:77", "/f"]);
@@ -69,7 +75,10 @@ async fn chown_ln_xattr_and_cksum_from_the_command_line() {
         assert_eq!(b["nlink"], 2);
         fed.renkei_ok(None, &["ln", "-s", "/f2", "/soft"]);
         assert_eq!(stat("/soft")["kind"], "symlink");
-        assert_eq!(fed.renkei_ok(None, &["cksum", "/hard"]).split_whitespace().next(), Some(blake3::hash(&other).to_hex().as_str()));
+        assert_eq!(
+            fed.renkei_ok(None, &["cksum", "/hard"]).split_whitespace().next(),
+            Some(blake3::hash(&other).to_hex().as_str())
+        );
         let out = fed.renkei(None, &["ln", "/f2", "/hard"]);
         assert!(!out.status.success(), "an existing name is refused: {}", text(&out));
 
