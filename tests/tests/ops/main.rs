@@ -10,3 +10,4 @@ mod config_check;
 mod docs;
 mod files;
 mod hosts;
+mod logs;
