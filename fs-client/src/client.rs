@@ -1,5 +1,6 @@
 //! [`Client`]: the federation as a user sees it, by path: stat, list,
-//! mkdir, put, get (recursive too), remove, rename, chmod, where, df, hosts.
+//! mkdir, put, get (recursive too), remove, rename, chmod, links,
+//! xattrs, where, dropping a replica, df, hosts.
 
 use crate::config::ClientConfig;
 use crate::counters::Counters;
@@ -8,7 +9,7 @@ use crate::error::ClientError;
 use crate::meta_client::MetaClient;
 use crate::path;
 use fs_proto::endpoint::{client_endpoint, TlsIdentity};
-use fs_proto::meta::{RenameFlags, SetAttr, StatFs};
+use fs_proto::meta::{MetaRequest, MetaResponse, RenameFlags, SetAttr, StatFs, XattrFlags};
 use fs_proto::rpc::Dialer;
 use fs_proto::{Attr, DirEntry, ErrorCode, FileKind, HostInfo, Identity, ReplicaInfo, ROOT_INO};
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -366,6 +367,91 @@ impl Client {
         let norm = path::normalize(p);
         let a = self.stat(&norm).await?;
         self.meta.setattr(a.ino, SetAttr { perm: Some(perm), ..Default::default() }).await.map_err(|e| at(&norm, e))
+    }
+
+    /// A directory and a name in it for a new entry at `p`.
+    async fn new_entry(&self, p: &str) -> Result<(String, Attr, String)> {
+        let norm = path::normalize(p);
+        let (parent, name) = path::split(&norm)?;
+        let pa = self.stat(&parent).await?;
+        Ok((norm, pa, name))
+    }
+
+    /// A hard link `new` to the existing file `existing`.
+    pub async fn link(&self, existing: &str, new: &str) -> Result<Attr> {
+        let target = self.stat(existing).await?;
+        let (norm, pa, name) = self.new_entry(new).await?;
+        let req = MetaRequest::Link { ino: target.ino, new_parent: pa.ino, new_name: name };
+        match self.meta.call_at(&norm, req).await? {
+            MetaResponse::Attr(a) => Ok(a),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// A symbolic link `new` whose target is `target` (stored verbatim).
+    pub async fn symlink(&self, target: &str, new: &str) -> Result<Attr> {
+        let (norm, pa, name) = self.new_entry(new).await?;
+        let req = MetaRequest::Symlink { parent: pa.ino, name, target: target.to_string() };
+        match self.meta.call_at(&norm, req).await? {
+            MetaResponse::Attr(a) => Ok(a),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// One xattr request on the inode at `p`.
+    async fn xattr_call(&self, p: &str, req: impl FnOnce(u64) -> MetaRequest) -> Result<MetaResponse> {
+        let norm = path::normalize(p);
+        let a = self.stat(&norm).await?;
+        self.meta.call_at(&norm, req(a.ino)).await
+    }
+
+    /// An extended attribute's value.
+    pub async fn getxattr(&self, p: &str, name: &str) -> Result<Vec<u8>> {
+        match self.xattr_call(p, |ino| MetaRequest::GetXattr { ino, name: name.to_string() }).await? {
+            MetaResponse::Xattr(v) => Ok(v),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Set an extended attribute.
+    pub async fn setxattr(&self, p: &str, name: &str, value: &[u8]) -> Result<()> {
+        let req = |ino| MetaRequest::SetXattr {
+            ino,
+            name: name.to_string(),
+            value: value.to_vec(),
+            flags: XattrFlags::default(),
+        };
+        match self.xattr_call(p, req).await? {
+            MetaResponse::Done => Ok(()),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// The names of a path's extended attributes.
+    pub async fn listxattr(&self, p: &str) -> Result<Vec<String>> {
+        match self.xattr_call(p, |ino| MetaRequest::ListXattr { ino }).await? {
+            MetaResponse::XattrNames(v) => Ok(v),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Remove an extended attribute.
+    pub async fn removexattr(&self, p: &str, name: &str) -> Result<()> {
+        match self.xattr_call(p, |ino| MetaRequest::RemoveXattr { ino, name: name.to_string() }).await? {
+            MetaResponse::Done => Ok(()),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Drop `host`'s replica of a file (never the last good one); the
+    /// replicas left.
+    pub async fn drop_replica(&self, p: &str, host: &str) -> Result<(Attr, Vec<ReplicaInfo>)> {
+        let norm = path::normalize(p);
+        let a = self.stat(&norm).await?;
+        match self.meta.call_at(&norm, MetaRequest::DropReplica { ino: a.ino, host: host.to_string() }).await? {
+            MetaResponse::Replicas { attr, replicas } => Ok((attr, replicas)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
     }
 
     /// Replicas of a file.

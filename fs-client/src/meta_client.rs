@@ -213,4 +213,9 @@ impl MetaClient {
     pub async fn hosts(&self) -> Result<Vec<HostInfo>> {
         expect!(self.call_at("", MetaRequest::ListHosts).await?, MetaResponse::Hosts(h) => h)
     }
+
+    /// A site administration request (see [`fs_proto::admin`]).
+    pub async fn admin(&self, req: fs_proto::admin::AdminRequest) -> Result<MetaResponse> {
+        self.call_at("", MetaRequest::Admin(req)).await
+    }
 }

@@ -1,12 +1,13 @@
 //! The host registry: file servers, their sites, addresses, capacity, load
 //! and liveness (a host is alive while its heartbeats arrive within the
-//! configured bound). Also chooses where a write goes.
+//! configured bound), and which are being drained (`renkei host drain`: no
+//! new data goes there). Also chooses where a write goes.
 
-use crate::keys::TREE_HOSTS;
-use crate::record::{self, HostRecord};
+use crate::keys::{TREE_DRAINING, TREE_HOSTS};
+use crate::record::{self, DrainRecord, HostRecord};
 use fs_proto::meta::HeartbeatReport;
 use fs_proto::{ErrorCode, HostInfo, RemoteError, ServerLoc, Timestamp};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::RwLock;
 
@@ -14,6 +15,8 @@ use std::sync::RwLock;
 pub struct Hosts {
     tree: sled::Tree,
     map: RwLock<HashMap<String, HostRecord>>,
+    draining_tree: sled::Tree,
+    draining: RwLock<BTreeSet<String>>,
     timeout_ms: u64,
     rotate: AtomicUsize,
 }
@@ -33,7 +36,66 @@ impl Hosts {
             rec.last_heartbeat_ms = 0;
             map.insert(String::from_utf8_lossy(&k).into_owned(), rec);
         }
-        Ok(Hosts { tree, map: RwLock::new(map), timeout_ms, rotate: AtomicUsize::new(0) })
+        let draining_tree = db.open_tree(TREE_DRAINING).map_err(internal)?;
+        let mut draining = BTreeSet::new();
+        for k in draining_tree.iter().keys() {
+            draining.insert(String::from_utf8_lossy(&k.map_err(internal)?).into_owned());
+        }
+        Ok(Hosts {
+            tree,
+            map: RwLock::new(map),
+            draining_tree,
+            draining: RwLock::new(draining),
+            timeout_ms,
+            rotate: AtomicUsize::new(0),
+        })
+    }
+
+    /// Whether `host` is being drained.
+    pub fn is_draining(&self, host: &str) -> bool {
+        self.draining.read().unwrap_or_else(|p| p.into_inner()).contains(host)
+    }
+
+    /// Drain `host` (true) or take it back into service (false); the host
+    /// must be known.
+    pub fn set_draining(&self, host: &str, on: bool) -> Result<(), RemoteError> {
+        if !self.map.read().unwrap_or_else(|p| p.into_inner()).contains_key(host) {
+            return Err(RemoteError::new(
+                ErrorCode::NotFound,
+                format!("no file server named {host:?} (`renkei hosts`)"),
+            ));
+        }
+        if on {
+            let rec = DrainRecord { since_ms: Timestamp::now().as_millis() };
+            self.draining_tree.insert(host.as_bytes(), record::encode(&rec)).map_err(internal)?;
+            self.draining.write().unwrap_or_else(|p| p.into_inner()).insert(host.to_string());
+        } else {
+            self.draining_tree.remove(host.as_bytes()).map_err(internal)?;
+            self.draining.write().unwrap_or_else(|p| p.into_inner()).remove(host);
+        }
+        Ok(())
+    }
+
+    /// Forget `host` (`renkei host rm`): refused while it is alive. The
+    /// caller checked it holds no replica. A server that heartbeats again
+    /// joins again (leave it out of `file_servers` to keep it out).
+    pub fn remove(&self, host: &str) -> Result<(), RemoteError> {
+        if self.live_loc(host).is_some() {
+            return Err(RemoteError::new(
+                ErrorCode::InvalidArgument,
+                format!("{host} is alive: stop its renkei-server first (and drain it before that)"),
+            ));
+        }
+        if self.map.write().unwrap_or_else(|p| p.into_inner()).remove(host).is_none() {
+            return Err(RemoteError::new(
+                ErrorCode::NotFound,
+                format!("no file server named {host:?} (`renkei hosts`)"),
+            ));
+        }
+        self.tree.remove(host.as_bytes()).map_err(internal)?;
+        self.draining_tree.remove(host.as_bytes()).map_err(internal)?;
+        self.draining.write().unwrap_or_else(|p| p.into_inner()).remove(host);
+        Ok(())
     }
 
     fn alive_at(&self, rec: &HostRecord, now: u64) -> bool {
@@ -89,14 +151,18 @@ impl Hosts {
 
     /// Pick a live server for a write by a client at `site`: the local site
     /// if it has one with room, else any; most free space first, ties
-    /// rotated so equal servers share the load.
+    /// rotated so equal servers share the load. Never a draining one.
     pub fn choose_write_target(&self, site: &str) -> Result<ServerLoc, RemoteError> {
         let now = Timestamp::now().as_millis();
+        let draining = self.draining.read().unwrap_or_else(|p| p.into_inner()).clone();
         let map = self.map.read().unwrap_or_else(|p| p.into_inner());
         let mut live: Vec<(&String, &HostRecord)> =
-            map.iter().filter(|(_, r)| self.alive_at(r, now) && r.free > 0).collect();
+            map.iter().filter(|(h, r)| self.alive_at(r, now) && r.free > 0 && !draining.contains(h.as_str())).collect();
         if live.is_empty() {
-            return Err(RemoteError::new(ErrorCode::NoServer, "no live file server with free space"));
+            return Err(RemoteError::new(
+                ErrorCode::NoServer,
+                "no live file server with free space (that is not being drained)",
+            ));
         }
         // A server reporting problems (a spool it cannot write, a failing
         // check) is chosen only when every other one reports some too.
@@ -114,15 +180,16 @@ impl Hosts {
     }
 
     /// Every known host: (name, location, free bytes, last heartbeat ms,
-    /// alive now), sorted by name. For the replication planner.
-    pub fn snapshot(&self) -> Vec<(ServerLoc, u64, u64, bool)> {
+    /// alive now, draining), sorted by name. For the replication planner.
+    pub fn snapshot(&self) -> Vec<(ServerLoc, u64, u64, bool, bool)> {
         let now = Timestamp::now().as_millis();
+        let draining = self.draining.read().unwrap_or_else(|p| p.into_inner()).clone();
         let map = self.map.read().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<_> = map
             .iter()
             .map(|(h, r)| {
                 let loc = ServerLoc { host: h.clone(), site: r.site.clone(), addr: r.addr };
-                (loc, r.free, r.last_heartbeat_ms, self.alive_at(r, now))
+                (loc, r.free, r.last_heartbeat_ms, self.alive_at(r, now), draining.contains(h))
             })
             .collect();
         out.sort_by(|a, b| a.0.host.cmp(&b.0.host));
@@ -132,6 +199,7 @@ impl Hosts {
     /// Every known host, with replica counts per host.
     pub fn list(&self, counts: &HashMap<String, u64>) -> Vec<HostInfo> {
         let now = Timestamp::now().as_millis();
+        let draining = self.draining.read().unwrap_or_else(|p| p.into_inner()).clone();
         let map = self.map.read().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<HostInfo> = map
             .iter()
@@ -148,6 +216,7 @@ impl Hosts {
                 problems: r.problems.clone(),
                 bytes_in: r.bytes_in,
                 bytes_out: r.bytes_out,
+                draining: draining.contains(h),
             })
             .collect();
         out.sort_by(|a, b| (&a.site, &a.host).cmp(&(&b.site, &b.host)));
@@ -186,5 +255,13 @@ mod tests {
         let picked: std::collections::HashSet<String> =
             (0..10).map(|_| hosts.choose_write_target("site1").unwrap().host).collect();
         assert_eq!(picked.len(), 2, "{picked:?}");
+        // A draining server gets no writes, and the mark survives a reopen.
+        hosts.set_draining("pop1", true).unwrap();
+        for _ in 0..10 {
+            assert_eq!(hosts.choose_write_target("site1").unwrap().host, "pop2");
+        }
+        let hosts = Hosts::open(&db, 60_000).unwrap();
+        assert!(hosts.is_draining("pop1") && !hosts.is_draining("pop2"));
+        assert!(hosts.set_draining("nope", true).is_err());
     }
 }

@@ -10,6 +10,15 @@ pub const TREE_NAMESPACE: &str = "namespace.v1";
 pub const TREE_HOSTS: &str = "hosts.v1";
 /// Name of the sled tree holding users.
 pub const TREE_USERS: &str = "users.v1";
+/// Name of the sled tree holding users removed by an admin (name ->
+/// [`crate::record::RemovedUserRecord`]): never registered again on contact.
+pub const TREE_REMOVED_USERS: &str = "users_removed.v1";
+/// Name of the sled tree holding named groups (name ->
+/// [`crate::record::GroupRecord`]).
+pub const TREE_GROUPS: &str = "groups.v1";
+/// Name of the sled tree holding the hosts being drained (name ->
+/// [`crate::record::DrainRecord`]).
+pub const TREE_DRAINING: &str = "hosts_draining.v1";
 
 const INODE: u8 = b'i';
 const DENTRY: u8 = b'd';

@@ -20,7 +20,8 @@
 //! - [`namespace`]: namespace operations as atomic transactions.
 //! - [`perm`]: permission checks.
 //! - [`hosts`]: host registry and write placement.
-//! - [`users`]: certificate name to uid/gid.
+//! - [`users`]: certificate name to uid/gid; users and groups admins manage.
+//! - [`admin`]: site administration requests (users, groups, draining hosts).
 //! - [`record`], [`keys`], [`txn`]: on-disk layout and transactions.
 //! - [`replication`]: copy planning, capabilities for copies and checks,
 //!   and the background worker keeping copy counts.
@@ -28,6 +29,7 @@
 //! - [`monitor`]: service-check reports, netcheck, rates, history, events,
 //!   and the web role (status page and `/metrics` over HTTP).
 
+pub mod admin;
 pub mod bundle;
 pub mod callbacks;
 pub mod config;

@@ -25,6 +25,11 @@ struct Args {
     /// line and field at fault.
     #[arg(long)]
     check: bool,
+    /// Log to this file (appended) instead of stderr; SIGHUP reopens it,
+    /// for logrotate's `postrotate` (default: stderr, which journald
+    /// keeps under systemd).
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
     #[command(subcommand)]
     doc: Option<fs_proto::clidoc::DocCommand>,
 }
@@ -44,7 +49,9 @@ async fn main() -> std::process::ExitCode {
             false,
         );
     }
-    fs_proto::process::init_tracing("info,quinn=warn");
+    if let Err(e) = fs_proto::process::init_tracing_to("info,quinn=warn", args.log_file.as_deref()) {
+        return exit(Err(anyhow::anyhow!("log file: {e}")), false);
+    }
     exit(
         async {
             let config = fs_meta::MetaConfig::load(&path)?;

@@ -18,6 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 mod bundle;
+mod replicas;
 
 type R<T> = Result<T, RemoteError>;
 

@@ -134,6 +134,32 @@ pub mod v1 {
         pub admin: bool,
     }
 
+    /// A named group.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct GroupRecord {
+        /// gid.
+        pub gid: u32,
+    }
+
+    /// A user an admin removed: refused until added again; their ids are
+    /// never given to a new user (their files keep them).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct RemovedUserRecord {
+        /// The uid they had.
+        pub uid: u32,
+        /// The primary gid they had.
+        pub gid: u32,
+        /// When (ms since the epoch).
+        pub since_ms: u64,
+    }
+
+    /// A host being drained.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct DrainRecord {
+        /// Since when (ms since the epoch).
+        pub since_ms: u64,
+    }
+
     /// What one uid holds (see [`crate::quota`]).
     #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
     pub struct UsageRecord {

@@ -1,5 +1,8 @@
 //! Request dispatch: turns one [`MetaCall`] from an authenticated peer into
-//! one [`MetaReply`], enforcing who may do what.
+//! one [`MetaReply`], enforcing who may do what. [`MetaService::handle`] is
+//! the one place every request passes: the caller's identity and role
+//! ([`Users::caller`]), admin-only requests ([`MetaRequest::admin_only`]),
+//! and the inode-number rule ([`MetaService::check_reachable`]).
 
 use crate::config::MetaConfig;
 use crate::hosts::Hosts;
@@ -79,6 +82,12 @@ impl MetaService {
     /// Handle one call from `id`.
     pub fn handle(&self, id: &Identity, call: MetaCall) -> MetaReply {
         let (caller, admin) = self.users.caller(id, call.cred.as_ref())?;
+        if call.req.admin_only() && !admin {
+            return Err(RemoteError::new(
+                ErrorCode::NotPermitted,
+                format!("only an admin may make a `{}` request, and {id} is not one", call.req.kind()),
+            ));
+        }
         self.check_reachable(&caller, &call.req)?;
         self.dispatch(id, &caller, admin, call.req)
     }
@@ -256,9 +265,7 @@ impl MetaService {
             }
             Q::GetQuota { user, all } => A::Quota(self.get_quota(c, admin, user, all)?),
             Q::SetQuota { user, limits } => {
-                if !admin {
-                    return Err(RemoteError::new(ErrorCode::NotPermitted, "only an admin may set quotas"));
-                }
+                // Admins only: checked in `handle`.
                 let rec = self
                     .users
                     .get(&user)?
@@ -267,6 +274,13 @@ impl MetaService {
                 tracing::info!(by = %id.name, %user, ?limits, "quota set");
                 A::Quota(vec![self.ns.quota_report(rec.uid, user)?])
             }
+            Q::DropReplica { ino, host } => {
+                let usable = |h: &str| self.hosts.live_loc(h).is_some();
+                self.ns.drop_one_replica(c, ino, &host, &usable)?;
+                tracing::info!(by = %id.name, ino, %host, "replica dropped");
+                return self.dispatch(id, c, admin, Q::Where { ino });
+            }
+            Q::Admin(a) => crate::admin::handle(self, id, a)?,
             Q::Batch(reqs) => {
                 if reqs.len() > fs_proto::meta::MAX_BATCH {
                     return Err(RemoteError::new(
@@ -434,7 +448,7 @@ impl MetaService {
 
     /// Replicas per host, counted at most once per [`COUNTS_FRESH`]: the
     /// count scans every replica, and `ListHosts` is open to every user.
-    fn replica_counts(&self) -> R<HashMap<String, u64>> {
+    pub(crate) fn replica_counts(&self) -> R<HashMap<String, u64>> {
         let mut cache = self.replica_count.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((at, counts)) = &*cache {
             if at.elapsed() < COUNTS_FRESH {

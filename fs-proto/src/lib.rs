@@ -18,6 +18,7 @@
 //! - [`error`]: [`ErrorCode`], [`RemoteError`] and local framing errors.
 //! - [`types`]: attributes, file kinds, host and replica descriptions.
 //! - [`meta`] and [`server`]: the two services' requests and responses.
+//! - [`admin`]: site administration (users, groups, draining hosts).
 //! - [`callback`]: invalidations the meta server pushes to caching clients.
 //! - [`bundle`]: directory write leases, leased inode numbers, bundles of
 //!   new files.
@@ -33,6 +34,7 @@
 //! - [`clidoc`]: shell completions and man pages of every binary.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod admin;
 pub mod bounded;
 pub mod bundle;
 pub mod callback;

@@ -6,6 +6,7 @@
 //! [`MetaReply`] frame. Identity comes from the TLS certificate, never from
 //! the request.
 
+use crate::admin::{AdminRequest, GroupInfo, UserInfo};
 use crate::bundle::{BundleCommit, EntryResult, LeaseGrant, LeaseRequest};
 use crate::capability::SignedCapability;
 use crate::error::RemoteError;
@@ -476,6 +477,20 @@ pub enum MetaRequest {
         /// The new limits (all zero: no quota).
         limits: QuotaLimits,
     },
+    /// Drop one replica of a file (`renkei rm --replica HOST PATH`, like
+    /// `gfrm -h`): the file's owner or an admin; refused when no other good
+    /// replica of the current generation is on a live server. The server
+    /// deletes the file after the GC grace. Answered
+    /// [`MetaResponse::Replicas`] with what is left.
+    DropReplica {
+        /// The file.
+        ino: Ino,
+        /// The host whose replica to drop.
+        host: String,
+    },
+    /// Site administration: users, groups, hosts (admins only; see
+    /// [`crate::admin`]).
+    Admin(AdminRequest),
 }
 
 /// A user's quota limits (see the README's security model). Usage counts
@@ -637,6 +652,8 @@ impl MetaRequest {
             MetaRequest::TestLock(_) => "test_lock",
             MetaRequest::GetQuota { .. } => "get_quota",
             MetaRequest::SetQuota { .. } => "set_quota",
+            MetaRequest::DropReplica { .. } => "drop_replica",
+            MetaRequest::Admin(a) => a.kind(),
         }
     }
 
@@ -662,6 +679,7 @@ impl MetaRequest {
             | Q::Inventory { .. }
             | Q::GetQuota { .. }
             | Q::SetQuota { .. }
+            | Q::Admin(_)
             | Q::ReleaseDirs { .. } => Vec::new(),
             Q::Lookup { parent, .. }
             | Q::LookupPlus { parent, .. }
@@ -683,7 +701,8 @@ impl MetaRequest {
             | Q::OpenRead { ino }
             | Q::OpenWrite { ino, .. }
             | Q::Where { ino }
-            | Q::SetNcopy { ino, .. } => vec![*ino],
+            | Q::SetNcopy { ino, .. }
+            | Q::DropReplica { ino, .. } => vec![*ino],
             Q::Link { ino, new_parent, .. } => vec![*ino, *new_parent],
             Q::Rename { parent, new_parent, .. } => vec![*parent, *new_parent],
             Q::Batch(reqs) => reqs.iter().flat_map(MetaRequest::named_inos).collect(),
@@ -703,6 +722,61 @@ impl MetaRequest {
         }
     }
 
+    /// Whether only an admin (a user the meta server marks admin, or a host
+    /// `admin_hosts` lists) may make the request: the one list the meta
+    /// server checks, before anything else, in one place. Exhaustive on
+    /// purpose: a new variant must say.
+    pub fn admin_only(&self) -> bool {
+        use MetaRequest as Q;
+        match self {
+            Q::SetQuota { .. } => true,
+            Q::Admin(a) => a.admin_only(),
+            Q::Batch(reqs) => reqs.iter().any(MetaRequest::admin_only),
+            Q::WhoAmI
+            | Q::Lookup { .. }
+            | Q::LookupPlus { .. }
+            | Q::GetAttr { .. }
+            | Q::Resolve { .. }
+            | Q::ReadDir { .. }
+            | Q::ListDir { .. }
+            | Q::ReadLink { .. }
+            | Q::Create { .. }
+            | Q::Mkdir { .. }
+            | Q::Symlink { .. }
+            | Q::Link { .. }
+            | Q::Unlink { .. }
+            | Q::Rmdir { .. }
+            | Q::Rename { .. }
+            | Q::SetAttr { .. }
+            | Q::GetXattr { .. }
+            | Q::SetXattr { .. }
+            | Q::ListXattr { .. }
+            | Q::RemoveXattr { .. }
+            | Q::OpenRead { .. }
+            | Q::OpenWrite { .. }
+            | Q::Where { .. }
+            | Q::SetNcopy { .. }
+            | Q::StatFs
+            | Q::ListHosts
+            | Q::Heartbeat(_)
+            | Q::RegisterReplica { .. }
+            | Q::ReportBadReplica { .. }
+            | Q::Inventory { .. }
+            | Q::PlanReplication(_)
+            | Q::PlanCheck { .. }
+            | Q::ReplicationStatus
+            | Q::Subscribe
+            | Q::Monitor(_)
+            | Q::LeaseDir(_)
+            | Q::ReleaseDirs { .. }
+            | Q::CommitBundle(_)
+            | Q::Lock(_)
+            | Q::TestLock(_)
+            | Q::GetQuota { .. }
+            | Q::DropReplica { .. } => false,
+        }
+    }
+
     /// Whether the request changes persistent state (and so must be durable
     /// before it is acknowledged).
     pub fn is_mutation(&self) -> bool {
@@ -710,6 +784,9 @@ impl MetaRequest {
             // A batch of reads is a read: it takes no write ordering and
             // may be sent again.
             return reqs.iter().any(MetaRequest::is_mutation);
+        }
+        if let MetaRequest::Admin(a) = self {
+            return a.is_mutation();
         }
         !matches!(
             self,
@@ -828,4 +905,8 @@ pub enum MetaResponse {
     Bundle(Vec<EntryResult>),
     /// Answer to `GetQuota` and `SetQuota`.
     Quota(Vec<QuotaReport>),
+    /// Federation users (administration).
+    Users(Vec<UserInfo>),
+    /// Named groups (administration).
+    Groups(Vec<GroupInfo>),
 }

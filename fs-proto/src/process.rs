@@ -1,13 +1,91 @@
 //! What every renkei binary does the same way: install the tracing
-//! subscriber (binaries only; libraries never do), wait for SIGINT or
-//! SIGTERM as the shutdown signal, and die at a named crash point when a
-//! fault test asks for it ([`crash_point`]).
+//! subscriber (binaries only; libraries never do), to stderr (journald) or
+//! to a log file reopened on SIGHUP (logrotate), wait for SIGINT or SIGTERM
+//! as the shutdown signal, and die at a named crash point when a fault test
+//! asks for it ([`crash_point`]).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+fn env_filter(default: &str) -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default))
+}
 
 /// Install a `tracing` subscriber reading `RUST_LOG`, defaulting to `default`.
 pub fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(env_filter(default)).with_writer(std::io::stderr).try_init();
+}
+
+/// A log file the subscriber appends to, reopened by path on SIGHUP (after
+/// logrotate moved it away).
+#[derive(Clone)]
+struct LogFile {
+    path: PathBuf,
+    file: Arc<Mutex<std::fs::File>>,
+}
+
+fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().create(true).append(true).open(path)
+}
+
+impl LogFile {
+    fn lock(&self) -> MutexGuard<'_, std::fs::File> {
+        self.file.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn reopen(&self) -> std::io::Result<()> {
+        let f = open_log(&self.path)?;
+        *self.lock() = f;
+        Ok(())
+    }
+}
+
+/// One event's writer: the file, locked while the event is written.
+struct LogWriter<'a>(MutexGuard<'a, std::fs::File>);
+
+impl Write for LogWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogFile {
+    type Writer = LogWriter<'a>;
+    fn make_writer(&'a self) -> Self::Writer {
+        LogWriter(self.lock())
+    }
+}
+
+/// [`init_tracing`], writing to `file` (appended, created if missing)
+/// instead of stderr when one is given. The file is reopened on SIGHUP, so
+/// logrotate's `postrotate` can `kill -HUP` the service. Must run inside a
+/// tokio runtime (it waits for the signal on a task).
+pub fn init_tracing_to(default: &str, file: Option<&Path>) -> std::io::Result<()> {
+    let Some(path) = file else {
+        init_tracing(default);
+        return Ok(());
+    };
+    let log = LogFile { path: path.to_path_buf(), file: Arc::new(Mutex::new(open_log(path)?)) };
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(env_filter(default))
+        .with_ansi(false)
+        .with_writer(log.clone())
+        .try_init();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match log.reopen() {
+                Ok(()) => tracing::info!(file = %log.path.display(), "log file reopened (SIGHUP)"),
+                Err(e) => tracing::error!(file = %log.path.display(), "cannot reopen the log file: {e}"),
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -238,6 +238,9 @@ pub struct HostInfo {
     pub bytes_in: u64,
     /// Bytes the host sent since it started.
     pub bytes_out: u64,
+    /// Being drained (`renkei host drain`): gets no new data, and its
+    /// replicas are being moved to other servers.
+    pub draining: bool,
 }
 
 /// One replica of a file.

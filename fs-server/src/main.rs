@@ -30,6 +30,11 @@ struct Args {
     /// them. Without it the server refuses to start in that case.
     #[arg(long)]
     forget_spool: bool,
+    /// Log to this file (appended) instead of stderr; SIGHUP reopens it,
+    /// for logrotate's `postrotate` (default: stderr, which journald
+    /// keeps under systemd).
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
     #[command(subcommand)]
     doc: Option<fs_proto::clidoc::DocCommand>,
 }
@@ -49,7 +54,9 @@ async fn main() -> std::process::ExitCode {
             false,
         );
     }
-    fs_proto::process::init_tracing("info,quinn=warn");
+    if let Err(e) = fs_proto::process::init_tracing_to("info,quinn=warn", args.log_file.as_deref()) {
+        return exit(Err(anyhow::anyhow!("log file: {e}")), false);
+    }
     exit(
         async {
             let mut config = fs_server::ServerConfig::load(&path)?;

@@ -83,6 +83,25 @@ impl ProcFederation {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// A client configuration (first site) for another federation user:
+    /// a certificate for `name` from the federation's CA, in `NAME.toml`.
+    pub fn user_config(&self, name: &str) -> PathBuf {
+        let ca = self.dir().join("ca");
+        self.renkei_ok(None, &["ca", "issue", "--dir", &ca.to_string_lossy(), "--user", name]);
+        let me = &self.state.user;
+        let text = std::fs::read_to_string(&self.state.client_config).expect("client config");
+        let text = text.replace(&format!("/users/{me}."), &format!("/users/{name}."));
+        assert!(text.contains(&format!("/users/{name}.")), "the client config names the user's files: {text}");
+        let path = self.dir().join(format!("{name}.toml"));
+        std::fs::write(&path, text).expect("write user config");
+        path
+    }
+
+    /// Run `renkei` with client configuration `config`.
+    pub fn renkei_as(&self, config: &Path, args: &[&str]) -> Output {
+        Command::new(bin_dir().join("renkei")).env("RENKEI_CONFIG", config).args(args).output().expect("run renkei")
+    }
+
     /// pid of a running process of the federation.
     pub fn pid(&self, name: &str) -> Option<i32> {
         local::running_pid(&self.dir().join("run").join(format!("{name}.pid")))

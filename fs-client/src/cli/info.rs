@@ -109,10 +109,15 @@ struct HostView {
     problems: Vec<String>,
     bytes_in: u64,
     bytes_out: u64,
+    draining: bool,
 }
 
 pub(crate) async fn hosts(client: &Client, json: bool) -> anyhow::Result<()> {
-    let hosts = client.hosts().await?;
+    print_hosts(client.hosts().await?, json)
+}
+
+/// The host table (`renkei hosts`, `renkei host drain`, ...).
+pub(crate) fn print_hosts(hosts: Vec<fs_proto::HostInfo>, json: bool) -> anyhow::Result<()> {
     let v: Vec<HostView> = hosts
         .into_iter()
         .map(|h| HostView {
@@ -128,6 +133,7 @@ pub(crate) async fn hosts(client: &Client, json: bool) -> anyhow::Result<()> {
             problems: h.problems,
             bytes_in: h.bytes_in,
             bytes_out: h.bytes_out,
+            draining: h.draining,
         })
         .collect();
     if json {
@@ -143,7 +149,12 @@ pub(crate) async fn hosts(client: &Client, json: bool) -> anyhow::Result<()> {
             h.host,
             h.site,
             h.addr,
-            if h.alive { "yes" } else { "DOWN" },
+            match (h.alive, h.draining) {
+                (true, false) => "yes",
+                (false, false) => "DOWN",
+                (true, true) => "drain",
+                (false, true) => "DOWN",
+            },
             HumanBytes(h.capacity).to_string(),
             HumanBytes(h.free).to_string(),
             h.load,

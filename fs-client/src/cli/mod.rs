@@ -1,8 +1,10 @@
 //! The `renkei` command line: argument parsing and dispatch. One module per
 //! command family; every command that lists or reports takes `--json`.
 
+mod admin;
 mod ca;
 mod config;
+mod files;
 mod fsck;
 mod info;
 mod local;
@@ -64,6 +66,16 @@ pub enum Command {
     Mv(namespace::MvArgs),
     /// Change permission bits (octal).
     Chmod(namespace::ChmodArgs),
+    /// Change owner and/or group (OWNER[:GROUP], names or numbers).
+    Chown(files::ChownArgs),
+    /// Make a hard link (or with -s a symbolic one).
+    Ln(files::LnArgs),
+    /// Extended attributes: get, set, ls, rm.
+    #[command(subcommand)]
+    Xattr(files::XattrCommand),
+    /// Show a file's BLAKE3 as the federation stores it, or whether a local
+    /// copy matches it, without moving the file's bytes.
+    Cksum(files::CksumArgs),
     /// Show which hosts and sites hold replicas of files.
     Where(info::WhereArgs),
     /// Replicate files server to server (like gfrep): -N copies, -D to a
@@ -87,6 +99,16 @@ pub enum Command {
     /// Show your quota (files and bytes, every replica counted) or, as an
     /// admin, anyone's (`--all`); `quota set` sets limits.
     Quota(quota::QuotaArgs),
+    /// Federation users (admins: add, rm, mod; anyone: ls).
+    #[command(subcommand)]
+    User(admin::UserCommand),
+    /// Named groups (admins: add, rm, mod; anyone: ls).
+    #[command(subcommand)]
+    Group(admin::GroupCommand),
+    /// File servers (admins): drain one (move its replicas elsewhere),
+    /// undrain, rm.
+    #[command(subcommand)]
+    Host(admin::HostCommand),
     /// Mount the federation (or a remote directory of it) like sshfs (FUSE).
     Mount(mount::MountArgs),
     /// Unmount a mount point made by `renkei mount`.
@@ -162,6 +184,13 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Rm(a) => namespace::rm(&cli.client().await?, a).await,
         Command::Mv(a) => namespace::mv(&cli.client().await?, a).await,
         Command::Chmod(a) => namespace::chmod(&cli.client().await?, a).await,
+        Command::Chown(a) => files::chown(&cli.client().await?, a).await,
+        Command::Ln(a) => files::ln(&cli.client().await?, a).await,
+        Command::Xattr(c) => files::xattr(&cli.client().await?, c, json).await,
+        Command::Cksum(a) => files::cksum(&cli.client().await?, a, json).await,
+        Command::User(c) => admin::user(&cli.client().await?, c, json).await,
+        Command::Group(c) => admin::group(&cli.client().await?, c, json).await,
+        Command::Host(c) => admin::host(&cli.client().await?, c, json).await,
         Command::Where(a) => info::where_(&cli.client().await?, a, json).await,
         Command::Rep(a) => replicate::rep(&cli.client().await?, a, json).await,
         Command::Ncopy(a) => replicate::ncopy(&cli.client().await?, a, json).await,

@@ -41,8 +41,12 @@ pub struct MkdirArgs {
 #[derive(Args, Debug)]
 pub struct RmArgs {
     /// Remove directories and their contents.
-    #[arg(short, long)]
+    #[arg(short, long, conflicts_with = "replica")]
     recursive: bool,
+    /// Drop only the replica on this host (like `gfrm -h`), never the
+    /// last good copy; the file stays.
+    #[arg(long, value_name = "HOST")]
+    replica: Option<String>,
     /// Paths.
     #[arg(required = true)]
     paths: Vec<String>,
@@ -132,7 +136,12 @@ pub(crate) async fn mkdir(client: &Client, a: &MkdirArgs) -> anyhow::Result<()> 
 
 pub(crate) async fn rm(client: &Client, a: &RmArgs) -> anyhow::Result<()> {
     for p in &a.paths {
-        client.remove(p, a.recursive).await?;
+        match &a.replica {
+            Some(host) => {
+                client.drop_replica(p, host).await?;
+            }
+            None => client.remove(p, a.recursive).await?,
+        }
     }
     Ok(())
 }

@@ -247,6 +247,7 @@ mod tests {
             problems: problems.iter().map(|p| p.to_string()).collect(),
             bytes_in,
             bytes_out,
+            draining: false,
         }
     }
 

@@ -228,6 +228,7 @@ mod tests {
             problems: vec!["x\ny".into()],
             bytes_in: 12345,
             bytes_out: 0,
+            draining: false,
         };
         let loc = |h: &str| ServerLoc { host: h.into(), site: "s".into(), addr: "127.0.0.1:1".parse().expect("addr") };
         FederationStatus {

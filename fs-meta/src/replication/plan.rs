@@ -17,6 +17,12 @@
 //! - Surplus is removed only for files with an explicit copy count, only
 //!   when every host holding a replica is alive and no copy is in flight;
 //!   the replicas kept cover as many sites as possible.
+//! - A draining host (`renkei host drain`) is never a destination and its
+//!   replicas do not count, but are sources. The worker's policy moves them
+//!   off: a copy elsewhere for each (the copy names the replica it
+//!   replaces, dropped once the copy is registered), or, for a file whose
+//!   copy count the other live replicas already meet, the replica is simply
+//!   removed; a bad one goes once a good one lives elsewhere.
 
 use fs_proto::replication::SkipReason;
 use fs_proto::{Gen, Ino};
@@ -33,6 +39,8 @@ pub struct HostView {
     pub free: u64,
     /// None while alive; otherwise how long it has been down (ms).
     pub down_for_ms: Option<u64>,
+    /// Being drained: no new copies, its replicas moved elsewhere.
+    pub draining: bool,
 }
 
 impl HostView {
@@ -126,7 +134,8 @@ pub struct Policy {
     pub from: Option<Selector>,
     /// Copy only to hosts matching this (and count only replicas there).
     pub to: Option<Selector>,
-    /// Remove surplus and bad replicas of files with an explicit copy count.
+    /// The worker's policy: remove surplus and bad replicas of files with an
+    /// explicit copy count, and move replicas off draining hosts.
     pub remove_surplus: bool,
     /// A replica on a host down for less than this still counts (ms).
     pub down_grace_ms: u64,
@@ -139,6 +148,9 @@ pub struct PlannedCopy {
     pub dst: String,
     /// Hosts to read from, preferred first (the destination's site first).
     pub sources: Vec<String>,
+    /// The draining host whose replica this copy replaces: dropped once
+    /// the copy is registered.
+    pub replaces: Option<String>,
 }
 
 /// How a file stands after planning.
@@ -198,6 +210,10 @@ pub fn plan_file(file: &FileView, hosts: &[HostView], policy: &Policy) -> FilePl
     let mut counted: Vec<&HostView> = Vec::new(); // good, host alive or briefly down
     let mut live_good: Vec<&HostView> = Vec::new();
     let mut bad_hosts: BTreeSet<&str> = BTreeSet::new();
+    // Good replicas on draining hosts (sources while alive, never counted),
+    // and bad ones there.
+    let mut draining: Vec<&HostView> = Vec::new();
+    let mut draining_bad: Vec<&str> = Vec::new();
     let mut all_alive = true;
     for r in &current {
         let Some(h) = by_name.get(r.host.as_str()) else {
@@ -205,6 +221,14 @@ pub fn plan_file(file: &FileView, hosts: &[HostView], policy: &Policy) -> FilePl
             continue;
         };
         all_alive &= h.alive();
+        if h.draining {
+            if r.bad {
+                draining_bad.push(h.host.as_str());
+            } else {
+                draining.push(h);
+            }
+            continue;
+        }
         if r.bad {
             bad_hosts.insert(h.host.as_str());
             continue;
@@ -234,19 +258,41 @@ pub fn plan_file(file: &FileView, hosts: &[HostView], policy: &Policy) -> FilePl
         Want::Repair { default } => (current.len() as u32).max(if base > 0 { base } else { default }),
     };
     let have = counted.iter().chain(in_flight.iter()).filter(|h| in_to(h)).count() as u32;
-    let missing = want.saturating_sub(have);
+    let mut missing = want.saturating_sub(have);
+    let managed = policy.remove_surplus && file.ncopy > 0 && matches!(policy.want, Want::Ncopy { .. });
 
     let mut plan = FilePlan::satisfied();
+    // Moving off draining hosts (the worker only): a file whose copy count
+    // the live replicas elsewhere meet loses the draining ones; any other
+    // gets one copy elsewhere per draining replica, so it keeps as many
+    // copies as it had.
+    let mut replaces: Vec<&str> = Vec::new();
+    if policy.remove_surplus && !draining.is_empty() {
+        if managed && live_good.len() as u32 >= want {
+            plan.removals.extend(draining.iter().map(|h| h.host.clone()));
+        } else {
+            replaces = draining.iter().map(|h| h.host.as_str()).collect();
+            missing = missing.max(replaces.len() as u32);
+        }
+    }
+    if policy.remove_surplus && !live_good.is_empty() {
+        plan.removals.extend(draining_bad.iter().map(|h| h.to_string()));
+    }
     if missing > 0 {
-        plan_copies(file, hosts, policy, &counted, &in_flight, &live_good, &bad_hosts, missing, &mut plan);
+        // Sources: every live good replica, a draining host's too.
+        let mut sources: Vec<&HostView> = live_good.clone();
+        sources.extend(draining.iter().copied().filter(|h| h.alive()));
+        plan_copies(file, hosts, policy, &counted, &in_flight, &sources, &bad_hosts, missing, &mut plan);
+        for (copy, host) in plan.copies.iter_mut().zip(replaces) {
+            copy.replaces = Some(host.to_string());
+        }
     }
 
     // Surplus: only for files that asked for a copy count, only when the
     // picture is complete (every holder alive, nothing in flight, nothing
     // missing), never below the count.
-    let managed = policy.remove_surplus && file.ncopy > 0 && matches!(policy.want, Want::Ncopy { .. });
     if managed && missing == 0 && in_flight.is_empty() && all_alive && live_good.len() as u32 >= want {
-        plan.removals = choose_surplus(&live_good, want);
+        plan.removals.extend(choose_surplus(&live_good, want));
         plan.removals.extend(bad_hosts.iter().map(|h| h.to_string()));
     }
     plan
@@ -274,7 +320,7 @@ fn plan_copies(
     let mut sites: BTreeSet<&str> = counted.iter().chain(in_flight.iter()).map(|h| h.site.as_str()).collect();
     let mut candidates: Vec<&HostView> = hosts
         .iter()
-        .filter(|h| h.alive() && h.free >= file.size && !holding.contains(h.host.as_str()))
+        .filter(|h| h.alive() && !h.draining && h.free >= file.size && !holding.contains(h.host.as_str()))
         .filter(|h| policy.to.as_ref().is_none_or(|s| s.matches(h)))
         .collect();
     for _ in 0..missing {
@@ -294,7 +340,11 @@ fn plan_copies(
         sites.insert(dst.site.as_str());
         let mut srcs: Vec<&HostView> = sources.clone();
         srcs.sort_by_key(|s| (s.site != dst.site, s.host.clone()));
-        plan.copies.push(PlannedCopy { dst: dst.host.clone(), sources: srcs.iter().map(|s| s.host.clone()).collect() });
+        plan.copies.push(PlannedCopy {
+            dst: dst.host.clone(),
+            sources: srcs.iter().map(|s| s.host.clone()).collect(),
+            replaces: None,
+        });
     }
     let short = missing - plan.copies.len() as u32;
     plan.outcome =

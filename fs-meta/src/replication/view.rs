@@ -23,9 +23,9 @@ impl HostTable {
         let started = svc.replication.started_ms;
         let mut views = Vec::new();
         let mut locs = HashMap::new();
-        for (loc, free, last_ms, alive) in svc.hosts.snapshot() {
+        for (loc, free, last_ms, alive, draining) in svc.hosts.snapshot() {
             let down_for_ms = (!alive).then(|| now.saturating_sub(last_ms.max(started)));
-            views.push(HostView { host: loc.host.clone(), site: loc.site.clone(), free, down_for_ms });
+            views.push(HostView { host: loc.host.clone(), site: loc.site.clone(), free, down_for_ms, draining });
             locs.insert(loc.host.clone(), loc);
         }
         HostTable { views, locs }

@@ -5,7 +5,8 @@
 //! `replica_down_grace_ms`, never reading a bad one, trimming surplus only
 //! for files with an explicit copy count and only once every holder is
 //! alive), removes the surplus at once (the holders delete the files after
-//! the GC grace), and sends copy orders to the destination servers, a few
+//! the GC grace), moves replicas off draining hosts (a copy that replaces
+//! one drops it once registered), and sends copy orders to the destination servers, a few
 //! at a time, each a stream of many files. A pass is woken by writes,
 //! copy-count changes, bad replicas and hosts returning, by the moment a
 //! down host crosses the grace period, or by the interval.
@@ -125,6 +126,9 @@ impl ReplicationWorker {
         }
         let mut removed = 0u64;
         let mut by_dst: BTreeMap<String, Vec<CopyItem>> = BTreeMap::new();
+        // (file, destination) -> the draining host whose replica the copy
+        // replaces.
+        let mut moves: HashMap<(Ino, String), String> = HashMap::new();
         // Per file: copies still to complete, and whether it stays short
         // even when they do (it leaves the backlog only if not).
         let mut pending: HashMap<Ino, (u32, bool)> = HashMap::new();
@@ -166,6 +170,9 @@ impl ReplicationWorker {
                 }
                 ordered += 1;
                 pending.entry(*ino).or_insert((0, short)).0 += 1;
+                if let Some(from) = copy.replaces {
+                    moves.insert((*ino, copy.dst.clone()), from);
+                }
                 let cap = sign_copy(&svc, *ino, inode.gen, &copy.dst, inode.size, hash);
                 let item = CopyItem {
                     ino: *ino,
@@ -218,8 +225,9 @@ impl ReplicationWorker {
             }
         }
         let pending = Mutex::new(pending);
+        let moves = &moves;
         let failed = stream::iter(orders)
-            .map(|(loc, items)| self.run_order(loc, items, &pending))
+            .map(|(loc, items)| self.run_order(loc, items, &pending, moves))
             .buffer_unordered(svc.config.replication_parallel.max(1))
             .fold(0u64, |acc, f| async move { acc + f })
             .await;
@@ -244,8 +252,16 @@ impl ReplicationWorker {
         more
     }
 
-    /// Send one copy order; returns how many items failed.
-    async fn run_order(&self, loc: ServerLoc, items: Vec<CopyItem>, pending: &Mutex<HashMap<Ino, (u32, bool)>>) -> u64 {
+    /// Send one copy order; returns how many items failed. A copy that
+    /// replaces a draining host's replica (`moves`) drops that replica as
+    /// soon as it is registered.
+    async fn run_order(
+        &self,
+        loc: ServerLoc,
+        items: Vec<CopyItem>,
+        pending: &Mutex<HashMap<Ino, (u32, bool)>>,
+        moves: &HashMap<(Ino, String), String>,
+    ) -> u64 {
         let svc = &self.svc;
         let n = items.len() as u64;
         let peer = PeerAddr { addr: loc.addr, name: loc.host.clone() };
@@ -263,7 +279,16 @@ impl ReplicationWorker {
                     |ev| {
                         done += 1;
                         match ev {
-                            ReplicateEvent::Copied { ino, bytes, .. } => {
+                            ReplicateEvent::Copied { ino, gen, bytes, .. } => {
+                                if let Some(from) = moves.get(&(ino, loc.host.clone())) {
+                                    match svc.ns.finish_move(ino, gen, from, &loc.host) {
+                                        Ok(true) => {
+                                            debug!(ino, from = %from, to = %loc.host, "moved off a draining host")
+                                        }
+                                        Ok(false) => {}
+                                        Err(e) => warn!(ino, from = %from, "dropping a drained replica failed: {e}"),
+                                    }
+                                }
                                 let size = sizes.get(&ino).copied().unwrap_or(0);
                                 let file_done = {
                                     let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());

@@ -3,7 +3,7 @@
 use super::*;
 
 fn host(name: &str, site: &str) -> HostView {
-    HostView { host: name.into(), site: site.into(), free: 1 << 40, down_for_ms: None }
+    HostView { host: name.into(), site: site.into(), free: 1 << 40, down_for_ms: None, draining: false }
 }
 
 fn down(mut h: HostView, ms: u64) -> HostView {
@@ -254,4 +254,38 @@ fn selector_resolves_hosts_before_sites() {
     assert_eq!(Selector::resolve("A", &hosts), Some(Selector::Host("A".into())));
     assert_eq!(Selector::resolve("B", &hosts), Some(Selector::Site("B".into())));
     assert_eq!(Selector::resolve("nope", &hosts), None);
+}
+
+fn draining(mut h: HostView) -> HostView {
+    h.draining = true;
+    h
+}
+
+#[test]
+fn draining_host_replicas_move_elsewhere_and_keep_the_count() {
+    let hosts = vec![host("a1", "A"), draining(host("a2", "A")), host("b1", "B")];
+    // One copy, on the draining host: copied from there, to a host not
+    // draining, naming the replica it replaces.
+    let p = plan_file(&file(0, vec![rep("a2")]), &hosts, &worker(1000));
+    assert_eq!(p.copies.len(), 1, "{p:?}");
+    assert_ne!(p.copies[0].dst, "a2");
+    assert_eq!(p.copies[0].sources, vec!["a2".to_string()]);
+    assert_eq!(p.copies[0].replaces.as_deref(), Some("a2"));
+    assert!(p.removals.is_empty());
+    // Two copies without a copy count (made by `rep`): still two after.
+    let p = plan_file(&file(0, vec![rep("a1"), rep("a2")]), &hosts, &worker(1000));
+    assert_eq!(dsts(&p), vec!["b1"]);
+    assert_eq!(p.copies[0].replaces.as_deref(), Some("a2"));
+    // A copy count the other replicas meet: the draining one just goes.
+    let p = plan_file(&file(1, vec![rep("a1"), rep("a2")]), &hosts, &worker(1000));
+    assert!(p.copies.is_empty(), "{p:?}");
+    assert_eq!(p.removals, vec!["a2".to_string()]);
+    // A bad replica there goes once a good one lives elsewhere.
+    let p = plan_file(&file(0, vec![rep("a1"), bad("a2")]), &hosts, &worker(1000));
+    assert!(p.copies.is_empty() && p.removals == vec!["a2".to_string()], "{p:?}");
+    // `rep` never copies to a draining host, and reads from one.
+    let p = plan_file(&file(0, vec![rep("a2")]), &hosts, &copies(3));
+    assert_eq!(p.outcome, Outcome::Short { reason: SkipReason::NoTarget, missing: 1 });
+    assert!(!dsts(&p).contains(&"a2"));
+    assert!(p.copies.iter().all(|c| c.replaces.is_none()));
 }
