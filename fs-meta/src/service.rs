@@ -406,7 +406,7 @@ impl MetaService {
                     access: Access::Read,
                     principal: Principal::host(target.host.clone()),
                     expires_ms: self.expiry(),
-            issued,
+                    issued,
                     base_gen: None,
                     expect: Some((size, hash)),
                     inos: Vec::new(),

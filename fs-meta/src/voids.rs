@@ -51,16 +51,17 @@ struct State {
 }
 
 fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
 impl VoidLog {
     /// A log that keeps voidings for `hold_ms` (the capability lifetime).
     pub fn new(hold_ms: u64) -> Self {
-        VoidLog { clock: AtomicU64::new(0), hold_us: AtomicU64::new(hold_ms.saturating_mul(1000)), state: Mutex::default() }
+        VoidLog {
+            clock: AtomicU64::new(0),
+            hold_us: AtomicU64::new(hold_ms.saturating_mul(1000)),
+            state: Mutex::default(),
+        }
     }
 
     /// Keep voidings for `hold_ms` from now on.

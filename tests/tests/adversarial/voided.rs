@@ -76,7 +76,11 @@ async fn a_chmod_voids_capabilities_handed_out_before_it() {
             }
         };
         assert_eq!(refusal.0, ErrorCode::BadCapability, "{}", refusal.1);
-        assert!(refusal.1.contains("mode or owner changed") && refusal.1.contains("open the file again"), "{}", refusal.1);
+        assert!(
+            refusal.1.contains("mode or owner changed") && refusal.1.contains("open the file again"),
+            "{}",
+            refusal.1
+        );
         // Nor may his kept write capability start a new generation.
         let write = ServerRequest::Write { cap: kept_write.cap.clone(), base: kept_write.base.clone() };
         let (code, msg) = present(&cluster, "bob", &kept_write.target.host, &write).await.unwrap_err();
