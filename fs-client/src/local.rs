@@ -163,7 +163,7 @@ fn create(spec: &LocalSpec) -> Result<LocalState> {
             role,
             site: site.map(str::to_string),
             not_before: None,
-            valid_days: 365,
+            valid_days: fs_proto::identity::DEFAULT_VALID_DAYS,
         })
         .map_err(cfg_err)
     };
@@ -190,14 +190,14 @@ fn create(spec: &LocalSpec) -> Result<LocalState> {
         })
         .collect();
     let with_vpe = vpe::available(&bin_dir(spec.bin_dir.as_deref()));
-    // Hosts' roles, explicit: the PoPs are the file servers; the VM manager,
-    // and the PoPs as VM agents (they read private images and write saved
-    // ones), act as root in the namespace.
+    // Hosts' roles, explicit: the PoPs are the file servers; the VM manager
+    // acts as root in the namespace, the PoPs as VM agents (they read
+    // private images and write saved ones) as root under /vpe only.
     let names = |v: &mut dyn Iterator<Item = &str>| v.map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ");
     let mut roles = format!("file_servers = [{}]\n", names(&mut pops.iter().map(|(n, _)| n.as_str())));
     if with_vpe {
-        let admins = std::iter::once("vpe").chain(pops.iter().map(|(n, _)| n.as_str()));
-        roles.push_str(&format!("admin_hosts = [{}]\n", names(&mut admins.into_iter())));
+        roles.push_str("admin_hosts = [\"vpe\"]\n");
+        roles.push_str(&format!("vpe_hosts = [{}]\n", names(&mut pops.iter().map(|(n, _)| n.as_str()))));
     }
     let mut meta = fs_meta_config(dir, tls(&meta_files), meta_addr, &spec.user, uid, gid, &roles);
     // The status page and /metrics, on loopback only.

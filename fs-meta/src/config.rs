@@ -57,12 +57,17 @@ pub struct MetaConfig {
     #[serde(default)]
     pub users: Vec<UserConfig>,
     /// Host certificates granted root in the namespace (and the right to
-    /// assert credentials): the VM manager (`vpe serve`) and the PoPs whose
-    /// VM agents read private images and write saved ones. Every other host
+    /// assert credentials): the VM manager (`vpe serve`). Every other host
     /// acts in the namespace as nobody (uid 65534, no groups), and may
     /// assert no credentials.
     #[serde(default)]
     pub admin_hosts: Vec<String>,
+    /// Host certificates granted root under `/vpe` only (if `/vpe` is a
+    /// directory root owns): the PoPs whose VM agents read private images
+    /// and write saved ones there. A request of theirs that names anything
+    /// outside `/vpe` runs as nobody; they may assert no credentials.
+    #[serde(default)]
+    pub vpe_hosts: Vec<String>,
     /// Host certificates that may act as file servers (heartbeat, register
     /// and report replicas, send their inventory, commit bundles, report
     /// service checks), each only under its own certificate's name. Absent:
@@ -161,6 +166,7 @@ impl MetaConfig {
             auto_register_users: true,
             users: Vec::new(),
             admin_hosts: Vec::new(),
+            vpe_hosts: Vec::new(),
             file_servers: None,
             lease_ms: default_lease_ms(),
             default_ncopy: default_ncopy(),

@@ -270,13 +270,10 @@ impl DirLeases {
         if id.role != Role::User {
             return fail(RemoteError::new(ErrorCode::Unsupported, "bundles are written by users"));
         }
-        let caller = match svc.users.caller(id, call.cred.as_ref()) {
+        let caller = match svc.authorize(id, call.cred.as_ref(), &call.req) {
             Ok((c, _)) => c,
             Err(e) => return fail(e),
         };
-        if let Err(e) = svc.check_reachable(&caller, &call.req) {
-            return fail(e);
-        }
         let target = match svc.hosts.choose_write_target(&r.site) {
             Ok(t) => t,
             Err(e) => return fail(e),
@@ -382,6 +379,7 @@ impl DirLeases {
             access: Access::Bundle,
             principal: fs_proto::Principal::of(id),
             expires_ms: svc.expiry(),
+            issued: svc.ns.voids.stamp(),
             base_gen: None,
             expect: None,
             inos: covered,

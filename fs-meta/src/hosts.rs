@@ -238,6 +238,7 @@ mod tests {
             problems: problems.iter().map(|p| p.to_string()).collect(),
             bytes_in: 0,
             bytes_out: 0,
+            voids_seen: 0,
         }
     }
 

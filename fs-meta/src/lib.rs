@@ -22,6 +22,8 @@
 //! - [`hosts`]: host registry and write placement.
 //! - [`users`]: certificate name to uid/gid; users and groups admins manage.
 //! - [`admin`]: site administration requests (users, groups, draining hosts).
+//! - [`voids`]: the capability clock and the capabilities changes of mode
+//!   or owner voided, for file servers.
 //! - [`record`], [`keys`], [`txn`]: on-disk layout and transactions.
 //! - [`replication`]: copy planning, capabilities for copies and checks,
 //!   and the background worker keeping copy counts.
@@ -48,6 +50,7 @@ pub mod replication;
 pub mod service;
 pub mod txn;
 pub mod users;
+pub mod voids;
 pub mod worker;
 
 pub use config::MetaConfig;

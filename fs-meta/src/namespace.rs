@@ -63,12 +63,14 @@ pub struct Namespace {
     tree: sled::Tree,
     lock: Mutex<()>,
     id: u128,
+    /// The capability clock and the voidings changes of mode or owner made.
+    pub voids: crate::voids::VoidLog,
 }
 
 impl Namespace {
     /// Open the namespace tree, creating the root directory on first use.
     pub fn open(tree: sled::Tree, root_perm: u32) -> R<Self> {
-        let mut ns = Namespace { tree, lock: Mutex::new(()), id: 0 };
+        let mut ns = Namespace { tree, lock: Mutex::new(()), id: 0, voids: crate::voids::VoidLog::new(600_000) };
         ns.id = ns.write(|txn| {
             // The namespace's id, made once (also for a database made
             // before ids existed).
@@ -151,6 +153,51 @@ impl Namespace {
         .unwrap_or_default()
     }
 
+    /// Whether `req` stays inside the VM store `/vpe` (a directory root
+    /// owns; otherwise nothing is inside it), where `vpe_hosts` act as root:
+    /// every inode it names is `/vpe` or below it (a file: every one of its
+    /// names), or it resolves a path under `/vpe` without `..`, or it looks
+    /// up `vpe` in the root. A request naming nothing (who am I, quotas,
+    /// host lists) is not inside.
+    pub fn within_vpe(&self, req: &fs_proto::meta::MetaRequest) -> bool {
+        use fs_proto::meta::MetaRequest as Q;
+        const TOP: &str = "vpe";
+        self.read(|t| {
+            let top = match entry(t, ROOT_INO, TOP)? {
+                Some(d) if d.kind == FileKind::Directory && load(t, d.ino)?.uid == 0 => d.ino,
+                _ => return Ok(false),
+            };
+            fn inside(t: &Txn<'_>, top: Ino, req: &Q) -> R<bool> {
+                Ok(match req {
+                    Q::Resolve { path } => {
+                        let comps: Vec<&str> = path.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
+                        comps.first() == Some(&TOP) && !comps.contains(&"..")
+                    }
+                    Q::Lookup { parent: ROOT_INO, name } | Q::LookupPlus { parent: ROOT_INO, name } => name == TOP,
+                    Q::Batch(reqs) => {
+                        for r in reqs {
+                            if !inside(t, top, r)? {
+                                return Ok(false);
+                            }
+                        }
+                        !reqs.is_empty()
+                    }
+                    other => {
+                        let inos = other.named_inos();
+                        for ino in &inos {
+                            if !below(t, top, *ino)? {
+                                return Ok(false);
+                            }
+                        }
+                        !inos.is_empty()
+                    }
+                })
+            }
+            inside(t, top, req)
+        })
+        .unwrap_or(false)
+    }
+
     /// The inode-number rule: `c` may address `ino` by number only if it
     /// could reach it by path, i.e. it has search permission on every
     /// directory from the root down to the directory holding it (for a
@@ -197,7 +244,11 @@ impl Namespace {
         let mut txn = Txn::new(&self.tree);
         let out = f(&mut txn)?;
         quota::account(&mut txn, mode, now_ms())?;
+        let changed = std::mem::take(&mut txn.access_changed);
         txn.commit()?;
+        // After the commit: a capability whose check saw the old mode was
+        // stamped before this.
+        self.voids.void(&changed);
         Ok(out)
     }
 
@@ -1064,6 +1115,7 @@ pub(crate) fn rename_in(
 /// `setattr` inside a transaction (see [`Namespace::setattr`]).
 pub(crate) fn setattr_in(t: &mut Txn<'_>, c: &Caller, ino: Ino, set: &SetAttr) -> R<Attr> {
     let mut i = load(t, ino)?;
+    let was = (i.perm, i.uid, i.gid);
     let now = Timestamp::now();
     let mut changed = false;
     if set.kill_priv && i.kind == FileKind::Regular {
@@ -1153,8 +1205,18 @@ pub(crate) fn setattr_in(t: &mut Txn<'_>, c: &Caller, ino: Ino, set: &SetAttr) -
     if changed {
         i.ctime = now;
         t.put(keys::inode(ino), &i);
+        if i.kind == FileKind::Regular && takes_access_away(was, (i.perm, i.uid, i.gid)) {
+            t.access_changed.push((ino, i.uid));
+        }
     }
     Ok(i.attr(ino))
+}
+
+/// Whether a change of (mode, owner, group) may take access to a file
+/// away from someone other than its (new) owner: the owner or group
+/// changed, or a group or other permission bit went.
+fn takes_access_away(was: (u32, u32, u32), now: (u32, u32, u32)) -> bool {
+    was.1 != now.1 || was.2 != now.2 || (was.0 & 0o077) & !(now.0 & 0o077) != 0
 }
 
 fn new_inode(kind: FileKind, perm: u32, uid: u32, gid: u32, now: Timestamp, parent: Ino) -> InodeRecord {
@@ -1255,6 +1317,35 @@ pub(crate) fn del_name(t: &mut Txn<'_>, parent: Ino, name: &str, d: DentryRecord
 }
 
 /// Whether `c` has search permission on `dir` and every directory above it.
+/// Whether `ino` is `top` or below it (a file: all of its names are).
+fn below(t: &Txn<'_>, top: Ino, ino: Ino) -> R<bool> {
+    let dir_below = |mut cur: Ino| -> R<bool> {
+        for _ in 0..MAX_DEPTH {
+            if cur == top {
+                return Ok(true);
+            }
+            if cur == ROOT_INO {
+                return Ok(false);
+            }
+            cur = load(t, cur)?.parent;
+        }
+        Ok(false)
+    };
+    let Some(i) = t.get::<InodeRecord>(&keys::inode(ino))? else { return Ok(false) };
+    if i.kind == FileKind::Directory {
+        return dir_below(ino);
+    }
+    let mut any = false;
+    for k in t.keys_with_prefix(&keys::backlink_prefix(ino))? {
+        let Some(p) = keys::backlink_parent(&k) else { return Ok(false) };
+        if !dir_below(p)? {
+            return Ok(false);
+        }
+        any = true;
+    }
+    Ok(any)
+}
+
 fn searchable_from(t: &Txn<'_>, c: &Caller, dir: Ino) -> R<bool> {
     let mut cur = dir;
     for _ in 0..MAX_DEPTH {

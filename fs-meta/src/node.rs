@@ -42,10 +42,12 @@ impl MetaNode {
         let db = sled::Config::new().path(&config.db).flush_every_ms(Some(200)).open().map_err(MetaError::Db)?;
         let tree = db.open_tree(crate::keys::TREE_NAMESPACE).map_err(MetaError::Db)?;
         let ns = Namespace::open(tree, config.root_mode).map_err(MetaError::Remote)?;
+        ns.voids.set_hold(config.capability_ttl_secs.saturating_mul(1000));
         let hosts = Hosts::open(&db, config.host_timeout_ms).map_err(MetaError::Remote)?;
         let users = Users::open(&db, &config.users, config.auto_register_users)
             .map_err(MetaError::Remote)?
-            .with_hosts(&config.admin_hosts, config.file_servers.as_deref());
+            .with_hosts(&config.admin_hosts, config.file_servers.as_deref())
+            .with_vpe_hosts(&config.vpe_hosts);
         let signer = CapabilitySigner::from_pkcs8(tls.key_der()).map_err(MetaError::Remote)?;
         db.flush().map_err(MetaError::Db)?;
         let callbacks = Arc::new(Callbacks::new(Duration::from_millis(config.lease_ms)));
@@ -159,8 +161,7 @@ async fn handle_stream(
     if let MetaRequest::Lock(r) | MetaRequest::TestLock(r) = &call.req {
         let test = matches!(call.req, MetaRequest::TestLock(_));
         let reply = async {
-            let (caller, _) = svc.users.caller(&id, call.cred.as_ref())?;
-            svc.check_reachable(&caller, &call.req)?;
+            svc.authorize(&id, call.cred.as_ref(), &call.req)?;
             svc.locks.serve(&streams.cbs, session, r, test).await
         }
         .instrument(span)

@@ -13,8 +13,8 @@ use fs_proto::meta::{
     BaseGrant, MetaCall, MetaReply, MetaRequest, MetaResponse, QuotaReport, ReadGrant, StatFs, WhoAmI, WriteGrant,
 };
 use fs_proto::{
-    Access, Capability, CapabilitySigner, CapabilityVerifier, DirEntry, ErrorCode, Identity, Ino, Principal,
-    RemoteError, ReplicaInfo, ServerLoc, Timestamp,
+    Access, Capability, CapabilitySigner, CapabilityVerifier, Cred, DirEntry, ErrorCode, Identity, Ino, Principal,
+    RemoteError, ReplicaInfo, Role, ServerLoc, Timestamp,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -81,15 +81,38 @@ impl MetaService {
 
     /// Handle one call from `id`.
     pub fn handle(&self, id: &Identity, call: MetaCall) -> MetaReply {
-        let (caller, admin) = self.users.caller(id, call.cred.as_ref())?;
-        if call.req.admin_only() && !admin {
+        let (caller, admin) = self.authorize(id, call.cred.as_ref(), &call.req)?;
+        self.dispatch(id, &caller, admin, call.req)
+    }
+
+    /// Who `req` from `id` (asserting `cred`) runs as, and whether as an
+    /// admin; refused if it names an inode the caller cannot reach (the
+    /// inode-number rule). The one place a request's principal is decided:
+    /// users as themselves ([`Users::caller`]), hosts as nobody unless
+    /// `admin_hosts` grants them root, and hosts in `vpe_hosts` as root for
+    /// a request that stays under `/vpe` ([`Namespace::within_vpe`]), as
+    /// nobody for any other, never as admins.
+    pub fn authorize(&self, id: &Identity, cred: Option<&Cred>, req: &MetaRequest) -> R<(Caller, bool)> {
+        let (mut caller, admin) = self.users.caller(id, cred)?;
+        if req.admin_only() && !admin {
             return Err(RemoteError::new(
                 ErrorCode::NotPermitted,
-                format!("only an admin may make a `{}` request, and {id} is not one", call.req.kind()),
+                format!("only an admin may make a `{}` request, and {id} is not one", req.kind()),
             ));
         }
-        self.check_reachable(&caller, &call.req)?;
-        self.dispatch(id, &caller, admin, call.req)
+        if cred.is_none() && !caller.is_root() && self.users.vpe_host(id) && self.ns.within_vpe(req) {
+            caller = Caller { name: id.name.clone(), uid: 0, gid: 0, groups: vec![] };
+        }
+        // A file server's bundle commit acts for the user its capability
+        // names, not for the server: `bundle::commit` applies the
+        // inode-number rule to that user, entry by entry. (Checked as the
+        // server, nobody, every bundle into a directory only its user may
+        // search was refused whole.)
+        let for_capability = id.role == Role::Host && matches!(req, MetaRequest::CommitBundle(_));
+        if !for_capability {
+            self.check_reachable(&caller, req)?;
+        }
+        Ok((caller, admin))
     }
 
     /// The inode-number rule, in one place: every existing inode `req`
@@ -201,7 +224,11 @@ impl MetaService {
                     self.replication.nudge();
                 }
                 let delete = self.ns.take_gc(&id.name, &report.deleted, self.config.gc_grace_ms)?;
-                A::HeartbeatAck { delete, now_ms: Timestamp::now().as_millis(), namespace_id: self.ns.id() }
+                let names = std::cell::OnceCell::new();
+                let voids = self.ns.voids.since(report.voids_seen, |uid| {
+                    names.get_or_init(|| self.users.names().unwrap_or_default()).get(&uid).cloned()
+                });
+                A::HeartbeatAck { delete, now_ms: Timestamp::now().as_millis(), namespace_id: self.ns.id(), voids }
             }
             Q::RegisterReplica { cap, size, hash } => {
                 host_only("registering replicas")?;
@@ -326,6 +353,8 @@ impl MetaService {
     }
 
     fn open_read(&self, id: &Identity, c: &Caller, ino: Ino) -> R<ReadGrant> {
+        // Stamped before the check (see crate::voids).
+        let issued = self.ns.voids.stamp();
         let (inode, reps) = self.ns.open_read(c, ino)?;
         let attr = inode.attr(ino);
         if inode.size == 0 || inode.gen == 0 {
@@ -359,6 +388,7 @@ impl MetaService {
             access: Access::Read,
             principal: Principal::of(id),
             expires_ms: self.expiry(),
+            issued,
             base_gen: None,
             expect: Some((inode.size, hash)),
             inos: Vec::new(),
@@ -368,6 +398,8 @@ impl MetaService {
     }
 
     fn open_write(&self, id: &Identity, c: &Caller, ino: Ino, site: &str) -> R<WriteGrant> {
+        // Stamped before the check (see crate::voids).
+        let issued = self.ns.voids.stamp();
         let target = self.hosts.choose_write_target(site)?;
         // The owner's quota: a new generation replaces every replica of the
         // current one, so it may be as large as they are plus what is left.
@@ -396,6 +428,7 @@ impl MetaService {
                     access: Access::Read,
                     principal: Principal::host(target.host.clone()),
                     expires_ms: self.expiry(),
+                    issued,
                     base_gen: None,
                     expect: Some((size, hash)),
                     inos: Vec::new(),
@@ -411,6 +444,7 @@ impl MetaService {
             access: Access::Write,
             principal: Principal::of(id),
             expires_ms: self.expiry(),
+            issued,
             base_gen: base.as_ref().map(|b| b.gen),
             expect: None,
             inos: Vec::new(),

@@ -15,6 +15,10 @@ pub struct Txn<'a> {
     /// While a savepoint is open: each write's key and the pending value it
     /// replaced (outer None: the key had no pending write).
     undo: Option<Vec<Undo>>,
+    /// Files whose mode or owner changed so that someone may have lost
+    /// access, with the new owner: their users' capabilities are voided
+    /// once this commits ([`crate::voids`]).
+    pub access_changed: Vec<(fs_proto::Ino, u32)>,
 }
 
 /// One write to undo: the key and the pending value it replaced (outer
@@ -42,7 +46,7 @@ pub enum TxnError {
 impl<'a> Txn<'a> {
     /// Start a transaction.
     pub fn new(tree: &'a sled::Tree) -> Self {
-        Txn { tree, writes: BTreeMap::new(), undo: None }
+        Txn { tree, writes: BTreeMap::new(), undo: None, access_changed: Vec::new() }
     }
 
     /// Raw read, seeing pending writes.

@@ -9,8 +9,10 @@
 //!
 //! Hosts, in one place ([`Users::caller`], [`Users::file_server`]): a host
 //! certificate acts in the namespace as nobody unless `admin_hosts` grants
-//! it root; it acts as a file server (under its own name only) if
-//! `file_servers` lists it, or if that list is absent.
+//! it root (or `vpe_hosts` root under `/vpe`, which the meta service
+//! decides per request: [`crate::service::MetaService::authorize`]); it
+//! acts as a file server (under its own name only) if `file_servers` lists
+//! it, or if that list is absent.
 
 use crate::config::UserConfig;
 use crate::keys::{TREE_GROUPS, TREE_REMOVED_USERS, TREE_USERS};
@@ -35,6 +37,7 @@ pub struct Users {
     auto_register: bool,
     admin_hosts: std::collections::BTreeSet<String>,
     file_servers: Option<std::collections::BTreeSet<String>>,
+    vpe_hosts: std::collections::BTreeSet<String>,
 }
 
 fn internal(e: impl std::fmt::Display) -> RemoteError {
@@ -64,6 +67,7 @@ impl Users {
             auto_register,
             admin_hosts: Default::default(),
             file_servers: None,
+            vpe_hosts: Default::default(),
         })
     }
 
@@ -73,6 +77,17 @@ impl Users {
         self.admin_hosts = admin_hosts.iter().cloned().collect();
         self.file_servers = file_servers.map(|f| f.iter().cloned().collect());
         self
+    }
+
+    /// Grant `vpe_hosts` root under `/vpe` only.
+    pub fn with_vpe_hosts(mut self, vpe_hosts: &[String]) -> Self {
+        self.vpe_hosts = vpe_hosts.iter().cloned().collect();
+        self
+    }
+
+    /// Is `id` a host `vpe_hosts` lists (root under `/vpe` only)?
+    pub fn vpe_host(&self, id: &Identity) -> bool {
+        id.role == Role::Host && self.vpe_hosts.contains(&id.name)
     }
 
     /// May `id` act as a file server (`what`: the request, for the error)?

@@ -9,6 +9,15 @@
 //! capability presented by anyone but its principal is refused, so replaying
 //! another user's capability does not work, nor presenting a host's
 //! capability with a user certificate of the same name (or the reverse).
+//!
+//! A capability also carries the stamp it was issued at (the meta server's
+//! capability clock, strictly increasing). A change of a file's mode or
+//! owner that may take access away voids the users' capabilities for that
+//! file issued before it ([`CapVoid`]); the meta server hands the voidings
+//! to every file server with its heartbeat answer ([`CapVoids`]), so a
+//! capability obtained before a `chmod 600` opens no new stream within
+//! about one heartbeat (streams already open go on, as an open file
+//! descriptor does).
 
 use crate::bundle::InoRange;
 use crate::error::{ErrorCode, RemoteError};
@@ -85,6 +94,10 @@ pub struct Capability {
     pub principal: Principal,
     /// Expiry, milliseconds since the epoch.
     pub expires_ms: u64,
+    /// When it was issued: the meta server's capability clock
+    /// (microseconds since the epoch, strictly increasing), compared with
+    /// the stamps of [`CapVoid`]s.
+    pub issued: u64,
     /// For writes: the generation whose bytes the new one may start from.
     pub base_gen: Option<Gen>,
     /// For reads: the size and hash the replica must have.
@@ -104,6 +117,38 @@ impl Capability {
     pub fn covers(&self, ino: Ino) -> bool {
         self.inos.iter().any(|r| r.contains(ino))
     }
+}
+
+/// Users' capabilities for one file that a change of its mode or owner
+/// voided: every read or write capability for `ino` issued to a user
+/// before `before`, except the owner's (who may change the mode back
+/// anyway).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapVoid {
+    /// The file.
+    pub ino: Ino,
+    /// Capabilities issued before this stamp are void.
+    pub before: u64,
+    /// The owner's user name after the change (its capabilities stay).
+    pub owner: Option<String>,
+}
+
+/// What a heartbeat answer tells a file server about voided capabilities.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapVoids {
+    /// Voidings newer than the stamp the server reported having
+    /// (`HeartbeatReport::voids_seen`), oldest first.
+    pub entries: Vec<CapVoid>,
+    /// The stamp the server has all voidings up to after applying these
+    /// (what it reports next time).
+    pub upto: u64,
+    /// Every user capability issued before this stamp is void (the meta
+    /// server forgot voidings older than what it keeps, so it voids them
+    /// all; 0: none).
+    pub floor: u64,
+    /// How long a capability lives (ms): a voiding older than this voids
+    /// nothing any more, and the server forgets it.
+    pub hold_ms: u64,
 }
 
 /// A capability with the meta server's signature over its encoding.
@@ -218,6 +263,7 @@ mod tests {
             access: Access::Read,
             principal: Principal::user(principal),
             expires_ms,
+            issued: 1,
             base_gen: None,
             expect: None,
             inos: Vec::new(),

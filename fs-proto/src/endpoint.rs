@@ -183,6 +183,8 @@ pub struct TlsIdentity {
     pub identity: Identity,
     /// The revocation list beside the CA file ([`crate::revocation`]).
     crl: std::path::PathBuf,
+    /// The certificate handshakes present, re-read when renewed.
+    own: Arc<OwnCert>,
 }
 
 impl Clone for TlsIdentity {
@@ -193,7 +195,86 @@ impl Clone for TlsIdentity {
             key: self.key.clone_key(),
             identity: self.identity.clone(),
             crl: self.crl.clone(),
+            own: self.own.clone(),
         }
+    }
+}
+
+/// This node's certificate as its handshakes present it (as server and as
+/// client): the certificate file is looked at at most once per
+/// [`crate::revocation::CHECK_EVERY`] and re-read when it changed, so a
+/// certificate renewed in place (`renkei ca renew`: same identity, same
+/// key) is presented by new connections without a restart. A file that
+/// names someone else or holds another key is not taken (a new key would
+/// no longer match the key a meta server signs capabilities with): the
+/// node goes on with the certificate it has and says so.
+#[derive(Debug)]
+struct OwnCert {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    identity: Identity,
+    key_der: Vec<u8>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    state: std::sync::Mutex<OwnState>,
+}
+
+#[derive(Debug)]
+struct OwnState {
+    checked: std::time::Instant,
+    mtime: Option<std::time::SystemTime>,
+    current: Arc<rustls::sign::CertifiedKey>,
+}
+
+impl OwnCert {
+    fn current(&self) -> Arc<rustls::sign::CertifiedKey> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.checked.elapsed() >= crate::revocation::CHECK_EVERY {
+            st.checked = std::time::Instant::now();
+            let mtime = std::fs::metadata(&self.cert).and_then(|m| m.modified()).ok();
+            if mtime.is_some() && mtime != st.mtime {
+                st.mtime = mtime;
+                match self.reload() {
+                    Ok(ck) => {
+                        tracing::info!(cert = %self.cert.display(), "own certificate renewed: new connections present it");
+                        st.current = ck;
+                    }
+                    Err(e) => tracing::warn!(cert = %self.cert.display(), "keeping the certificate in use: {e}"),
+                }
+            }
+        }
+        st.current.clone()
+    }
+
+    fn reload(&self) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+        let chain = CertificateDer::pem_file_iter(&self.cert)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| e.to_string())?;
+        let first = chain.first().ok_or("no certificate in the file")?;
+        let id = Identity::from_cert_der(first).map_err(|e| e.to_string())?;
+        if id.name != self.identity.name || id.role != self.identity.role {
+            return Err(format!("the file now holds {id}, not {}", self.identity));
+        }
+        let key = PrivateKeyDer::from_pem_file(&self.key).map_err(|e| e.to_string())?;
+        if key.secret_der() != self.key_der.as_slice() {
+            return Err("the key changed: a new key takes a restart (renew keeps the key)".into());
+        }
+        rustls::sign::CertifiedKey::from_der(chain, key, &self.provider).map(Arc::new).map_err(|e| e.to_string())
+    }
+}
+
+impl rustls::server::ResolvesServerCert for OwnCert {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for OwnCert {
+    fn resolve(&self, _: &[&[u8]], _: &[rustls::SignatureScheme]) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }
 
@@ -225,7 +306,24 @@ impl TlsIdentity {
         let first = chain.first().ok_or_else(|| parse_err(&files.cert, "no certificate in file"))?;
         let identity = Identity::from_cert_der(first)?;
         let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| parse_err(&files.key, e))?;
-        Ok(TlsIdentity { roots, chain, key, identity, crl: crate::revocation::crl_path(&files.ca) })
+        let provider = Self::provider();
+        let current = Arc::new(
+            rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider)
+                .map_err(|e| parse_err(&files.key, e))?,
+        );
+        let own = Arc::new(OwnCert {
+            cert: files.cert.clone(),
+            key: files.key.clone(),
+            identity: identity.clone(),
+            key_der: key.secret_der().to_vec(),
+            provider,
+            state: std::sync::Mutex::new(OwnState {
+                checked: std::time::Instant::now(),
+                mtime: std::fs::metadata(&files.cert).and_then(|m| m.modified()).ok(),
+                current,
+            }),
+        });
+        Ok(TlsIdentity { roots, chain, key, identity, crl: crate::revocation::crl_path(&files.ca), own })
     }
 
     /// PKCS#8 DER of the private key (what capability signing uses).
@@ -257,7 +355,7 @@ impl TlsIdentity {
         let mut cfg = rustls::ServerConfig::builder_with_provider(Self::provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+            .with_cert_resolver(self.own.clone());
         cfg.alpn_protocols = vec![ALPN.to_vec()];
         cfg.max_early_data_size = 0;
         Ok(cfg)
@@ -268,7 +366,7 @@ impl TlsIdentity {
         let mut cfg = rustls::ClientConfig::builder_with_provider(Self::provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_root_certificates(self.roots.clone())
-            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())?;
+            .with_client_cert_resolver(self.own.clone());
         cfg.alpn_protocols = vec![ALPN.to_vec()];
         Ok(cfg)
     }

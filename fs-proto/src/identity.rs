@@ -95,6 +95,10 @@ pub enum IdentityError {
     /// The certificate lacks the fields renkei expects.
     #[error("certificate is not a renkei identity: {0}")]
     NotRenkei(String),
+    /// Renewing a revoked certificate (its key stays revoked: issue a new
+    /// one instead).
+    #[error("the certificate of {0} is revoked: renewing keeps its key (and serial), so issue a new one")]
+    Revoked(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
@@ -108,6 +112,10 @@ pub fn valid_name(name: &str) -> bool {
         && !name.starts_with(['.', '-'])
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
+
+/// Default validity of issued certificates (days): short, with renewal
+/// (`renkei ca renew`) picked up by running services.
+pub const DEFAULT_VALID_DAYS: i64 = 30;
 
 /// Paths of a CA directory.
 #[derive(Debug, Clone)]
@@ -192,6 +200,11 @@ impl CaDir {
 
     /// Issue a host or user certificate signed by this CA.
     pub fn issue(&self, req: &IssueRequest) -> Result<IssuedFiles, IdentityError> {
+        self.make(req, None)
+    }
+
+    /// Issue (with a new key) or renew (with `renew`, the existing key).
+    fn make(&self, req: &IssueRequest, renew: Option<KeyPair>) -> Result<IssuedFiles, IdentityError> {
         if !valid_name(&req.name) {
             return Err(IdentityError::BadName(req.name.clone()));
         }
@@ -229,16 +242,50 @@ impl CaDir {
         let not_before = req.not_before.unwrap_or_else(|| OffsetDateTime::now_utc() - Duration::hours(1));
         params.not_before = not_before;
         params.not_after = not_before + Duration::days(req.valid_days);
-        let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &issuer)?;
-
         let files = self.issued_paths(req.role, &req.name);
         if let Some(parent) = files.cert.parent() {
             std::fs::create_dir_all(parent).map_err(io_err(parent))?;
         }
-        write_private(&files.key, key.serialize_pem().as_bytes())?;
-        std::fs::write(&files.cert, cert.pem()).map_err(io_err(&files.cert))?;
+        match renew {
+            Some(key) => {
+                // Same key, so the same serial (rcgen derives it from the
+                // key) and the same capability-signing key for a meta
+                // server; the new certificate replaces the old in one step.
+                let cert = params.signed_by(&key, &issuer)?;
+                let tmp = files.cert.with_extension("pem.tmp");
+                std::fs::write(&tmp, cert.pem()).map_err(io_err(&tmp))?;
+                std::fs::rename(&tmp, &files.cert).map_err(io_err(&files.cert))?;
+            }
+            None => {
+                let key = KeyPair::generate()?;
+                let cert = params.signed_by(&key, &issuer)?;
+                write_private(&files.key, key.serialize_pem().as_bytes())?;
+                std::fs::write(&files.cert, cert.pem()).map_err(io_err(&files.cert))?;
+            }
+        }
         Ok(files)
+    }
+
+    /// Renew the certificate this CA issued to `name`: a new certificate
+    /// for the same key, identity and site, valid `valid_days` from now,
+    /// written over the old one. Services that use these files pick the new
+    /// certificate up without a restart ([`crate::endpoint`]); a revoked
+    /// certificate is not renewed.
+    pub fn renew(&self, role: Role, name: &str, valid_days: i64) -> Result<IssuedFiles, IdentityError> {
+        let files = self.issued_paths(role, name);
+        let pem = read_to_string(&files.cert)?;
+        let der = pem_to_der(&pem, &files.cert.display().to_string())?;
+        let id = Identity::from_cert_der(&der)?;
+        if id.role != role || id.name != name {
+            return Err(IdentityError::NotRenkei(format!("{} holds {id}", files.cert.display())));
+        }
+        let crl = crate::revocation::crl_path(&self.cert_path());
+        if crl.exists() && crate::revocation::read_serials(&crl)?.contains(&crate::revocation::serial_of(&der)?) {
+            return Err(IdentityError::Revoked(id.to_string()));
+        }
+        let key = KeyPair::from_pem(&read_to_string(&files.key)?)?;
+        let req = IssueRequest { name: name.to_string(), role, site: id.site, not_before: None, valid_days };
+        self.make(&req, Some(key))
     }
 }
 

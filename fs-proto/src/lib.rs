@@ -58,7 +58,9 @@ mod udp;
 pub mod version;
 pub mod vpe;
 
-pub use capability::{Access, Capability, CapabilitySigner, CapabilityVerifier, Principal, SignedCapability};
+pub use capability::{
+    Access, CapVoid, CapVoids, Capability, CapabilitySigner, CapabilityVerifier, Principal, SignedCapability,
+};
 pub use error::{ErrorCode, ProtoError, RemoteError};
 pub use identity::{Identity, Role};
 pub use types::*;

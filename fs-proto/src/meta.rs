@@ -134,6 +134,9 @@ pub struct HeartbeatReport {
     pub bytes_in: u64,
     /// Bytes sent since start.
     pub bytes_out: u64,
+    /// The stamp up to which this server has the meta server's capability
+    /// voidings ([`crate::capability::CapVoids::upto`]; 0 at start).
+    pub voids_seen: u64,
 }
 
 /// Totals over the live file servers.
@@ -886,6 +889,9 @@ pub enum MetaResponse {
         /// database): a file server keeps the replicas of one namespace and
         /// never deletes another's as "unknown".
         namespace_id: u128,
+        /// Capabilities voided by changes of mode or owner since
+        /// `voids_seen`.
+        voids: crate::capability::CapVoids,
     },
     /// Inventory answer: replicas the meta server does not know.
     Unknown(Vec<(Ino, Gen)>),

@@ -305,4 +305,38 @@ mod tests {
         assert!(serials.contains(&bob) && !serials.contains(&alice));
         assert!(ca.revoke(Role::User, "carol").is_err(), "no such certificate");
     }
+
+    #[test]
+    fn renewal_keeps_key_identity_and_serial_and_refuses_a_revoked_certificate() {
+        use rustls::pki_types::pem::PemObject;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CaDir::new(dir.path());
+        ca.init("t").unwrap();
+        let req = IssueRequest {
+            name: "pop1".into(),
+            role: Role::Host,
+            site: Some("s1".into()),
+            not_before: None,
+            valid_days: 1,
+        };
+        let files = ca.issue(&req).unwrap();
+        let read = || {
+            let der = CertificateDer::from_pem_file(&files.cert).unwrap();
+            let (_, c) = x509_parser::parse_x509_certificate(&der).unwrap();
+            let not_after = c.validity().not_after.timestamp();
+            (serial_of(&der).unwrap(), crate::identity::Identity::from_cert_der(&der).unwrap(), not_after)
+        };
+        let key = std::fs::read(&files.key).unwrap();
+        let (serial, id, until) = read();
+        let renewed = ca.renew(Role::Host, "pop1", 30).unwrap();
+        assert_eq!(renewed, files);
+        let (serial2, id2, until2) = read();
+        assert_eq!((serial2, id2), (serial, id), "same serial and identity (site included)");
+        assert!(until2 - until > 28 * 86_400, "30 days from now instead of 1");
+        assert_eq!(std::fs::read(&files.key).unwrap(), key, "same key");
+        assert!(ca.renew(Role::User, "pop1", 30).is_err(), "no user pop1");
+        ca.revoke(Role::Host, "pop1").unwrap();
+        let e = ca.renew(Role::Host, "pop1", 30).unwrap_err();
+        assert!(matches!(e, IdentityError::Revoked(_)), "{e}");
+    }
 }

@@ -61,6 +61,7 @@ pub(crate) fn verify_cap(ctx: &Ctx, peer: &Identity, cap: &SignedCapability, acc
             format!("capability grants {:?}, not {access:?}", cap.access),
         ));
     }
+    ctx.voids.check(&cap)?;
     Ok(cap)
 }
 

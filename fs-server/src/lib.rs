@@ -17,7 +17,8 @@
 //!   reservations for them.
 //! - [`replica`] and [`tree_hash`]: replica files and their verification.
 //! - [`spool`]: where replicas live on disk.
-//! - [`metalink`]: calls to the meta server and the capability verifier.
+//! - [`metalink`]: calls to the meta server and the capability verifier;
+//!   [`voids`]: the user capabilities changes of mode or owner voided.
 //! - [`replicate`], [`pull`], [`read_many`]: server-to-server replication
 //!   (copy orders, the pulling side, the serving side); [`pins`] keeps
 //!   fresh copies from concurrent deletion.
@@ -43,6 +44,7 @@ pub mod spool;
 pub mod streams;
 pub mod tree_hash;
 pub mod verify;
+pub mod voids;
 
 pub use config::ServerConfig;
 

@@ -46,6 +46,8 @@ pub struct Ctx {
     pub reservations: crate::bundle::Reservations,
     /// Idle bounds and per-connection and per-user stream limits.
     pub streams: crate::streams::Admission,
+    /// User capabilities changes of mode or owner voided.
+    pub voids: crate::voids::VoidList,
     deleted: Mutex<Vec<(Ino, Gen)>>,
     /// The namespace of the spool's replicas (None: not stamped yet), and
     /// the meta server's when it differs (then nothing is deleted).
@@ -86,6 +88,7 @@ pub async fn serve(
         checks: crate::checks::CheckState::default(),
         reservations: Default::default(),
         streams: crate::streams::Admission::new(config.streams.clone()),
+        voids: Default::default(),
         deleted: Mutex::new(Vec::new()),
         namespace: Mutex::new((stamp, None)),
         advertise,
@@ -205,9 +208,12 @@ async fn heartbeat(ctx: &Arc<Ctx>) -> Result<(), fs_proto::rpc::CallError> {
         problems,
         bytes_in: ctx.bytes_in.load(std::sync::atomic::Ordering::Relaxed),
         bytes_out: ctx.bytes_out.load(std::sync::atomic::Ordering::Relaxed),
+        voids_seen: ctx.voids.seen(),
     };
     match ctx.meta.call(MetaRequest::Heartbeat(report)).await {
-        Ok(MetaResponse::HeartbeatAck { delete, namespace_id, .. }) => {
+        Ok(MetaResponse::HeartbeatAck { delete, namespace_id, voids, .. }) => {
+            // (Whatever namespace: voiding only refuses more.)
+            ctx.voids.apply(voids);
             if !same_namespace(ctx, namespace_id) {
                 // Nothing it says to delete is about these replicas.
                 ctx.deleted.lock().unwrap_or_else(|p| p.into_inner()).extend(deleted);

@@ -42,6 +42,7 @@ fn check(ctx: &Ctx, peer: &Identity, cap: &SignedCapability) -> Result<Capabilit
         .verifier()
         .ok_or_else(|| RemoteError::new(ErrorCode::Unavailable, "server has not reached the meta server yet"))?;
     let cap = v.verify(cap, &fs_proto::Principal::of(peer), Timestamp::now().as_millis())?;
+    ctx.voids.check(&cap)?;
     match cap.access {
         Access::Read | Access::Replicate => Ok(cap),
         other => {

@@ -18,8 +18,30 @@ pub enum CaCommand {
         name: String,
     },
     /// Issue a host certificate (--host NAME --site SITE) or a user
-    /// certificate (--user NAME), written to DIR/hosts or DIR/users.
+    /// certificate (--user NAME), written to DIR/hosts or DIR/users, valid
+    /// 30 days unless --days says otherwise (renew before it ends).
     Issue(IssueArgs),
+    /// Renew the certificate issued to a user (--user NAME) or a host
+    /// (--host NAME): a new certificate for the same key, identity and site,
+    /// valid --days from now, written over the old one. Meta and file
+    /// servers, mounts and clients that use that file present the new one on
+    /// their next connections within a second or so, without a restart (copy
+    /// it where the holder reads it as you copied the first). A revoked
+    /// certificate is not renewed.
+    Renew {
+        /// Directory of the CA.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Host name.
+        #[arg(long, conflicts_with = "user")]
+        host: Option<String>,
+        /// Federation user name.
+        #[arg(long)]
+        user: Option<String>,
+        /// Validity in days from now.
+        #[arg(long, default_value_t = fs_proto::identity::DEFAULT_VALID_DAYS)]
+        days: i64,
+    },
     /// Revoke the certificate issued to a user (--user NAME) or a host
     /// (--host NAME): it is added to DIR/crl.pem, which every service reads
     /// beside its ca.pem within a second or so, without a restart; the
@@ -54,7 +76,7 @@ pub struct IssueArgs {
     #[arg(long)]
     user: Option<String>,
     /// Validity in days.
-    #[arg(long, default_value_t = 365)]
+    #[arg(long, default_value_t = fs_proto::identity::DEFAULT_VALID_DAYS)]
     days: i64,
 }
 
@@ -98,6 +120,22 @@ pub(crate) fn run(cmd: &CaCommand, json: bool) -> anyhow::Result<()> {
                     files.cert.display(),
                     files.key.display()
                 );
+            }
+        }
+        CaCommand::Renew { dir, host, user, days } => {
+            let (name, role) = match (host, user) {
+                (Some(h), None) => (h.clone(), Role::Host),
+                (None, Some(u)) => (u.clone(), Role::User),
+                _ => anyhow::bail!("give either --host NAME or --user NAME"),
+            };
+            if *days < 1 {
+                anyhow::bail!("--days must be at least 1");
+            }
+            let files = CaDir::new(dir).renew(role, &name, *days)?;
+            if json {
+                super::output::print_json(&files)?;
+            } else {
+                println!("renewed the certificate of {name} for {days} days: {}", files.cert.display());
             }
         }
         CaCommand::Revoke { dir, host, user } => {

@@ -100,7 +100,7 @@ pub(super) fn create(
             role: Role::Host,
             site: Some(sites[0].clone()),
             not_before: None,
-            valid_days: 365,
+            valid_days: fs_proto::identity::DEFAULT_VALID_DAYS,
         })
         .map_err(|e| ClientError::Config(e.to_string()))?;
     let addr = free_udp_port()?;

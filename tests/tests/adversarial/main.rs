@@ -14,4 +14,5 @@ mod revocation;
 mod roles;
 mod sizes;
 mod streams;
+mod voided;
 mod web;

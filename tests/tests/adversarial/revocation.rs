@@ -75,3 +75,85 @@ async fn a_revoked_certificate_is_cut_off_everywhere_without_a_restart() {
     })
     .await
 }
+
+/// The end of validity (seconds since the epoch) of the certificate the
+/// service at `addr` (named `name`) presents to a new connection.
+async fn presented_until(addr: std::net::SocketAddr, name: &str, tls: &fs_proto::endpoint::TlsFiles) -> i64 {
+    let conn = tests::raw::connect(addr, name, tls).await.expect("connect");
+    let (_, der) = fs_proto::endpoint::peer_identity(&conn).expect("peer certificate");
+    conn.close(0u32.into(), b"done");
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("certificate");
+    cert.validity().not_after.timestamp()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_is_presented_without_a_restart() {
+    with_timeout(60, async {
+        let cluster = Cluster::builder().sites(1).start().await;
+        cluster.wait_alive(1, Duration::from_secs(10)).await;
+        let alice = cluster.client("alice", "site1").await;
+        alice.put_bytes(b"before", "/before").await.unwrap();
+        let tls = cluster.client_config("alice", "site1").tls;
+        let pop1 = cluster.meta_service().hosts.live_loc("pop1").expect("pop1 alive");
+        let services = [(cluster.meta_addr(), "meta"), (pop1.addr, "pop1")];
+        let mut was = Vec::new();
+        for (addr, name) in services {
+            was.push(presented_until(addr, name, &tls).await);
+        }
+
+        // The meta server's and pop1's certificates renewed in place, for
+        // 90 days instead of the cluster's 30.
+        for (_, name) in services {
+            cluster.ca().renew(Role::Host, name, 90).expect("renew");
+        }
+        // Each presents the renewed one to new connections within the
+        // bound (a bounded poll: each attempt is a new handshake).
+        for ((addr, name), was) in services.into_iter().zip(was) {
+            let start = std::time::Instant::now();
+            loop {
+                let now = presented_until(addr, name, &tls).await;
+                if now > was + 50 * 86_400 {
+                    break;
+                }
+                assert!(start.elapsed() < BOUND, "{name} still presents its old certificate");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        // Same key: capabilities the meta server signs still verify at the
+        // file server, and the federation serves on.
+        assert_eq!(alice.get_bytes("/before").await.unwrap(), b"before");
+        let fresh = fs_client::Client::connect(cluster.client_config("alice", "site1")).await.unwrap();
+        fresh.put_bytes(b"after", "/after").await.unwrap();
+        assert_eq!(fresh.get_bytes("/after").await.unwrap(), b"after");
+
+        // `renkei ca issue` issues for 30 days by default; `ca renew`
+        // renews; a revoked certificate is not renewed.
+        let bin = std::env::var_os("RENKEI_BIN_DIR").map(std::path::PathBuf::from);
+        if let Some(renkei) = bin.map(|b| b.join("renkei")).filter(|p| p.exists()) {
+            let ca = cluster.dir().join("ca");
+            let run = |args: &[&str]| {
+                std::process::Command::new(&renkei).args(["ca"]).args(args).arg("--dir").arg(&ca).output().unwrap()
+            };
+            let out = run(&["issue", "--user", "carol"]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let until = |cluster: &Cluster| {
+                use rustls_pki_types::pem::PemObject;
+                let path = cluster.ca().issued_paths(Role::User, "carol").cert;
+                let der = rustls_pki_types::CertificateDer::from_pem_file(path).unwrap();
+                let (_, c) = x509_parser::parse_x509_certificate(&der).unwrap();
+                c.validity().not_after.timestamp() - c.validity().not_before.timestamp()
+            };
+            // (Valid from an hour ago, for clock skew.)
+            assert_eq!(until(&cluster), 30 * 86_400);
+            let out = run(&["renew", "--user", "carol", "--days", "7"]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(until(&cluster), 7 * 86_400);
+            cluster.ca().revoke(Role::User, "carol").unwrap();
+            let out = run(&["renew", "--user", "carol"]);
+            assert!(!out.status.success());
+            assert!(String::from_utf8_lossy(&out.stderr).contains("revoked"));
+        }
+        cluster.shutdown().await;
+    })
+    .await
+}

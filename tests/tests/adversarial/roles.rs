@@ -156,6 +156,7 @@ async fn only_listed_hosts_act_as_file_servers_and_each_only_as_itself() {
             problems: vec![],
             bytes_in: 0,
             bytes_out: 0,
+            voids_seen: 0,
         };
         use MetaRequest as Q;
         for (what, q) in [
@@ -267,6 +268,132 @@ async fn a_user_named_like_a_host_is_not_issued_and_cannot_use_the_hosts_capabil
         assert_eq!(alice.get_bytes("/drop").await.unwrap(), b"for alice's eyes");
         alice.put_bytes(b"new", "/n").await.unwrap();
         assert_eq!(alice.get_bytes("/n").await.unwrap(), b"new");
+        cluster.shutdown().await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vpe_hosts_root_ends_at_vpe() {
+    with_timeout(120, async {
+        let cluster = Cluster::builder()
+            .sites(1)
+            .meta_config(|c| {
+                c.admin_hosts = vec!["vpe".into()];
+                c.vpe_hosts = vec!["pop1".into()];
+            })
+            .start()
+            .await;
+        // The VM store as `vpe serve` lays it out: root's, a private image.
+        let vpe = as_host(&cluster, "vpe", "site1").await;
+        vpe.mkdir("/vpe", false, 0o755).await.unwrap();
+        vpe.mkdir("/vpe/images", false, 0o755).await.unwrap();
+        vpe.mkdir("/vpe/images/private", false, 0o700).await.unwrap();
+        vpe.put_bytes(b"root's disk", "/vpe/images/private/disk").await.unwrap();
+        vpe.chmod("/vpe/images/private/disk", 0o600).await.unwrap();
+        let alice = cluster.client("alice", "site1").await;
+        alice.mkdir("/a", false, 0o700).await.unwrap();
+        alice.put_bytes(b"alice's secret", "/a/secret").await.unwrap();
+        alice.chmod("/a/secret", 0o600).await.unwrap();
+        let secret = alice.stat("/a/secret").await.unwrap();
+        let a = alice.stat("/a").await.unwrap().ino;
+
+        // pop1's agent does its job under /vpe: reads a private image,
+        // writes a saved one (root's).
+        let pop1 = as_host(&cluster, "pop1", "site1").await;
+        assert_eq!(pop1.get_bytes("/vpe/images/private/disk").await.unwrap(), b"root's disk");
+        pop1.mkdir("/vpe/images/saved", false, 0o700).await.unwrap();
+        pop1.put_bytes(b"saved disk", "/vpe/images/saved/disk").await.unwrap();
+        assert_eq!(alice.stat("/vpe/images/saved/disk").await.unwrap_err().errno(), libc::EACCES);
+        assert_eq!(vpe.stat("/vpe/images/saved/disk").await.unwrap().uid, 0);
+        assert_eq!(vpe.get_bytes("/vpe/images/saved/disk").await.unwrap(), b"saved disk");
+
+        // Outside /vpe it is nobody, and no admin.
+        let who = pop1.meta().whoami().await.unwrap();
+        assert_eq!((who.uid, who.admin), (65_534, false));
+        assert_eq!(pop1.get_bytes("/a/secret").await.unwrap_err().errno(), libc::EACCES);
+        assert_eq!(pop1.get_bytes("/vpe/../a/secret").await.unwrap_err().errno(), libc::EACCES);
+        let saved = pop1.stat("/vpe/images/saved").await.unwrap().ino;
+        use MetaRequest as Q;
+        let chmod = SetAttr { perm: Some(0o777), ..Default::default() };
+        for (what, q) in [
+            ("open_read", Q::OpenRead { ino: secret.ino }),
+            ("setattr", Q::SetAttr { ino: secret.ino, set: chmod }),
+            ("unlink", Q::Unlink { parent: a, name: "secret".into() }),
+            // Pulling alice's file into /vpe, or an image out of it.
+            ("link in", Q::Link { ino: secret.ino, new_parent: saved, new_name: "stolen".into() }),
+            (
+                "rename out",
+                Q::Rename {
+                    parent: saved,
+                    name: "disk".into(),
+                    new_parent: 1,
+                    new_name: "disk".into(),
+                    flags: Default::default(),
+                },
+            ),
+            ("batch", Q::Batch(vec![Q::GetAttr { ino: saved }, Q::OpenRead { ino: secret.ino }])),
+        ] {
+            let (code, msg) = refused(&pop1, q).await;
+            assert_eq!(code, ErrorCode::PermissionDenied, "{what}: {msg}");
+        }
+        let e = pop1.meta().call(Q::GetQuota { user: None, all: true }).await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::NotPermitted), "{e}");
+        let as_root = pop1.meta().with_cred(Some(Cred { uid: 0, gid: 0, groups: vec![] }));
+        let e = as_root.call(Q::OpenRead { ino: secret.ino }).await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::NotPermitted), "{e}");
+
+        // Nothing lost; alice goes on.
+        assert_eq!(alice.get_bytes("/a/secret").await.unwrap(), b"alice's secret");
+        assert_eq!(vpe.get_bytes("/vpe/images/saved/disk").await.unwrap(), b"saved disk");
+        cluster.shutdown().await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_file_server_list_any_host_heartbeats_but_only_as_itself() {
+    with_timeout(120, async {
+        let cluster = Cluster::builder().sites(1).meta_config(|c| c.admin_hosts = vec!["vpe".into()]).start().await;
+        let report = |port: u16| HeartbeatReport {
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            capacity: 1 << 30,
+            free: 1 << 30,
+            load: 0.0,
+            deleted: vec![],
+            problems: vec![],
+            bytes_in: 0,
+            bytes_out: 0,
+            voids_seen: 0,
+        };
+        let hosts = || cluster.meta_service().hosts.list(&Default::default());
+        // An admin host heartbeats as a file server, under its own name,
+        // whatever credentials it asserts.
+        let vpe = as_host(&cluster, "vpe", "site1").await;
+        let as_alice = vpe.meta().with_cred(Some(Cred { uid: 10_000, gid: 10_000, groups: vec![] }));
+        for c in [vpe.meta().clone(), as_alice] {
+            match c.call(MetaRequest::Heartbeat(report(9))).await.unwrap() {
+                MetaResponse::HeartbeatAck { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let vpe_loc = cluster.meta_service().hosts.live_loc("vpe").expect("vpe is a file server now");
+        assert_eq!(vpe_loc.addr.port(), 9);
+        // A host without any grant heartbeats too, as itself only: pop1's
+        // record stays pop1's.
+        let pop1_before = cluster.meta_service().hosts.live_loc("pop1").expect("pop1 alive");
+        let other = as_host(&cluster, "other", "site1").await;
+        other.meta().call(MetaRequest::Heartbeat(report(10))).await.unwrap();
+        assert_eq!(cluster.meta_service().hosts.live_loc("other").unwrap().addr.port(), 10);
+        assert_eq!(cluster.meta_service().hosts.live_loc("pop1").unwrap(), pop1_before);
+        let names: Vec<String> = hosts().into_iter().map(|h| h.host).collect();
+        for n in ["pop1", "vpe", "other"] {
+            assert!(names.iter().any(|h| h == n), "{n} in {names:?}");
+        }
+        // A user may not.
+        let alice = cluster.client("alice", "site1").await;
+        let (code, msg) = refused(&alice, MetaRequest::Heartbeat(report(11))).await;
+        assert_eq!(code, ErrorCode::NotPermitted, "{msg}");
         cluster.shutdown().await;
     })
     .await

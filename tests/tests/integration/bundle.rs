@@ -121,6 +121,39 @@ async fn put_tree_costs_a_few_requests_not_several_per_file() {
     .await
 }
 
+/// A bundle commit acts for the user its capability names: a tree put into
+/// a directory only that user may search commits (the file server that
+/// forwards the commit, acting as nobody in the namespace, could not reach
+/// it, and once every such bundle was refused whole).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundles_into_a_private_directory_commit_for_their_user() {
+    with_timeout(120, async {
+        let cluster = Cluster::builder().sites(1).start().await;
+        let c = cluster.client("alice", "site1").await;
+        c.mkdir("/private", false, 0o700).await.expect("mkdir");
+        c.mkdir("/private/a", false, 0o755).await.expect("mkdir");
+        let src = cluster.dir().join("src");
+        std::fs::create_dir_all(src.join("d")).unwrap();
+        let mut expect = Vec::new();
+        for i in 0..20usize {
+            let data = pattern(100 + i, i as u64);
+            std::fs::write(src.join("d").join(format!("f{i}")), &data).unwrap();
+            expect.push((format!("/private/a/up/d/f{i}"), data));
+        }
+        let (files, _) = c.put_tree(&src, "/private/a/up", &|_| {}).await.expect("put -r into a private directory");
+        assert_eq!(files, 20);
+        for (p, data) in &expect {
+            assert!(&c.get_bytes(p).await.expect("get") == data, "{p} differs");
+        }
+        // The rule still holds for the user: bob cannot reach alice's files.
+        let bob = cluster.client("bob", "site1").await;
+        let e = bob.get_bytes(&expect[0].0).await.unwrap_err();
+        assert_eq!(e.errno(), libc::EACCES, "bob reads through alice's private directory: {e}");
+        cluster.shutdown().await;
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bundle_entries_commit_alone_and_only_with_their_data() {
     with_timeout(120, async {
