@@ -5,6 +5,7 @@
 //! federation still serving the victim.
 
 mod common;
+mod frames;
 mod inode_numbers;
 mod leases;
 mod meta_stall;
