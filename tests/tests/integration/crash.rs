@@ -233,3 +233,33 @@ async fn a_restarted_meta_server_is_noticed_before_the_idle_timeout() {
     })
     .await
 }
+
+/// Issue 12, finding 8: a file server whose registration answer was lost
+/// (the meta server died after committing the registration, before
+/// answering) used to delete the replica, which was registered: the file's
+/// only copy of its new generation was gone. The server now deletes a
+/// replica only when the meta server said no; the spool's reconciliation
+/// removes one that turns out unregistered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_registration_answer_was_lost_is_kept() {
+    with_timeout(120, async {
+        let fed = ProcFederation::up(1).await;
+        fed.client(None).await.put_bytes(b"first", "/f").await.unwrap();
+        fed.kill("meta");
+        fed.restart_with(&[("RENKEI_CRASH_AT", "meta.register_replica.flushed")]).await;
+        let data = pattern(300_000, 8);
+        let writer = fed.client(None).await;
+        let put = writer.put_bytes(&data, "/f").await;
+        eprintln!("the put whose registration answer was lost: {put:?}");
+        assert!(put.is_err(), "the meta server died before answering the registration");
+        fed.wait_dead("meta", Duration::from_secs(30)).await;
+        assert!(fed.log("meta").contains("crash point meta.register_replica.flushed reached"));
+        fed.restart().await;
+        let c = fed.client(None).await;
+        let got = c.get_bytes("/f").await.unwrap_or_else(|e| panic!("the registered generation is unreadable: {e}"));
+        assert!(got == data, "/f holds the registered bytes");
+        let out = fed.renkei(None, &["fsck", "/"]);
+        assert!(out.status.success(), "fsck / is clean: {}", String::from_utf8_lossy(&out.stdout));
+    })
+    .await
+}
