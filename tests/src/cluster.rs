@@ -206,6 +206,13 @@ impl Cluster {
         &self.meta_service
     }
 
+    /// The meta server's certificate and key (its key signs capabilities):
+    /// for tests that make a capability the meta server could have made.
+    pub fn meta_tls(&self) -> TlsFiles {
+        let f = self.ca.issued_paths(Role::Host, "meta");
+        TlsFiles { ca: self.ca.cert_path(), cert: f.cert, key: f.key }
+    }
+
     /// Client configuration for `user` at `site` (issuing the certificate).
     pub fn client_config(&self, user: &str, site: &str) -> ClientConfig {
         let files = if self.ca.issued_paths(Role::User, user).cert.exists() {

@@ -5,7 +5,7 @@
 
 use crate::common::{eventually, host_bytes, replicas};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tests::procs::{bin_dir, ProcFederation};
 use tests::{pattern, with_timeout};
 
@@ -43,7 +43,7 @@ async fn killed_destination_resumes_with_only_the_remainder() {
         // One stream of few files at a time, so the run is long enough to
         // cut in the middle.
         let cfg = fed.dir().join("client.toml");
-        let mut child = Command::new(bin_dir().join("renkei"))
+        let child = Command::new(bin_dir().join("renkei"))
             .env("RENKEI_CONFIG", &cfg)
             .args(["rep", "-D", "site2", "-j", "1", "--batch-files", "4", "--json", "/big"])
             .stdout(Stdio::piped())
@@ -61,14 +61,15 @@ async fn killed_destination_resumes_with_only_the_remainder() {
         .await;
         fed.kill("pop2");
         assert!(done_before_kill < FILES * 4 / 5, "the run finished too soon to be cut ({done_before_kill} files)");
-        let t = Instant::now();
-        let first = loop {
-            if let Some(_status) = child.try_wait().unwrap() {
-                break child.wait_with_output().unwrap();
-            }
-            assert!(t.elapsed() < Duration::from_secs(90), "rep did not give up after its destination died");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
+        // Its exit is the event (waited for on the blocking pool, bounded).
+        let first = tokio::time::timeout(
+            Duration::from_secs(90),
+            tokio::task::spawn_blocking(move || child.wait_with_output()),
+        )
+        .await
+        .expect("rep gave up within 90 s after its destination died")
+        .expect("waiter")
+        .expect("rep's output");
         assert!(!first.status.success(), "the cut run reports failure");
         let first = rep_json(&first);
         let failed = first["failed"].as_array().unwrap().len();
