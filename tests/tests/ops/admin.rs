@@ -5,14 +5,10 @@
 //! file server. A plain user is refused every admin command, at the meta
 //! server.
 
+use super::common::{json, text};
 use std::path::Path;
-use std::process::Output;
 use tests::procs::ProcFederation;
 use tests::with_timeout;
-
-fn text(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
 
 fn ok_as(fed: &ProcFederation, cfg: &Path, args: &[&str]) -> String {
     let out = fed.renkei_as(cfg, args);
@@ -26,10 +22,6 @@ fn refused_as(fed: &ProcFederation, cfg: &Path, args: &[&str], why: &str) -> Str
     assert!(!out.status.success(), "renkei {args:?} as {} should fail: {t}", cfg.display());
     assert!(t.contains(why), "renkei {args:?} says {why:?}: {t}");
     t
-}
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,17 +2,9 @@
 //! (issue 17, acceptance 4) against a federation of real processes; cksum's
 //! answer is compared with BLAKE3 computed here over the same bytes.
 
-use std::process::Output;
+use super::common::{json, text};
 use tests::procs::ProcFederation;
 use tests::{pattern, with_timeout};
-
-fn text(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chown_ln_xattr_and_cksum_from_the_command_line() {

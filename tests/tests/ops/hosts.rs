@@ -4,19 +4,11 @@
 //! keeps its number of copies, and no new data goes there; one replica can
 //! be dropped, never the last good copy.
 
+use super::common::{json, text};
 use std::path::Path;
-use std::process::Output;
 use std::time::{Duration, Instant};
 use tests::procs::ProcFederation;
 use tests::{pattern, wait_dir_empty, with_timeout};
-
-fn text(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
-
-fn json(s: &str) -> serde_json::Value {
-    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
-}
 
 /// `renkei hosts --json`, the entry of `host`.
 fn host_entry(fed: &ProcFederation, host: &str) -> Option<serde_json::Value> {

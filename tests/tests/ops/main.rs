@@ -6,6 +6,7 @@
 //! `tests::procs::bin_dir`).
 
 mod admin;
+mod common;
 mod config_check;
 mod docs;
 mod files;
