@@ -188,6 +188,7 @@ impl MetaConfig {
         if cfg.db.is_relative() {
             cfg.db = base.join(&cfg.db);
         }
+        cfg.store.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(cfg)
     }
 }

@@ -41,6 +41,7 @@ impl MetaNode {
     pub fn open(config: MetaConfig, tls: &TlsIdentity) -> Result<Self, MetaError> {
         std::fs::create_dir_all(&config.db).map_err(|e| MetaError::Io(config.db.clone(), e))?;
         let db = Store::open(&config.store, &config.db).map_err(MetaError::Db)?;
+        info!(store = ?db.kind(), db = %config.db.display(), "metadata store open");
         let tree = db.open_tree(crate::keys::TREE_NAMESPACE).map_err(MetaError::Db)?;
         let ns = Namespace::open(tree, config.root_mode).map_err(MetaError::Remote)?;
         let hosts = Hosts::open(&db, config.host_timeout_ms).map_err(MetaError::Remote)?;

@@ -22,12 +22,14 @@
 //!   [`Tree`]'s reads itself; the interface takes owned keys and yields
 //!   [`Bytes`] so nothing here depends on the mirror.
 
+pub mod etcd;
 mod sled_store;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::ops::RangeBounds;
 use std::path::Path;
+use std::sync::Arc;
 
 /// A stored key or value (cheap to clone, inline when small).
 pub type Bytes = sled::IVec;
@@ -147,6 +149,8 @@ impl StoreConfig {
 pub struct Store {
     /// The sled database: the store itself, or etcd's local mirror.
     db: sled::Db,
+    /// etcd's side, for the etcd store.
+    remote: Option<Arc<etcd::Remote>>,
 }
 
 impl Store {
@@ -155,26 +159,41 @@ impl Store {
     pub fn open(config: &StoreConfig, dir: &Path) -> Result<Store, StoreError> {
         config.validate().map_err(StoreError::Etcd)?;
         match config.kind {
-            StoreKind::Sled => Ok(Store { db: sled_store::open(dir)? }),
-            StoreKind::Etcd => Err(StoreError::Etcd("the etcd store is not built yet".into())),
+            StoreKind::Sled => Ok(Store { db: sled_store::open(dir)?, remote: None }),
+            StoreKind::Etcd => {
+                let (db, remote) = etcd::open(config, dir)?;
+                Ok(Store { db, remote: Some(remote) })
+            }
         }
     }
 
     /// A throw-away sled store (tests).
     pub fn temporary() -> Result<Store, StoreError> {
-        Ok(Store { db: sled_store::temporary()? })
+        Ok(Store { db: sled_store::temporary()?, remote: None })
+    }
+
+    /// Which engine this is, for logs.
+    pub fn kind(&self) -> StoreKind {
+        if self.remote.is_some() {
+            StoreKind::Etcd
+        } else {
+            StoreKind::Sled
+        }
     }
 
     /// Open (creating) the tree `name`.
     pub fn open_tree(&self, name: &str) -> Result<Tree, StoreError> {
         let local = self.db.open_tree(name)?;
-        Ok(Tree { local })
+        Ok(Tree { local, name: name.as_bytes().to_vec(), remote: self.remote.clone() })
     }
 
     /// Make every write applied so far durable (blocking: sled's fsync, or
     /// etcd's acknowledgement of every queued batch).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(drop).map_err(StoreError::from)
+        match &self.remote {
+            None => self.db.flush().map(drop).map_err(StoreError::from),
+            Some(r) => r.flush(),
+        }
     }
 }
 
@@ -209,7 +228,10 @@ impl Batch {
 /// One named tree of the store.
 #[derive(Clone)]
 pub struct Tree {
+    /// The data (sled store) or its mirror (etcd store).
     local: sled::Tree,
+    name: Vec<u8>,
+    remote: Option<Arc<etcd::Remote>>,
 }
 
 impl Tree {
@@ -242,7 +264,10 @@ impl Tree {
         if batch.is_empty() {
             return Ok(());
         }
-        Ok(self.local.apply_batch(sled_store::batch(&batch))?)
+        match &self.remote {
+            None => Ok(self.local.apply_batch(sled_store::batch(&batch))?),
+            Some(r) => r.apply(&self.name, &self.local, batch),
+        }
     }
 
     /// Every entry, in key order.
@@ -262,7 +287,10 @@ impl Tree {
 
     /// Make every write so far durable (the whole store's).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.local.flush().map(drop).map_err(StoreError::from)
+        match &self.remote {
+            None => self.local.flush().map(drop).map_err(StoreError::from),
+            Some(r) => r.flush(),
+        }
     }
 }
 
