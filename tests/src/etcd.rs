@@ -221,6 +221,10 @@ fn spawn(etcd: &Path, dir: &Path, m: &Member, initial: &str, state: &str) -> Res
         .arg(MAX_TXN_OPS.to_string())
         .arg("--max-request-bytes")
         .arg(MAX_REQUEST_BYTES.to_string())
+        .arg("--auto-compaction-mode")
+        .arg("revision")
+        .arg("--auto-compaction-retention")
+        .arg("10000")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
