@@ -29,6 +29,9 @@ export RENKEI_TEST_NETNS=1 VPE_TEST_LIBVIRT=1 RENKEI_TEST_FUSE=1 RENKEI_TEST_STR
 log "cargo test (release)"
 cargo test --release --locked --workspace -- --test-threads=2
 
+log "integration tier again with the meta server on a three-member etcd cluster (the etcd store)"
+RENKEI_TEST_STORE=etcd cargo test --release --locked -p tests --test integration -- --test-threads=2
+
 log "Debian package: built, installed with dpkg, units verified, purged"
 bash scripts/lib/package-check.sh
 

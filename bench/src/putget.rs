@@ -131,6 +131,7 @@ pub async fn run(opts: &PutGetOptions) -> anyhow::Result<PutGetReport> {
         user: "bench".into(),
         bin_dir: Some(opts.bin_dir.clone()),
         env: Vec::new(),
+        meta_toml: String::new(),
     };
     let state = local::up(&spec, Duration::from_secs(30)).await?;
     let result = async {

@@ -43,6 +43,9 @@ pub struct LocalSpec {
     /// Extra environment for the processes started now (fault tests arm
     /// crash points this way, see [`fs_proto::process::crash_point`]).
     pub env: Vec<(String, String)>,
+    /// TOML appended to the meta server's configuration when the
+    /// federation is created (e.g. a `[store]` table); empty for none.
+    pub meta_toml: String,
 }
 
 /// One process of the local federation.
@@ -203,6 +206,7 @@ fn create(spec: &LocalSpec) -> Result<LocalState> {
     // The status page and /metrics, on loopback only.
     let web = free_tcp_port()?;
     meta.push_str(&format!("\n[monitor]\nweb = \"{web}\"\n"));
+    meta.push_str(&spec.meta_toml);
     let meta_cfg = dir.join("meta.toml");
     std::fs::write(&meta_cfg, meta).map_err(|e| local_err(&meta_cfg, e))?;
     let mut procs = vec![LocalProc {

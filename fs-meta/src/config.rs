@@ -33,8 +33,12 @@ pub struct MetaConfig {
     /// UDP address of the QUIC endpoint.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Directory of the sled database.
+    /// Directory of the sled database (with `[store] kind = "etcd"`: of
+    /// the local mirror of etcd's data).
     pub db: PathBuf,
+    /// Which engine keeps the metadata: sled in `db` (default) or etcd.
+    #[serde(default)]
+    pub store: crate::store::StoreConfig,
     /// This host's certificate, key and the federation CA.
     pub tls: TlsFiles,
     /// A file server whose heartbeat is older than this (ms) is down.
@@ -158,6 +162,7 @@ impl MetaConfig {
         MetaConfig {
             listen: default_listen(),
             db,
+            store: Default::default(),
             tls,
             host_timeout_ms: default_host_timeout_ms(),
             capability_ttl_secs: default_capability_ttl_secs(),
@@ -189,6 +194,7 @@ impl MetaConfig {
         if cfg.db.is_relative() {
             cfg.db = base.join(&cfg.db);
         }
+        cfg.store.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(cfg)
     }
 }

@@ -13,9 +13,9 @@ use std::sync::RwLock;
 
 /// The registry, cached in memory and persisted in sled.
 pub struct Hosts {
-    tree: sled::Tree,
+    tree: crate::store::Tree,
     map: RwLock<HashMap<String, HostRecord>>,
-    draining_tree: sled::Tree,
+    draining_tree: crate::store::Tree,
     draining: RwLock<BTreeSet<String>>,
     timeout_ms: u64,
     rotate: AtomicUsize,
@@ -27,7 +27,7 @@ fn internal(e: impl std::fmt::Display) -> RemoteError {
 
 impl Hosts {
     /// Load the registry. Hosts start as not alive until they heartbeat.
-    pub fn open(db: &sled::Db, timeout_ms: u64) -> Result<Self, RemoteError> {
+    pub fn open(db: &crate::store::Store, timeout_ms: u64) -> Result<Self, RemoteError> {
         let tree = db.open_tree(TREE_HOSTS).map_err(internal)?;
         let mut map = HashMap::new();
         for kv in tree.iter() {
@@ -244,7 +244,7 @@ mod tests {
 
     #[test]
     fn writes_avoid_a_server_reporting_problems_while_another_has_none() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = crate::store::Store::temporary().unwrap();
         let hosts = Hosts::open(&db, 60_000).unwrap();
         hosts.heartbeat("pop1", "site1", &report(1, &["spool not writable"])).unwrap();
         hosts.heartbeat("pop2", "site1", &report(2, &[])).unwrap();

@@ -24,6 +24,7 @@
 //! - [`admin`]: site administration requests (users, groups, draining hosts).
 //! - [`voids`]: the capability clock and the capabilities changes of mode
 //!   or owner voided, for file servers.
+//! - [`store`]: the key-value engine (sled, or etcd replicated).
 //! - [`record`], [`keys`], [`txn`]: on-disk layout and transactions.
 //! - [`replication`]: copy planning, capabilities for copies and checks,
 //!   and the background worker keeping copy counts.
@@ -48,6 +49,7 @@ pub mod quota;
 pub mod record;
 pub mod replication;
 pub mod service;
+pub mod store;
 pub mod txn;
 pub mod users;
 pub mod voids;
@@ -63,7 +65,7 @@ use std::path::PathBuf;
 pub enum MetaError {
     /// The database could not be opened or flushed.
     #[error("metadata database: {0}")]
-    Db(sled::Error),
+    Db(crate::store::StoreError),
     /// A directory could not be created.
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),

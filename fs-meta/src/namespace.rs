@@ -60,7 +60,7 @@ pub type HostReplica = (String, ReplicaRecord);
 
 /// The namespace store.
 pub struct Namespace {
-    tree: sled::Tree,
+    tree: crate::store::Tree,
     lock: Mutex<()>,
     id: u128,
     /// The capability clock and the voidings changes of mode or owner made.
@@ -69,7 +69,7 @@ pub struct Namespace {
 
 impl Namespace {
     /// Open the namespace tree, creating the root directory on first use.
-    pub fn open(tree: sled::Tree, root_perm: u32) -> R<Self> {
+    pub fn open(tree: crate::store::Tree, root_perm: u32) -> R<Self> {
         let mut ns = Namespace { tree, lock: Mutex::new(()), id: 0, voids: crate::voids::VoidLog::new(600_000) };
         ns.id = ns.write(|txn| {
             // The namespace's id, made once (also for a database made
@@ -111,7 +111,7 @@ impl Namespace {
         if self.tree.get(keys::BACKLINKS_DONE).map_err(TxnError::from)?.is_some() {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::store::Batch::default();
         let mut n = 0u64;
         for kv in self.tree.scan_prefix(keys::all_dentries()) {
             let (k, v) = kv.map_err(TxnError::from)?;
@@ -1490,7 +1490,7 @@ mod readdir_tests {
     use super::*;
 
     fn ns() -> Namespace {
-        let db = sled::Config::new().temporary(true).open().expect("sled");
+        let db = crate::store::Store::temporary().expect("store");
         Namespace::open(db.open_tree("ns").expect("tree"), 0o755).expect("namespace")
     }
 

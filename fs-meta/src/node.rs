@@ -6,6 +6,7 @@ use crate::config::MetaConfig;
 use crate::hosts::Hosts;
 use crate::namespace::Namespace;
 use crate::service::MetaService;
+use crate::store::{Store, StoreError};
 use crate::users::Users;
 use crate::MetaError;
 use fs_proto::endpoint::TlsIdentity;
@@ -31,7 +32,7 @@ const BLOCKING_BATCH: usize = 64;
 pub struct MetaNode {
     service: Arc<MetaService>,
     callbacks: Arc<Callbacks>,
-    db: sled::Db,
+    db: Store,
 }
 
 impl MetaNode {
@@ -39,7 +40,8 @@ impl MetaNode {
     /// own identity; its key signs capabilities.
     pub fn open(config: MetaConfig, tls: &TlsIdentity) -> Result<Self, MetaError> {
         std::fs::create_dir_all(&config.db).map_err(|e| MetaError::Io(config.db.clone(), e))?;
-        let db = sled::Config::new().path(&config.db).flush_every_ms(Some(200)).open().map_err(MetaError::Db)?;
+        let db = Store::open(&config.store, &config.db).map_err(MetaError::Db)?;
+        info!(store = ?db.kind(), db = %config.db.display(), "metadata store open");
         let tree = db.open_tree(crate::keys::TREE_NAMESPACE).map_err(MetaError::Db)?;
         let ns = Namespace::open(tree, config.root_mode).map_err(MetaError::Remote)?;
         ns.voids.set_hold(config.capability_ttl_secs.saturating_mul(1000));
@@ -88,7 +90,7 @@ impl MetaNode {
         monitor.stop().await;
         endpoint.close(quic_codes::SHUTDOWN, b"meta server shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
-        self.db.flush_async().await.map_err(MetaError::Db)?;
+        flush(&self.db).await.map_err(MetaError::Db)?;
         Ok(())
     }
 }
@@ -107,7 +109,7 @@ struct Streams {
 /// mount never bars its user's other mounts.
 const CONFIRM_ALIVE: Duration = Duration::from_secs(15);
 
-async fn handle_connection(svc: Arc<MetaService>, cbs: Arc<Callbacks>, db: sled::Db, incoming: quinn::Incoming) {
+async fn handle_connection(svc: Arc<MetaService>, cbs: Arc<Callbacks>, db: Store, incoming: quinn::Incoming) {
     let remote = incoming.remote_address();
     let Some((conn, id)) = fs_proto::serve::accept(incoming).await else { return };
     let streams = Streams { cbs, session: Arc::new(AtomicU64::new(0)) };
@@ -138,7 +140,7 @@ async fn handle_connection(svc: Arc<MetaService>, cbs: Arc<Callbacks>, db: sled:
 async fn handle_stream(
     svc: Arc<MetaService>,
     streams: Streams,
-    db: sled::Db,
+    db: Store,
     conn: quinn::Connection,
     id: Identity,
     mut send: quinn::SendStream,
@@ -415,9 +417,9 @@ async fn serve_subscription(
 /// flushes could occupy every pool thread while the log write they wait for
 /// queued behind them (the meta server stopped answering). A blocking tokio
 /// thread leaves sled's pool free for that write.
-async fn flush(db: &sled::Db) -> sled::Result<usize> {
+async fn flush(db: &Store) -> Result<(), StoreError> {
     let db = db.clone();
     tokio::task::spawn_blocking(move || db.flush())
         .await
-        .unwrap_or_else(|e| Err(sled::Error::ReportableBug(format!("flush task failed: {e}"))))
+        .unwrap_or_else(|e| Err(StoreError::Failed(format!("flush task failed: {e}"))))
 }

@@ -259,7 +259,7 @@ pub fn set_limits(t: &mut Txn<'_>, uid: u32, l: QuotaLimits, now_ms: u64) -> R<(
 
 /// Count every uid's usage from scratch (a database made before quotas
 /// existed); written with the marker in one batch.
-pub fn count_all(tree: &sled::Tree) -> Result<usize, TxnError> {
+pub fn count_all(tree: &crate::store::Tree) -> Result<usize, TxnError> {
     let mut owner: BTreeMap<Ino, u32> = BTreeMap::new();
     let mut usage: BTreeMap<u32, UsageRecord> = BTreeMap::new();
     for kv in tree.scan_prefix(keys::inode(0).get(..1).unwrap_or_default()) {
@@ -277,7 +277,7 @@ pub fn count_all(tree: &sled::Tree) -> Result<usize, TxnError> {
         let u = usage.entry(*uid).or_default();
         u.bytes = u.bytes.saturating_add(r.size);
     }
-    let mut batch = sled::Batch::default();
+    let mut batch = crate::store::Batch::default();
     for (uid, u) in &usage {
         batch.insert(keys::usage(*uid), crate::record::encode(u));
     }
@@ -307,7 +307,7 @@ mod tests {
     /// (what a database without usage records gets when opened).
     #[test]
     fn usage_follows_every_mutation_and_equals_a_recount() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = crate::store::Store::temporary().unwrap();
         let tree = db.open_tree("ns").unwrap();
         let ns = Namespace::open(tree.clone(), 0o777).unwrap();
         let (a, b) = (user(1000), user(1001));
@@ -349,7 +349,7 @@ mod tests {
 
     #[test]
     fn hard_and_soft_limits_refuse_additions_but_never_removals() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = crate::store::Store::temporary().unwrap();
         let ns = Namespace::open(db.open_tree("ns").unwrap(), 0o777).unwrap();
         let a = user(1000);
         ns.set_quota(1000, QuotaLimits { files_hard: 2, ..Default::default() }).unwrap();

@@ -1,6 +1,6 @@
 //! A small write transaction over the namespace tree: reads see the
-//! transaction's own writes, and commit applies everything as one atomic sled
-//! batch. Callers serialise transactions with the namespace lock, so there
+//! transaction's own writes, and commit applies everything as one atomic
+//! store batch ([`crate::store`]). Callers serialise transactions with the namespace lock, so there
 //! are no conflicts to retry.
 
 use crate::record::{self, RecordError};
@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 /// Pending writes over a tree.
 pub struct Txn<'a> {
-    tree: &'a sled::Tree,
+    tree: &'a crate::store::Tree,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// While a savepoint is open: each write's key and the pending value it
     /// replaced (outer None: the key had no pending write).
@@ -35,9 +35,9 @@ pub struct Savepoint(usize);
 /// Failure inside a transaction.
 #[derive(Debug, thiserror::Error)]
 pub enum TxnError {
-    /// sled failed.
+    /// The store failed.
     #[error("database: {0}")]
-    Sled(#[from] sled::Error),
+    Store(#[from] crate::store::StoreError),
     /// A stored value is unreadable.
     #[error("{0}")]
     Record(#[from] RecordError),
@@ -45,7 +45,7 @@ pub enum TxnError {
 
 impl<'a> Txn<'a> {
     /// Start a transaction.
-    pub fn new(tree: &'a sled::Tree) -> Self {
+    pub fn new(tree: &'a crate::store::Tree) -> Self {
         Txn { tree, writes: BTreeMap::new(), undo: None, access_changed: Vec::new() }
     }
 
@@ -167,7 +167,7 @@ impl<'a> Txn<'a> {
         if self.writes.is_empty() {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::store::Batch::default();
         for (k, v) in self.writes {
             match v {
                 Some(v) => batch.insert(k, v),

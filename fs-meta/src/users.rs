@@ -30,9 +30,9 @@ pub const NOBODY: u32 = 65_534;
 
 /// The user table.
 pub struct Users {
-    tree: sled::Tree,
-    removed: sled::Tree,
-    groups: sled::Tree,
+    tree: crate::store::Tree,
+    removed: crate::store::Tree,
+    groups: crate::store::Tree,
     lock: Mutex<()>,
     auto_register: bool,
     admin_hosts: std::collections::BTreeSet<String>,
@@ -46,7 +46,7 @@ fn internal(e: impl std::fmt::Display) -> RemoteError {
 
 impl Users {
     /// Open the table and apply the configured users.
-    pub fn open(db: &sled::Db, configured: &[UserConfig], auto_register: bool) -> Result<Self, RemoteError> {
+    pub fn open(db: &crate::store::Store, configured: &[UserConfig], auto_register: bool) -> Result<Self, RemoteError> {
         let tree = db.open_tree(TREE_USERS).map_err(internal)?;
         let removed = db.open_tree(TREE_REMOVED_USERS).map_err(internal)?;
         let groups = db.open_tree(TREE_GROUPS).map_err(internal)?;
@@ -458,7 +458,7 @@ mod tests {
 
     #[test]
     fn hosts_have_their_functions_rights_only() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = crate::store::Store::temporary().unwrap();
         let users = Users::open(&db, &[], true).unwrap().with_hosts(&["vpe".into()], Some(&["pop1".into()]));
         let root = Cred { uid: 0, gid: 0, groups: vec![] };
         // A file server is nobody and asserts nothing.
@@ -489,7 +489,7 @@ mod tests {
 
     #[test]
     fn admins_add_remove_and_group_users_at_once() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = crate::store::Store::temporary().unwrap();
         let users = Users::open(&db, &[], true).unwrap();
         // Self-registered, then removed: refused even with auto-registration.
         let bob = users.caller(&user("bob"), None).unwrap().0;

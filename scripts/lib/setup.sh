@@ -14,6 +14,8 @@ RENKEI_PACKAGES=(
   ca-certificates curl
   chromium chromium-driver                 # the status page in a real browser (monitoring tests)
   systemd                                  # systemd-analyze verifies the package's units
+  etcd-server                              # the etcd metadata store (tests start their own cluster)
+  protobuf-compiler                        # protoc, which the etcd client crate's build needs
 )
 
 # Every tool the demo and the tests run, with the package that provides it.
@@ -28,6 +30,7 @@ RENKEI_TOOLS=(
   rsync:rsync git:git sqlite3:sqlite3 tar:tar curl:curl
   chromium:chromium chromedriver:chromium-driver
   systemd-analyze:systemd
+  etcd:etcd-server protoc:protobuf-compiler
 )
 
 # Packages whose versions must move together. The machine image may ship
@@ -68,7 +71,7 @@ missing_tools() {
     if [ -z "$path" ]; then echo "$tool (package $pkg): not found"; continue; fi
     case "$tool" in
       # These link many libraries: run them, so a half-removed package shows.
-      qemu-img | qemu-system-x86_64 | virsh | sshfs | iperf3)
+      qemu-img | qemu-system-x86_64 | virsh | sshfs | iperf3 | etcd | protoc)
         "$path" --version >/dev/null 2>&1 || echo "$tool (package $pkg): $path does not run" ;;
     esac
   done

@@ -101,6 +101,9 @@ impl ClusterBuilder {
         meta_cfg.listen = "127.0.0.1:0".parse().expect("addr");
         meta_cfg.host_timeout_ms = 3_000;
         meta_cfg.gc_grace_ms = 0;
+        if let Some(store) = crate::etcd::test_store() {
+            meta_cfg.store = store;
+        }
         (self.meta_tweak)(&mut meta_cfg);
         let tls = TlsIdentity::load(&meta_cfg.tls).expect("meta tls");
         let ep = server_endpoint(meta_cfg.listen, &tls, &meta_cfg.transport).expect("meta endpoint");

@@ -4,11 +4,14 @@
 //!   on `127.0.0.1:0`, with a fresh CA per cluster: fast integration tests.
 //! - [`procs::ProcFederation`]: the real binaries as processes (through
 //!   `renkei local up`), for end-to-end tests that kill and restart them.
+//! - [`etcd`]: a real three-member etcd cluster (the etcd store; also
+//!   under every meta server with `RENKEI_TEST_STORE=etcd`).
 //! - [`raw`]: speaking raw bytes to a service, for malformed-input tests.
 //!
 //! Every test is wrapped in a global timeout ([`with_timeout`]).
 
 pub mod cluster;
+pub mod etcd;
 pub mod procs;
 pub mod raw;
 

@@ -45,6 +45,8 @@ impl ProcFederation {
             user: "tester".into(),
             bin_dir: Some(bin_dir()),
             env: Vec::new(),
+            // RENKEI_TEST_STORE=etcd: the meta server on the test etcd cluster.
+            meta_toml: if crate::etcd::store_is_etcd() { crate::etcd::cluster().store_toml() } else { String::new() },
         };
         let state = match local::up(&spec, Duration::from_secs(30)).await {
             Ok(s) => s,
@@ -144,6 +146,7 @@ impl ProcFederation {
             user: self.state.user.clone(),
             bin_dir: Some(bin_dir()),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            meta_toml: String::new(),
         };
         local::up(&spec, Duration::from_secs(30)).await.map(|_| ())
     }

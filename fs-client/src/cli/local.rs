@@ -62,6 +62,7 @@ pub(crate) async fn run(cmd: &LocalCommand, json: bool) -> anyhow::Result<()> {
                 user,
                 bin_dir: bin_dir.clone(),
                 env: Vec::new(),
+                meta_toml: String::new(),
             };
             let state = local::up(&spec, Duration::from_secs(*wait)).await?;
             if json {

@@ -296,7 +296,7 @@ mod tests {
 
     fn ns() -> (tempfile::TempDir, Namespace) {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path().join("db")).unwrap();
+        let db = crate::store::Store::open(&Default::default(), &dir.path().join("db")).unwrap();
         let ns = Namespace::open(db.open_tree(keys::TREE_NAMESPACE).unwrap(), 0o1777).unwrap();
         (dir, ns)
     }

@@ -4,6 +4,7 @@ mod bundle;
 mod callbacks;
 mod configs;
 mod crash;
+mod etcd_store;
 mod faults;
 mod integrity;
 mod listing;

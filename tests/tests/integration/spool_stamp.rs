@@ -33,12 +33,20 @@ async fn a_server_refuses_to_empty_its_spool_for_another_namespace() {
         let held = replicas(&spool);
         assert!(held >= 1, "the replica is in the spool");
 
-        // The meta server comes back with a new, empty database.
+        // The meta server comes back with a new, empty database (on the
+        // etcd store: under a new prefix).
         fed.kill("meta");
         fed.kill("pop1");
         let db = fed.dir().join("meta.db");
         let saved = fed.dir().join("meta.db.saved");
         std::fs::rename(&db, &saved).unwrap();
+        let meta_toml = fed.dir().join("meta.toml");
+        let config = std::fs::read_to_string(&meta_toml).unwrap();
+        if tests::etcd::store_is_etcd() {
+            let other = config.replace("prefix = \"", "prefix = \"another-");
+            assert_ne!(other, config, "the etcd store's prefix is in meta.toml");
+            std::fs::write(&meta_toml, other).unwrap();
+        }
         // pop1 heartbeats before it reads the answer's namespace, so `local
         // up` may or may not have counted it up before it exits: wait for
         // the exit itself.
@@ -53,6 +61,7 @@ async fn a_server_refuses_to_empty_its_spool_for_another_namespace() {
         fed.kill("meta");
         std::fs::remove_dir_all(&db).unwrap();
         std::fs::rename(&saved, &db).unwrap();
+        std::fs::write(&meta_toml, &config).unwrap();
         fed.restart().await;
         let c = fed.client(None).await;
         assert_eq!(c.get_bytes("/kept").await.unwrap(), data);

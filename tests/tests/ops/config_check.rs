@@ -199,3 +199,38 @@ fn sample_configs_pass() {
         assert!(String::from_utf8_lossy(&out.stdout).contains(kind), "{file} not detected as {kind}");
     }
 }
+
+/// The meta server's `[store]`: sled and etcd pass, an unknown kind or
+/// field fails naming it, and etcd without endpoints (or sled with them)
+/// is refused by both checks.
+#[test]
+fn meta_store_tables_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = &KINDS[1];
+    let file = dir.path().join("meta.toml");
+    let with = |store: &str| {
+        let (text, _, _) = meta.text("host_timeout_ms = 1000", TLS);
+        std::fs::write(&file, format!("{text}\n{store}")).unwrap();
+        (check(&file, None), own_check(meta, &file))
+    };
+    for ok in [
+        "[store]\nkind = \"sled\"\n",
+        "[store]\nkind = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\nprefix = \"fed1/\"\nmax_txn_ops = 4096\n",
+    ] {
+        let (a, b) = with(ok);
+        assert_ok(ok, &a);
+        assert_ok(ok, &b);
+    }
+    for (bad, needle) in [
+        ("[store]\nkind = \"redis\"\n", "kind"),
+        ("[store]\nkind = \"etcd\"\nendpoint = [\"http://127.0.0.1:2379\"]\n", "endpoint"),
+        ("[store]\nkind = \"etcd\"\n", "needs endpoints"),
+        ("[store]\nendpoints = [\"http://127.0.0.1:2379\"]\n", "endpoints are for kind = \"etcd\""),
+    ] {
+        for out in [with(bad).0, with(bad).1] {
+            let err = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+            assert!(!out.status.success(), "{bad:?} passed");
+            assert!(err.contains(needle), "{bad:?}: {err}");
+        }
+    }
+}
