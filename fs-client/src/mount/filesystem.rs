@@ -120,6 +120,7 @@ impl Filesystem for RenkeiFs {
             if matches!(r, Err(e) if e.code() == libc::ENOENT) {
                 if let Some(ttl) = fs.absent_ttl(parent, &name) {
                     // Node id 0: the kernel caches the name as absent.
+                    fs.counters.bump("fuse.lookup_absent");
                     return reply.entry(&ttl, &absent_attr(), GEN);
                 }
             }
