@@ -91,7 +91,7 @@ impl Dirty {
         }
         let end = offset + data.len() as u64;
         if end > IN_MEMORY {
-            self.to_file()?;
+            self.spill_to_file()?;
         }
         match &mut self.spill {
             Spill::Memory(buf) => {
@@ -110,7 +110,7 @@ impl Dirty {
     }
 
     /// Move the bytes held in memory into a spill file.
-    fn to_file(&mut self) -> std::io::Result<()> {
+    fn spill_to_file(&mut self) -> std::io::Result<()> {
         if let Spill::Memory(buf) = &self.spill {
             let f = tempfile::tempfile_in(&self.spill_dir)?;
             f.write_all_at(buf, 0)?;
