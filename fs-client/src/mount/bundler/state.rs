@@ -785,6 +785,20 @@ mod tests {
     }
 
     #[test]
+    fn absent_names_are_remembered_while_the_lease_is_held() {
+        let mut s = leased(1, &[("old", 50)]);
+        assert!(s.note_absent(1, "nope"), "an absent name in a leased directory may be cached");
+        assert!(s.note_absent(1, "nope"), "again");
+        assert!(!s.note_absent(1, "old"), "a name that is there is not absent");
+        assert!(!s.note_absent(2, "x"), "not leased: the kernel may not cache it");
+        let mut again = leased(1, &[]);
+        again.dirs.get_mut(&1).unwrap().recalling = true;
+        assert!(!again.note_absent(1, "x"), "not while giving the lease back");
+        assert_eq!(s.lost(), vec![(1, "nope".to_string())], "the names to invalidate when the leases are lost");
+        assert!(!s.note_absent(1, "nope"), "no lease any more");
+    }
+
+    #[test]
     fn lookups_in_a_leased_directory_are_answered_here() {
         let mut s = leased(1, &[("old", 50)]);
         s.add_range(InoRange { first: 100, count: 2 });
