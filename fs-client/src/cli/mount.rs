@@ -23,7 +23,7 @@ pub struct MountArgs {
     /// uid/gid/groups; admin certificates only), idmap=user|none,
     /// attr_timeout=SECS (kernel cache, default 1), timeout=SECS (bound of an
     /// operation before EIO, default 10), max_write=BYTES (default 1 MiB),
-    /// spill_dir=DIR (dirty data before commit, default $TMPDIR), fsname=NAME,
+    /// spill_dir=DIR (dirty data past 256 KiB of a file before commit, default $TMPDIR), fsname=NAME,
     /// nobundle (no small-file bundling on write), noprefetch (no read-ahead
     /// of a directory's files in bundles), noopenlease (every open asks the
     /// meta server, even for a file read ahead under a live lease),

@@ -28,6 +28,28 @@ fn reply_entry(fs: &Inner, r: Op<(fs_proto::Attr, Duration)>, reply: ReplyEntry)
     }
 }
 
+/// The attributes of a negative entry (node id 0); only the id is read.
+fn absent_attr() -> fuser::FileAttr {
+    let t = SystemTime::UNIX_EPOCH;
+    fuser::FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: t,
+        mtime: t,
+        ctime: t,
+        crtime: t,
+        kind: fuser::FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
 fn reply_empty(r: Op<()>, reply: ReplyEmpty) {
     match r {
         Ok(()) => reply.ok(),
@@ -95,6 +117,13 @@ impl Filesystem for RenkeiFs {
         let name = name_or_reply!(name, reply);
         self.0.spawn(async move {
             let r = fs.bounded(fs.lookup(cred.as_ref(), parent, &name)).await;
+            if matches!(r, Err(e) if e.code() == libc::ENOENT) {
+                if let Some(ttl) = fs.absent_ttl(parent, &name) {
+                    // Node id 0: the kernel caches the name as absent.
+                    fs.counters.bump("fuse.lookup_absent");
+                    return reply.entry(&ttl, &absent_attr(), GEN);
+                }
+            }
             reply_entry(&fs, r, reply)
         });
     }

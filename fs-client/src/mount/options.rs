@@ -41,7 +41,8 @@ pub struct MountOptions {
     pub call_timeout: Duration,
     /// Largest FUSE write and read-ahead (bytes).
     pub max_io: u32,
-    /// Directory for dirty data of files open for writing (spill files).
+    /// Directory for dirty data of files open for writing past
+    /// [`super::dirty::IN_MEMORY`] bytes (spill files).
     pub spill_dir: PathBuf,
     /// File system name shown in the mount table.
     pub fsname: String,

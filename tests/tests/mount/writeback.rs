@@ -180,3 +180,53 @@ async fn a_chown_the_meta_server_would_refuse_fails_at_once() {
     })
     .await
 }
+
+/// A name looked up and found absent in a directory leased to the mount is
+/// cached by the kernel as absent (`rsync` looks each target name up twice
+/// before creating it), and that stops being true the moment anyone else
+/// creates the name: the lease is recalled, and the kernel is told before
+/// it goes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn absent_names_are_cached_by_the_kernel_until_the_lease_goes_back() {
+    if !enabled("absent_names_are_cached_by_the_kernel_until_the_lease_goes_back") {
+        return;
+    }
+    with_timeout(120, async {
+        let fed = ProcFederation::up(1).await;
+        // A long entry timeout: the second look below is the kernel's own
+        // answer whatever the machine's load, unless something invalidates it.
+        let m = TestMount::new(&fed, None, "/", "attr_timeout=60").await;
+        let dir = m.join("leased");
+        crate::common::blocking({
+            let dir = dir.clone();
+            move || {
+                // Made here: leased to this mount at birth.
+                std::fs::create_dir(&dir).unwrap();
+                std::fs::write(dir.join("there"), b"x").unwrap();
+            }
+        })
+        .await;
+        let before = m.counters.get("fuse.lookup_absent");
+        let looked = crate::common::blocking({
+            let dir = dir.clone();
+            move || (0..3).map(|_| std::fs::metadata(dir.join("missing")).is_err()).collect::<Vec<_>>()
+        })
+        .await;
+        assert_eq!(looked, [true, true, true], "the name is absent");
+        assert_eq!(
+            m.counters.get("fuse.lookup_absent") - before,
+            1,
+            "one lookup reached the mount; the kernel answered the next ones"
+        );
+        // Another client creates it: the meta server recalls the lease first.
+        fed.client(None).await.put_bytes(b"theirs", "/leased/missing").await.expect("put");
+        let seen = crate::common::blocking({
+            let dir = dir.clone();
+            move || std::fs::read(dir.join("missing"))
+        })
+        .await;
+        assert_eq!(seen.expect("the other client's file is seen at once"), b"theirs");
+        m.unmount().await;
+    })
+    .await
+}

@@ -256,7 +256,9 @@ impl Bundler {
         if !s.local.dirs.is_empty() {
             tracing::info!(dirs = s.local.dirs.len(), "directory leases lost with the callback subscription");
         }
-        s.local.lost();
+        let absent: Vec<Invalidation> =
+            s.local.lost().into_iter().map(|(parent, name)| Invalidation::Entry { parent, name }).collect();
+        self.notes.send(&absent);
         // The bundle capability names the session it was granted to as the
         // holder its commits act for: one of the ended session would act as
         // another mount's, so the leases the next session takes here would
@@ -399,12 +401,17 @@ impl Bundler {
     /// Give the lease on `dir` back: stop local work there, commit what is
     /// local in it, release it at the meta server.
     pub async fn give_back(&self, dir: Ino, why: &'static str) {
+        let mut absent = Vec::new();
         let held = {
             let mut s = self.lock();
             s.local.cooldown.insert(dir, Instant::now() + COOLDOWN);
             match s.local.dirs.get_mut(&dir) {
                 Some(d) => {
                     d.recalling = true;
+                    absent = std::mem::take(&mut d.absent)
+                        .into_iter()
+                        .map(|name| Invalidation::Entry { parent: dir, name })
+                        .collect();
                     true
                 }
                 None => {
@@ -419,6 +426,12 @@ impl Bundler {
             self.give_back_now(dir).await;
             return;
         }
+        // Names the kernel caches as absent on our word go first: once the
+        // lease is back another mount may create them at once. (Not waited
+        // for: the notification may need a lock the kernel holds while it
+        // waits for this, e.g. an rmdir of `dir`; the notify thread passes
+        // it on long before the release's round trip and commits are done.)
+        self.notes.send(&absent);
         self.settle_dir(dir, why).await;
         let r = self.remote.call(None, MetaRequest::ReleaseDirs { dirs: vec![dir] }).await;
         if let Err(e) = r {

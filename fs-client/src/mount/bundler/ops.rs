@@ -76,6 +76,18 @@ impl Inner {
         })
     }
 
+    /// How long the kernel may cache `name` in `parent` as absent, after a
+    /// lookup answered ENOENT: the entry timeout while `parent` is leased
+    /// here (nobody else can create the name; the kernel is told before
+    /// the lease goes back), else not at all.
+    pub fn absent_ttl(&self, parent: Ino, name: &str) -> Option<Duration> {
+        if !self.bundler.enabled() || name == "." || name == ".." {
+            return None;
+        }
+        let ttl = self.local_ttl();
+        (!ttl.is_zero() && self.bundler.with(|l| l.note_absent(parent, name))).then_some(ttl)
+    }
+
     /// Attributes of a local entry.
     pub async fn local_attr(&self, ino: Ino) -> Option<Op<(Attr, Duration)>> {
         if !self.bundler.enabled() {
@@ -202,7 +214,7 @@ impl Inner {
                 if l.recalled.remove(&d) {
                     return false;
                 }
-                l.dirs.insert(d, DirState { attr: a.attr, names, recalling: false });
+                l.dirs.insert(d, DirState { attr: a.attr, names, recalling: false, absent: Default::default() });
                 true
             });
             tracing::debug!(dir = d, held, entries = a.entries.len(), "directory lease held along with {dir}");
@@ -220,7 +232,7 @@ impl Inner {
             if l.recalled.remove(&dir) {
                 return false;
             }
-            l.dirs.insert(dir, DirState { attr, names, recalling: false });
+            l.dirs.insert(dir, DirState { attr, names, recalling: false, absent: Default::default() });
             true
         });
         if !held {

@@ -13,7 +13,7 @@ use crate::bundle::ship::Source;
 use fs_proto::bundle::{BundleEntry, BundleOp, InoRange, QuotaRoom, MAX_HELD_RANGES};
 use fs_proto::meta::MetaRequest;
 use fs_proto::{Attr, DirEntry, FileKind, Ino, RemoteError};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Instant, SystemTime};
 
 /// Where a local entry is.
@@ -112,7 +112,15 @@ pub struct DirState {
     pub names: HashMap<String, (Ino, FileKind)>,
     /// Being given back: no new local work.
     pub recalling: bool,
+    /// Names the kernel was told are absent, for as long as it caches
+    /// entries (negative dentries: `rsync` looks its target names up three
+    /// times before it renames onto them). Invalidated before the lease
+    /// goes back.
+    pub absent: HashSet<String>,
 }
+
+/// Most names per leased directory the kernel may cache as absent.
+pub const MAX_ABSENT: usize = 1 << 16;
 
 /// The answer to a lookup in a leased directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -447,6 +455,25 @@ impl LocalState {
         })
     }
 
+    /// The kernel is to cache `name` in leased `dir` as absent: true if it
+    /// may (the lease is held, the name is absent, and the directory's
+    /// list of such names has room); the name is remembered so that it is
+    /// invalidated before the lease goes back.
+    pub fn note_absent(&mut self, dir: Ino, name: &str) -> bool {
+        let Some(d) = self.dirs.get_mut(&dir).filter(|d| !d.recalling) else { return false };
+        if d.names.contains_key(name) {
+            return false;
+        }
+        if d.absent.contains(name) {
+            return true;
+        }
+        if d.absent.len() >= MAX_ABSENT {
+            return false;
+        }
+        d.absent.insert(name.to_string());
+        true
+    }
+
     /// Record a new local entry in leased `parent` (a directory is leased
     /// too, empty). False if the name exists.
     pub fn create(&mut self, node: Node) -> bool {
@@ -458,7 +485,10 @@ impl LocalState {
         d.names.insert(node.name.clone(), (ino, kind));
         self.by_name.insert((parent, node.name.clone()), ino);
         if kind == FileKind::Directory {
-            self.dirs.insert(ino, DirState { attr: node.attr.clone(), names: HashMap::new(), recalling: false });
+            self.dirs.insert(
+                ino,
+                DirState { attr: node.attr.clone(), names: HashMap::new(), recalling: false, absent: HashSet::new() },
+            );
         }
         self.nodes.insert(ino, node);
         true
@@ -593,10 +623,17 @@ impl LocalState {
     /// The subscription ended: no lease holds any more (local entries and
     /// operations are still committed; what they did to attributes is no
     /// longer known to be true).
-    pub fn lost(&mut self) {
+    /// Returns the names the kernel may cache as absent in them.
+    pub fn lost(&mut self) -> Vec<(Ino, String)> {
+        let absent = self
+            .dirs
+            .iter_mut()
+            .flat_map(|(d, s)| std::mem::take(&mut s.absent).into_iter().map(|n| (*d, n)))
+            .collect();
         self.dirs.clear();
         self.attrs.clear();
         self.bare.clear();
+        absent
     }
 
     /// What `req` must wait for before it goes to the meta server.
@@ -740,8 +777,25 @@ mod tests {
     fn leased(dir: Ino, names: &[(&str, Ino)]) -> LocalState {
         let mut s = LocalState::new(Limits::default());
         let names = names.iter().map(|(n, i)| (n.to_string(), (*i, FileKind::Regular))).collect();
-        s.dirs.insert(dir, DirState { attr: attr(dir, FileKind::Directory), names, recalling: false });
+        s.dirs.insert(
+            dir,
+            DirState { attr: attr(dir, FileKind::Directory), names, recalling: false, absent: HashSet::new() },
+        );
         s
+    }
+
+    #[test]
+    fn absent_names_are_remembered_while_the_lease_is_held() {
+        let mut s = leased(1, &[("old", 50)]);
+        assert!(s.note_absent(1, "nope"), "an absent name in a leased directory may be cached");
+        assert!(s.note_absent(1, "nope"), "again");
+        assert!(!s.note_absent(1, "old"), "a name that is there is not absent");
+        assert!(!s.note_absent(2, "x"), "not leased: the kernel may not cache it");
+        let mut again = leased(1, &[]);
+        again.dirs.get_mut(&1).unwrap().recalling = true;
+        assert!(!again.note_absent(1, "x"), "not while giving the lease back");
+        assert_eq!(s.lost(), vec![(1, "nope".to_string())], "the names to invalidate when the leases are lost");
+        assert!(!s.note_absent(1, "nope"), "no lease any more");
     }
 
     #[test]
@@ -846,7 +900,15 @@ mod tests {
         let b = q(MetaRequest::Batch(vec![MetaRequest::GetAttr { ino: 100 }, MetaRequest::OpenRead { ino: 100 }]));
         assert_eq!(b.inos, vec![100]);
         // A leased directory (7) whose parent (3) is not leased here.
-        s.dirs.insert(7, DirState { attr: attr(7, FileKind::Directory), names: HashMap::new(), recalling: false });
+        s.dirs.insert(
+            7,
+            DirState {
+                attr: attr(7, FileKind::Directory),
+                names: HashMap::new(),
+                recalling: false,
+                absent: HashSet::new(),
+            },
+        );
         assert!(s.create(node(7, "x", 101, FileKind::Regular)));
         let rmdir = MetaRequest::Rmdir { parent: 3, name: "d".into() };
         assert_eq!(s.classify(&rmdir, &|p, n| (p == 3 && n == "d").then_some(7)).release, vec![7]);
