@@ -74,7 +74,7 @@ pub struct StoreRun {
 pub struct MetaReport {
     /// When it ran (UTC).
     pub started: String,
-    /// Load average before and after.
+    /// Load average before.
     pub load_before: String,
     /// Load average after.
     pub load_after: String,
