@@ -9,10 +9,13 @@
 //! - [`rep_bench`]: replicating the Montage-like set between two sites beside one tar stream.
 //! - [`wanfs_bench`]: the Montage-like set into and out of the mount across the WAN, beside one tar
 //!   stream, per-file creates and sshfs; `ls -l` cold and warm; one large file at 50 ms.
+//! - [`meta_bench`]: the namespace in sled beside a three-member etcd cluster (creates, `ls -l`,
+//!   stat, deletes, a bundled `put -r`).
 //! - [`paper`]: the RENKEI-PoP paper's Table 4 and Figure 6 on its emulated topology.
 //! - [`sshfs`], [`tar_stream`]: the baselines those compare with.
 
 pub mod dataset;
+pub mod meta_bench;
 pub mod mount_bench;
 pub mod paper;
 pub mod putget;

@@ -125,7 +125,7 @@ fn sh(cmd: &mut Command) -> anyhow::Result<()> {
 }
 
 /// Deterministic bytes (xorshift) for the tree's files.
-fn bytes_of(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn bytes_of(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     (0..len)
         .map(|_| {
@@ -227,11 +227,13 @@ fn meta_requests(r: &BTreeMap<String, u64>) -> u64 {
     r.iter().filter(|(k, _)| fs_client::counters::is_meta_request(k)).map(|(_, v)| v).sum()
 }
 
-fn loadavg() -> String {
+/// The load average (1, 5, 15 min) from `/proc/loadavg`.
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').take(3).collect::<Vec<_>>().join(" ")
 }
 
-fn now_utc() -> String {
+/// Now, as `YYYY-MM-DD HH:MM UTC`.
+pub(crate) fn now_utc() -> String {
     Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()

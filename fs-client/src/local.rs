@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 type Result<T> = std::result::Result<T, ClientError>;
 
+pub mod etcd;
 mod vpe;
 
 /// What to set up.

@@ -46,7 +46,11 @@ impl ProcFederation {
             bin_dir: Some(bin_dir()),
             env: Vec::new(),
             // RENKEI_TEST_STORE=etcd: the meta server on the test etcd cluster.
-            meta_toml: if crate::etcd::store_is_etcd() { crate::etcd::cluster().store_toml() } else { String::new() },
+            meta_toml: if crate::etcd::store_is_etcd() {
+                crate::etcd::store_toml(crate::etcd::cluster())
+            } else {
+                String::new()
+            },
         };
         let state = match local::up(&spec, Duration::from_secs(30)).await {
             Ok(s) => s,

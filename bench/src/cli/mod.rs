@@ -1,6 +1,7 @@
 //! The subcommands of `renkei-bench`, one module each; this file only dispatches.
 
 pub mod dataset;
+pub mod meta;
 pub mod mount;
 pub mod paper;
 pub mod putget;
@@ -40,6 +41,9 @@ pub enum Command {
     /// paper) and Figure 6 (the Montage set to titech1: rep, mount, per file, tar) on its emulated
     /// topology; `--quick` for a few minutes, `--json FILE` beside the markdown.
     Paper(paper::PaperArgs),
+    /// Issue 16: creates, `ls -l`, stat and deletes of 10,000 files and a bundled `put -r`, with
+    /// the namespace in sled and in a three-member etcd cluster on loopback, side by side.
+    Meta(meta::MetaArgs),
     #[command(flatten)]
     Doc(fs_proto::clidoc::DocCommand),
 }
@@ -56,6 +60,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Wanfs(args) => wanfs::run_cli(args),
         Command::Tools(args) => tools::run_cli(args),
         Command::Paper(args) => paper::run_cli(args),
+        Command::Meta(args) => meta::run_cli(args),
         Command::Doc(doc) => {
             use clap::CommandFactory;
             Ok(fs_proto::clidoc::run(&doc, crate::Args::command(), &[])?)

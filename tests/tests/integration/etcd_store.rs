@@ -24,7 +24,7 @@ fn etcd_store_survives_the_meta_server_and_fences_a_stale_one() {
     if !etcd::available("etcd_store_survives_the_meta_server_and_fences_a_stale_one") {
         return;
     }
-    let cfg = etcd::cluster().store_config();
+    let cfg = etcd::store_config(etcd::cluster());
     let dir = tempfile::tempdir().unwrap();
 
     // The first meta server makes a tree of names; its flush returns once
@@ -64,7 +64,7 @@ fn etcd_store_refuses_a_transaction_beyond_its_limits_whole() {
     if !etcd::available("etcd_store_refuses_a_transaction_beyond_its_limits_whole") {
         return;
     }
-    let cfg = StoreConfig { max_txn_ops: 4, max_txn_bytes: 1000, ..etcd::cluster().store_config() };
+    let cfg = StoreConfig { max_txn_ops: 4, max_txn_bytes: 1000, ..etcd::store_config(etcd::cluster()) };
     let dir = tempfile::tempdir().unwrap();
     let store = open(&cfg, &dir, "a");
     let t = store.open_tree("t").unwrap();
@@ -97,7 +97,7 @@ fn etcd_store_rides_out_one_lost_member_and_reports_a_lost_quorum() {
     tests::init_logs();
     // Its own cluster: killing members must not disturb other tests.
     let cluster = EtcdCluster::start().unwrap_or_else(|e| panic!("etcd cluster: {e}"));
-    let cfg = StoreConfig { commit_timeout_ms: 8_000, ..cluster.store_config() };
+    let cfg = StoreConfig { commit_timeout_ms: 8_000, ..etcd::store_config(&cluster) };
     let dir = tempfile::tempdir().unwrap();
     let store = open(&cfg, &dir, "a");
     let t = store.open_tree("t").unwrap();
@@ -122,7 +122,7 @@ fn etcd_store_rides_out_one_lost_member_and_reports_a_lost_quorum() {
     assert!(e.to_string().contains("quorum"), "{e}");
 
     // A member back: the queued write commits.
-    cluster.restart(1);
+    cluster.restart(1).expect("restart etcd member 1");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match store.flush() {
@@ -131,7 +131,7 @@ fn etcd_store_rides_out_one_lost_member_and_reports_a_lost_quorum() {
             Err(e) => panic!("etcd did not take the queued write after a member returned: {e}"),
         }
     }
-    cluster.restart(0);
+    cluster.restart(0).expect("restart etcd member 0");
     let again = open(&cfg, &dir, "b");
     let keys: Vec<Vec<u8>> = again.open_tree("t").unwrap().iter().keys().map(|k| k.unwrap().to_vec()).collect();
     assert_eq!(keys, vec![b"k0".to_vec(), b"k1".to_vec(), b"k2".to_vec()]);
