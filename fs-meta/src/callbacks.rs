@@ -493,45 +493,19 @@ pub fn lease_keys(req: &MetaRequest, reply: &MetaReply) -> Vec<Ino> {
 }
 
 /// What a mutation will change, computed before it runs (so the inodes that
-/// names pointed to are still known). Requests that change attributes or
-/// directory entries must be listed here; any other request changes nothing
-/// a client caches.
+/// names pointed to are still known), from the request's footprint.
 pub fn invalidations(ns: &Namespace, req: &MetaRequest) -> Vec<Invalidation> {
-    use Invalidation::{Attr, Entry};
-    use MetaRequest as Q;
-    let child = |parent: Ino, name: &str| ns.lookup(&root(), parent, name).ok().map(|a| Attr { ino: a.ino });
-    match req {
-        Q::Create { parent, name, .. } | Q::Mkdir { parent, name, .. } | Q::Symlink { parent, name, .. } => {
-            vec![Entry { parent: *parent, name: name.clone() }, Attr { ino: *parent }]
+    let f = req.footprint();
+    let mut v = Vec::new();
+    for (parent, name, how) in f.names.into_iter().filter(|(_, _, how)| how.changes_dir()) {
+        if how.changes_child() {
+            v.extend(ns.lookup(&root(), parent, &name).ok().map(|a| Invalidation::Attr { ino: a.ino }));
         }
-        Q::Link { ino, new_parent, new_name } => {
-            vec![Entry { parent: *new_parent, name: new_name.clone() }, Attr { ino: *new_parent }, Attr { ino: *ino }]
-        }
-        Q::Unlink { parent, name } | Q::Rmdir { parent, name } => {
-            let mut v = vec![Entry { parent: *parent, name: name.clone() }, Attr { ino: *parent }];
-            v.extend(child(*parent, name));
-            v
-        }
-        Q::Rename { parent, name, new_parent, new_name, .. } => {
-            let mut v = vec![
-                Entry { parent: *parent, name: name.clone() },
-                Entry { parent: *new_parent, name: new_name.clone() },
-                Attr { ino: *parent },
-                Attr { ino: *new_parent },
-            ];
-            v.extend(child(*parent, name));
-            v.extend(child(*new_parent, new_name));
-            v
-        }
-        Q::SetAttr { ino, .. } | Q::SetXattr { ino, .. } | Q::RemoveXattr { ino, .. } | Q::SetNcopy { ino, .. } => {
-            vec![Attr { ino: *ino }]
-        }
-        Q::RegisterReplica { cap, .. } => cap.peek().map(|c| vec![Attr { ino: c.ino }]).unwrap_or_default(),
-        // Each operation changes what the request it stands for would.
-        Q::CommitBundle(b) => b.ops.iter().flat_map(|o| invalidations(ns, &o.op.as_request())).collect(),
-        Q::Batch(reqs) => reqs.iter().flat_map(|r| invalidations(ns, r)).collect(),
-        _ => Vec::new(),
+        v.push(Invalidation::Entry { parent, name });
+        v.push(Invalidation::Attr { ino: parent });
     }
+    v.extend(f.changes.into_iter().map(|ino| Invalidation::Attr { ino }));
+    v
 }
 
 /// Keep the changes of a request only if it succeeded (a batch is kept

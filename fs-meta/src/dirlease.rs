@@ -438,58 +438,37 @@ impl DirLeases {
     }
 }
 
-/// The directories a request looks into or changes (for admission).
+/// The directories a request looks into or changes (for admission), from
+/// its footprint. A lease on a directory covers its children's attributes
+/// too (the holder may change them under write-back): addressing an inode
+/// touches every directory holding it.
 pub fn touched(ns: &Namespace, req: &MetaRequest) -> Vec<Ino> {
-    use MetaRequest as Q;
-    let child = |parent: Ino, name: &str| ns.lookup(&root(), parent, name).ok().map(|a| a.ino);
-    match req {
-        Q::Lookup { parent, .. }
-        | Q::LookupPlus { parent, .. }
-        | Q::Create { parent, .. }
-        | Q::Mkdir { parent, .. }
-        | Q::Symlink { parent, .. }
-        | Q::Unlink { parent, .. } => vec![*parent],
-        Q::ReadDir { ino, .. } | Q::ListDir { ino, .. } => vec![*ino],
-        // A lease on a directory covers its children's attributes too (the
-        // holder may change them under write-back): asking about an inode
-        // touches every directory holding it.
-        Q::GetAttr { ino }
-        | Q::SetAttr { ino, .. }
-        | Q::OpenRead { ino }
-        | Q::OpenWrite { ino, .. }
-        | Q::ReadLink { ino }
-        | Q::GetXattr { ino, .. }
-        | Q::SetXattr { ino, .. }
-        | Q::ListXattr { ino }
-        | Q::RemoveXattr { ino, .. }
-        | Q::SetNcopy { ino, .. }
-        | Q::Where { ino } => std::iter::once(*ino).chain(ns.parents_of(*ino)).collect(),
-        Q::Link { ino, new_parent, .. } => [*ino, *new_parent].into_iter().chain(ns.parents_of(*ino)).collect(),
-        Q::Rmdir { parent, name } => std::iter::once(*parent).chain(child(*parent, name)).collect(),
-        Q::Rename { parent, name, new_parent, new_name, .. } => {
-            [*parent, *new_parent].into_iter().chain(child(*parent, name)).chain(child(*new_parent, new_name)).collect()
-        }
-        Q::Resolve { path } => {
-            let mut out = vec![ROOT_INO];
-            let mut cur = ROOT_INO;
-            for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
-                match ns.lookup(&root(), cur, comp) {
-                    Ok(a) if a.kind == FileKind::Directory => {
-                        cur = a.ino;
-                        out.push(cur);
-                    }
-                    _ => break,
-                }
-            }
-            out
-        }
-        Q::Batch(reqs) => reqs.iter().flat_map(|r| touched(ns, r)).collect(),
-        Q::CommitBundle(b) => {
-            let mut v: Vec<Ino> = b.ops.iter().flat_map(|o| touched(ns, &o.op.as_request())).collect();
-            v.sort_unstable();
-            v.dedup();
-            v
-        }
-        _ => Vec::new(),
+    let f = req.footprint();
+    let mut v = f.lists;
+    for ino in f.addresses {
+        v.push(ino);
+        v.extend(ns.parents_of(ino));
     }
+    for (parent, name, how) in f.names {
+        v.push(parent);
+        if how.may_take_dir() {
+            v.extend(ns.lookup(&root(), parent, &name).ok().map(|a| a.ino));
+        }
+    }
+    for path in f.walks {
+        v.push(ROOT_INO);
+        let mut cur = ROOT_INO;
+        for comp in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
+            match ns.lookup(&root(), cur, comp) {
+                Ok(a) if a.kind == FileKind::Directory => {
+                    cur = a.ino;
+                    v.push(cur);
+                }
+                _ => break,
+            }
+        }
+    }
+    v.sort_unstable();
+    v.dedup();
+    v
 }

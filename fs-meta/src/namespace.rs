@@ -13,6 +13,7 @@ use crate::record::{DentryRecord, GcRecord, InodeRecord, ReplicaRecord};
 use crate::txn::{Txn, TxnError};
 use fs_proto::meta::{RenameFlags, SetAttr, TimeSet, XattrFlags};
 use fs_proto::meta::{READDIR_MAX_ENTRIES, READDIR_PAGE_BYTES};
+use fs_proto::mode;
 use fs_proto::{Attr, DirEntry, ErrorCode, FileKind, Gen, Hash, Ino, RemoteError, Timestamp, MAX_NAME, ROOT_INO};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -887,11 +888,9 @@ pub(crate) fn mkdir_in(t: &mut Txn<'_>, c: &Caller, parent: Ino, name: &str, per
     if dir.nlink >= MAX_LINKS {
         return Err(err(ErrorCode::TooManyLinks, "parent has too many subdirectories"));
     }
-    let sgid = dir.perm & S_ISGID;
     insert_child(t, c, parent, dir, name, FileKind::Directory, perm, |i| {
         i.nlink = 2;
         i.parent = parent;
-        i.perm |= sgid;
     })
 }
 
@@ -1122,7 +1121,7 @@ pub(crate) fn setattr_in(t: &mut Txn<'_>, c: &Caller, ino: Ino, set: &SetAttr) -
         if !c.may(&i, W) {
             return Err(err(ErrorCode::PermissionDenied, "write permission needed to write"));
         }
-        let killed = kill_priv(i.perm);
+        let killed = mode::kill_priv(i.perm);
         if killed != i.perm {
             i.perm = killed;
             changed = true;
@@ -1132,11 +1131,7 @@ pub(crate) fn setattr_in(t: &mut Txn<'_>, c: &Caller, ino: Ino, set: &SetAttr) -
         if !c.owns(&i) {
             return Err(err(ErrorCode::NotPermitted, "only the owner may change the mode"));
         }
-        let mut p = perm & 0o7777;
-        if !c.is_root() && i.kind != FileKind::Directory && !c.in_group(i.gid) {
-            p &= !S_ISGID;
-        }
-        i.perm = p;
+        i.perm = mode::chmod(c, i.kind, perm, i.gid);
         changed = true;
     }
     if set.uid.is_some() || set.gid.is_some() {
@@ -1151,9 +1146,7 @@ pub(crate) fn setattr_in(t: &mut Txn<'_>, c: &Caller, ino: Ino, set: &SetAttr) -
         if !c.is_root() && c.uid != i.uid {
             return Err(err(ErrorCode::NotPermitted, "not the owner"));
         }
-        if i.kind != FileKind::Directory {
-            i.perm = kill_priv(i.perm);
-        }
+        i.perm = mode::after_chown(i.kind, i.perm);
         i.uid = new_uid;
         i.gid = new_gid;
         changed = true;
@@ -1282,11 +1275,8 @@ fn insert_child(
 ) -> R<Attr> {
     let now = Timestamp::now();
     let ino = alloc_ino(t)?;
-    let gid = if dir.perm & S_ISGID != 0 { dir.gid } else { c.gid };
-    let mut i = new_inode(kind, perm, c.uid, gid, now, parent);
-    if kind != FileKind::Directory && !c.is_root() && !c.in_group(gid) {
-        i.perm &= !S_ISGID;
-    }
+    let gid = mode::new_gid(c, dir.perm, dir.gid);
+    let mut i = new_inode(kind, mode::new_mode(c, kind, perm, dir.perm, gid), c.uid, gid, now, parent);
     i.ncopy = dir.ncopy;
     customise(&mut i);
     if kind == FileKind::Directory {
@@ -1404,17 +1394,6 @@ fn drop_link(t: &mut Txn<'_>, ino: Ino, mut inode: InodeRecord, now: Timestamp) 
         t.put(keys::inode(ino), &inode);
         Ok(())
     }
-}
-
-/// The mode after a write by someone without CAP_FSETID: no set-user-id,
-/// and no set-group-id if the group may execute (otherwise it marks
-/// mandatory locking and stays).
-pub(crate) fn kill_priv(perm: u32) -> u32 {
-    let mut p = perm & !S_ISUID;
-    if p & 0o010 != 0 {
-        p &= !S_ISGID;
-    }
-    p
 }
 
 /// Fail with `InvalidArgument` if `dir` is `ancestor` or below it.

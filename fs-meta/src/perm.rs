@@ -11,12 +11,7 @@ pub const W: u32 = 2;
 /// Execute/search permission bit.
 pub const X: u32 = 1;
 
-/// Set-user-id bit.
-pub const S_ISUID: u32 = 0o4000;
-/// Set-group-id bit.
-pub const S_ISGID: u32 = 0o2000;
-/// Sticky bit.
-pub const S_ISVTX: u32 = 0o1000;
+pub use fs_proto::mode::{S_ISGID, S_ISUID, S_ISVTX};
 
 /// The principal an operation runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,5 +124,17 @@ mod tests {
         let child = inode(FileKind::Regular, 0o644, 1000, 1000);
         assert!(caller(1000, 1000).may_delete_in(&dir, &child));
         assert!(!caller(2000, 2000).may_delete_in(&dir, &child));
+    }
+}
+
+impl fs_proto::mode::Who for Caller {
+    fn is_root(&self) -> bool {
+        Caller::is_root(self)
+    }
+    fn in_group(&self, gid: u32) -> bool {
+        Caller::in_group(self, gid)
+    }
+    fn gid(&self) -> u32 {
+        self.gid
     }
 }

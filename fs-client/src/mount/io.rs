@@ -14,6 +14,7 @@ use super::upload::Upload;
 use crate::counters::Counters;
 use crate::error::to_errno;
 use fs_proto::meta::{MetaRequest, MetaResponse, ReadGrant, SetAttr, TimeSet};
+use fs_proto::mode;
 use fs_proto::{Attr, Cred, FileKind, Ino, Timestamp};
 use fuser::{Errno, TimeOrNow};
 use std::sync::Arc;
@@ -419,7 +420,7 @@ impl Inner {
     /// per open file until its mode changes again.
     async fn kill_priv(&self, ino: Ino, st: &mut FileState) -> Op<()> {
         st.privs_killed = true;
-        if self.bundler.with(|l| l.nodes.get_mut(&ino).map(|n| n.attr.perm = kill_priv(n.attr.perm))).is_some() {
+        if self.bundler.with(|l| l.nodes.get_mut(&ino).map(|n| n.attr.perm = mode::kill_priv(n.attr.perm))).is_some() {
             return Ok(());
         }
         // (Not `self.attr`: its overlay takes the state lock we hold.)
@@ -428,7 +429,7 @@ impl Inner {
             (Some(a), None) => a.perm,
             (None, None) => self.call_attr(self.file_cred().as_ref(), MetaRequest::GetAttr { ino }).await?.0.perm,
         };
-        if kill_priv(perm) == perm {
+        if mode::kill_priv(perm) == perm {
             return Ok(());
         }
         let set = SetAttr { kill_priv: true, ..Default::default() };
@@ -580,14 +581,4 @@ async fn read_ahead(remote: Remote, cache: Arc<Cache>, pf: Arc<Prefetch>, counte
         let dialer = remote.dialer().clone();
         prefetch::fetch(pf, dialer, counters, wanted).await;
     }
-}
-
-/// The mode after a write by someone without CAP_FSETID (as the meta
-/// server computes it for `SetAttr::kill_priv`).
-fn kill_priv(perm: u32) -> u32 {
-    let mut p = perm & !0o4000;
-    if p & 0o010 != 0 {
-        p &= !0o2000;
-    }
-    p
 }

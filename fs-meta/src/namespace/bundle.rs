@@ -4,7 +4,7 @@
 
 use super::{check_name, entry, err, load, load_dir, new_inode, Namespace, MAX_LINKS, MAX_TARGET, R};
 use crate::keys;
-use crate::perm::{Caller, S_ISGID, W, X};
+use crate::perm::{Caller, W, X};
 use crate::record::{DentryRecord, InoLeaseRecord, InodeRecord, ReplicaRecord};
 use crate::txn::{Txn, TxnError};
 use fs_proto::bundle::{BundleEntry, BundleOp, EntryResult, InoRange, StoredOp};
@@ -195,21 +195,17 @@ fn insert_entry(
         (FileKind::Regular, _, None) => return Err(err(ErrorCode::Internal, "file bytes were not stored")),
         _ => None,
     };
-    let gid = if dir.perm & S_ISGID != 0 { dir.gid } else { c.gid };
-    let (uid, gid) = check_owner(c, e, gid)?;
+    let (uid, gid) = check_owner(c, e, fs_proto::mode::new_gid(c, dir.perm, dir.gid))?;
     let bytes = if e.kind == FileKind::Regular { e.size } else { 0 };
     tally.admit(t, uid, 1, bytes, now.as_millis())?;
-    let mut i = new_inode(e.kind, e.perm, uid, gid, e.ctime, e.parent);
-    if e.kind != FileKind::Directory && !c.is_root() && !c.in_group(gid) {
-        i.perm &= !S_ISGID;
-    }
+    let perm = fs_proto::mode::new_mode(c, e.kind, e.perm, dir.perm, gid);
+    let mut i = new_inode(e.kind, perm, uid, gid, e.ctime, e.parent);
     i.atime = e.atime;
     i.mtime = e.mtime;
     i.ncopy = dir.ncopy;
     match e.kind {
         FileKind::Directory => {
             i.nlink = 2;
-            i.perm |= dir.perm & S_ISGID;
             dir.nlink += 1;
         }
         FileKind::Symlink => {

@@ -264,3 +264,53 @@ async fn privileges_cleared_by_other_writers_and_long_symlink_targets() {
     })
     .await
 }
+
+/// A set-group-id directory whose group the mount's user is not in: what
+/// the mount creates there under its write lease (acknowledged locally,
+/// committed in a bundle) gets the directory's group; a new directory
+/// inherits the bit and a new file loses it (its creator is not in its
+/// group), the same before and after the commit, since the mount and the
+/// meta server apply one copy of the rules (`fs_proto::mode`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn new_entries_in_a_setgid_directory_get_its_group_locally_and_committed() {
+    if !enabled("new_entries_in_a_setgid_directory_get_its_group_locally_and_committed") {
+        return;
+    }
+    with_timeout(180, async {
+        const GROUP: u32 = 4242;
+        let fed = ProcFederation::up(1).await;
+        let c = fed.client(None).await;
+        let dir = c.mkdir("/sg", false, 0o777).await.unwrap();
+        // The federation admin acting as root gives it a group its user is
+        // not in, and the set-group-id bit.
+        let root = c.meta().with_cred(Some(fs_proto::Cred { uid: 0, gid: 0, groups: Vec::new() }));
+        let set = fs_proto::meta::SetAttr { gid: Some(GROUP), ..Default::default() };
+        root.setattr(dir.ino, set).await.unwrap();
+        let set = fs_proto::meta::SetAttr { perm: Some(0o2777), ..Default::default() };
+        root.setattr(dir.ino, set).await.unwrap();
+        let m = TestMount::new(&fed, None, "/sg", "").await;
+        let base = m.path.clone();
+        let local = blocking(move || {
+            use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+            let old = unsafe { libc::umask(0o022) };
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o2755).open(base.join("f")).unwrap();
+            std::fs::DirBuilder::new().mode(0o755).create(base.join("d")).unwrap();
+            unsafe { libc::umask(old) };
+            let st = |n: &str| {
+                let md = std::fs::metadata(base.join(n)).unwrap();
+                (md.mode() & 0o7777, md.gid())
+            };
+            (st("f"), st("d"))
+        })
+        .await;
+        assert_eq!(local, ((0o755, GROUP), (0o2755, GROUP)), "as the mount acknowledged them");
+        // Both were made under the directory's lease, not by the meta server.
+        assert_eq!((m.counters.get("create"), m.counters.get("mkdir")), (0, 0), "created locally");
+        assert_eq!(m.counters.get("lease_dir"), 1);
+        m.unmount().await;
+        let f = c.stat("/sg/f").await.unwrap();
+        let d = c.stat("/sg/d").await.unwrap();
+        assert_eq!(((f.perm, f.gid), (d.perm, d.gid)), local, "as the meta server committed them");
+    })
+    .await
+}

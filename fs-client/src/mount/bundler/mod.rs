@@ -807,3 +807,15 @@ impl Bundler {
         &self.user
     }
 }
+
+impl fs_proto::mode::Who for User {
+    fn is_root(&self) -> bool {
+        self.admin
+    }
+    fn in_group(&self, gid: u32) -> bool {
+        User::in_group(self, gid)
+    }
+    fn gid(&self) -> u32 {
+        self.gid
+    }
+}

@@ -12,6 +12,7 @@ use crate::mount::fs::{io_errno, unexpected, Inner, Op};
 use crate::mount::io::AttrChange;
 use fs_proto::bundle::stored_cost;
 use fs_proto::meta::{MetaRequest, MetaResponse};
+use fs_proto::mode;
 use fs_proto::{Attr, Cred, DirEntry, FileKind, Ino, Timestamp};
 use fuser::{Errno, TimeOrNow};
 use std::sync::Arc;
@@ -22,7 +23,6 @@ use std::time::{Duration, Instant, SystemTime};
 const IN_MEMORY: u64 = 1 << 20;
 /// Bytes of queued entries before creates wait for commits.
 const MAX_QUEUED_BYTES: u64 = 256 << 20;
-const S_ISGID: u32 = 0o2000;
 
 fn errno_of(e: &fs_proto::RemoteError) -> Errno {
     Errno::from_i32(crate::error::to_errno(e.code))
@@ -271,14 +271,12 @@ impl Inner {
             ino = self.bundler.with(|l| l.take_ino());
         }
         let ino = ino?;
-        let (uid, gid) = self.bundler.ids();
+        let user = self.bundler.user();
+        let uid = user.uid;
         let pattr = self.bundler.with(|l| l.leased(parent).map(|d| d.attr.clone()))?;
         let now = Timestamp::now();
-        let gid = if pattr.perm & S_ISGID != 0 { pattr.gid } else { gid };
-        let mut perm = perm & 0o7777;
-        if kind == FileKind::Directory {
-            perm |= pattr.perm & S_ISGID;
-        }
+        let gid = mode::new_gid(user, pattr.perm, pattr.gid);
+        let perm = mode::new_mode(user, kind, perm, pattr.perm, gid);
         let attr = Attr {
             ino,
             kind,
@@ -776,7 +774,7 @@ impl Inner {
         let a = self.bundler.with(|l| {
             let n = l.nodes.get_mut(&ino)?;
             if let Some(m) = ch.mode {
-                n.attr.perm = m & 0o7777;
+                n.attr.perm = mode::chmod(&user, n.attr.kind, m, n.attr.gid);
             }
             if uid.is_some() || gid.is_some() {
                 if let Some(u) = uid {
@@ -787,12 +785,7 @@ impl Inner {
                     n.attr.gid = g;
                     n.owner.1 = Some(g);
                 }
-                if n.attr.kind != FileKind::Directory {
-                    n.attr.perm &= !0o4000;
-                    if n.attr.perm & 0o010 != 0 {
-                        n.attr.perm &= !S_ISGID;
-                    }
-                }
+                n.attr.perm = mode::after_chown(n.attr.kind, n.attr.perm);
             }
             if let Some(t) = ch.atime {
                 n.attr.atime = ts(t);

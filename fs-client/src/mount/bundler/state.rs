@@ -640,7 +640,6 @@ impl LocalState {
     /// `child` names what a name in a directory stands for when known
     /// (e.g. from the metadata cache).
     pub fn classify(&self, req: &MetaRequest, child: &dyn Fn(Ino, &str) -> Option<Ino>) -> Before {
-        use MetaRequest as Q;
         let mut b = Before::default();
         let ino = |i: Ino, b: &mut Before| {
             if self.nodes.contains_key(&i) {
@@ -674,67 +673,25 @@ impl LocalState {
                 }
             }
         };
-        match req {
-            Q::GetAttr { ino: i }
-            | Q::SetAttr { ino: i, .. }
-            | Q::OpenRead { ino: i }
-            | Q::OpenWrite { ino: i, .. }
-            | Q::ReadLink { ino: i }
-            | Q::Where { ino: i }
-            | Q::SetNcopy { ino: i, .. }
-            | Q::GetXattr { ino: i, .. }
-            | Q::SetXattr { ino: i, .. }
-            | Q::ListXattr { ino: i }
-            | Q::RemoveXattr { ino: i, .. } => ino(*i, &mut b),
-            Q::Lookup { parent, name } | Q::LookupPlus { parent, name } => {
-                ino(*parent, &mut b);
-                named(*parent, name, &mut b);
+        let f = req.footprint();
+        for i in f.addresses {
+            ino(i, &mut b);
+        }
+        for d in f.lists {
+            ino(d, &mut b);
+            if self.nodes.values().any(|n| n.parent == d) {
+                b.settle.push(d);
             }
-            Q::ReadDir { ino: d, .. } | Q::ListDir { ino: d, .. } => {
-                ino(*d, &mut b);
-                if self.nodes.values().any(|n| n.parent == *d) {
-                    b.settle.push(*d);
-                }
+        }
+        for (p, n, how) in &f.names {
+            ino(*p, &mut b);
+            named(*p, n, &mut b);
+            if how.may_take_dir() {
+                child_dir(*p, n, &mut b);
             }
-            Q::Create { parent, name, .. } | Q::Mkdir { parent, name, .. } | Q::Symlink { parent, name, .. } => {
-                ino(*parent, &mut b);
-                named(*parent, name, &mut b);
-                changes(*parent, &mut b);
+            if how.changes_dir() {
+                changes(*p, &mut b);
             }
-            Q::Link { ino: i, new_parent, new_name } => {
-                ino(*i, &mut b);
-                ino(*new_parent, &mut b);
-                named(*new_parent, new_name, &mut b);
-                changes(*new_parent, &mut b);
-            }
-            Q::Unlink { parent, name } => {
-                ino(*parent, &mut b);
-                named(*parent, name, &mut b);
-                changes(*parent, &mut b);
-            }
-            Q::Rmdir { parent, name } => {
-                ino(*parent, &mut b);
-                named(*parent, name, &mut b);
-                child_dir(*parent, name, &mut b);
-                changes(*parent, &mut b);
-            }
-            Q::Rename { parent, name, new_parent, new_name, .. } => {
-                for (p, n) in [(*parent, name), (*new_parent, new_name)] {
-                    ino(p, &mut b);
-                    named(p, n, &mut b);
-                    child_dir(p, n, &mut b);
-                    changes(p, &mut b);
-                }
-            }
-            Q::Batch(reqs) => {
-                for r in reqs {
-                    let x = self.classify(r, child);
-                    b.inos.extend(x.inos);
-                    b.settle.extend(x.settle);
-                    b.release.extend(x.release);
-                }
-            }
-            _ => {}
         }
         // Whatever the request names by number: operations done here on it
         // go first (the meta server must see them before it answers).

@@ -21,12 +21,11 @@ use crate::mount::fs::{Inner, Op};
 use crate::mount::io::AttrChange;
 use fs_proto::bundle::BundleOp;
 use fs_proto::meta::{MetaRequest, MetaResponse, RenameFlags, SetAttr, TimeSet};
+use fs_proto::mode;
 use fs_proto::{Attr, Cred, FileKind, Ino, Timestamp};
 use fuser::{Errno, TimeOrNow};
 use std::time::{Duration, Instant, SystemTime};
 
-const S_ISUID: u32 = 0o4000;
-const S_ISGID: u32 = 0o2000;
 const S_ISVTX: u32 = 0o1000;
 
 impl Inner {
@@ -392,19 +391,10 @@ impl Inner {
             l.freeze(ino);
             let attr = l.update_attr(ino, Some(a.clone()), |x| {
                 if let Some(p) = set.perm {
-                    let mut p = p;
-                    if !user.admin && x.kind != FileKind::Directory && !user.in_group(x.gid) {
-                        p &= !S_ISGID;
-                    }
-                    x.perm = p;
+                    x.perm = mode::chmod(&user, x.kind, p, x.gid);
                 }
                 if set.uid.is_some() || set.gid.is_some() {
-                    if x.kind != FileKind::Directory {
-                        x.perm &= !S_ISUID;
-                        if x.perm & 0o010 != 0 {
-                            x.perm &= !S_ISGID;
-                        }
-                    }
+                    x.perm = mode::after_chown(x.kind, x.perm);
                     x.uid = set.uid.unwrap_or(x.uid);
                     x.gid = set.gid.unwrap_or(x.gid);
                 }
