@@ -40,7 +40,7 @@ RENKEI_TOOLS=(
 # Format: ANCHOR:MEMBER[,MEMBER...]
 RENKEI_VERSION_GROUPS=(qemu-system-x86:qemu-utils)
 
-log() { printf '\n== %s\n' "$*" >&2; }
+log() { printf '\n== [%s, %ss] %s\n' "$(date -u +%H:%M:%S)" "$SECONDS" "$*" >&2; }
 
 pkg_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 pkg_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || true; }
