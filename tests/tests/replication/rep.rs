@@ -42,7 +42,7 @@ async fn thousand_files_go_server_to_server_and_where_shows_both_sites() {
 
         // Counters travel with heartbeats: start from one that has seen
         // every byte the tree's writes brought to pop1.
-        crate::common::eventually(Duration::from_secs(10), "pop1's heartbeat counts the writes", || async {
+        cluster.wait_until(Duration::from_secs(10), "pop1's heartbeat counts the writes", || async {
             let (pop1_in, _) = host_bytes(&writer, "pop1").await;
             if pop1_in >= total {
                 Ok(())
@@ -69,7 +69,7 @@ async fn thousand_files_go_server_to_server_and_where_shows_both_sites() {
         assert_eq!((c.get("data.bytes_in"), c.get("data.bytes_out")), (0, 0), "no file bytes through the data plane");
         let (rx, tx) = rep.data().dialer().traffic().await;
         assert!(rx + tx < total / 50, "client moved {} bytes for {total} bytes replicated", rx + tx);
-        let (pop1_out, pop2_in) = crate::common::eventually(Duration::from_secs(10), "heartbeat counters", || async {
+        let (pop1_out, pop2_in) = cluster.wait_until(Duration::from_secs(10), "heartbeat counters", || async {
             let (_, pop1_out) = host_bytes(&writer, "pop1").await;
             let (pop2_in, _) = host_bytes(&writer, "pop2").await;
             if pop2_in - pop2_in0 >= total && pop1_out - pop1_out0 >= total {
