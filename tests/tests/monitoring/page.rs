@@ -1,7 +1,7 @@
 //! The status page in headless Chromium: PoPs live, a killed server down
 //! within the heartbeat bound, a read-only spool failing its write check.
 
-use crate::common::{browser_available, curl, is_root, pop, wait_for, Browser, POPS_SCRIPT, SERIAL};
+use crate::common::{browser_available, curl, is_root, pop, Browser, POPS_SCRIPT, SERIAL};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,7 +31,7 @@ async fn page_shows_three_pops_live_then_a_killed_one_down_within_the_heartbeat_
         let browser = Browser::start().await;
         browser.client().goto(&web).await.expect("open the status page");
 
-        let live = wait_for(Duration::from_secs(30), Duration::from_millis(250), async || {
+        let live = browser.until(Duration::from_secs(30), async || {
             let p = browser.eval(POPS_SCRIPT).await;
             let pops = p["pops"].as_array()?;
             let ok = pops.len() == 3
@@ -56,7 +56,7 @@ async fn page_shows_three_pops_live_then_a_killed_one_down_within_the_heartbeat_
         // notices at its next refresh. One more second for the heartbeat
         // interval and one for sampling and the browser.
         let bound = host_timeout + refresh + Duration::from_secs(2);
-        let down = wait_for(bound + Duration::from_secs(10), Duration::from_millis(100), async || {
+        let down = browser.until(bound + Duration::from_secs(10), async || {
             let p = browser.eval(POPS_SCRIPT).await;
             let row = pop(&p, "pop3")?;
             (row["state"] == "down" && row["stateText"] == "DOWN").then_some(p)
@@ -71,7 +71,7 @@ async fn page_shows_three_pops_live_then_a_killed_one_down_within_the_heartbeat_
         }
         assert_eq!(down["loadedAt"], loaded_at, "the page redrew itself without a reload");
         assert!(down["updates"].as_u64() > live["updates"].as_u64(), "the page kept refreshing");
-        let events = wait_for(Duration::from_secs(5), Duration::from_millis(200), async || {
+        let events = browser.until(Duration::from_secs(5), async || {
             let p = browser.eval(POPS_SCRIPT).await;
             let ev = p["events"].as_array()?.clone();
             ev.iter().any(|e| e.as_str().is_some_and(|s| s.contains("pop3 is down"))).then_some(ev)
@@ -118,7 +118,7 @@ async fn read_only_spool_shows_a_failing_write_check_on_the_page_and_in_renkei_h
         let web = fed.state.web.clone().expect("status page");
         let browser = Browser::start().await;
         browser.client().goto(&web).await.expect("open the status page");
-        wait_for(Duration::from_secs(30), Duration::from_millis(250), async || {
+        browser.until(Duration::from_secs(30), async || {
             let p = browser.eval(POPS_SCRIPT).await;
             let pops = p["pops"].as_array()?;
             (pops.len() == 2 && pops.iter().all(|r| r["checks"] == "ok")).then_some(())
@@ -129,7 +129,7 @@ async fn read_only_spool_shows_a_failing_write_check_on_the_page_and_in_renkei_h
         let ro = ReadOnly::mount(&fed.dir().join("spool").join("pop2"));
         // Checks run every 10 s by default; the failure travels with the
         // next heartbeat and the page's next refresh.
-        let failing = wait_for(Duration::from_secs(30), Duration::from_millis(250), async || {
+        let failing = browser.until(Duration::from_secs(30), async || {
             let p = browser.eval(POPS_SCRIPT).await;
             let row = pop(&p, "pop2")?;
             (row["checks"] == "failing").then(|| row.clone())
@@ -147,15 +147,19 @@ async fn read_only_spool_shows_a_failing_write_check_on_the_page_and_in_renkei_h
 
         // The check's report reaches the page at once; `renkei hosts` shows
         // the problems of the server's next heartbeat.
-        let t = std::time::Instant::now();
-        let hosts = loop {
-            let hosts = fed.renkei_ok(None, &["hosts"]);
-            let line = hosts.lines().find(|l| l.starts_with("pop2")).expect("pop2 in renkei hosts");
-            if line.contains("check write failed") || t.elapsed() > Duration::from_secs(30) {
-                break hosts;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        };
+        // (Looked at again at each line a process logs: pop2's next
+        // heartbeat answered among them.)
+        let hosts = fed
+            .wait_until(Duration::from_secs(30), "pop2's failing check in renkei hosts", || async {
+                let hosts = fed.renkei_ok(None, &["hosts"]);
+                let line = hosts.lines().find(|l| l.starts_with("pop2")).expect("pop2 in renkei hosts");
+                if line.contains("check write failed") {
+                    Ok(hosts)
+                } else {
+                    Err(hosts)
+                }
+            })
+            .await;
         let line = hosts.lines().find(|l| l.starts_with("pop2")).expect("pop2 in renkei hosts");
         assert!(line.contains("check write failed: cannot write a probe replica"), "{hosts}");
         assert!(line.contains("Read-only file system"), "{hosts}");
@@ -164,7 +168,7 @@ async fn read_only_spool_shows_a_failing_write_check_on_the_page_and_in_renkei_h
 
         // Writable again: the check passes again and the problem is gone.
         drop(ro);
-        wait_for(Duration::from_secs(30), Duration::from_millis(250), async || {
+        browser.until(Duration::from_secs(30), async || {
             let p = browser.eval(POPS_SCRIPT).await;
             let row = pop(&p, "pop2")?;
             (row["checks"] == "ok" && row["problems"].as_array()?.is_empty()).then_some(())
