@@ -106,7 +106,11 @@ pub fn prepare(config: ServerConfig, identity: Identity, endpoint: &quinn::Endpo
 }
 
 /// Serve `ctx` (from [`prepare`]) on `endpoint` until `shutdown` completes.
-pub async fn run(ctx: Arc<Ctx>, endpoint: quinn::Endpoint, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+pub async fn run(
+    ctx: Arc<Ctx>,
+    endpoint: quinn::Endpoint,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     let span =
         tracing::info_span!("server", host = %ctx.identity.name, site = ctx.identity.site.as_deref().unwrap_or(""));
     async move {

@@ -241,7 +241,6 @@ impl ProcFederation {
         assert!(held, "{name} did not log {needle:?} ({count} times) within {bound:?}");
     }
 
-
     /// Run `renkei` (client config of the first site) with extra
     /// environment, e.g. a crash point.
     pub fn renkei_env(&self, env: &[(&str, &str)], args: &[&str]) -> Output {

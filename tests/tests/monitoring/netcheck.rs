@@ -168,7 +168,8 @@ async fn netcheck_on_renkei2011_fills_the_matrix_within_20_percent_of_the_emulat
         // an inotify event)...
         let logs: Vec<_> = RENKEI2011_SITES.iter().map(|s| fed.dir.path().join(format!("pop-{s}.log"))).collect();
         let dir = fed.dir.path().to_path_buf();
-        let serving = |l: &std::path::PathBuf| std::fs::read_to_string(l).unwrap_or_default().contains("file server serving");
+        let serving =
+            |l: &std::path::PathBuf| std::fs::read_to_string(l).unwrap_or_default().contains("file server serving");
         let joined = tokio::task::spawn_blocking(move || {
             tests::wait_inotify(&dir, libc::IN_MODIFY, Duration::from_secs(60), || logs.iter().all(serving))
         })

@@ -31,14 +31,15 @@ async fn page_shows_three_pops_live_then_a_killed_one_down_within_the_heartbeat_
         let browser = Browser::start().await;
         browser.client().goto(&web).await.expect("open the status page");
 
-        let live = browser.until(Duration::from_secs(30), async || {
-            let p = browser.eval(POPS_SCRIPT).await;
-            let pops = p["pops"].as_array()?;
-            let ok = pops.len() == 3
-                && pops.iter().all(|r| r["state"] == "live" && r["stateText"] == "LIVE" && r["checks"] == "ok");
-            ok.then_some(p)
-        })
-        .await;
+        let live = browser
+            .until(Duration::from_secs(30), async || {
+                let p = browser.eval(POPS_SCRIPT).await;
+                let pops = p["pops"].as_array()?;
+                let ok = pops.len() == 3
+                    && pops.iter().all(|r| r["state"] == "live" && r["stateText"] == "LIVE" && r["checks"] == "ok");
+                ok.then_some(p)
+            })
+            .await;
         let Some(live) = live else {
             panic!("three live PoPs with passing checks: {}", browser.eval(POPS_SCRIPT).await)
         };
@@ -56,13 +57,14 @@ async fn page_shows_three_pops_live_then_a_killed_one_down_within_the_heartbeat_
         // notices at its next refresh. One more second for the heartbeat
         // interval and one for sampling and the browser.
         let bound = host_timeout + refresh + Duration::from_secs(2);
-        let down = browser.until(bound + Duration::from_secs(10), async || {
-            let p = browser.eval(POPS_SCRIPT).await;
-            let row = pop(&p, "pop3")?;
-            (row["state"] == "down" && row["stateText"] == "DOWN").then_some(p)
-        })
-        .await
-        .expect("pop3 shown down");
+        let down = browser
+            .until(bound + Duration::from_secs(10), async || {
+                let p = browser.eval(POPS_SCRIPT).await;
+                let row = pop(&p, "pop3")?;
+                (row["state"] == "down" && row["stateText"] == "DOWN").then_some(p)
+            })
+            .await
+            .expect("pop3 shown down");
         let took = killed.elapsed();
         eprintln!("pop3 shown DOWN {:.1} s after SIGKILL (bound {:.1} s)", took.as_secs_f64(), bound.as_secs_f64());
         assert!(took <= bound, "pop3 shown down after {took:?}, beyond the bound {bound:?}");
@@ -71,12 +73,13 @@ async fn page_shows_three_pops_live_then_a_killed_one_down_within_the_heartbeat_
         }
         assert_eq!(down["loadedAt"], loaded_at, "the page redrew itself without a reload");
         assert!(down["updates"].as_u64() > live["updates"].as_u64(), "the page kept refreshing");
-        let events = browser.until(Duration::from_secs(5), async || {
-            let p = browser.eval(POPS_SCRIPT).await;
-            let ev = p["events"].as_array()?.clone();
-            ev.iter().any(|e| e.as_str().is_some_and(|s| s.contains("pop3 is down"))).then_some(ev)
-        })
-        .await;
+        let events = browser
+            .until(Duration::from_secs(5), async || {
+                let p = browser.eval(POPS_SCRIPT).await;
+                let ev = p["events"].as_array()?.clone();
+                ev.iter().any(|e| e.as_str().is_some_and(|s| s.contains("pop3 is down"))).then_some(ev)
+            })
+            .await;
         assert!(events.is_some(), "recent errors list pop3 going down");
         browser.screenshot("monitoring-pop3-down.png").await;
         browser.close().await;
@@ -118,24 +121,26 @@ async fn read_only_spool_shows_a_failing_write_check_on_the_page_and_in_renkei_h
         let web = fed.state.web.clone().expect("status page");
         let browser = Browser::start().await;
         browser.client().goto(&web).await.expect("open the status page");
-        browser.until(Duration::from_secs(30), async || {
-            let p = browser.eval(POPS_SCRIPT).await;
-            let pops = p["pops"].as_array()?;
-            (pops.len() == 2 && pops.iter().all(|r| r["checks"] == "ok")).then_some(())
-        })
-        .await
-        .expect("both PoPs pass their checks first");
+        browser
+            .until(Duration::from_secs(30), async || {
+                let p = browser.eval(POPS_SCRIPT).await;
+                let pops = p["pops"].as_array()?;
+                (pops.len() == 2 && pops.iter().all(|r| r["checks"] == "ok")).then_some(())
+            })
+            .await
+            .expect("both PoPs pass their checks first");
 
         let ro = ReadOnly::mount(&fed.dir().join("spool").join("pop2"));
         // Checks run every 10 s by default; the failure travels with the
         // next heartbeat and the page's next refresh.
-        let failing = browser.until(Duration::from_secs(30), async || {
-            let p = browser.eval(POPS_SCRIPT).await;
-            let row = pop(&p, "pop2")?;
-            (row["checks"] == "failing").then(|| row.clone())
-        })
-        .await
-        .expect("pop2 shows a failing check");
+        let failing = browser
+            .until(Duration::from_secs(30), async || {
+                let p = browser.eval(POPS_SCRIPT).await;
+                let row = pop(&p, "pop2")?;
+                (row["checks"] == "failing").then(|| row.clone())
+            })
+            .await
+            .expect("pop2 shows a failing check");
         assert_eq!(failing["failing"], "write", "{failing}");
         let reason = failing["reasons"][0].as_str().expect("reason shown");
         assert!(reason.starts_with("write: cannot write a probe replica"), "{reason}");
@@ -168,13 +173,14 @@ async fn read_only_spool_shows_a_failing_write_check_on_the_page_and_in_renkei_h
 
         // Writable again: the check passes again and the problem is gone.
         drop(ro);
-        browser.until(Duration::from_secs(30), async || {
-            let p = browser.eval(POPS_SCRIPT).await;
-            let row = pop(&p, "pop2")?;
-            (row["checks"] == "ok" && row["problems"].as_array()?.is_empty()).then_some(())
-        })
-        .await
-        .expect("pop2 passes again once its spool is writable");
+        browser
+            .until(Duration::from_secs(30), async || {
+                let p = browser.eval(POPS_SCRIPT).await;
+                let row = pop(&p, "pop2")?;
+                (row["checks"] == "ok" && row["problems"].as_array()?.is_empty()).then_some(())
+            })
+            .await
+            .expect("pop2 passes again once its spool is writable");
         browser.close().await;
     })
     .await
