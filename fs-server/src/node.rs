@@ -87,7 +87,7 @@ pub fn prepare(config: ServerConfig, identity: Identity, endpoint: &quinn::Endpo
     let ctx = Arc::new(Ctx {
         spool,
         meta: MetaLink::new(dialer.clone(), config.meta.clone(), META_TIMEOUT),
-        lanes: crate::pull::Lanes::new(&endpoint),
+        lanes: crate::pull::Lanes::new(endpoint),
         peers: dialer,
         identity,
         bytes_in: AtomicU64::new(0),
