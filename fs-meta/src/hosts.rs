@@ -19,6 +19,9 @@ pub struct Hosts {
     draining: RwLock<BTreeSet<String>>,
     timeout_ms: u64,
     rotate: AtomicUsize,
+    /// Moves on every heartbeat and every change of the registry: what a
+    /// waiter for a host's state (alive, counters, draining) wakes on.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 fn internal(e: impl std::fmt::Display) -> RemoteError {
@@ -48,7 +51,18 @@ impl Hosts {
             draining: RwLock::new(draining),
             timeout_ms,
             rotate: AtomicUsize::new(0),
+            changes: tokio::sync::watch::channel(0).0,
         })
+    }
+
+    /// A receiver that sees every heartbeat and change of the registry
+    /// (liveness lapsing by silence is judged when asked: no event).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// Whether `host` is being drained.
@@ -73,6 +87,7 @@ impl Hosts {
             self.draining_tree.remove(host.as_bytes()).map_err(internal)?;
             self.draining.write().unwrap_or_else(|p| p.into_inner()).remove(host);
         }
+        self.changed();
         Ok(())
     }
 
@@ -95,6 +110,7 @@ impl Hosts {
         self.tree.remove(host.as_bytes()).map_err(internal)?;
         self.draining_tree.remove(host.as_bytes()).map_err(internal)?;
         self.draining.write().unwrap_or_else(|p| p.into_inner()).remove(host);
+        self.changed();
         Ok(())
     }
 
@@ -127,6 +143,7 @@ impl Hosts {
         // Persist so `hosts` lists known hosts after a meta restart; the
         // heartbeat time itself needs no durability.
         self.tree.insert(host.as_bytes(), record::encode(&rec)).map_err(internal)?;
+        self.changed();
         Ok(())
     }
 

@@ -63,6 +63,14 @@ pub async fn serve(
     endpoint: quinn::Endpoint,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    let ctx = prepare(config, identity, &endpoint)?;
+    run(ctx, endpoint, shutdown).await
+}
+
+/// A file server's shared state, its spool opened, not serving yet: [`run`]
+/// serves it. An in-process test keeps the handle to wait on what the
+/// server learns (e.g. [`crate::voids::VoidList::wait_until`]).
+pub fn prepare(config: ServerConfig, identity: Identity, endpoint: &quinn::Endpoint) -> Result<Arc<Ctx>, ServerError> {
     let spool = Spool::open(&config.spool).map_err(|e| ServerError::Io(config.spool.clone(), e))?;
     let stamp = spool.namespace().map_err(|e| ServerError::Io(config.spool.clone(), e))?;
     let local = endpoint.local_addr().map_err(|e| ServerError::Io("endpoint".into(), e))?;
@@ -79,7 +87,7 @@ pub async fn serve(
     let ctx = Arc::new(Ctx {
         spool,
         meta: MetaLink::new(dialer.clone(), config.meta.clone(), META_TIMEOUT),
-        lanes: crate::pull::Lanes::new(&endpoint),
+        lanes: crate::pull::Lanes::new(endpoint),
         peers: dialer,
         identity,
         bytes_in: AtomicU64::new(0),
@@ -94,6 +102,15 @@ pub async fn serve(
         advertise,
         config,
     });
+    Ok(ctx)
+}
+
+/// Serve `ctx` (from [`prepare`]) on `endpoint` until `shutdown` completes.
+pub async fn run(
+    ctx: Arc<Ctx>,
+    endpoint: quinn::Endpoint,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     let span =
         tracing::info_span!("server", host = %ctx.identity.name, site = ctx.identity.site.as_deref().unwrap_or(""));
     async move {
@@ -210,8 +227,13 @@ async fn heartbeat(ctx: &Arc<Ctx>) -> Result<(), fs_proto::rpc::CallError> {
         bytes_out: ctx.bytes_out.load(std::sync::atomic::Ordering::Relaxed),
         voids_seen: ctx.voids.seen(),
     };
+    let (report_in, report_out) = (report.bytes_in, report.bytes_out);
     match ctx.meta.call(MetaRequest::Heartbeat(report)).await {
         Ok(MetaResponse::HeartbeatAck { delete, namespace_id, voids, .. }) => {
+            // Tests of real processes wait on this line (RUST_LOG
+            // `renkei::heartbeat=debug`): the meta server has recorded the
+            // report by now.
+            debug!(target: "renkei::heartbeat", bytes_in = report_in, bytes_out = report_out, "heartbeat answered");
             // (Whatever namespace: voiding only refuses more.)
             ctx.voids.apply(voids);
             if !same_namespace(ctx, namespace_id) {

@@ -15,9 +15,12 @@ use std::sync::Mutex;
 const MAX_FILES: usize = 200_000;
 
 /// The voidings a file server knows.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct VoidList {
     state: Mutex<State>,
+    /// Moves on every heartbeat answer taken in: what a waiter for a
+    /// voiding to arrive wakes on.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -36,7 +39,31 @@ fn now_us() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
+impl Default for VoidList {
+    fn default() -> Self {
+        VoidList { state: Default::default(), changes: tokio::sync::watch::channel(0).0 }
+    }
+}
+
 impl VoidList {
+    /// Wait until `cond` holds of this list, re-checking it at every
+    /// heartbeat answer taken in (an event, not a timer), at most `bound`;
+    /// whether it holds.
+    pub async fn wait_until(&self, bound: std::time::Duration, cond: impl Fn(&Self) -> bool) -> bool {
+        let mut changed = self.changes.subscribe();
+        let until = tokio::time::Instant::now() + bound;
+        loop {
+            changed.borrow_and_update();
+            if cond(self) {
+                return true;
+            }
+            match tokio::time::timeout_at(until, changed.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return cond(self),
+            }
+        }
+    }
+
     /// What to report in the next heartbeat.
     pub fn seen(&self) -> u64 {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).upto
@@ -67,6 +94,8 @@ impl VoidList {
             st.floor = st.floor.max(cut);
             st.files.retain(|_, (before, _)| *before >= cut);
         }
+        drop(st);
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// Refuse `cap` if a change of its file's mode or owner voided it: a

@@ -41,6 +41,8 @@ pub struct ServerHandle {
     pub spool: PathBuf,
     config: ServerConfig,
     node: Option<Node>,
+    /// The running server's shared state (to wait on what it learns).
+    ctx: Option<std::sync::Arc<fs_server::node::Ctx>>,
 }
 
 /// Builder for [`Cluster`].
@@ -138,8 +140,8 @@ impl ClusterBuilder {
                 cfg.listen = "127.0.0.1:0".parse().expect("addr");
                 cfg.heartbeat_ms = 300;
                 (self.server_tweak)(&mut cfg);
-                let mut h = ServerHandle { name, site: site.clone(), spool, config: cfg, node: None };
-                h.node = Some(start_server(&h.config).await);
+                let (node, ctx) = start_server(&cfg).await;
+                let h = ServerHandle { name, site: site.clone(), spool, config: cfg, node: Some(node), ctx: Some(ctx) };
                 servers.push(h);
             }
         }
@@ -149,24 +151,27 @@ impl ClusterBuilder {
     }
 }
 
-async fn start_server(cfg: &ServerConfig) -> Node {
+async fn start_server(cfg: &ServerConfig) -> (Node, std::sync::Arc<fs_server::node::Ctx>) {
     let tls = TlsIdentity::load(&cfg.tls).expect("server tls");
     let ep = server_endpoint(cfg.listen, &tls, &cfg.transport).expect("server endpoint");
     let addr = ep.local_addr().expect("addr");
     let mut cfg = cfg.clone();
     cfg.listen = addr;
     let (tx, rx) = oneshot::channel();
-    let id = tls.identity.clone();
-    let task = tokio::spawn(async move {
-        if let Err(e) = fs_server::node::serve(cfg, id, ep, async {
-            let _ = rx.await;
-        })
-        .await
-        {
-            tracing::error!("file server: {e}");
+    let ctx = fs_server::node::prepare(cfg, tls.identity.clone(), &ep).expect("file server state");
+    let task = tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            if let Err(e) = fs_server::node::run(ctx, ep, async {
+                let _ = rx.await;
+            })
+            .await
+            {
+                tracing::error!("file server: {e}");
+            }
         }
     });
-    Node { stop: Some(tx), task, addr }
+    (Node { stop: Some(tx), task, addr }, ctx)
 }
 
 /// Issue a certificate in a CA directory.
@@ -234,23 +239,58 @@ impl Cluster {
         Client::connect(self.client_config(user, site)).await.expect("client connect")
     }
 
-    /// Wait until `n` servers are alive.
+    /// Wait until `n` servers are alive: looked at again on every heartbeat
+    /// the meta server records, never on a timer.
     pub async fn wait_alive(&self, n: usize, bound: Duration) {
-        let c = self.client("harness", &self.sites[0]).await;
-        let start = std::time::Instant::now();
-        loop {
-            if let Ok(h) = c.hosts().await {
-                if h.iter().filter(|h| h.alive).count() >= n {
-                    return;
-                }
+        self.wait_until(bound, "servers alive", || async {
+            let alive = self.meta_service.hosts.list(&Default::default()).iter().filter(|h| h.alive).count();
+            if alive >= n {
+                Ok(())
+            } else {
+                Err(format!("{alive} of {n} alive"))
             }
-            assert!(start.elapsed() < bound, "servers not alive within {bound:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        })
+        .await
+    }
+
+    /// Wait (at most `bound`) until `check` returns Ok, looking again on
+    /// every event of the meta server that can change what a test waits
+    /// for: a heartbeat or change of the host registry, a change of the
+    /// replication worker's status (a pass, a copy done). Never a timer; a
+    /// slow machine only makes this wait longer. Panics naming `what`.
+    pub async fn wait_until<T, F, Fut>(&self, bound: Duration, what: &str, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, String>>,
+    {
+        let svc = &self.meta_service;
+        // Subscribed before the first look, so a change between the look
+        // and the wait still wakes it.
+        let (mut hosts, mut worker) = (svc.hosts.changes(), svc.replication.changes());
+        let until = tokio::time::Instant::now() + bound;
+        loop {
+            hosts.mark_unchanged();
+            worker.mark_unchanged();
+            let why = match check().await {
+                Ok(v) => return v,
+                Err(why) => why,
+            };
+            let woke = tokio::time::timeout_at(until, async {
+                tokio::select! {
+                    _ = hosts.changed() => {}
+                    _ = worker.changed() => {}
+                }
+            })
+            .await;
+            if woke.is_err() {
+                panic!("{what} not reached within {bound:?}: {why}");
+            }
         }
     }
 
     /// Stop file server `i` (gracefully: its endpoint closes).
     pub async fn stop_server(&mut self, i: usize) {
+        self.servers[i].ctx = None;
         if let Some(n) = self.servers[i].node.take() {
             n.stop().await;
         }
@@ -259,8 +299,15 @@ impl Cluster {
     /// Start file server `i` again (on a new port; it re-registers).
     pub async fn restart_server(&mut self, i: usize) {
         self.stop_server(i).await;
-        let n = start_server(&self.servers[i].config).await;
+        let (n, ctx) = start_server(&self.servers[i].config).await;
         self.servers[i].node = Some(n);
+        self.servers[i].ctx = Some(ctx);
+    }
+
+    /// The shared state of running file server `i`, e.g. to wait on the
+    /// voidings it learns ([`fs_server::voids::VoidList::wait_until`]).
+    pub fn server_ctx(&self, i: usize) -> std::sync::Arc<fs_server::node::Ctx> {
+        self.servers[i].ctx.clone().expect("server running")
     }
 
     /// Where replica `(ino, gen)` lives in server `i`'s spool.

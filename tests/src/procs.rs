@@ -7,6 +7,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+/// What each process logs: as ever, plus the file servers' "heartbeat
+/// answered" lines, which tests wait on ([`ProcFederation::wait_heartbeats`]).
+fn log_env() -> Vec<(String, String)> {
+    let base = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,quinn=warn".into());
+    vec![("RUST_LOG".into(), format!("{base},renkei::heartbeat=debug"))]
+}
+
+/// The line a file server logs once the meta server answered (and so
+/// recorded) one of its heartbeats.
+pub const HEARTBEAT: &str = "heartbeat answered";
+
 /// Directory holding the built binaries: `RENKEI_BIN_DIR`, else the profile
 /// directory this test binary was built into.
 pub fn bin_dir() -> PathBuf {
@@ -44,7 +55,7 @@ impl ProcFederation {
             servers_per_site: 1,
             user: "tester".into(),
             bin_dir: Some(bin_dir()),
-            env: Vec::new(),
+            env: log_env(),
             // RENKEI_TEST_STORE=etcd: the meta server on the test etcd cluster.
             meta_toml: if crate::etcd::store_is_etcd() {
                 crate::etcd::store_toml(crate::etcd::cluster())
@@ -66,6 +77,42 @@ impl ProcFederation {
     /// The federation's directory.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Wait (at most `bound`) until `check` returns Ok, looking again
+    /// whenever a process of the federation logs (every heartbeat a file
+    /// server has answered, every copy order, every registration): events
+    /// the processes write, never a timer. Panics naming `what`.
+    pub async fn wait_until<T, F, Fut>(&self, bound: Duration, what: &str, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, String>>,
+    {
+        // Watched before the first look, so a line logged between the look
+        // and the wait still wakes it.
+        let logs = crate::DirWatch::new(&self.dir().join("logs"), libc::IN_MODIFY | libc::IN_CREATE);
+        let until = tokio::time::Instant::now() + bound;
+        loop {
+            let why = match check().await {
+                Ok(v) => return v,
+                Err(why) => why,
+            };
+            if !logs.next(until).await {
+                panic!("{what} not reached within {bound:?}: {why}");
+            }
+        }
+    }
+
+    /// Heartbeats of file server `host` the meta server has answered so far
+    /// (its log's [`HEARTBEAT`] lines).
+    pub fn heartbeats(&self, host: &str) -> usize {
+        self.log(host).matches(HEARTBEAT).count()
+    }
+
+    /// Wait (at most `bound`) until `host` has had `more` heartbeats
+    /// answered after `since` (a [`Self::heartbeats`] count).
+    pub async fn wait_heartbeats(&self, host: &str, since: usize, more: usize, bound: Duration) {
+        self.wait_log(host, HEARTBEAT, since + more, bound).await
     }
 
     /// Run `renkei` with the client config of `site` (None: the first site).
@@ -149,7 +196,7 @@ impl ProcFederation {
             servers_per_site: 0,
             user: self.state.user.clone(),
             bin_dir: Some(bin_dir()),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: log_env().into_iter().chain(env.iter().map(|(k, v)| (k.to_string(), v.to_string()))).collect(),
             meta_toml: String::new(),
         };
         local::up(&spec, Duration::from_secs(30)).await.map(|_| ())
@@ -179,14 +226,19 @@ impl ProcFederation {
     }
 
     /// Wait until the log of `name` holds `needle` `count` times, at most
-    /// `bound` (the log is read again every 20 ms: an event a process
-    /// writes, polled, not a timer trusted).
+    /// `bound`: the log is read again on every write to it (an inotify
+    /// event on the log directory), never on a timer.
     pub async fn wait_log(&self, name: &str, needle: &str, count: usize, bound: Duration) {
-        let t = std::time::Instant::now();
-        while self.log(name).matches(needle).count() < count {
-            assert!(t.elapsed() < bound, "{name} did not log {needle:?} ({count} times) within {bound:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let (logs, file, want) = (self.dir().join("logs"), format!("{name}.log"), needle.to_string());
+        let held = tokio::task::spawn_blocking(move || {
+            let path = logs.join(file);
+            crate::wait_inotify(&logs, libc::IN_MODIFY | libc::IN_CREATE | libc::IN_MOVED_TO, bound, || {
+                std::fs::read_to_string(&path).unwrap_or_default().matches(want.as_str()).count() >= count
+            })
+        })
+        .await
+        .expect("log wait task");
+        assert!(held, "{name} did not log {needle:?} ({count} times) within {bound:?}");
     }
 
     /// Run `renkei` (client config of the first site) with extra

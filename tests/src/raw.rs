@@ -63,6 +63,7 @@ pub async fn subscribe(
                 break;
             }
             if let (Some(seq), Some(d)) = (seq, ack_after) {
+                // time is the subject: a slow acknowledgement, as a busy mount's.
                 tokio::time::sleep(d).await;
                 if write_msg(&mut send, &CallbackAck { seq }).await.is_err() {
                     break;

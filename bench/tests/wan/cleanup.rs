@@ -41,6 +41,7 @@ fn helper_hold_wan() -> anyhow::Result<()> {
     let wan = Wan::start(preset::pair(2.0, None, 0.0)?)?;
     let sleeper = wan.site("a")?.command("sleep").arg("300").spawn()?;
     println!("HELD {} {}", wan.run_id(), sleeper.id());
+    // time is the subject: the helper holds the run until the test kills it (two minutes at most).
     std::thread::sleep(Duration::from_secs(120));
     Ok(())
 }

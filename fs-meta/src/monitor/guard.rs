@@ -25,16 +25,20 @@ pub const IDLE: Duration = Duration::from_secs(10);
 /// No connection lives longer (a browser reconnects).
 pub const LIFETIME: Duration = Duration::from_secs(60);
 
+/// How many connections the page holds open, announced on every change.
+pub type OpenCount = Arc<tokio::sync::watch::Sender<usize>>;
+
 /// A listener admitting a bounded number of bounded connections.
 pub struct Guarded {
     inner: TcpListener,
     slots: Arc<Semaphore>,
+    open: OpenCount,
 }
 
 impl Guarded {
-    /// Guard `inner`.
-    pub fn new(inner: TcpListener) -> Self {
-        Guarded { inner, slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)) }
+    /// Guard `inner`, counting the connections it holds in `open`.
+    pub fn new(inner: TcpListener, open: OpenCount) -> Self {
+        Guarded { inner, slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)), open }
     }
 }
 
@@ -53,7 +57,7 @@ impl axum::serve::Listener for Guarded {
             match self.inner.accept().await {
                 Ok((stream, addr)) => {
                     let _ = stream.set_nodelay(true);
-                    return (Bounded::new(stream, permit), addr);
+                    return (Bounded::new(stream, permit, self.open.clone()), addr);
                 }
                 Err(e) => {
                     // EMFILE and the like: back off instead of spinning.
@@ -77,12 +81,20 @@ pub struct Bounded {
     idle: Pin<Box<Sleep>>,
     end: Instant,
     _slot: OwnedSemaphorePermit,
+    open: OpenCount,
+}
+
+impl Drop for Bounded {
+    fn drop(&mut self) {
+        self.open.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl Bounded {
-    fn new(stream: TcpStream, slot: OwnedSemaphorePermit) -> Self {
+    fn new(stream: TcpStream, slot: OwnedSemaphorePermit, open: OpenCount) -> Self {
         let now = Instant::now();
-        Bounded { stream, idle: Box::pin(tokio::time::sleep(IDLE)), end: now + LIFETIME, _slot: slot }
+        open.send_modify(|n| *n += 1);
+        Bounded { stream, idle: Box::pin(tokio::time::sleep(IDLE)), end: now + LIFETIME, _slot: slot, open }
     }
 
     /// After progress: the idle clock restarts (never past the lifetime).

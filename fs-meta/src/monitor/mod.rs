@@ -66,6 +66,8 @@ pub struct Monitor {
     netcheck: tokio::sync::Mutex<()>,
     dialer: OnceLock<Dialer>,
     web_addr: OnceLock<SocketAddr>,
+    /// Connections the page holds open ([`guard`]).
+    web_open: guard::OpenCount,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -96,6 +98,7 @@ impl Monitor {
             netcheck: tokio::sync::Mutex::new(()),
             dialer: OnceLock::new(),
             web_addr: OnceLock::new(),
+            web_open: Arc::new(tokio::sync::watch::channel(0).0),
         }
     }
 
@@ -107,6 +110,11 @@ impl Monitor {
     /// Where the status page is served, once it is.
     pub fn web_addr(&self) -> Option<SocketAddr> {
         self.web_addr.get().copied()
+    }
+
+    /// How many connections the page holds open, seen at every change.
+    pub fn web_connections(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.web_open.subscribe()
     }
 
     /// Recent errors and recoveries.

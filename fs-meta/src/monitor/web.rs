@@ -68,7 +68,8 @@ pub async fn serve(
     };
     // Bounded connections (see `guard`); `tap_io` (no-op) gives the
     // handlers the peer's address.
-    let listener = axum::serve::ListenerExt::tap_io(super::guard::Guarded::new(listener), |_| {});
+    let listener =
+        axum::serve::ListenerExt::tap_io(super::guard::Guarded::new(listener, svc.monitor.web_open.clone()), |_| {});
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
         svc.monitor.events().record(EventLevel::Error, None, format!("status page stopped: {e}"));
     }

@@ -44,6 +44,9 @@ pub struct Shared {
     wake: Notify,
     pending: Mutex<Pending>,
     status: Mutex<ReplicationStatus>,
+    /// Moves on every change of the status (a pass, a copy done or
+    /// failed): what a waiter for the worker's progress wakes on.
+    changes: tokio::sync::watch::Sender<u64>,
     /// When this meta server started (ms since the epoch): hosts not heard
     /// from since are counted as down from then, not from their last
     /// heartbeat before a restart.
@@ -58,6 +61,7 @@ impl Shared {
             // The first pass looks at everything.
             pending: Mutex::new(Pending { full: true, files: BTreeSet::new() }),
             status: Mutex::new(ReplicationStatus::default()),
+            changes: tokio::sync::watch::channel(0).0,
             started_ms: Timestamp::now().as_millis(),
         }
     }
@@ -107,7 +111,13 @@ impl Shared {
 
     /// Change the status.
     pub fn update(&self, f: impl FnOnce(&mut ReplicationStatus)) {
-        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()))
+        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver that sees every change of the status.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 }
 

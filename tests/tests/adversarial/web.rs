@@ -48,13 +48,13 @@ async fn silent_http_connections_cannot_pile_up_in_the_meta_server() {
         })
         .await
         .unwrap();
-        // The server accepts what it may: wait until it holds its bound...
-        let t = Instant::now();
-        while accepted(port) < MAX_CONNECTIONS {
-            assert!(t.elapsed() < Duration::from_secs(10), "the page accepted only {} connections", accepted(port));
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        // The server accepts what it may: wait until it holds its bound (it
+        // announces every connection it takes or lets go)...
+        let mut open = cluster.meta_service().monitor.web_connections();
+        let took =
+            tokio::time::timeout(Duration::from_secs(10), open.wait_for(|n| *n >= MAX_CONNECTIONS)).await.is_ok();
+        assert!(took, "the page took only {} connections within 10 s", *open.borrow());
+        assert!(accepted(port) >= MAX_CONNECTIONS, "the page accepted only {} connections", accepted(port));
         // ...and no more while the meta server goes on answering.
         for _ in 0..20 {
             assert_eq!(alice.get_bytes("/f").await.unwrap(), b"still here", "the meta server serves on");

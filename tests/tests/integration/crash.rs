@@ -42,6 +42,7 @@ async fn hosts_reports_a_killed_server_down_and_back() {
         // first look: then the bound runs from it (once).
         for round in 0..2 {
             let now = fs_proto::Timestamp::now().as_millis();
+            // time is the subject: the host timeout running from the last heartbeat.
             tokio::time::sleep(Duration::from_millis((last + timeout + 1).saturating_sub(now))).await;
             if !alive(&fed, "pop2") {
                 break;
@@ -124,6 +125,7 @@ async fn a_write_cut_by_killing_its_server_registers_nothing() {
                 if i == 16 {
                     let _ = flowing_tx.take().map(|t| t.send(()));
                 }
+                // pacing: the write goes on for a while, so the kill lands mid-stream.
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         });

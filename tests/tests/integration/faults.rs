@@ -233,9 +233,9 @@ async fn a_meta_server_killed_while_its_worker_copies_finishes_the_copy_count() 
         assert!(fed.log("meta").contains("crash point meta.replication.copied reached"), "died while copying");
         fed.restart().await;
         let c = fed.client(None).await;
-        // The restarted worker completes the copy count.
-        let t = std::time::Instant::now();
-        loop {
+        // The restarted worker completes the copy count (looked at again
+        // whenever a process logs: a copy order, a heartbeat).
+        fed.wait_until(Duration::from_secs(60), "2 copies of every file", || async {
             let mut short = Vec::new();
             for (p, _) in &written {
                 let (a, reps) = c.where_is(p).await.unwrap();
@@ -246,13 +246,12 @@ async fn a_meta_server_killed_while_its_worker_copies_finishes_the_copy_count() 
                 }
             }
             if short.is_empty() {
-                break;
+                Ok(())
+            } else {
+                Err(format!("still short of 2 copies: {short:?}"))
             }
-            assert!(t.elapsed() < Duration::from_secs(60), "still short of 2 copies: {short:?}");
-            // A condition polled (bounded), not a timer trusted: a slow
-            // machine only makes this wait longer.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await;
         for (p, data) in &written {
             assert!(c.get_bytes(p).await.unwrap() == *data, "{p} differs");
         }

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Debian's Chromium and its WebDriver.
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -51,20 +51,6 @@ pub fn artifacts() -> PathBuf {
     let dir = target.join("test-artifacts");
     std::fs::create_dir_all(&dir).expect("artifact dir");
     dir
-}
-
-/// Poll `f` until it returns Some, at most `bound`.
-pub async fn wait_for<T>(bound: Duration, every: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> Option<T> {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return Some(v);
-        }
-        if start.elapsed() >= bound {
-            return None;
-        }
-        tokio::time::sleep(every).await;
-    }
 }
 
 /// GET `url` with curl; (HTTP status, body).
@@ -111,12 +97,27 @@ impl Browser {
     pub async fn start() -> Browser {
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
         let profile = tempfile::tempdir().expect("profile dir");
-        let driver = Command::new(CHROMEDRIVER)
+        let mut driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
+        // It says when it listens: its output read as a stream (then
+        // drained, so it never blocks on a full pipe).
+        let out = driver.stdout.take().expect("chromedriver's output");
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut ready_tx = Some(ready_tx);
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if line.contains("started successfully") {
+                    ready_tx.take().map(|t| t.send(()));
+                }
+            }
+        });
+        let listening = tokio::time::timeout(Duration::from_secs(30), ready).await;
+        assert!(matches!(listening, Ok(Ok(()))), "chromedriver did not say it listens on {port} within 30 s");
         let mut b = Browser { driver, client: None, _profile: profile };
         let args = [
             "--headless",
@@ -136,11 +137,13 @@ impl Browser {
         let caps = caps.as_object().cloned().expect("object");
         let url = format!("http://127.0.0.1:{port}");
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        let client = wait_for(Duration::from_secs(30), Duration::from_millis(200), async || {
-            ClientBuilder::new(connector.clone()).capabilities(caps.clone()).connect(&url).await.ok()
-        })
+        let client = tokio::time::timeout(
+            Duration::from_secs(30),
+            ClientBuilder::new(connector).capabilities(caps).connect(&url),
+        )
         .await
-        .expect("a Chromium session through chromedriver within 30 s");
+        .expect("a Chromium session through chromedriver within 30 s")
+        .expect("a Chromium session through chromedriver");
         b.client = Some(client);
         b
     }
@@ -148,6 +151,26 @@ impl Browser {
     /// The WebDriver session.
     pub fn client(&self) -> &Client {
         self.client.as_ref().expect("session")
+    }
+
+    /// Wait (at most `bound`) until `f` returns Some of what the page shows,
+    /// looking again at each of the page's redraws (its own refresh, on the
+    /// page's timer: an event in the page, watched there), never on a timer
+    /// of the test's.
+    pub async fn until<T>(&self, bound: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> Option<T> {
+        let until = tokio::time::Instant::now() + bound;
+        loop {
+            if let Some(v) = f().await {
+                return Some(v);
+            }
+            if tokio::time::timeout_at(until, self.eval_async(REDRAW_SCRIPT)).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    async fn eval_async(&self, script: &str) -> Value {
+        self.client().execute_async(script, vec![]).await.expect("script runs in the page")
     }
 
     /// Run a script in the page and return its value.
@@ -198,6 +221,15 @@ return {
   })),
   events: Array.from(document.querySelectorAll('#events li')).map(x => x.textContent),
 };
+"#;
+
+/// Returns at the page's next redraw (`data-updates` on the body moves).
+const REDRAW_SCRIPT: &str = r#"
+const done = arguments[arguments.length - 1];
+const seen = document.body.dataset.updates;
+new MutationObserver((_, o) => {
+  if (document.body.dataset.updates !== seen) { o.disconnect(); done(true); }
+}).observe(document.body, { attributes: true, attributeFilter: ['data-updates'] });
 "#;
 
 /// The row of `host` in a [`POPS_SCRIPT`] result.

@@ -1,7 +1,7 @@
 //! `/metrics`: Prometheus text format checked with a parser, byte counters
 //! that grow by exactly the bytes of a put and a get, and who may see it.
 
-use crate::common::{curl, sample, scrape, wait_for, SERIAL};
+use crate::common::{curl, sample, scrape, SERIAL};
 use std::process::Command;
 use std::time::Duration;
 use tests::cluster::Cluster;
@@ -61,24 +61,32 @@ async fn metrics_parse_and_byte_counters_grow_by_the_size_of_a_put() {
         let file = fed.dir().join("m.bin");
         std::fs::write(&file, pattern(size, 8)).expect("local file");
         fed.renkei_ok(None, &["put", file.to_str().expect("path"), "/m.bin"]);
-        let after = wait_for(Duration::from_secs(10), Duration::from_millis(200), async || {
-            let s = scrape(&web);
-            (recv(&s, "pop1")? >= in1 + size as f64).then_some(s)
-        })
-        .await
-        .expect("pop1's received bytes grow after the put");
+        // (Looked at again at each line a process logs: pop1's heartbeats
+        // answered among them.)
+        let after = fed
+            .wait_until(Duration::from_secs(10), "pop1's received bytes grow after the put", || async {
+                let s = scrape(&web);
+                match recv(&s, "pop1") {
+                    Some(v) if v >= in1 + size as f64 => Ok(s),
+                    v => Err(format!("pop1 received {v:?}")),
+                }
+            })
+            .await;
         assert_eq!(recv(&after, "pop1"), Some(in1 + size as f64), "grew by exactly the file's size");
         assert_eq!(recv(&after, "pop2"), Some(in2), "pop2 received nothing");
 
         // A get at site2 reads pop1's replica: pop1's sent bytes grow by it.
         let back = fed.dir().join("m.back");
         fed.renkei_ok(Some("site2"), &["get", "/m.bin", back.to_str().expect("path")]);
-        let after = wait_for(Duration::from_secs(10), Duration::from_millis(200), async || {
-            let s = scrape(&web);
-            (sent(&s, "pop1")? >= out1 + size as f64).then_some(s)
-        })
-        .await
-        .expect("pop1's sent bytes grow after the get");
+        let after = fed
+            .wait_until(Duration::from_secs(10), "pop1's sent bytes grow after the get", || async {
+                let s = scrape(&web);
+                match sent(&s, "pop1") {
+                    Some(v) if v >= out1 + size as f64 => Ok(s),
+                    v => Err(format!("pop1 sent {v:?}")),
+                }
+            })
+            .await;
         assert_eq!(sent(&after, "pop1"), Some(out1 + size as f64));
         assert_eq!(std::fs::read(&back).expect("read back").len(), size);
     })

@@ -11,7 +11,7 @@ use fs_proto::identity::{CaDir, IssueRequest, Role};
 use fs_proto::monitor::NetMatrix;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tests::{tier_enabled, with_timeout};
 
 /// The emulator's rate scale (`renkei-bench wan up`'s default).
@@ -163,20 +163,25 @@ async fn netcheck_on_renkei2011_fills_the_matrix_within_20_percent_of_the_emulat
     with_timeout(900, async {
         let wan = Wan::start(preset::renkei2011(SCALE).expect("preset")).expect("start the WAN emulator");
         let fed = start(&wan, "titech1");
-        // Every server alive, as the meta server sees it.
-        let start_wait = Instant::now();
-        loop {
-            let out = renkei(&wan, &fed, "titech1", &["--json", "hosts"]);
-            if out.status.success() {
-                let hosts: serde_json::Value = serde_json::from_slice(&out.stdout).expect("hosts JSON");
-                let alive = hosts.as_array().map(|a| a.iter().filter(|h| h["alive"] == true).count()).unwrap_or(0);
-                if alive == RENKEI2011_SITES.len() {
-                    break;
-                }
-            }
-            assert!(start_wait.elapsed() < Duration::from_secs(60), "six live file servers within 60 s");
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        // Every server has joined: each logs that it serves once the meta
+        // server answered its first heartbeat (its log read on every write,
+        // an inotify event)...
+        let logs: Vec<_> = RENKEI2011_SITES.iter().map(|s| fed.dir.path().join(format!("pop-{s}.log"))).collect();
+        let dir = fed.dir.path().to_path_buf();
+        let serving =
+            |l: &std::path::PathBuf| std::fs::read_to_string(l).unwrap_or_default().contains("file server serving");
+        let joined = tokio::task::spawn_blocking(move || {
+            tests::wait_inotify(&dir, libc::IN_MODIFY, Duration::from_secs(60), || logs.iter().all(serving))
+        })
+        .await
+        .expect("wait task");
+        assert!(joined, "six file servers serving within 60 s");
+        // ...so the meta server sees all six alive.
+        let out = renkei(&wan, &fed, "titech1", &["--json", "hosts"]);
+        assert!(out.status.success(), "renkei hosts: {}", String::from_utf8_lossy(&out.stderr));
+        let hosts: serde_json::Value = serde_json::from_slice(&out.stdout).expect("hosts JSON");
+        let alive = hosts.as_array().map(|a| a.iter().filter(|h| h["alive"] == true).count()).unwrap_or(0);
+        assert_eq!(alive, RENKEI2011_SITES.len(), "every file server alive: {hosts}");
 
         // A path passes when one of up to three netcheck runs measures it
         // within the tolerance: a one-second measurement on two busy cores

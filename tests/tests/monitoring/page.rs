@@ -1,7 +1,7 @@
 //! The status page in headless Chromium: PoPs live, a killed server down
 //! within the heartbeat bound, a read-only spool failing its write check.
 
-use crate::common::{browser_available, curl, is_root, pop, wait_for, Browser, POPS_SCRIPT, SERIAL};
+use crate::common::{browser_available, curl, is_root, pop, Browser, POPS_SCRIPT, SERIAL};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,14 +31,15 @@ async fn page_shows_three_pops_live_then_a_killed_one_down_within_the_heartbeat_
         let browser = Browser::start().await;
         browser.client().goto(&web).await.expect("open the status page");
 
-        let live = wait_for(Duration::from_secs(30), Duration::from_millis(250), async || {
-            let p = browser.eval(POPS_SCRIPT).await;
-            let pops = p["pops"].as_array()?;
-            let ok = pops.len() == 3
-                && pops.iter().all(|r| r["state"] == "live" && r["stateText"] == "LIVE" && r["checks"] == "ok");
-            ok.then_some(p)
-        })
-        .await;
+        let live = browser
+            .until(Duration::from_secs(30), async || {
+                let p = browser.eval(POPS_SCRIPT).await;
+                let pops = p["pops"].as_array()?;
+                let ok = pops.len() == 3
+                    && pops.iter().all(|r| r["state"] == "live" && r["stateText"] == "LIVE" && r["checks"] == "ok");
+                ok.then_some(p)
+            })
+            .await;
         let Some(live) = live else {
             panic!("three live PoPs with passing checks: {}", browser.eval(POPS_SCRIPT).await)
         };
@@ -56,13 +57,14 @@ async fn page_shows_three_pops_live_then_a_killed_one_down_within_the_heartbeat_
         // notices at its next refresh. One more second for the heartbeat
         // interval and one for sampling and the browser.
         let bound = host_timeout + refresh + Duration::from_secs(2);
-        let down = wait_for(bound + Duration::from_secs(10), Duration::from_millis(100), async || {
-            let p = browser.eval(POPS_SCRIPT).await;
-            let row = pop(&p, "pop3")?;
-            (row["state"] == "down" && row["stateText"] == "DOWN").then_some(p)
-        })
-        .await
-        .expect("pop3 shown down");
+        let down = browser
+            .until(bound + Duration::from_secs(10), async || {
+                let p = browser.eval(POPS_SCRIPT).await;
+                let row = pop(&p, "pop3")?;
+                (row["state"] == "down" && row["stateText"] == "DOWN").then_some(p)
+            })
+            .await
+            .expect("pop3 shown down");
         let took = killed.elapsed();
         eprintln!("pop3 shown DOWN {:.1} s after SIGKILL (bound {:.1} s)", took.as_secs_f64(), bound.as_secs_f64());
         assert!(took <= bound, "pop3 shown down after {took:?}, beyond the bound {bound:?}");
@@ -71,12 +73,13 @@ async fn page_shows_three_pops_live_then_a_killed_one_down_within_the_heartbeat_
         }
         assert_eq!(down["loadedAt"], loaded_at, "the page redrew itself without a reload");
         assert!(down["updates"].as_u64() > live["updates"].as_u64(), "the page kept refreshing");
-        let events = wait_for(Duration::from_secs(5), Duration::from_millis(200), async || {
-            let p = browser.eval(POPS_SCRIPT).await;
-            let ev = p["events"].as_array()?.clone();
-            ev.iter().any(|e| e.as_str().is_some_and(|s| s.contains("pop3 is down"))).then_some(ev)
-        })
-        .await;
+        let events = browser
+            .until(Duration::from_secs(5), async || {
+                let p = browser.eval(POPS_SCRIPT).await;
+                let ev = p["events"].as_array()?.clone();
+                ev.iter().any(|e| e.as_str().is_some_and(|s| s.contains("pop3 is down"))).then_some(ev)
+            })
+            .await;
         assert!(events.is_some(), "recent errors list pop3 going down");
         browser.screenshot("monitoring-pop3-down.png").await;
         browser.close().await;
@@ -118,24 +121,26 @@ async fn read_only_spool_shows_a_failing_write_check_on_the_page_and_in_renkei_h
         let web = fed.state.web.clone().expect("status page");
         let browser = Browser::start().await;
         browser.client().goto(&web).await.expect("open the status page");
-        wait_for(Duration::from_secs(30), Duration::from_millis(250), async || {
-            let p = browser.eval(POPS_SCRIPT).await;
-            let pops = p["pops"].as_array()?;
-            (pops.len() == 2 && pops.iter().all(|r| r["checks"] == "ok")).then_some(())
-        })
-        .await
-        .expect("both PoPs pass their checks first");
+        browser
+            .until(Duration::from_secs(30), async || {
+                let p = browser.eval(POPS_SCRIPT).await;
+                let pops = p["pops"].as_array()?;
+                (pops.len() == 2 && pops.iter().all(|r| r["checks"] == "ok")).then_some(())
+            })
+            .await
+            .expect("both PoPs pass their checks first");
 
         let ro = ReadOnly::mount(&fed.dir().join("spool").join("pop2"));
         // Checks run every 10 s by default; the failure travels with the
         // next heartbeat and the page's next refresh.
-        let failing = wait_for(Duration::from_secs(30), Duration::from_millis(250), async || {
-            let p = browser.eval(POPS_SCRIPT).await;
-            let row = pop(&p, "pop2")?;
-            (row["checks"] == "failing").then(|| row.clone())
-        })
-        .await
-        .expect("pop2 shows a failing check");
+        let failing = browser
+            .until(Duration::from_secs(30), async || {
+                let p = browser.eval(POPS_SCRIPT).await;
+                let row = pop(&p, "pop2")?;
+                (row["checks"] == "failing").then(|| row.clone())
+            })
+            .await
+            .expect("pop2 shows a failing check");
         assert_eq!(failing["failing"], "write", "{failing}");
         let reason = failing["reasons"][0].as_str().expect("reason shown");
         assert!(reason.starts_with("write: cannot write a probe replica"), "{reason}");
@@ -147,15 +152,19 @@ async fn read_only_spool_shows_a_failing_write_check_on_the_page_and_in_renkei_h
 
         // The check's report reaches the page at once; `renkei hosts` shows
         // the problems of the server's next heartbeat.
-        let t = std::time::Instant::now();
-        let hosts = loop {
-            let hosts = fed.renkei_ok(None, &["hosts"]);
-            let line = hosts.lines().find(|l| l.starts_with("pop2")).expect("pop2 in renkei hosts");
-            if line.contains("check write failed") || t.elapsed() > Duration::from_secs(30) {
-                break hosts;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        };
+        // (Looked at again at each line a process logs: pop2's next
+        // heartbeat answered among them.)
+        let hosts = fed
+            .wait_until(Duration::from_secs(30), "pop2's failing check in renkei hosts", || async {
+                let hosts = fed.renkei_ok(None, &["hosts"]);
+                let line = hosts.lines().find(|l| l.starts_with("pop2")).expect("pop2 in renkei hosts");
+                if line.contains("check write failed") {
+                    Ok(hosts)
+                } else {
+                    Err(hosts)
+                }
+            })
+            .await;
         let line = hosts.lines().find(|l| l.starts_with("pop2")).expect("pop2 in renkei hosts");
         assert!(line.contains("check write failed: cannot write a probe replica"), "{hosts}");
         assert!(line.contains("Read-only file system"), "{hosts}");
@@ -164,13 +173,14 @@ async fn read_only_spool_shows_a_failing_write_check_on_the_page_and_in_renkei_h
 
         // Writable again: the check passes again and the problem is gone.
         drop(ro);
-        wait_for(Duration::from_secs(30), Duration::from_millis(250), async || {
-            let p = browser.eval(POPS_SCRIPT).await;
-            let row = pop(&p, "pop2")?;
-            (row["checks"] == "ok" && row["problems"].as_array()?.is_empty()).then_some(())
-        })
-        .await
-        .expect("pop2 passes again once its spool is writable");
+        browser
+            .until(Duration::from_secs(30), async || {
+                let p = browser.eval(POPS_SCRIPT).await;
+                let row = pop(&p, "pop2")?;
+                (row["checks"] == "ok" && row["problems"].as_array()?.is_empty()).then_some(())
+            })
+            .await
+            .expect("pop2 passes again once its spool is writable");
         browser.close().await;
     })
     .await

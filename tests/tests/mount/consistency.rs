@@ -615,6 +615,7 @@ fn racer(dir: PathBuf, who: u32, seed: u64, start: Arc<Barrier>) -> (Vec<Done>, 
         // within 2 s of a recall) and works under it before the other
         // recalls it again.
         if rng.below(20) == 0 {
+            // pacing: gaps in the race, so leases are taken back between recalls.
             std::thread::sleep(Duration::from_millis(100 + rng.below(500) as u64));
         }
     }
@@ -968,6 +969,7 @@ async fn kill_during_script(seed: u64) -> bool {
                     synced.store(true, Ordering::SeqCst);
                 }
                 done_tx.send_replace(i as u64 + 1);
+                // pacing: the script spans several bundles (sealed after 100 ms).
                 std::thread::sleep(PACE);
             }
             None

@@ -9,32 +9,14 @@ use std::time::Duration;
 use tests::procs::ProcFederation;
 use tests::{pattern, with_timeout};
 
-fn now_ms() -> u64 {
-    fs_proto::Timestamp::now().as_millis()
-}
-
 /// Bytes `host` has sent as of now: what a heartbeat sent after this call
-/// reports. Waits (bounded) for two heartbeats received after it, the
-/// second one sent after it.
-async fn sent(c: &fs_client::Client, host: &str) -> u64 {
-    let since = now_ms();
-    let mut seen = since;
-    let mut beats = 0;
-    let t = std::time::Instant::now();
-    loop {
-        let h = c.hosts().await.unwrap().into_iter().find(|h| h.host == host).expect("a known host");
-        if h.last_heartbeat_ms > seen {
-            seen = h.last_heartbeat_ms;
-            beats += 1;
-            if beats == 2 {
-                return h.bytes_out;
-            }
-        }
-        assert!(t.elapsed() < Duration::from_secs(15), "{host} sent no heartbeat for 15 s");
-        // Heartbeats come every second: look again soon (a condition
-        // polled, not a timer trusted).
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// reports. Waits (bounded) for two heartbeats answered after it (the
+/// server logs each answer): the second was sent after the first's answer,
+/// so after this call, and the meta server recorded it before answering.
+async fn sent(fed: &ProcFederation, c: &fs_client::Client, host: &str) -> u64 {
+    let since = fed.heartbeats(host);
+    fed.wait_heartbeats(host, since, 2, Duration::from_secs(15)).await;
+    c.hosts().await.unwrap().into_iter().find(|h| h.host == host).expect("a known host").bytes_out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -56,9 +38,9 @@ async fn a_mount_reads_from_the_replica_at_its_own_site() {
         assert_eq!(sites, ["site1", "site2"]);
         // Counters travel with heartbeats: start from ones sent after the
         // copy pop1 sent pop2.
-        let pop1_0 = sent(&c1, "pop1").await;
+        let pop1_0 = sent(&fed, &c1, "pop1").await;
         assert!(pop1_0 >= data.len() as u64, "pop1's heartbeat counts the copy it sent");
-        let pop2_0 = sent(&c1, "pop2").await;
+        let pop2_0 = sent(&fed, &c1, "pop2").await;
         let m = TestMount::new(&fed, Some("site2"), "/", "").await;
         let got = blocking({
             let p = m.join("both.bin");
@@ -68,7 +50,7 @@ async fn a_mount_reads_from_the_replica_at_its_own_site() {
         assert!(got == data);
         m.unmount().await;
         // Heartbeats sent after the read: both counters include it.
-        let last = (sent(&c1, "pop1").await - pop1_0, sent(&c1, "pop2").await - pop2_0);
+        let last = (sent(&fed, &c1, "pop1").await - pop1_0, sent(&fed, &c1, "pop2").await - pop2_0);
         eprintln!("after the read at site2: pop1 sent {} bytes, pop2 sent {}", last.0, last.1);
         assert!(last.1 >= data.len() as u64, "site2's server served the file: {last:?}");
         assert!(last.0 < data.len() as u64 / 10, "site1's server did not: {last:?}");

@@ -61,17 +61,18 @@ async fn drain_moves_every_replica_off_and_leaves_the_server_empty() {
         }
         fed.renkei_ok(None, &["rep", "-D", "site1", "/d/f00"]);
         fed.renkei_ok(None, &["ncopy", "2", "/d/f01"]);
-        let t = Instant::now();
-        while holders(&fed, "/d/f01").len() < 2 {
-            assert!(t.elapsed() < Duration::from_secs(60), "the worker made f01's second copy");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        // The registry counts replicas at most every 2 s.
-        let t = Instant::now();
-        while host_entry(&fed, "pop2").unwrap()["replicas"].as_u64().unwrap() < 24 {
-            assert!(t.elapsed() < Duration::from_secs(10), "pop2 counted its 24 replicas");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        fed.wait_until(Duration::from_secs(60), "the worker made f01's second copy", || async {
+            let h = holders(&fed, "/d/f01");
+            if h.len() >= 2 {
+                Ok(())
+            } else {
+                Err(format!("{h:?}"))
+            }
+        })
+        .await;
+        // time is the subject: the registry's replica count is cached for 2 s.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(host_entry(&fed, "pop2").unwrap()["replicas"].as_u64(), Some(24), "pop2 counted its 24 replicas");
 
         // Drain: returns once pop2 holds nothing.
         let out = json(&fed.renkei_ok(None, &["--json", "host", "drain", "pop2", "--wait", "--timeout", "120s"]));
@@ -109,6 +110,7 @@ async fn drain_moves_every_replica_off_and_leaves_the_server_empty() {
         let t = Instant::now();
         while host_entry(&fed, "pop2").unwrap()["alive"] == true {
             assert!(t.elapsed() < Duration::from_secs(30), "pop2 counted down");
+            // time is the subject: a silent host counts as down once the host timeout has run.
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         fed.renkei_ok(None, &["host", "rm", "pop2"]);

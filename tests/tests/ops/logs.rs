@@ -3,18 +3,26 @@
 //! after the old one was moved away, without stopping the service.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tests::procs::{bin_dir, ProcFederation};
 use tests::with_timeout;
 
-/// Wait (bounded) until `path` holds `needle`: the service writes it, the
-/// file is read again every 20 ms.
+/// Wait (bounded) until `path` holds `needle`: the file is read again on
+/// every write in its directory (an inotify event), never on a timer.
 async fn wait_for(path: &std::path::Path, needle: &str, bound: Duration) {
-    let t = Instant::now();
-    while !std::fs::read_to_string(path).unwrap_or_default().contains(needle) {
-        assert!(t.elapsed() < bound, "{} did not get {needle:?} within {bound:?}", path.display());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (path, want) = (path.to_path_buf(), needle.to_string());
+    let dir = path.parent().expect("a log directory").to_path_buf();
+    let held = tokio::task::spawn_blocking({
+        let path = path.clone();
+        move || {
+            tests::wait_inotify(&dir, libc::IN_MODIFY | libc::IN_CREATE | libc::IN_MOVED_TO, bound, || {
+                std::fs::read_to_string(&path).unwrap_or_default().contains(want.as_str())
+            })
+        }
+    })
+    .await
+    .expect("log wait task");
+    assert!(held, "{} did not get {needle:?} within {bound:?}", path.display());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

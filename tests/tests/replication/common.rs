@@ -5,7 +5,6 @@ use fs_proto::meta::{MetaRequest, MetaResponse};
 use fs_proto::{Ino, ReplicaInfo};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
 /// A file written by a test.
 pub struct Written {
@@ -67,22 +66,6 @@ pub fn good_sites(gen: u64, reps: &[ReplicaInfo]) -> Vec<String> {
     let mut s: Vec<String> = reps.iter().filter(|r| r.gen == gen && r.alive).map(|r| r.server.site.clone()).collect();
     s.sort();
     s
-}
-
-/// Poll `check` every 200 ms until it returns Some, at most `bound`.
-pub async fn eventually<T, F, Fut>(bound: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let start = Instant::now();
-    loop {
-        match check().await {
-            Ok(v) => return v,
-            Err(why) if start.elapsed() > bound => panic!("{what} not reached within {bound:?}: {why}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
 }
 
 /// Bytes a host received and sent, as its heartbeats report them.

@@ -3,7 +3,7 @@
 //! themselves; a holder down past the grace period is replaced elsewhere;
 //! when it returns the surplus is removed; the backlog is reported.
 
-use crate::common::{eventually, good_sites, replicas, write_tree};
+use crate::common::{good_sites, replicas, write_tree};
 use std::time::Duration;
 use tests::cluster::Cluster;
 use tests::with_timeout;
@@ -31,18 +31,19 @@ async fn ncopy_directory_keeps_two_copies_through_a_server_outage() {
         assert_eq!(c.stat(&kept[3].path).await.unwrap().ncopy, 2, "inherited from the directory");
         let inos: Vec<u64> = kept.iter().map(|f| f.ino).collect();
 
-        eventually(Duration::from_secs(30), "2 replicas on 2 sites for every file", || async {
-            let reps = replicas(&c, &inos).await;
-            for f in &kept {
-                let (gen, r) = &reps[&f.ino];
-                let sites = good_sites(*gen, r);
-                if sites.len() != 2 || sites[0] == sites[1] || r.len() != 2 {
-                    return Err(format!("{}: {sites:?}", f.path));
+        cluster
+            .wait_until(Duration::from_secs(30), "2 replicas on 2 sites for every file", || async {
+                let reps = replicas(&c, &inos).await;
+                for f in &kept {
+                    let (gen, r) = &reps[&f.ino];
+                    let sites = good_sites(*gen, r);
+                    if sites.len() != 2 || sites[0] == sites[1] || r.len() != 2 {
+                        return Err(format!("{}: {sites:?}", f.path));
+                    }
                 }
-            }
-            Ok(())
-        })
-        .await;
+                Ok(())
+            })
+            .await;
         // Files that asked for nothing keep their single replica.
         let plain_reps = replicas(&c, &plain.iter().map(|f| f.ino).collect::<Vec<_>>()).await;
         assert!(plain_reps.values().all(|(_, r)| r.len() == 1), "no copies for files without a copy count");
@@ -57,17 +58,18 @@ async fn ncopy_directory_keeps_two_copies_through_a_server_outage() {
         assert!(!on_pop2.is_empty(), "placement spread copies over pop2 and pop3");
         cluster.stop_server(1).await;
         let stopped = std::time::Instant::now();
-        eventually(Duration::from_secs(30), "copies of pop2's files made elsewhere", || async {
-            let reps = replicas(&c, &inos).await;
-            for f in &kept {
-                let (gen, r) = &reps[&f.ino];
-                if good_sites(*gen, r) != ["site1", "site3"] {
-                    return Err(format!("{}: {:?}", f.path, good_sites(*gen, r)));
+        cluster
+            .wait_until(Duration::from_secs(30), "copies of pop2's files made elsewhere", || async {
+                let reps = replicas(&c, &inos).await;
+                for f in &kept {
+                    let (gen, r) = &reps[&f.ino];
+                    if good_sites(*gen, r) != ["site1", "site3"] {
+                        return Err(format!("{}: {:?}", f.path, good_sites(*gen, r)));
+                    }
                 }
-            }
-            Ok(())
-        })
-        .await;
+                Ok(())
+            })
+            .await;
         // Down is counted from the last heartbeat (every 300 ms).
         assert!(
             stopped.elapsed() >= Duration::from_millis(GRACE_MS - 400),
@@ -82,18 +84,19 @@ async fn ncopy_directory_keeps_two_copies_through_a_server_outage() {
 
         // pop2 returns: its replicas count again, and the surplus goes.
         cluster.restart_server(1).await;
-        eventually(Duration::from_secs(30), "surplus removed after pop2 returned", || async {
-            let reps = replicas(&c, &inos).await;
-            for f in &kept {
-                let (gen, r) = &reps[&f.ino];
-                let sites = good_sites(*gen, r);
-                if r.len() != 2 || sites.len() != 2 || sites[0] == sites[1] {
-                    return Err(format!("{}: {} replicas on {sites:?}", f.path, r.len()));
+        cluster
+            .wait_until(Duration::from_secs(30), "surplus removed after pop2 returned", || async {
+                let reps = replicas(&c, &inos).await;
+                for f in &kept {
+                    let (gen, r) = &reps[&f.ino];
+                    let sites = good_sites(*gen, r);
+                    if r.len() != 2 || sites.len() != 2 || sites[0] == sites[1] {
+                        return Err(format!("{}: {} replicas on {sites:?}", f.path, r.len()));
+                    }
                 }
-            }
-            Ok(())
-        })
-        .await;
+                Ok(())
+            })
+            .await;
         let status = c.replication_status().await.unwrap();
         assert!(status.removed >= on_pop2.len() as u64, "{status:?}");
         assert!(status.hosts_lost.is_empty(), "{status:?}");
@@ -115,15 +118,16 @@ async fn unreachable_copy_count_is_reported_as_backlog() {
         // Three copies on a two-server federation: one can never be made.
         // (The directory, its 6 subdirectories and 6 files.)
         assert_eq!(c.set_ncopy("/many", 3, true).await.unwrap(), 13);
-        let status = eventually(Duration::from_secs(20), "backlog reported", || async {
-            let s = c.replication_status().await.map_err(|e| e.to_string())?;
-            if s.stuck_files == 6 && s.copies_done >= 6 {
-                Ok(s)
-            } else {
-                Err(format!("{s:?}"))
-            }
-        })
-        .await;
+        let status = cluster
+            .wait_until(Duration::from_secs(20), "backlog reported", || async {
+                let s = c.replication_status().await.map_err(|e| e.to_string())?;
+                if s.stuck_files == 6 && s.copies_done >= 6 {
+                    Ok(s)
+                } else {
+                    Err(format!("{s:?}"))
+                }
+            })
+            .await;
         assert_eq!(status.backlog_files, 6, "{status:?}");
         assert_eq!(status.backlog_bytes, files.iter().map(|f| f.data.len() as u64).sum::<u64>(), "{status:?}");
         // The second copy was still made for each.
@@ -151,25 +155,27 @@ async fn a_pass_woken_by_a_write_looks_at_the_written_file_alone() {
         }
         let many = write_tree(&c, "/keep", 40, |i| 100 + i).await;
         let inos: Vec<u64> = many.iter().map(|f| f.ino).collect();
-        eventually(Duration::from_secs(30), "2 replicas of each of 40 files", || async {
-            let reps = replicas(&c, &inos).await;
-            match reps.values().filter(|(_, r)| r.len() != 2).count() {
-                0 => Ok(()),
-                n => Err(format!("{n} files short")),
-            }
-        })
-        .await;
+        cluster
+            .wait_until(Duration::from_secs(30), "2 replicas of each of 40 files", || async {
+                let reps = replicas(&c, &inos).await;
+                match reps.values().filter(|(_, r)| r.len() != 2).count() {
+                    0 => Ok(()),
+                    n => Err(format!("{n} files short")),
+                }
+            })
+            .await;
         let one = c.put_bytes(&tests::pattern(5000, 9), "/later/one").await.unwrap().ino;
-        let status = eventually(Duration::from_secs(30), "the new file copied and the pass over", || async {
-            let reps = replicas(&c, &[one]).await;
-            let s = c.replication_status().await.map_err(|e| e.to_string())?;
-            if reps[&one].1.len() == 2 && s.in_flight == 0 {
-                Ok(s)
-            } else {
-                Err(format!("{:?}, {s:?}", reps[&one].1.len()))
-            }
-        })
-        .await;
+        let status = cluster
+            .wait_until(Duration::from_secs(30), "the new file copied and the pass over", || async {
+                let reps = replicas(&c, &[one]).await;
+                let s = c.replication_status().await.map_err(|e| e.to_string())?;
+                if reps[&one].1.len() == 2 && s.in_flight == 0 {
+                    Ok(s)
+                } else {
+                    Err(format!("{:?}, {s:?}", reps[&one].1.len()))
+                }
+            })
+            .await;
         assert_eq!(status.files_checked, 1, "the pass looked at the written file only: {status:?}");
         assert_eq!((status.backlog_files, status.stuck_files), (0, 0), "{status:?}");
         assert!(status.copies_done >= 41, "{status:?}");

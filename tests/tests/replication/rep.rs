@@ -42,15 +42,16 @@ async fn thousand_files_go_server_to_server_and_where_shows_both_sites() {
 
         // Counters travel with heartbeats: start from one that has seen
         // every byte the tree's writes brought to pop1.
-        crate::common::eventually(Duration::from_secs(10), "pop1's heartbeat counts the writes", || async {
-            let (pop1_in, _) = host_bytes(&writer, "pop1").await;
-            if pop1_in >= total {
-                Ok(())
-            } else {
-                Err(format!("pop1 reported {pop1_in} of {total} bytes written"))
-            }
-        })
-        .await;
+        cluster
+            .wait_until(Duration::from_secs(10), "pop1's heartbeat counts the writes", || async {
+                let (pop1_in, _) = host_bytes(&writer, "pop1").await;
+                if pop1_in >= total {
+                    Ok(())
+                } else {
+                    Err(format!("pop1 reported {pop1_in} of {total} bytes written"))
+                }
+            })
+            .await;
         let (pop1_in0, pop1_out0) = host_bytes(&writer, "pop1").await;
         let (pop2_in0, _) = host_bytes(&writer, "pop2").await;
         let opts = RepOptions { to: Some("site2".into()), parallel: 4, ..Default::default() };
@@ -69,16 +70,17 @@ async fn thousand_files_go_server_to_server_and_where_shows_both_sites() {
         assert_eq!((c.get("data.bytes_in"), c.get("data.bytes_out")), (0, 0), "no file bytes through the data plane");
         let (rx, tx) = rep.data().dialer().traffic().await;
         assert!(rx + tx < total / 50, "client moved {} bytes for {total} bytes replicated", rx + tx);
-        let (pop1_out, pop2_in) = crate::common::eventually(Duration::from_secs(10), "heartbeat counters", || async {
-            let (_, pop1_out) = host_bytes(&writer, "pop1").await;
-            let (pop2_in, _) = host_bytes(&writer, "pop2").await;
-            if pop2_in - pop2_in0 >= total && pop1_out - pop1_out0 >= total {
-                Ok((pop1_out - pop1_out0, pop2_in - pop2_in0))
-            } else {
-                Err(format!("pop1 sent {}, pop2 received {}", pop1_out - pop1_out0, pop2_in - pop2_in0))
-            }
-        })
-        .await;
+        let (pop1_out, pop2_in) = cluster
+            .wait_until(Duration::from_secs(10), "heartbeat counters", || async {
+                let (_, pop1_out) = host_bytes(&writer, "pop1").await;
+                let (pop2_in, _) = host_bytes(&writer, "pop2").await;
+                if pop2_in - pop2_in0 >= total && pop1_out - pop1_out0 >= total {
+                    Ok((pop1_out - pop1_out0, pop2_in - pop2_in0))
+                } else {
+                    Err(format!("pop1 sent {}, pop2 received {}", pop1_out - pop1_out0, pop2_in - pop2_in0))
+                }
+            })
+            .await;
         assert!(pop2_in < total + total / 10 && pop1_out < total + total / 10, "{pop2_in} / {pop1_out} for {total}");
         let (pop1_in, _) = host_bytes(&writer, "pop1").await;
         assert!(pop1_in - pop1_in0 < total / 50, "the source received no file bytes");

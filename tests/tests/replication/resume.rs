@@ -3,7 +3,7 @@
 //! restart completes the job and copies only the remainder, and no
 //! incomplete replica was ever registered.
 
-use crate::common::{eventually, host_bytes, replicas};
+use crate::common::{host_bytes, replicas};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tests::procs::{bin_dir, ProcFederation};
@@ -50,15 +50,16 @@ async fn killed_destination_resumes_with_only_the_remainder() {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start renkei rep");
-        let done_before_kill = eventually(Duration::from_secs(120), "a part of the files copied", || async {
-            let n = on_pop2(&c, &inos).await.len();
-            if n >= FILES / 5 {
-                Ok(n)
-            } else {
-                Err(format!("{n} copied"))
-            }
-        })
-        .await;
+        let done_before_kill = fed
+            .wait_until(Duration::from_secs(120), "a part of the files copied", || async {
+                let n = on_pop2(&c, &inos).await.len();
+                if n >= FILES / 5 {
+                    Ok(n)
+                } else {
+                    Err(format!("{n} copied"))
+                }
+            })
+            .await;
         fed.kill("pop2");
         assert!(done_before_kill < FILES * 4 / 5, "the run finished too soon to be cut ({done_before_kill} files)");
         // Its exit is the event (waited for on the blocking pool, bounded).
@@ -101,15 +102,16 @@ async fn killed_destination_resumes_with_only_the_remainder() {
         assert!(out["failed"].as_array().unwrap().is_empty(), "{out}");
         // pop2 itself received about the remainder, not the whole set.
         let moved = out["copied_bytes"].as_u64().unwrap();
-        let pop2_in = eventually(Duration::from_secs(10), "pop2 heartbeat counters", || async {
-            let (b, _) = host_bytes(&c, "pop2").await;
-            if b - pop2_in0 >= moved {
-                Ok(b - pop2_in0)
-            } else {
-                Err(format!("{b}"))
-            }
-        })
-        .await;
+        let pop2_in = fed
+            .wait_until(Duration::from_secs(10), "pop2 heartbeat counters", || async {
+                let (b, _) = host_bytes(&c, "pop2").await;
+                if b - pop2_in0 >= moved {
+                    Ok(b - pop2_in0)
+                } else {
+                    Err(format!("{b}"))
+                }
+            })
+            .await;
         assert!(pop2_in < moved + (2 << 20) && pop2_in < total, "pop2 received {pop2_in} for {moved}");
 
         assert_eq!(on_pop2(&c, &inos).await.len(), FILES);

@@ -6,26 +6,27 @@
 
 use anyhow::{ensure, Context, Result};
 use fs_proto::vpe::{VmInfo, VmPhase};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::bounded;
 use crate::harness::{enabled, Setup, Stack};
 
-/// `vpe ls` as alice until `vm` is in `phase` (the manager hears its
-/// agent's report every heartbeat), at most `bound`.
+/// `vpe ls` as alice until `vm` is in `phase`, at most `bound`: asked
+/// again whenever a process of the federation logs (the manager logs each
+/// change a PoP's report makes to a VM's state), never on a timer.
 fn wait_phase(s: &Stack, vm: &str, phase: VmPhase, bound: Duration) -> Result<VmInfo> {
-    let start = Instant::now();
-    loop {
-        let vms: Vec<VmInfo> = serde_json::from_str(&s.vpe_ok("alice", &["ls"])?)?;
-        let found = vms.into_iter().find(|v| v.name == vm);
-        match found {
-            Some(v) if v.phase == phase => return Ok(v),
-            other => ensure!(start.elapsed() < bound, "{vm} is {other:?} after {bound:?}, expected {phase}"),
-        }
-        // A report arrives every heartbeat (~1 s): asking again each 200 ms
-        // waits for that event; a slow machine only makes this slower.
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let mut last = Ok(None);
+    let reached = tests::wait_inotify(&s.fed().join("logs"), libc::IN_MODIFY, bound, || {
+        last = s.vpe_ok("alice", &["ls"]).and_then(|out| {
+            let vms: Vec<VmInfo> = serde_json::from_str(&out)?;
+            Ok(vms.into_iter().find(|v| v.name == vm))
+        });
+        // Done when there, or when `vpe ls` fails (returned below).
+        last.is_err() || matches!(&last, Ok(Some(v)) if v.phase == phase)
+    });
+    let found = last?;
+    ensure!(reached, "{vm} is {found:?} after {bound:?}, expected {phase}");
+    found.context("listed")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use fs_client::local::{self, LocalSpec, LocalState};
@@ -212,11 +212,9 @@ impl Stack {
             if let Some(pid) = local::running_pid(&pidfile) {
                 // SAFETY: a process this federation started.
                 unsafe { libc::kill(pid, libc::SIGTERM) };
-                let start = Instant::now();
-                while local::running_pid(&pidfile).is_some() {
-                    ensure!(start.elapsed() < Duration::from_secs(20), "{} did not stop", p.name);
-                    std::thread::sleep(Duration::from_millis(50));
-                }
+                // Its exit is the event (a pidfd), not a poll.
+                let gone = local::wait_pid_gone(pid, Duration::from_secs(20))?;
+                ensure!(gone, "{} did not stop within 20 s of SIGTERM", p.name);
             }
             if p.role == "vpe-manager" {
                 let mut c = ManagerConfig::load(&p.config).map_err(anyhow::Error::msg)?;
