@@ -10,6 +10,7 @@ RENKEI_PACKAGES=(
   linux-image-cloud-amd64 busybox-static cpio e2fsprogs   # the tiny test VM image
   iproute2 iputils-ping iperf3             # WAN emulator and its checks
   sshfs openssh-server openssh-client      # baselines in benchmarks
+  gfmd gfsd gfarm-client gfarm2fs postgresql gcc   # Gfarm itself in `renkei-bench paper` (gcc: its getifaddrs shim)
   rsync git sqlite3 tar                    # real tools on the mount
   ca-certificates curl
   chromium chromium-driver                 # the status page in a real browser (monitoring tests)
@@ -27,6 +28,9 @@ RENKEI_TOOLS=(
   busybox:busybox-static cpio:cpio mke2fs:e2fsprogs
   ip:iproute2 ping:iputils-ping iperf3:iperf3
   sshfs:sshfs sshd:openssh-server ssh:openssh-client ssh-keygen:openssh-client
+  gfmd:gfmd config-gfarm:gfmd gfsd:gfsd config-gfsd:gfsd gfarm2fs:gfarm2fs cc:gcc setpriv:util-linux
+  gfkey:gfarm-client gfhost:gfarm-client gfmkdir:gfarm-client gfpcopy:gfarm-client
+  gfrep:gfarm-client gfwhere:gfarm-client gfrm:gfarm-client
   rsync:rsync git:git sqlite3:sqlite3 tar:tar curl:curl
   chromium:chromium chromedriver:chromium-driver
   systemd-analyze:systemd
@@ -73,8 +77,17 @@ missing_tools() {
       # These link many libraries: run them, so a half-removed package shows.
       qemu-img | qemu-system-x86_64 | virsh | sshfs | iperf3 | etcd | protoc)
         "$path" --version >/dev/null 2>&1 || echo "$tool (package $pkg): $path does not run" ;;
+      # Gfarm's programs need a gfmd to do anything: check that their libraries resolve.
+      gfmd | gfsd | gfkey | gfhost | gfmkdir | gfpcopy | gfrep | gfwhere | gfrm | gfarm2fs)
+        ldd "$path" 2>/dev/null | grep -q 'not found' && echo "$tool (package $pkg): $path misses libraries" ;;
     esac
   done
+  # PostgreSQL's server (gfmd's backend) is off PATH on Debian.
+  local pg pg_ok=false
+  for pg in /usr/lib/postgresql/*/bin/postgres; do
+    [ -x "$pg" ] && "$pg" --version >/dev/null 2>&1 && pg_ok=true
+  done
+  $pg_ok || echo "/usr/lib/postgresql/*/bin/postgres (package postgresql): not found or does not run"
   ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1 || echo "/boot/vmlinuz-*-cloud-amd64 (package linux-image-cloud-amd64): not found"
 }
 

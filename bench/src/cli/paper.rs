@@ -37,6 +37,9 @@ pub struct PaperArgs {
     /// Skip measuring the emulator's own limit.
     #[arg(long)]
     no_limit: bool,
+    /// Skip Gfarm (gfmd, gfsd, gfrep) in Figure 6.
+    #[arg(long)]
+    no_gfarm: bool,
     /// Parallel streams of `renkei rep -j`.
     #[arg(short = 'j', long, default_value_t = 8)]
     parallel: usize,
@@ -92,6 +95,7 @@ pub fn run_cli(a: PaperArgs) -> anyhow::Result<()> {
         seed: a.seed,
         parallel: a.parallel.max(1),
         limit: !a.no_limit,
+        gfarm: !a.no_gfarm,
         bin_dir: a.bin_dir.unwrap_or_else(|| fs_client::local::bin_dir(None)),
         scratch: a.scratch.clone(),
     };

@@ -5,11 +5,14 @@
 //!   paper's users did by hand; the baseline);
 //! - **renkei rep**: `rep -D titech1` of a copy held at the source (bundled, `-j` streams);
 //! - **mount**: `cp -r` out of a fresh renkei mount at titech1 onto its local disk, then `sync -f`;
-//! - **per file**: `rep` one file per request, one at a time (what plain gfrep does).
+//! - **per file**: `rep` one file per request, one at a time (what plain gfrep does);
+//! - **Gfarm** ([`super::gfarm`], gfmd at titech1, a gfsd at each source): the paper's
+//!   `gfrep -D titech1` of the set, and a per-file copy (one `gfrep` process per file).
 //!
-//! Each renkei copy reads its own uploaded copy of the set (uploaded by a client at the source,
-//! so only the source's file server holds it; untimed), and checks it moved every byte.
+//! Each copy reads its own uploaded copy of the set (uploaded by a client at the source, so only
+//! the source's file server, or gfsd, holds it; untimed), and checks it moved every byte.
 
+use super::gfarm::Gfarm;
 use super::{PaperOptions, DATA_USER, META_SITE};
 use crate::dataset;
 use crate::mount_bench::drop_caches;
@@ -52,20 +55,32 @@ pub struct Row {
     pub renkei_mount_mb_s: f64,
     /// `renkei rep` one file per request, one at a time, MB/s.
     pub per_file_mb_s: f64,
-    /// Gfarm's gfrep on the same path: not measured (see the report's notes).
+    /// Gfarm's `gfrep -D titech1` of the set (one file at a time: its default with one source and
+    /// one destination host), MB/s; `None` if Gfarm did not run (the report's notes say why).
     pub gfarm_gfrep_mb_s: Option<f64>,
+    /// Gfarm per file: one `gfrep -D titech1 FILE` process per file, one after another, MB/s.
+    pub gfarm_per_file_mb_s: Option<f64>,
+}
+
+impl Row {
+    /// renkei rep over Gfarm's per-file copy (acceptance 4 wants at least 5 on the WAN paths).
+    pub fn renkei_over_gfarm_per_file(&self) -> Option<f64> {
+        self.gfarm_per_file_mb_s.map(|g| self.renkei_rep_mb_s / g)
+    }
 }
 
 fn mb_s(bytes: u64, secs: f64) -> f64 {
     bytes as f64 / 1e6 / secs
 }
 
-/// Copy the set to titech1 from each of `o.fig6_from`.
+/// Copy the set to titech1 from each of `o.fig6_from`. What Gfarm could not measure, and why,
+/// goes to `notes`.
 pub fn run(
     rt: &tokio::runtime::Runtime,
     wan: &Wan,
     fed: &WanFederation,
     o: &PaperOptions,
+    notes: &mut Vec<String>,
 ) -> anyhow::Result<(Dataset, Vec<Row>)> {
     let files = dataset::plan(o.dataset_scale, o.seed);
     let bytes = dataset::total_bytes(&files);
@@ -73,12 +88,68 @@ pub fn run(
     info!(scale = o.dataset_scale, files = files.len(), bytes, "writing the Montage-like set");
     dataset::write(&set, &files).context("writing the dataset")?;
     let d = Dataset { scale: o.dataset_scale, files: files.len(), bytes };
+    let gfarm = if o.gfarm {
+        let mut sites = vec![META_SITE.to_string()];
+        sites.extend(o.fig6_from.iter().filter(|s| *s != META_SITE).cloned());
+        let _span = tracing::info_span!("gfarm_start").entered();
+        match Gfarm::start(wan, META_SITE, &sites).and_then(|g| Ok((g.stage(&set)?, g))) {
+            Ok((staged, g)) => Some((g, staged)),
+            Err(e) => {
+                notes.push(format!("gfarm_gfrep_mb_s, gfarm_per_file_mb_s: not measured: Gfarm did not start: {e:#}"));
+                None
+            }
+        }
+    } else {
+        notes.push("gfarm_gfrep_mb_s, gfarm_per_file_mb_s: skipped (--no-gfarm)".into());
+        None
+    };
+    let rel: Vec<_> = files.iter().map(|f| f.path.clone()).collect();
     let mut rows = Vec::new();
     for from in &o.fig6_from {
         let _span = tracing::info_span!("from", site = %from).entered();
-        rows.push(one_source(rt, wan, fed, o, &set, &d, from)?);
+        let mut row = one_source(rt, wan, fed, o, &set, &d, from)?;
+        if let Some((g, staged)) = &gfarm {
+            let _span = tracing::info_span!("gfarm").entered();
+            match gfarm_source(g, staged, &rel, &d, from) {
+                Ok((gfrep, per_file)) => {
+                    row.gfarm_gfrep_mb_s = Some(gfrep);
+                    row.gfarm_per_file_mb_s = Some(per_file);
+                }
+                Err(e) => notes.push(format!("gfarm from {from}: not measured: {e:#}")),
+            }
+        }
+        info!(?row, "source done");
+        rows.push(row);
     }
     Ok((d, rows))
+}
+
+/// Gfarm on the path `from` -> titech1: the set uploaded twice at `from` (untimed, only `from`'s
+/// gfsd holds it), then the timed `gfrep -D titech1` of one copy and the timed per-file copy of
+/// the other, by a client at titech1. MB/s of file bytes, (gfrep, per file).
+fn gfarm_source(
+    g: &Gfarm,
+    staged: &Path,
+    rel: &[std::path::PathBuf],
+    d: &Dataset,
+    from: &str,
+) -> anyhow::Result<(f64, f64)> {
+    let name = staged.file_name().context("staged set")?.to_string_lossy().to_string();
+    let dir = |copy: &str| format!("/fig6-{from}-gfarm-{copy}");
+    info!("uploading two copies to the gfsd at {from} (gfpcopy, untimed)");
+    for copy in ["gfrep", "perfile"] {
+        g.upload(from, staged, &dir(copy), d.files)?;
+    }
+    info!("gfrep -D {META_SITE}");
+    drop_caches();
+    let gfrep_secs = g.gfrep_tree(META_SITE, &format!("{}/{name}", dir("gfrep")), META_SITE, d.files)?;
+    info!("gfrep one process per file");
+    drop_caches();
+    let per_file_secs = g.gfrep_per_file(META_SITE, &format!("{}/{name}", dir("perfile")), rel, META_SITE)?;
+    for copy in ["gfrep", "perfile"] {
+        g.remove(&dir(copy))?;
+    }
+    Ok((mb_s(d.bytes, gfrep_secs), mb_s(d.bytes, per_file_secs)))
 }
 
 fn one_source(
@@ -131,8 +202,8 @@ fn one_source(
         renkei_mount_mb_s: mb_s(d.bytes, mount_secs),
         per_file_mb_s: mb_s(d.bytes, per_file_secs),
         gfarm_gfrep_mb_s: None,
+        gfarm_per_file_mb_s: None,
     };
-    info!(?row, "source done");
     Ok(row)
 }
 

@@ -107,13 +107,16 @@ impl PaperReport {
         let _ = writeln!(
             s,
             "## Figure 6: the Montage-like set copied to titech1, MB/s\n\nDataset factor {} of the \
-             paper's 6,756 files / ~14 GB: {} files, {:.2} GB. Meta server at titech1. tar: one tar \
-             stream over one TCP connection, untarred and synced at titech1. rep: `renkei rep -D \
-             titech1` (bundled). mount: `cp -r` out of a fresh mount at titech1 + `sync -f`. per \
-             file: `rep` one file per request, one at a time (like plain gfrep). Percentages are \
-             of tar.\n\n\
-             | from | link | tar | renkei rep | renkei mount | per file | Gfarm gfrep |\n\
-             |---|---|---|---|---|---|---|",
+             paper's 6,756 files / ~14 GB: {} files, {:.2} GB. Meta server (and Gfarm's gfmd) at \
+             titech1. tar: one tar stream over one TCP connection, untarred and synced at titech1. \
+             rep: `renkei rep -D titech1` (bundled). mount: `cp -r` out of a fresh mount at titech1 \
+             + `sync -f`. per file: `rep` one file per request, one at a time (like plain gfrep). \
+             Gfarm gfrep: Debian's Gfarm 2 (gfmd with PostgreSQL at titech1, a gfsd at the source and \
+             at titech1), `gfrep -D titech1` of the set held only by the source's gfsd. Gfarm per \
+             file: one `gfrep -D titech1 FILE` process per file, one after another. Percentages are \
+             of tar; the last column is renkei rep over Gfarm per file.\n\n\
+             | from | link | tar | renkei rep | renkei mount | per file | Gfarm gfrep | Gfarm per file | rep / Gfarm per file |\n\
+             |---|---|---|---|---|---|---|---|---|",
             d.scale,
             d.files,
             d.bytes as f64 / 1e9
@@ -122,14 +125,16 @@ impl PaperReport {
             let of = |v: f64| format!("{v:.1} ({:.0} %)", v / r.tar_mb_s * 100.0);
             let _ = writeln!(
                 s,
-                "| {} | {:.1} | {:.1} | {} | {} | {} | {} |",
+                "| {} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} |",
                 r.from,
                 r.link_mb_s,
                 r.tar_mb_s,
                 of(r.renkei_rep_mb_s),
                 of(r.renkei_mount_mb_s),
                 of(r.per_file_mb_s),
-                opt(r.gfarm_gfrep_mb_s, 1),
+                r.gfarm_gfrep_mb_s.map(of).unwrap_or_else(|| "-".into()),
+                r.gfarm_per_file_mb_s.map(of).unwrap_or_else(|| "-".into()),
+                r.renkei_over_gfarm_per_file().map(|x| format!("{x:.1}x")).unwrap_or_else(|| "-".into()),
             );
         }
         s.push('\n');
