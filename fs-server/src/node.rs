@@ -78,7 +78,7 @@ pub async fn serve(
     let dialer = Dialer::new(endpoint.clone(), Duration::from_secs(10));
     let ctx = Arc::new(Ctx {
         spool,
-        meta: MetaLink::new(dialer.clone(), config.meta.clone(), META_TIMEOUT),
+        meta: MetaLink::new(dialer.clone(), &config.meta, META_TIMEOUT),
         lanes: crate::pull::Lanes::new(&endpoint),
         peers: dialer,
         identity,
