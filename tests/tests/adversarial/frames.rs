@@ -49,7 +49,7 @@ async fn frames_that_declare_a_length_and_send_nothing_reserve_no_memory() {
         let mut conns = Vec::new();
         let mut held = Vec::new();
         for _ in 0..CONNS {
-            let conn = tests::raw::connect_with(cfg.meta.addr, &cfg.meta.name, &cfg.tls, &Tuning::default())
+            let conn = tests::raw::connect_with(cfg.meta.first().addr, &cfg.meta.first().name, &cfg.tls, &Tuning::default())
                 .await
                 .expect("connected");
             for _ in 0..STREAMS {
