@@ -234,7 +234,13 @@ fn create(spec: &LocalSpec) -> Result<LocalState> {
         meta.push_str(&meta_toml);
         let meta_cfg = dir.join(format!("{name}.toml"));
         std::fs::write(&meta_cfg, meta).map_err(|e| local_err(&meta_cfg, e))?;
-        procs.push(LocalProc { name: name.into(), site: sites[0].clone(), role: "meta".into(), config: meta_cfg, addr });
+        procs.push(LocalProc {
+            name: name.into(),
+            site: sites[0].clone(),
+            role: "meta".into(),
+            config: meta_cfg,
+            addr,
+        });
         metas.push(PeerAddr { addr, name: "meta".into() });
     }
     let web = web.expect("one meta server at least");
@@ -288,15 +294,7 @@ struct ServerToml {
     heartbeat_ms: u64,
 }
 
-fn fs_meta_config(
-    db: &Path,
-    tls: TlsFiles,
-    listen: SocketAddr,
-    user: &str,
-    uid: u32,
-    gid: u32,
-    roles: &str,
-) -> String {
+fn fs_meta_config(db: &Path, tls: TlsFiles, listen: SocketAddr, user: &str, uid: u32, gid: u32, roles: &str) -> String {
     // The local user owns what they create; uid 0 would make every file
     // root's, so root is mapped to 1000 in the namespace. The local user is
     // an admin so a mount can act for other local users (see the mount docs).

@@ -82,8 +82,8 @@ fn etcd_err(what: &str) -> impl FnOnce(etcd_client::Error) -> MetaError + '_ {
 /// another meta server leads.
 pub async fn campaign(config: &StoreConfig, me: &str) -> Leadership {
     let mut backoff = Duration::from_millis(100);
-    loop {
-        match campaign_once(config, me).await {
+    for attempt in 0usize.. {
+        match campaign_once(config, me, attempt).await {
             Ok(l) => return l,
             Err(e) => {
                 warn!("campaign for leadership failed, trying again: {e}");
@@ -92,19 +92,28 @@ pub async fn campaign(config: &StoreConfig, me: &str) -> Leadership {
             }
         }
     }
+    unreachable!("the campaign loop ends only when elected")
 }
 
-async fn campaign_once(config: &StoreConfig, me: &str) -> Result<Leadership, MetaError> {
+/// A client of one member, `endpoints[at % len]`: each attempt talks to
+/// one member, the next attempt to the next (a client of several members
+/// kept choosing a dead one), so a member lost costs one attempt.
+async fn connect(endpoints: &[String], at: usize) -> Result<Client, MetaError> {
+    let endpoint = &endpoints[at % endpoints.len()];
     // No per-request timeout on this client: a campaign waits as long as
     // another leads. Keep-alives find a member that died under it.
     let options = ConnectOptions::new()
         .with_connect_timeout(REQUEST_TIMEOUT)
         .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
         .with_keep_alive_while_idle(true);
-    let mut client = tokio::time::timeout(REQUEST_TIMEOUT, Client::connect(&config.endpoints, Some(options)))
+    tokio::time::timeout(REQUEST_TIMEOUT, Client::connect([endpoint], Some(options)))
         .await
-        .map_err(|_| MetaError::Leader(format!("{:?}: no answer", config.endpoints)))?
-        .map_err(etcd_err("connect"))?;
+        .map_err(|_| MetaError::Leader(format!("{endpoint}: no answer")))?
+        .map_err(etcd_err("connect"))
+}
+
+async fn campaign_once(config: &StoreConfig, me: &str, attempt: usize) -> Result<Leadership, MetaError> {
+    let mut client = connect(&config.endpoints, attempt).await?;
     let ttl = config.leader_ttl_secs as i64;
     let lease = tokio::time::timeout(REQUEST_TIMEOUT, client.lease_grant(ttl, None))
         .await
@@ -112,7 +121,14 @@ async fn campaign_once(config: &StoreConfig, me: &str) -> Result<Leadership, Met
         .map_err(etcd_err("lease grant"))?
         .id();
     let (tx, mut lost) = watch::channel(None);
-    let keeper = tokio::spawn(keep_alive(client.clone(), lease, Duration::from_secs(config.leader_ttl_secs), tx));
+    let keeper = tokio::spawn(keep_alive(
+        config.endpoints.clone(),
+        attempt,
+        client.clone(),
+        lease,
+        Duration::from_secs(config.leader_ttl_secs),
+        tx,
+    ));
     let name = election_name(&config.prefix);
     match tokio::time::timeout(REQUEST_TIMEOUT, client.leader(name.clone())).await {
         Ok(Ok(r)) => {
@@ -139,8 +155,16 @@ async fn campaign_once(config: &StoreConfig, me: &str) -> Result<Leadership, Met
 }
 
 /// Renew `lease` every third of `ttl`; report it lost when no renewal was
-/// acknowledged within `ttl` of its sending, or etcd says it expired.
-async fn keep_alive(mut client: Client, lease: i64, ttl: Duration, lost: watch::Sender<Option<String>>) {
+/// acknowledged within `ttl` of its sending, or etcd says it expired. A
+/// renewal that fails moves to the next member (`endpoints`, from `at`).
+async fn keep_alive(
+    endpoints: Vec<String>,
+    mut at: usize,
+    mut client: Client,
+    lease: i64,
+    ttl: Duration,
+    lost: watch::Sender<Option<String>>,
+) {
     let every = ttl / 3;
     // Sending time of the last renewal etcd acknowledged (the grant first).
     let mut renewed = Instant::now();
@@ -159,6 +183,15 @@ async fn keep_alive(mut client: Client, lease: i64, ttl: Duration, lost: watch::
                 Ok(Err(e)) => warn!("lease keep-alive: {e}"),
                 Err(_) => warn!("lease keep-alive: no answer"),
             }
+            if stream.is_none() {
+                // Through the next member from now on.
+                at += 1;
+                if let Ok(Ok(c)) = tokio::time::timeout(every, connect(&endpoints, at)).await {
+                    client = c;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         }
         let tick = tokio::time::sleep(every);
         if let Some((keeper, responses)) = stream.as_mut() {
@@ -176,7 +209,10 @@ async fn keep_alive(mut client: Client, lease: i64, ttl: Duration, lost: watch::
                     let _ = lost.send(Some(why));
                     return;
                 }
-                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => stream = None,
+                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
+                    stream = None;
+                    continue;
+                }
             }
         }
         tick.await;

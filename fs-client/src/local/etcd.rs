@@ -248,7 +248,8 @@ pub(super) fn create_members(dir: &Path, site: &str, procs: &mut Vec<super::Loca
     for _ in 0..3 {
         ports.push((free_port().map_err(|e| e.to_string())?, free_port().map_err(|e| e.to_string())?));
     }
-    let initial: Vec<String> = ports.iter().enumerate().map(|(i, (_, p))| format!("etcd{}=http://{p}", i + 1)).collect();
+    let initial: Vec<String> =
+        ports.iter().enumerate().map(|(i, (_, p))| format!("etcd{}=http://{p}", i + 1)).collect();
     let initial = initial.join(",");
     let mut endpoints = Vec::new();
     for (i, (client, peer)) in ports.iter().enumerate() {

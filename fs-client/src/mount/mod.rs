@@ -185,8 +185,7 @@ pub async fn mount_on(
     let dialer = Dialer::new(endpoint, opts.call_timeout.min(Duration::from_secs(3)));
     let counters = Arc::new(Counters::default());
     let cache = Arc::new(cache::Cache::default());
-    let remote =
-        remote::Remote::new(dialer, &config.meta, config.site.clone(), counters.clone(), cache.clone(), &opts);
+    let remote = remote::Remote::new(dialer, &config.meta, config.site.clone(), counters.clone(), cache.clone(), &opts);
 
     let me = match remote.call(None, MetaRequest::WhoAmI).await?.0 {
         MetaResponse::WhoAmI(w) => w,

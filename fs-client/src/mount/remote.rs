@@ -167,9 +167,7 @@ impl Remote {
                     let r = if listing {
                         read_listing(&conn, &peer.name, &msg, bound).await.map(Answer::Listing)
                     } else {
-                        call::<_, MetaResponse>(&conn, &peer.name, &msg, bound)
-                            .await
-                            .map(|r| Answer::One(Box::new(r)))
+                        call::<_, MetaResponse>(&conn, &peer.name, &msg, bound).await.map(|r| Answer::One(Box::new(r)))
                     };
                     Ok::<_, CallError>((r, t))
                 };

@@ -239,6 +239,20 @@ async fn mount_on_etcd_survives_one_member_and_recovers_from_quorum_loss() {
             move || c.restart(1).expect("restart etcd member")
         })
         .await;
+        // A meta server that lost its lease exits (systemd's Restart=always
+        // starts it again as a standby): `local up` plays that supervisor
+        // here, starting whatever is not running and waiting until the file
+        // server heartbeats to the meta server that leads. The file server
+        // may first wait out a call to a meta server that exited (its meta
+        // timeout is 20 s), so `up` is given three of its 30 s rounds.
+        let mut up = Err(fs_client::ClientError::Config("not tried".into()));
+        for _ in 0..3 {
+            up = fed.try_restart(&[]).await;
+            if up.is_ok() {
+                break;
+            }
+        }
+        up.expect("the federation back up once etcd has a quorum again");
         let t = Instant::now();
         let mut last = None;
         // Each attempt is bounded by the mount's timeout; the loop by 60 s.
@@ -249,6 +263,13 @@ async fn mount_on_etcd_survives_one_member_and_recovers_from_quorum_loss() {
                     break;
                 }
                 Err(e) => last = Some(e),
+            }
+        }
+        if last.is_some() {
+            for name in ["meta", "meta2"] {
+                let log = fed.log(name);
+                let tail: Vec<&str> = log.lines().filter(|l| !l.starts_with(' ')).rev().take(30).collect();
+                eprintln!("--- {name} log (last lines, newest first):\n{}", tail.join("\n"));
             }
         }
         assert!(last.is_none(), "no metadata operation succeeded within 60 s of a member's return: {last:?}");
