@@ -477,3 +477,36 @@ impl Dialer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{MetaAddrs, MetaPeers, PeerAddr};
+
+    #[derive(serde::Deserialize, serde::Serialize)]
+    struct Cfg {
+        meta: MetaAddrs,
+    }
+
+    #[test]
+    fn meta_is_one_address_or_a_list_and_peers_move_on() {
+        let one: Cfg = toml::from_str("meta = { addr = \"127.0.0.1:7470\", name = \"meta\" }").unwrap();
+        assert_eq!(one.meta.all().len(), 1);
+        // Written back as it was: one table.
+        assert!(toml::to_string(&one).unwrap().contains("[meta]"));
+        let two: Cfg = toml::from_str(
+            "meta = [{ addr = \"127.0.0.1:7470\", name = \"meta\" }, { addr = \"127.0.0.2:7470\", name = \"meta\" }]",
+        )
+        .unwrap();
+        assert_eq!(two.meta.all().len(), 2);
+        assert!(toml::from_str::<Cfg>("meta = []").is_err(), "at least one address");
+        let peers = MetaPeers::new(&two.meta);
+        let first: PeerAddr = peers.current();
+        assert_eq!(first, two.meta.all()[0]);
+        assert!(peers.failed(&first));
+        assert_eq!(peers.current(), two.meta.all()[1]);
+        // A second caller reporting the same failure does not skip the leader.
+        peers.failed(&first);
+        assert_eq!(peers.current(), two.meta.all()[1]);
+        assert!(!MetaPeers::new(&one.meta).failed(&first), "nothing else to try");
+    }
+}
