@@ -183,6 +183,7 @@ async fn run_store(o: &MetaOptions, store: &str, meta_toml: String, tree: &Path)
         bin_dir: Some(o.bin_dir.clone()),
         env: Vec::new(),
         meta_toml,
+        ha: false,
     };
     let state = local::up(&spec, Duration::from_secs(60)).await.with_context(|| format!("{store}: local up"))?;
     let result = async {

@@ -139,6 +139,7 @@ pub async fn run(opts: &MountBenchOptions) -> anyhow::Result<MountBenchReport> {
         bin_dir: Some(opts.bin_dir.clone()),
         env: Vec::new(),
         meta_toml: String::new(),
+        ha: false,
     };
     let state = local::up(&spec, Duration::from_secs(30)).await?;
     let mp = opts.dir.join("mnt");

@@ -132,6 +132,7 @@ pub async fn run(opts: &PutGetOptions) -> anyhow::Result<PutGetReport> {
         bin_dir: Some(opts.bin_dir.clone()),
         env: Vec::new(),
         meta_toml: String::new(),
+        ha: false,
     };
     let state = local::up(&spec, Duration::from_secs(30)).await?;
     let result = async {

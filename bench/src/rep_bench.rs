@@ -138,6 +138,7 @@ async fn bring_up(o: &RepBenchOptions) -> anyhow::Result<Bed> {
                 bin_dir: Some(o.bin_dir.clone()),
                 env: Vec::new(),
                 meta_toml: String::new(),
+                ha: false,
             };
             let state = local::up(&spec, Duration::from_secs(60)).await?;
             let client = Client::connect(ClientConfig::load(&state.client_config)?).await?;

@@ -415,6 +415,7 @@ pub fn run(o: &ToolsOptions) -> anyhow::Result<ToolsReport> {
             bin_dir: Some(o.bin_dir.clone()),
             env: Vec::new(),
             meta_toml: String::new(),
+            ha: false,
         };
         let rt = tokio::runtime::Runtime::new()?;
         let state = rt.block_on(local::up(&spec, Duration::from_secs(30)))?;

@@ -43,7 +43,7 @@ impl Client {
     /// made on first use).
     pub async fn connect(config: ClientConfig) -> Result<Self> {
         let tls = TlsIdentity::load(&config.tls)?;
-        let bind: SocketAddr = if config.meta.addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
+        let bind: SocketAddr = if config.meta.first().addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
             .parse()
             .map_err(|e| ClientError::Config(format!("{e}")))?;
         let endpoint = client_endpoint(bind, &tls, &config.transport)?;
@@ -56,7 +56,7 @@ impl Client {
         let dialer = Dialer::new(endpoint, Duration::from_secs(10));
         let meta = MetaClient::new(
             dialer.clone(),
-            config.meta.clone(),
+            &config.meta,
             Duration::from_millis(config.meta_timeout_ms),
             counters.clone(),
         );

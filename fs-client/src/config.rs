@@ -4,7 +4,7 @@
 
 use crate::error::ClientError;
 use fs_proto::endpoint::{TlsFiles, Tuning};
-use fs_proto::rpc::PeerAddr;
+use fs_proto::rpc::{MetaAddrs, PeerAddr};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientConfig {
-    /// The meta server.
-    pub meta: PeerAddr,
+    /// The meta server: one `{ addr, name }`, or a list of them (the
+    /// active/standby meta servers of an etcd store; the one that leads
+    /// answers, the client moves on from one it cannot reach).
+    pub meta: MetaAddrs,
     /// The site this client is at: writes go to a file server there.
     pub site: String,
     /// The user's certificate, key and the federation CA.
@@ -64,9 +66,9 @@ fn default_bundle() -> bool {
 
 impl ClientConfig {
     /// A config with defaults for the optional fields.
-    pub fn new(meta: PeerAddr, site: String, tls: TlsFiles) -> Self {
+    pub fn new(meta: impl Into<MetaAddrs>, site: String, tls: TlsFiles) -> Self {
         ClientConfig {
-            meta,
+            meta: meta.into(),
             site,
             tls,
             meta_timeout_ms: default_meta_timeout_ms(),

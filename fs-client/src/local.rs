@@ -8,13 +8,15 @@
 //! `meta.db/`, `<server>.toml`, `spool/<server>/`, `client.toml` (a client
 //! at the first site) and `client-<site>.toml`, `logs/`, `run/*.pid`,
 //! `federation.json` (what was set up), and `vpe/` when the VM service is
-//! there too (see `local/vpe.rs`).
+//! there too (see `local/vpe.rs`). With two meta servers (`--ha`, on etcd)
+//! the second has `meta2.toml` and `meta2.db/`, and the etcd members run
+//! from `etcd/` (see `local/etcd.rs`).
 
 use crate::config::ClientConfig;
 use crate::error::ClientError;
 use fs_proto::endpoint::TlsFiles;
 use fs_proto::identity::{CaDir, IssueRequest, Role};
-use fs_proto::rpc::PeerAddr;
+use fs_proto::rpc::{MetaAddrs, PeerAddr};
 use serde::{Deserialize, Serialize};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -47,6 +49,11 @@ pub struct LocalSpec {
     /// TOML appended to the meta server's configuration when the
     /// federation is created (e.g. a `[store]` table); empty for none.
     pub meta_toml: String,
+    /// Two meta servers (`meta` and `meta2`, same certificate, own ports
+    /// and mirrors) on the etcd store `meta_toml` names (if it names none:
+    /// on three etcd members started here, `etcd1`..`etcd3`): one leads,
+    /// the other stands by; every client and file server lists both.
+    pub ha: bool,
 }
 
 /// One process of the local federation.
@@ -172,6 +179,14 @@ fn create(spec: &LocalSpec) -> Result<LocalState> {
         .map_err(cfg_err)
     };
     let sites: Vec<String> = (1..=spec.sites).map(|i| format!("site{i}")).collect();
+    let mut procs = Vec::new();
+    let mut meta_toml = spec.meta_toml.clone();
+    if spec.ha && !meta_toml.contains("kind = \"etcd\"") {
+        if etcd::etcd_binary().is_none() {
+            return Err(ClientError::Config("--ha needs etcd (Debian package etcd-server)".into()));
+        }
+        meta_toml.push_str(&etcd::create_members(dir, &sites[0], &mut procs).map_err(ClientError::Config)?);
+    }
     let meta_addr = free_udp_port()?;
     let meta_files = issue("meta", Role::Host, Some(&sites[0]))?;
     let tls =
@@ -203,22 +218,34 @@ fn create(spec: &LocalSpec) -> Result<LocalState> {
         roles.push_str("admin_hosts = [\"vpe\"]\n");
         roles.push_str(&format!("vpe_hosts = [{}]\n", names(&mut pops.iter().map(|(n, _)| n.as_str()))));
     }
-    let mut meta = fs_meta_config(dir, tls(&meta_files), meta_addr, &spec.user, uid, gid, &roles);
-    // The status page and /metrics, on loopback only.
-    let web = free_tcp_port()?;
-    meta.push_str(&format!("\n[monitor]\nweb = \"{web}\"\n"));
-    meta.push_str(&spec.meta_toml);
-    let meta_cfg = dir.join("meta.toml");
-    std::fs::write(&meta_cfg, meta).map_err(|e| local_err(&meta_cfg, e))?;
-    let mut procs = vec![LocalProc {
-        name: "meta".into(),
-        site: sites[0].clone(),
-        role: "meta".into(),
-        config: meta_cfg,
-        addr: meta_addr,
-    }];
-
-    let meta_peer = PeerAddr { addr: meta_addr, name: "meta".into() };
+    // The meta servers: `meta`, and with `ha` its standby `meta2` with the
+    // same identity (certificate and key: capabilities either signs verify
+    // alike) on its own port, database directory and status page.
+    let mut metas = Vec::new();
+    let mut web = None;
+    for (i, name) in ["meta", "meta2"].into_iter().take(if spec.ha { 2 } else { 1 }).enumerate() {
+        let addr = if i == 0 { meta_addr } else { free_udp_port()? };
+        let mut meta =
+            fs_meta_config(&dir.join(format!("{name}.db")), tls(&meta_files), addr, &spec.user, uid, gid, &roles);
+        // The status page and /metrics, on loopback only.
+        let port = free_tcp_port()?;
+        web.get_or_insert(port);
+        meta.push_str(&format!("\n[monitor]\nweb = \"{port}\"\n"));
+        meta.push_str(&meta_toml);
+        let meta_cfg = dir.join(format!("{name}.toml"));
+        std::fs::write(&meta_cfg, meta).map_err(|e| local_err(&meta_cfg, e))?;
+        procs.push(LocalProc {
+            name: name.into(),
+            site: sites[0].clone(),
+            role: "meta".into(),
+            config: meta_cfg,
+            addr,
+        });
+        metas.push(PeerAddr { addr, name: "meta".into() });
+    }
+    let web = web.expect("one meta server at least");
+    let meta_peer = metas[0].clone();
+    let meta_addrs = MetaAddrs::new(metas).map_err(cfg_err)?;
     for (name, site) in pops {
         {
             let files = issue(&name, Role::Host, Some(&site))?;
@@ -226,7 +253,7 @@ fn create(spec: &LocalSpec) -> Result<LocalState> {
             let cfg = ServerToml {
                 listen: addr,
                 spool: dir.join("spool").join(&name),
-                meta: meta_peer.clone(),
+                meta: meta_addrs.clone(),
                 tls: tls(&files),
                 heartbeat_ms: 1000,
             };
@@ -239,7 +266,7 @@ fn create(spec: &LocalSpec) -> Result<LocalState> {
     let user_files = issue(&spec.user, Role::User, None)?;
     let mut client_config = PathBuf::new();
     for (i, site) in sites.iter().enumerate() {
-        let c = ClientConfig::new(meta_peer.clone(), site.clone(), tls(&user_files));
+        let c = ClientConfig::new(meta_addrs.clone(), site.clone(), tls(&user_files));
         let text = toml_str(&c)?;
         let p = dir.join(format!("client-{site}.toml"));
         std::fs::write(&p, &text).map_err(|e| local_err(&p, e))?;
@@ -262,20 +289,12 @@ fn create(spec: &LocalSpec) -> Result<LocalState> {
 struct ServerToml {
     listen: SocketAddr,
     spool: PathBuf,
-    meta: PeerAddr,
+    meta: MetaAddrs,
     tls: TlsFiles,
     heartbeat_ms: u64,
 }
 
-fn fs_meta_config(
-    dir: &Path,
-    tls: TlsFiles,
-    listen: SocketAddr,
-    user: &str,
-    uid: u32,
-    gid: u32,
-    roles: &str,
-) -> String {
+fn fs_meta_config(db: &Path, tls: TlsFiles, listen: SocketAddr, user: &str, uid: u32, gid: u32, roles: &str) -> String {
     // The local user owns what they create; uid 0 would make every file
     // root's, so root is mapped to 1000 in the namespace. The local user is
     // an admin so a mount can act for other local users (see the mount docs).
@@ -286,7 +305,7 @@ fn fs_meta_config(
          listen = \"{listen}\"\ndb = \"{db}\"\nhost_timeout_ms = 5000\n{roles}\n\
          [tls]\nca = \"{ca}\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\n\
          [[users]]\nname = \"{user}\"\nuid = {uid}\ngid = {gid}\nadmin = true\n",
-        db = dir.join("meta.db").display(),
+        db = db.display(),
         ca = tls.ca.display(),
         cert = tls.cert.display(),
         key = tls.key.display(),
@@ -373,9 +392,12 @@ pub fn start_proc(dir: &Path, p: &LocalProc, bins: &Path, env: &[(String, String
     }
     // A process killed a moment ago may still hold its port.
     wait_exited(&pf, Duration::from_secs(10))?;
-    let (bin, subcommand) = match vpe::command(&p.role, bins) {
-        Some((bin, sub)) => (bin, Some(sub)),
-        None => (bins.join(if p.role == "meta" { "renkei-meta" } else { "renkei-server" }), None),
+    let (bin, subcommand, config_flag) = match vpe::command(&p.role, bins) {
+        Some((bin, sub)) => (bin, Some(sub), "--config"),
+        None if p.role == etcd::ROLE => {
+            (etcd::etcd_binary().unwrap_or_else(|| PathBuf::from("etcd")), None, "--config-file")
+        }
+        None => (bins.join(if p.role == "meta" { "renkei-meta" } else { "renkei-server" }), None, "--config"),
     };
     if !bin.exists() {
         return Err(ClientError::Config(format!(
@@ -393,7 +415,7 @@ pub fn start_proc(dir: &Path, p: &LocalProc, bins: &Path, env: &[(String, String
     let child = std::process::Command::new(&bin)
         .args(subcommand)
         .envs(env.iter().map(|(k, v)| (k, v)))
-        .arg("--config")
+        .arg(config_flag)
         .arg(&p.config)
         .stdin(std::process::Stdio::null())
         .stdout(log)
@@ -555,6 +577,16 @@ pub fn down(dir: &Path) -> Result<usize> {
         let _ = std::fs::remove_file(pf);
     }
     Ok(pids.len())
+}
+
+/// Whether meta server `p` of the federation answers a request: the one
+/// that leads does, a standby refuses (at once) or is not reachable.
+pub async fn meta_answers(state: &LocalState, p: &LocalProc) -> bool {
+    let Ok(mut cfg) = ClientConfig::load(&state.client_config) else { return false };
+    let name = cfg.meta.first().name.clone();
+    cfg.meta = PeerAddr { addr: p.addr, name }.into();
+    let Ok(client) = crate::Client::connect(cfg).await else { return false };
+    matches!(tokio::time::timeout(Duration::from_secs(5), client.meta().whoami()).await, Ok(Ok(_)))
 }
 
 /// (process, pid if running) for each process.

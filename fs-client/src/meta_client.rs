@@ -6,7 +6,7 @@ use fs_proto::meta::{
     listing_page, MetaCall, MetaRequest, MetaResponse, QuotaLimits, QuotaReport, ReadGrant, RenameFlags, SetAttr,
     StatFs, WhoAmI, WriteGrant,
 };
-use fs_proto::rpc::{call_paged, CallError, Dialer, PeerAddr};
+use fs_proto::rpc::{call_paged, CallError, Dialer, MetaAddrs, MetaPeers, PeerAddr};
 use fs_proto::{Attr, Cred, DirEntry, FileKind, HostInfo, Ino, ReplicaInfo};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +18,7 @@ type Result<T> = std::result::Result<T, ClientError>;
 #[derive(Clone)]
 pub struct MetaClient {
     dialer: Dialer,
-    peer: PeerAddr,
+    peers: MetaPeers,
     timeout: Duration,
     counters: Arc<Counters>,
     cred: Option<Cred>,
@@ -34,9 +34,9 @@ macro_rules! expect {
 }
 
 impl MetaClient {
-    /// A client of `peer` through `dialer`.
-    pub fn new(dialer: Dialer, peer: PeerAddr, timeout: Duration, counters: Arc<Counters>) -> Self {
-        MetaClient { dialer, peer, timeout, counters, cred: None }
+    /// A client of the meta servers `meta` (the one that leads) through `dialer`.
+    pub fn new(dialer: Dialer, meta: &MetaAddrs, timeout: Duration, counters: Arc<Counters>) -> Self {
+        MetaClient { dialer, peers: MetaPeers::new(meta), timeout, counters, cred: None }
     }
 
     /// The same client acting with asserted credentials (admin identities only).
@@ -44,9 +44,14 @@ impl MetaClient {
         MetaClient { cred, ..self.clone() }
     }
 
-    /// The meta server's address.
-    pub fn peer(&self) -> &PeerAddr {
-        &self.peer
+    /// The address of the meta server in use now.
+    pub fn peer(&self) -> PeerAddr {
+        self.peers.current()
+    }
+
+    /// The meta servers (the one in use, and the others to try).
+    pub fn peers(&self) -> &MetaPeers {
+        &self.peers
     }
 
     /// Send one request; errors carry `path` for messages.
@@ -54,9 +59,11 @@ impl MetaClient {
         self.call(req).await.map_err(|e| ClientError::at(path, e))
     }
 
-    /// Send one request. One that changes nothing is sent again, once, over
-    /// a new connection when the connection dies under it (e.g. the meta
-    /// server restarted: its stateless reset arrives within a round trip).
+    /// Send one request, to the meta server in use, or the next listed when
+    /// it cannot be reached. One that changes nothing is sent again, once,
+    /// over a new connection when the connection dies under it (e.g. the
+    /// meta server restarted: its stateless reset arrives within a round
+    /// trip; or it was killed and a standby took over).
     pub async fn call(&self, req: MetaRequest) -> std::result::Result<MetaResponse, CallError> {
         let kind = req.kind();
         self.counters.bump(kind);
@@ -73,11 +80,16 @@ impl MetaClient {
         let safe = !req.is_mutation();
         let msg = MetaCall { cred: self.cred.clone(), req };
         let call = async {
-            match self.dialer.call(&self.peer, &msg, self.timeout).await {
-                Err(e) if safe && e.connection_lost() => {
+            let peer = self.peers.current();
+            match self.peers.call(&self.dialer, &msg, self.timeout).await {
+                Err(e)
+                    if safe
+                        && (e.connection_lost()
+                            || (self.peers.all().len() > 1 && matches!(e, CallError::Timeout { .. }))) =>
+                {
                     tracing::debug!("connection lost under a request that changes nothing, sending it again: {e}");
-                    self.dialer.forget(&self.peer).await;
-                    self.dialer.call(&self.peer, &msg, self.timeout).await
+                    self.dialer.forget(&peer).await;
+                    self.peers.call(&self.dialer, &msg, self.timeout).await
                 }
                 other => other,
             }
@@ -113,18 +125,32 @@ impl MetaClient {
         self.counters.bump(req.kind());
         let span = tracing::debug_span!("meta_call", kind = req.kind());
         let msg = MetaCall { cred: self.cred.clone(), req };
-        let mut retried = false;
+        // Each listed meta server may be tried once, plus one re-dial.
+        let mut tries = self.peers.all().len() + 1;
         async move {
             loop {
-                let conn = self.dialer.connect(&self.peer).await.map_err(|e| ClientError::at("", e))?;
+                tries -= 1;
+                let peer = self.peers.current();
+                let conn = match self.dialer.connect(&peer).await {
+                    Ok(c) => c,
+                    Err(e) if tries > 0 && self.peers.failed(&peer) => {
+                        tracing::debug!("{e}");
+                        continue;
+                    }
+                    Err(e) => return Err(ClientError::at("", e)),
+                };
                 let mut out = Vec::new();
-                match call_paged(&conn, &self.peer.name, &msg, self.timeout, |p| listing_page(p, &mut out)).await {
+                match call_paged(&conn, &peer.name, &msg, self.timeout, |p| listing_page(p, &mut out)).await {
                     Ok(()) => return Ok(out),
                     // The connection died under a request that changes
-                    // nothing: dial again once (as `call` does).
-                    Err(e) if e.connection_lost() && !retried => {
-                        retried = true;
-                        self.dialer.forget(&self.peer).await;
+                    // nothing: dial again (as `call` does).
+                    Err(e)
+                        if tries > 0
+                            && (e.connection_lost()
+                                || (self.peers.all().len() > 1 && matches!(e, CallError::Timeout { .. }))) =>
+                    {
+                        self.peers.failed(&peer);
+                        self.dialer.forget(&peer).await;
                     }
                     Err(e) => return Err(ClientError::at("", e)),
                 }

@@ -13,7 +13,7 @@ type Result<T> = std::result::Result<T, ClientError>;
 async fn monitor_call(client: &Client, req: MonitorRequest, timeout: Duration) -> Result<MonitorResponse> {
     let call = MetaCall { cred: None, req: MetaRequest::Monitor(req) };
     let dialer = client.data().dialer();
-    match dialer.call::<_, MetaResponse>(client.meta().peer(), &call, timeout).await? {
+    match client.meta().peers().call::<_, MetaResponse>(dialer, &call, timeout).await? {
         MetaResponse::Monitor(m) => Ok(m),
         other => Err(ClientError::Unexpected(format!("{other:?}"))),
     }

@@ -25,6 +25,8 @@
 //! - [`voids`]: the capability clock and the capabilities changes of mode
 //!   or owner voided, for file servers.
 //! - [`store`]: the key-value engine (sled, or etcd replicated).
+//! - [`leader`]: leader election among meta servers on one etcd prefix
+//!   (only the leader serves; standbys refuse connections and wait).
 //! - [`record`], [`keys`], [`txn`]: on-disk layout and transactions.
 //! - [`replication`]: copy planning, capabilities for copies and checks,
 //!   and the background worker keeping copy counts.
@@ -39,6 +41,7 @@ pub mod config;
 pub mod dirlease;
 pub mod hosts;
 pub mod keys;
+pub mod leader;
 pub mod locks;
 pub mod monitor;
 pub mod namespace;
@@ -78,13 +81,52 @@ pub enum MetaError {
     /// The status page cannot be served as configured.
     #[error("{0}")]
     Web(String),
+    /// Leader election on etcd failed, or leadership was lost.
+    #[error("leadership: {0}")]
+    Leader(String),
 }
 
 /// Load identity, bind the endpoint, open the database and serve until
 /// `shutdown` completes: the whole meta server.
+///
+/// With the etcd store the server first wins the election ([`leader`]):
+/// until then it holds its port but refuses every connection, and it stops
+/// (returns an error) as soon as it loses its lease.
 pub async fn run(config: MetaConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), MetaError> {
     let tls = fs_proto::endpoint::TlsIdentity::load(&config.tls)?;
     let endpoint = fs_proto::endpoint::server_endpoint(config.listen, &tls, &config.transport)?;
+    if config.store.kind != store::StoreKind::Etcd {
+        let node = MetaNode::open(config, &tls)?;
+        return node.serve(endpoint, shutdown).await;
+    }
+    tokio::pin!(shutdown);
+    let me = endpoint.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| config.listen.to_string());
+    // A standby refuses connections at once: a client listing several
+    // meta servers tries the next without waiting out a timeout.
+    let refuser = tokio::spawn({
+        let endpoint = endpoint.clone();
+        async move {
+            while let Some(incoming) = endpoint.accept().await {
+                incoming.refuse();
+            }
+        }
+    });
+    tracing::info!(%me, "standby: campaigning for leadership");
+    let elected = tokio::select! {
+        l = leader::campaign(&config.store, &me) => Some(l),
+        _ = &mut shutdown => None,
+    };
+    refuser.abort();
+    let _ = refuser.await;
+    let Some(mut leadership) = elected else { return Ok(()) };
     let node = MetaNode::open(config, &tls)?;
-    node.serve(endpoint, shutdown).await
+    tokio::select! {
+        r = node.serve(endpoint, &mut shutdown) => {
+            leadership.resign().await;
+            r
+        }
+        why = leadership.lost() => Err(MetaError::Leader(format!(
+            "lost the leader lease ({why}); stopped serving (started again, this server waits as a standby)"
+        ))),
+    }
 }

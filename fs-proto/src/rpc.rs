@@ -4,6 +4,11 @@
 //! Every call has a bound: connecting is bounded by [`Dialer`]'s connect
 //! timeout, a dead connection is noticed by QUIC keepalive and idle timeout,
 //! and [`call`] bounds the whole exchange. Nothing waits forever.
+//!
+//! A federation may run several meta servers (one leads, the others stand
+//! by and refuse connections): [`MetaAddrs`] is how configurations list
+//! them and [`MetaPeers`] which one callers use now, moving on to the next
+//! when one cannot be reached.
 
 use crate::endpoint::explain_connection_error;
 use crate::error::{ProtoError, RemoteError};
@@ -28,6 +33,149 @@ pub struct PeerAddr {
 impl std::fmt::Display for PeerAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} ({})", self.name, self.addr)
+    }
+}
+
+/// The meta servers a configuration names: one address (`meta = { addr =
+/// "...", name = "meta" }`) or several (`meta = [{ ... }, { ... }]`, the
+/// active/standby meta servers on one etcd cluster; they share one
+/// certificate, so one name). Written back as one table when there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaAddrs(Vec<PeerAddr>);
+
+impl MetaAddrs {
+    /// Several addresses (at least one).
+    pub fn new(addrs: Vec<PeerAddr>) -> Result<Self, String> {
+        if addrs.is_empty() {
+            return Err("meta: at least one address".into());
+        }
+        Ok(MetaAddrs(addrs))
+    }
+
+    /// The first address listed.
+    pub fn first(&self) -> &PeerAddr {
+        &self.0[0]
+    }
+
+    /// Every address, in order.
+    pub fn all(&self) -> &[PeerAddr] {
+        &self.0
+    }
+}
+
+impl From<PeerAddr> for MetaAddrs {
+    fn from(p: PeerAddr) -> Self {
+        MetaAddrs(vec![p])
+    }
+}
+
+impl std::fmt::Display for MetaAddrs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let all: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&all.join(", "))
+    }
+}
+
+impl Serialize for MetaAddrs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => one.serialize(s),
+            many => many.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MetaAddrs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(PeerAddr),
+            Many(Vec<PeerAddr>),
+        }
+        match OneOrMany::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("meta: expected { addr = \"HOST:PORT\", name = \"NAME\" } or a list of them")
+        })? {
+            OneOrMany::One(p) => Ok(MetaAddrs(vec![p])),
+            OneOrMany::Many(v) => MetaAddrs::new(v).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// The meta servers in use: which one callers talk to now, shared by every
+/// clone. A caller that cannot reach it says so ([`Self::failed`]) and the
+/// next address is used from then on: that is how clients, file servers and
+/// agents follow the leader of an active/standby group.
+#[derive(Debug, Clone)]
+pub struct MetaPeers {
+    list: Arc<[PeerAddr]>,
+    current: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl MetaPeers {
+    /// Start with the first address.
+    pub fn new(addrs: &MetaAddrs) -> Self {
+        MetaPeers { list: addrs.0.clone().into(), current: Default::default() }
+    }
+
+    /// The meta server to talk to now.
+    pub fn current(&self) -> PeerAddr {
+        let i = self.current.load(std::sync::atomic::Ordering::Acquire) % self.list.len();
+        self.list[i].clone()
+    }
+
+    /// Every address.
+    pub fn all(&self) -> &[PeerAddr] {
+        &self.list
+    }
+
+    /// `peer` could not be reached (or refused: a standby): use the next
+    /// address, unless another caller moved on already. True if there is
+    /// another address to try.
+    pub fn failed(&self, peer: &PeerAddr) -> bool {
+        if self.list.len() < 2 {
+            return false;
+        }
+        if let Some(i) = self.list.iter().position(|p| p == peer) {
+            let next = (i + 1) % self.list.len();
+            use std::sync::atomic::Ordering;
+            if self.current.compare_exchange(i, next, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                tracing::info!(from = %peer, to = %self.list[next], "meta server unreachable, trying the next one");
+            }
+        }
+        true
+    }
+
+    /// Call the current meta server; one that cannot be reached is skipped
+    /// for the next, each address tried at most once. A request that was
+    /// sent and then lost is not sent again here (the caller knows whether
+    /// it may be).
+    pub async fn call<Q: Serialize, A: DeserializeOwned>(
+        &self,
+        dialer: &Dialer,
+        req: &Q,
+        timeout: Duration,
+    ) -> Result<A, CallError> {
+        let mut left = self.list.len();
+        loop {
+            let peer = self.current();
+            match dialer.call(&peer, req, timeout).await {
+                Err(e @ CallError::Connect { .. }) => {
+                    left -= 1;
+                    if left == 0 || !self.failed(&peer) {
+                        return Err(e);
+                    }
+                }
+                Err(e) => {
+                    if e.connection_lost() || matches!(e, CallError::Timeout { .. }) {
+                        // Sent, answer lost: the next call tries the next.
+                        self.failed(&peer);
+                    }
+                    return Err(e);
+                }
+                Ok(a) => return Ok(a),
+            }
+        }
     }
 }
 
@@ -327,5 +475,38 @@ impl Dialer {
             }
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MetaAddrs, MetaPeers, PeerAddr};
+
+    #[derive(serde::Deserialize, serde::Serialize)]
+    struct Cfg {
+        meta: MetaAddrs,
+    }
+
+    #[test]
+    fn meta_is_one_address_or_a_list_and_peers_move_on() {
+        let one: Cfg = toml::from_str("meta = { addr = \"127.0.0.1:7470\", name = \"meta\" }").unwrap();
+        assert_eq!(one.meta.all().len(), 1);
+        // Written back as it was: one table.
+        assert!(toml::to_string(&one).unwrap().contains("[meta]"));
+        let two: Cfg = toml::from_str(
+            "meta = [{ addr = \"127.0.0.1:7470\", name = \"meta\" }, { addr = \"127.0.0.2:7470\", name = \"meta\" }]",
+        )
+        .unwrap();
+        assert_eq!(two.meta.all().len(), 2);
+        assert!(toml::from_str::<Cfg>("meta = []").is_err(), "at least one address");
+        let peers = MetaPeers::new(&two.meta);
+        let first: PeerAddr = peers.current();
+        assert_eq!(first, two.meta.all()[0]);
+        assert!(peers.failed(&first));
+        assert_eq!(peers.current(), two.meta.all()[1]);
+        // A second caller reporting the same failure does not skip the leader.
+        peers.failed(&first);
+        assert_eq!(peers.current(), two.meta.all()[1]);
+        assert!(!MetaPeers::new(&one.meta).failed(&first), "nothing else to try");
     }
 }

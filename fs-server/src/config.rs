@@ -3,7 +3,7 @@
 
 use crate::streams::StreamLimits;
 use fs_proto::endpoint::{TlsFiles, Tuning};
-use fs_proto::rpc::PeerAddr;
+use fs_proto::rpc::MetaAddrs;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,8 +21,10 @@ pub struct ServerConfig {
     pub advertise: Option<SocketAddr>,
     /// Spool directory holding the replicas.
     pub spool: PathBuf,
-    /// The meta server.
-    pub meta: PeerAddr,
+    /// The meta server: one `{ addr, name }`, or a list of them (the
+    /// active/standby meta servers of an etcd store; the one that leads
+    /// answers).
+    pub meta: MetaAddrs,
     /// This host's certificate, key and the federation CA.
     pub tls: TlsFiles,
     /// Heartbeat interval (ms).
@@ -61,12 +63,12 @@ fn default_check_interval_ms() -> u64 {
 
 impl ServerConfig {
     /// A config with defaults for everything but what must be given.
-    pub fn new(spool: PathBuf, meta: PeerAddr, tls: TlsFiles) -> Self {
+    pub fn new(spool: PathBuf, meta: impl Into<MetaAddrs>, tls: TlsFiles) -> Self {
         ServerConfig {
             listen: default_listen(),
             advertise: None,
             spool,
-            meta,
+            meta: meta.into(),
             tls,
             heartbeat_ms: default_heartbeat_ms(),
             capacity: None,

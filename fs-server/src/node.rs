@@ -86,7 +86,7 @@ pub fn prepare(config: ServerConfig, identity: Identity, endpoint: &quinn::Endpo
     let dialer = Dialer::new(endpoint.clone(), Duration::from_secs(10));
     let ctx = Arc::new(Ctx {
         spool,
-        meta: MetaLink::new(dialer.clone(), config.meta.clone(), META_TIMEOUT),
+        meta: MetaLink::new(dialer.clone(), &config.meta, META_TIMEOUT),
         lanes: crate::pull::Lanes::new(endpoint),
         peers: dialer,
         identity,

@@ -47,6 +47,22 @@ pub struct ProcFederation {
 impl ProcFederation {
     /// Bring up `sites` sites (one server each).
     pub async fn up(sites: usize) -> Self {
+        // RENKEI_TEST_STORE=etcd: the meta server on the test etcd cluster.
+        let meta_toml =
+            if crate::etcd::store_is_etcd() { crate::etcd::store_toml(crate::etcd::cluster()) } else { String::new() };
+        Self::up_with(sites, meta_toml, false).await
+    }
+
+    /// Bring up `sites` sites with two meta servers (`meta`, `meta2`: one
+    /// leads, one stands by) on `etcd`, under a fresh prefix.
+    pub async fn up_ha(sites: usize, etcd: &crate::etcd::EtcdCluster) -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let prefix = format!("renkei-ha/{}-{n}/", std::process::id());
+        Self::up_with(sites, etcd.store_toml(&prefix), true).await
+    }
+
+    async fn up_with(sites: usize, meta_toml: String, ha: bool) -> Self {
         crate::init_logs();
         let dir = tempfile::tempdir().expect("tempdir");
         let spec = LocalSpec {
@@ -56,12 +72,8 @@ impl ProcFederation {
             user: "tester".into(),
             bin_dir: Some(bin_dir()),
             env: log_env(),
-            // RENKEI_TEST_STORE=etcd: the meta server on the test etcd cluster.
-            meta_toml: if crate::etcd::store_is_etcd() {
-                crate::etcd::store_toml(crate::etcd::cluster())
-            } else {
-                String::new()
-            },
+            meta_toml,
+            ha,
         };
         let state = match local::up(&spec, Duration::from_secs(30)).await {
             Ok(s) => s,
@@ -198,6 +210,7 @@ impl ProcFederation {
             bin_dir: Some(bin_dir()),
             env: log_env().into_iter().chain(env.iter().map(|(k, v)| (k.to_string(), v.to_string()))).collect(),
             meta_toml: String::new(),
+            ha: false,
         };
         local::up(&spec, Duration::from_secs(30)).await.map(|_| ())
     }

@@ -31,6 +31,12 @@ pub enum LocalCommand {
         /// Seconds to wait for every server to be alive.
         #[arg(long, default_value_t = 30)]
         wait: u64,
+        /// High availability: three etcd members and two meta servers on
+        /// them (one leads, the other stands by and takes over when the
+        /// leader dies; `renkei local status` shows which leads). Needs
+        /// etcd (Debian package etcd-server). Only when creating.
+        #[arg(long)]
+        ha: bool,
     },
     /// Stop every process of the federation under DIR.
     Down {
@@ -48,7 +54,7 @@ pub enum LocalCommand {
 
 pub(crate) async fn run(cmd: &LocalCommand, json: bool) -> anyhow::Result<()> {
     match cmd {
-        LocalCommand::Up { dir, sites, servers_per_site, user, bin_dir, wait } => {
+        LocalCommand::Up { dir, sites, servers_per_site, user, bin_dir, wait, ha } => {
             let user = user
                 .clone()
                 .or_else(|| std::env::var("USER").ok())
@@ -63,6 +69,7 @@ pub(crate) async fn run(cmd: &LocalCommand, json: bool) -> anyhow::Result<()> {
                 bin_dir: bin_dir.clone(),
                 env: Vec::new(),
                 meta_toml: String::new(),
+                ha: *ha,
             };
             let state = local::up(&spec, Duration::from_secs(*wait)).await?;
             if json {
@@ -103,18 +110,32 @@ pub(crate) async fn run(cmd: &LocalCommand, json: bool) -> anyhow::Result<()> {
         }
         LocalCommand::Status { dir } => {
             let st = local::status(dir)?;
+            let state = local::load_state(dir)?;
+            let metas = st.iter().filter(|(p, _)| p.role == "meta").count();
+            let mut shown = Vec::new();
+            for (p, pid) in &st {
+                // With several meta servers: which one leads (answers).
+                let lead = match pid {
+                    Some(_) if p.role == "meta" && metas > 1 => {
+                        Some(if local::meta_answers(&state, p).await { "leader" } else { "standby" })
+                    }
+                    _ => None,
+                };
+                shown.push((p, *pid, lead));
+            }
             if json {
-                let v: Vec<_> = st.iter().map(|(p, pid)| serde_json::json!({"name": p.name, "role": p.role, "site": p.site, "addr": p.addr, "pid": pid})).collect();
+                let v: Vec<_> = shown.iter().map(|(p, pid, lead)| serde_json::json!({"name": p.name, "role": p.role, "site": p.site, "addr": p.addr, "pid": pid, "leads": lead.map(|l| l == "leader")})).collect();
                 return print_json(&v);
             }
-            for (p, pid) in st {
+            for (p, pid, lead) in shown {
                 println!(
-                    "{:<8} {:<8} {:<8} {:<22} {}",
+                    "{:<8} {:<8} {:<8} {:<22} {}{}",
                     p.role,
                     p.name,
                     p.site,
                     p.addr,
-                    pid.map(|p| format!("running (pid {p})")).unwrap_or_else(|| "stopped".into())
+                    pid.map(|p| format!("running (pid {p})")).unwrap_or_else(|| "stopped".into()),
+                    lead.map(|l| format!(", {l}")).unwrap_or_default()
                 );
             }
         }

@@ -232,3 +232,43 @@ fn health(client: SocketAddr) -> std::io::Result<bool> {
     s.read_to_string(&mut body)?;
     Ok(body.contains("\"health\":\"true\""))
 }
+
+/// Role of an etcd member among the processes of `renkei local up --ha`.
+pub const ROLE: &str = "etcd";
+
+/// `renkei local up --ha`: three etcd members as processes of the local
+/// federation (`etcd1`..`etcd3`, data in `etcd/`, each started from a
+/// configuration file like the other processes, so `up` restarts and
+/// `down` stops them). Adds them to `procs` (before the meta servers, which
+/// wait for them) and returns the meta servers' `[store]` table.
+pub(super) fn create_members(dir: &Path, site: &str, procs: &mut Vec<super::LocalProc>) -> Result<String, String> {
+    let edir = dir.join("etcd");
+    std::fs::create_dir_all(&edir).map_err(|e| format!("{}: {e}", edir.display()))?;
+    let mut ports = Vec::new();
+    for _ in 0..3 {
+        ports.push((free_port().map_err(|e| e.to_string())?, free_port().map_err(|e| e.to_string())?));
+    }
+    let initial: Vec<String> =
+        ports.iter().enumerate().map(|(i, (_, p))| format!("etcd{}=http://{p}", i + 1)).collect();
+    let initial = initial.join(",");
+    let mut endpoints = Vec::new();
+    for (i, (client, peer)) in ports.iter().enumerate() {
+        let name = format!("etcd{}", i + 1);
+        let text = format!(
+            "# etcd member written by `renkei local up --ha`\nname: {name}\ndata-dir: {data}\n\
+             listen-client-urls: http://{client}\nadvertise-client-urls: http://{client}\n\
+             listen-peer-urls: http://{peer}\ninitial-advertise-peer-urls: http://{peer}\n\
+             initial-cluster: {initial}\ninitial-cluster-state: new\ninitial-cluster-token: renkei-local\n\
+             max-txn-ops: {MAX_TXN_OPS}\nmax-request-bytes: {MAX_REQUEST_BYTES}\n\
+             auto-compaction-mode: revision\nauto-compaction-retention: \"10000\"\n",
+            data = edir.join(&name).display(),
+        );
+        let config = edir.join(format!("{name}.yaml"));
+        std::fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
+        procs.push(super::LocalProc { name, site: site.to_string(), role: ROLE.into(), config, addr: *client });
+        endpoints.push(format!("http://{client}"));
+    }
+    Ok(format!(
+        "\n[store]\nkind = \"etcd\"\nendpoints = {endpoints:?}\nprefix = \"renkei/\"\nmax_txn_ops = {MAX_TXN_OPS}\nmax_txn_bytes = {MAX_TXN_BYTES}\n"
+    ))
+}

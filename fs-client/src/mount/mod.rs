@@ -168,7 +168,7 @@ fn local(p: &std::path::Path, e: std::io::Error) -> ClientError {
 /// when this returns.
 pub async fn mount(config: ClientConfig, opts: MountOptions) -> Result<Mounted, ClientError> {
     let tls = TlsIdentity::load(&config.tls)?;
-    let bind: SocketAddr = if config.meta.addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
+    let bind: SocketAddr = if config.meta.first().addr.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
         .parse()
         .map_err(|e| ClientError::Config(format!("{e}")))?;
     let endpoint = client_endpoint(bind, &tls, &config.transport)?;
@@ -185,8 +185,7 @@ pub async fn mount_on(
     let dialer = Dialer::new(endpoint, opts.call_timeout.min(Duration::from_secs(3)));
     let counters = Arc::new(Counters::default());
     let cache = Arc::new(cache::Cache::default());
-    let remote =
-        remote::Remote::new(dialer, config.meta.clone(), config.site.clone(), counters.clone(), cache.clone(), &opts);
+    let remote = remote::Remote::new(dialer, &config.meta, config.site.clone(), counters.clone(), cache.clone(), &opts);
 
     let me = match remote.call(None, MetaRequest::WhoAmI).await?.0 {
         MetaResponse::WhoAmI(w) => w,

@@ -6,13 +6,16 @@
 //! that changes nothing is retried (re-dialling) until
 //! [`MountOptions::timeout`] has passed since the operation started, then it
 //! fails (EIO). A mutation is retried only if it could not have been sent.
+//! With several meta servers listed (active/standby), a failed attempt
+//! moves on to the next address ([`MetaPeers`]); the retries reach the
+//! standby that took over.
 
 use super::cache::{Cache, Ticket};
 use super::options::MountOptions;
 use crate::counters::Counters;
 use crate::error::ClientError;
 use fs_proto::meta::{MetaCall, MetaRequest, MetaResponse};
-use fs_proto::rpc::{call, call_paged, CallError, Dialer, PeerAddr};
+use fs_proto::rpc::{call, call_paged, CallError, Dialer, MetaAddrs, MetaPeers, PeerAddr};
 use fs_proto::{Cred, DirEntry, Ino};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,7 +26,7 @@ use tracing::Instrument;
 #[derive(Clone)]
 pub struct Remote {
     dialer: Dialer,
-    peer: PeerAddr,
+    peers: MetaPeers,
     counters: Arc<Counters>,
     cache: Arc<Cache>,
     call_timeout: Duration,
@@ -37,10 +40,10 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// A caller of `peer` through `dialer`.
+    /// A caller of the meta servers `meta` through `dialer`.
     pub fn new(
         dialer: Dialer,
-        peer: PeerAddr,
+        meta: &MetaAddrs,
         site: String,
         counters: Arc<Counters>,
         cache: Arc<Cache>,
@@ -49,7 +52,7 @@ impl Remote {
         Remote {
             site,
             dialer,
-            peer,
+            peers: MetaPeers::new(meta),
             counters,
             cache,
             call_timeout: o.call_timeout,
@@ -65,9 +68,14 @@ impl Remote {
         let _ = self.bundler.set(Arc::downgrade(b));
     }
 
-    /// The meta server.
-    pub fn peer(&self) -> &PeerAddr {
-        &self.peer
+    /// The meta server in use now.
+    pub fn peer(&self) -> PeerAddr {
+        self.peers.current()
+    }
+
+    /// The meta servers (the one in use, and the others to try).
+    pub fn peers(&self) -> &MetaPeers {
+        &self.peers
     }
 
     /// The dialer (shared with the data path and the subscription).
@@ -149,18 +157,17 @@ impl Remote {
                 let left = deadline.saturating_duration_since(Instant::now());
                 let ticket = self.cache.ticket();
                 let mut used: Option<quinn::Connection> = None;
+                let peer = self.peers.current();
                 let attempt = async {
-                    let conn = self.dialer.connect(&self.peer).await?;
+                    let conn = self.dialer.connect(&peer).await?;
                     used = Some(conn.clone());
                     self.counters.bump(kind);
                     let t = ticket.filter(|t| t.conn == conn.stable_id());
                     let bound = self.call_timeout.min(left);
                     let r = if listing {
-                        read_listing(&conn, &self.peer.name, &msg, bound).await.map(Answer::Listing)
+                        read_listing(&conn, &peer.name, &msg, bound).await.map(Answer::Listing)
                     } else {
-                        call::<_, MetaResponse>(&conn, &self.peer.name, &msg, bound)
-                            .await
-                            .map(|r| Answer::One(Box::new(r)))
+                        call::<_, MetaResponse>(&conn, &peer.name, &msg, bound).await.map(|r| Answer::One(Box::new(r)))
                     };
                     Ok::<_, CallError>((r, t))
                 };
@@ -181,7 +188,7 @@ impl Remote {
                         return (Err(ClientError::Call(CallError::Remote(e))), t);
                     }
                     Ok(Ok((Err(e), _))) | Ok(Err(e)) => e,
-                    Err(_) => CallError::Timeout { peer: self.peer.name.clone(), secs: self.timeout.as_secs() },
+                    Err(_) => CallError::Timeout { peer: peer.name.clone(), secs: self.timeout.as_secs() },
                 };
                 // Not sent: no connection, or no stream could be opened on
                 // it (the request never left).
@@ -196,9 +203,12 @@ impl Remote {
                     // have dialled a new one by the time this runs, and
                     // closing that one under it failed it (a mkdir answered
                     // EIO right after the meta server came back).
-                    let (dialer, peer) = (self.dialer.clone(), self.peer.clone());
+                    let (dialer, peer) = (self.dialer.clone(), peer.clone());
                     tokio::spawn(async move { dialer.forget_conn(&peer, &conn).await });
                 }
+                // Unreachable, refused (a standby) or silent: the next
+                // attempt goes to the next meta server listed.
+                self.peers.failed(&peer);
                 if (mutation && !unsent) || Instant::now() + pause >= deadline {
                     self.down.store(true, Ordering::Relaxed);
                     tracing::warn!(kind, "meta call failed: {err}");

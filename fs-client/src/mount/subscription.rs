@@ -81,7 +81,15 @@ async fn subscribe_once(
     bundler: &Arc<Bundler>,
     prefetch: &Prefetch,
 ) -> Result<(), Ended> {
-    let conn = remote.dialer().connect(remote.peer()).await.map_err(|e| e.to_string())?;
+    let peer = remote.peer();
+    let conn = match remote.dialer().connect(&peer).await {
+        Ok(c) => c,
+        Err(e) => {
+            // A standby refuses: subscribe to the next meta server.
+            remote.peers().failed(&peer);
+            return Err(e.to_string().into());
+        }
+    };
     counters.bump("subscribe");
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
     write_msg(&mut send, &MetaCall { cred: None, req: MetaRequest::Subscribe }).await.map_err(|e| e.to_string())?;

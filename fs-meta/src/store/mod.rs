@@ -84,6 +84,12 @@ pub struct StoreConfig {
     /// answers again).
     #[serde(default = "default_commit_timeout_ms")]
     pub commit_timeout_ms: u64,
+    /// Time to live (s) of the leader's etcd lease: several meta servers on
+    /// one prefix elect a leader (only it serves); when the leader dies its
+    /// lease lapses after at most this long and a standby takes over. A
+    /// leader that cannot renew its lease for this long stops serving.
+    #[serde(default = "default_leader_ttl_secs")]
+    pub leader_ttl_secs: u64,
 }
 
 /// The engine behind the store.
@@ -109,6 +115,9 @@ fn default_max_txn_bytes() -> usize {
 fn default_commit_timeout_ms() -> u64 {
     10_000
 }
+fn default_leader_ttl_secs() -> u64 {
+    3
+}
 
 impl Default for StoreConfig {
     fn default() -> Self {
@@ -119,6 +128,7 @@ impl Default for StoreConfig {
             max_txn_ops: default_max_txn_ops(),
             max_txn_bytes: default_max_txn_bytes(),
             commit_timeout_ms: default_commit_timeout_ms(),
+            leader_ttl_secs: default_leader_ttl_secs(),
         }
     }
 }
@@ -138,6 +148,9 @@ impl StoreConfig {
             StoreKind::Etcd if self.prefix.is_empty() => Err("[store] prefix must not be empty".into()),
             StoreKind::Etcd if self.max_txn_ops == 0 || self.max_txn_bytes == 0 => {
                 Err("[store] max_txn_ops and max_txn_bytes must be positive".into())
+            }
+            StoreKind::Etcd if !(2..=60).contains(&self.leader_ttl_secs) => {
+                Err("[store] leader_ttl_secs must be between 2 and 60".into())
             }
             StoreKind::Etcd => Ok(()),
         }

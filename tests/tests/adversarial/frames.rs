@@ -49,9 +49,10 @@ async fn frames_that_declare_a_length_and_send_nothing_reserve_no_memory() {
         let mut conns = Vec::new();
         let mut held = Vec::new();
         for _ in 0..CONNS {
-            let conn = tests::raw::connect_with(cfg.meta.addr, &cfg.meta.name, &cfg.tls, &Tuning::default())
-                .await
-                .expect("connected");
+            let conn =
+                tests::raw::connect_with(cfg.meta.first().addr, &cfg.meta.first().name, &cfg.tls, &Tuning::default())
+                    .await
+                    .expect("connected");
             for _ in 0..STREAMS {
                 let (mut send, recv) = conn.open_bi().await.expect("stream");
                 let mut head = (MAX_FRAME as u32).to_be_bytes().to_vec();

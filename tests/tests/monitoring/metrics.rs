@@ -165,7 +165,7 @@ async fn vm_reports_from_the_vm_manager_show_in_the_status_and_metrics() {
         let dialer = manager.data().dialer();
         let r = dialer
             .call::<_, MetaResponse>(
-                manager.meta().peer(),
+                &manager.meta().peer(),
                 &call(MonitorRequest::ReportVms(report.clone())),
                 Duration::from_secs(10),
             )
@@ -177,7 +177,7 @@ async fn vm_reports_from_the_vm_manager_show_in_the_status_and_metrics() {
             .data()
             .dialer()
             .call::<_, MetaResponse>(
-                alice.meta().peer(),
+                &alice.meta().peer(),
                 &call(MonitorRequest::ReportVms(vec![])),
                 Duration::from_secs(10),
             )

@@ -9,6 +9,7 @@ mod coherence;
 mod common;
 mod consistency;
 mod crash;
+mod failover;
 mod faults;
 mod fstab;
 mod fsx;

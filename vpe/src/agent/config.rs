@@ -16,7 +16,7 @@ pub struct AgentConfig {
     /// The manager to register with.
     pub manager: PeerAddr,
     /// The meta server of the namespace images are read from and saved to.
-    pub meta: PeerAddr,
+    pub meta: fs_proto::rpc::MetaAddrs,
     /// This PoP's host certificate (its name is the PoP's name, its site the
     /// PoP's site), key, and the federation CA.
     pub tls: TlsFiles,

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fs_proto::endpoint::{TlsFiles, Tuning};
-use fs_proto::rpc::PeerAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::placement::{Strategy, UserLimits};
@@ -52,7 +51,7 @@ pub struct ManagerConfig {
     /// Directory for the VM registry (`vms.json`).
     pub state_dir: PathBuf,
     /// The meta server of the namespace holding images and templates.
-    pub meta: PeerAddr,
+    pub meta: fs_proto::rpc::MetaAddrs,
     /// The site the manager is at (where the records it writes are stored).
     pub site: String,
     /// The manager's host certificate, key and the federation CA.
@@ -129,11 +128,11 @@ fn default_max_memory_mib() -> u64 {
 
 impl ManagerConfig {
     /// A configuration with defaults for everything optional.
-    pub fn new(state_dir: PathBuf, meta: PeerAddr, site: String, tls: TlsFiles) -> Self {
+    pub fn new(state_dir: PathBuf, meta: impl Into<fs_proto::rpc::MetaAddrs>, site: String, tls: TlsFiles) -> Self {
         Self {
             listen: default_listen(),
             state_dir,
-            meta,
+            meta: meta.into(),
             site,
             tls,
             strategy: Strategy::default(),

@@ -21,7 +21,7 @@ pub(super) async fn run(m: Arc<Manager>) {
     loop {
         let call = MetaCall { cred: None, req: MetaRequest::Monitor(MonitorRequest::ReportVms(pop_vms(&m))) };
         let client = m.ns.client();
-        if let Err(e) = client.data().dialer().call::<_, MetaResponse>(client.meta().peer(), &call, TIMEOUT).await {
+        if let Err(e) = client.meta().peers().call::<_, MetaResponse>(client.data().dialer(), &call, TIMEOUT).await {
             debug!("VM report not delivered to the meta server: {e}");
         }
         tokio::time::sleep(EVERY).await;

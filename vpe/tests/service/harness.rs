@@ -137,6 +137,7 @@ impl Stack {
             bin_dir: Some(bins.clone()),
             env: Vec::new(),
             meta_toml: String::new(),
+            ha: false,
         };
         let state = local::up(&spec, Duration::from_secs(30)).await.context("renkei local up")?;
         ensure!(state.procs.iter().any(|p| p.role == "vpe-manager"), "local up did not start the VM manager");
@@ -277,6 +278,7 @@ impl Stack {
             bin_dir: Some(self.bins.clone()),
             env,
             meta_toml: String::new(),
+            ha: false,
         };
         local::up(&spec, Duration::from_secs(30)).await.context("renkei local up")?;
         Ok(())
