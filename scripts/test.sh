@@ -29,8 +29,11 @@ export RENKEI_TEST_NETNS=1 VPE_TEST_LIBVIRT=1 RENKEI_TEST_FUSE=1 RENKEI_TEST_STR
 log "cargo test (release)"
 cargo test --release --locked --workspace -- --test-threads=2
 
-log "integration tier again with the meta server on a three-member etcd cluster (the etcd store)"
+log "integration and mount tiers again with the meta server on a three-member etcd cluster (the etcd store)"
 RENKEI_TEST_STORE=etcd cargo test --release --locked -p tests --test integration -- --test-threads=2
+# fsx exercises one file's data path, which no metadata store serves; every
+# other mount test runs on etcd too.
+RENKEI_TEST_STORE=etcd cargo test --release --locked -p tests --test mount -- --skip fsx --test-threads=2
 
 log "Debian package: built, installed with dpkg, units verified, purged"
 bash scripts/lib/package-check.sh

@@ -74,6 +74,18 @@ impl Caller {
     }
 }
 
+impl fs_proto::mode::Who for Caller {
+    fn is_root(&self) -> bool {
+        Caller::is_root(self)
+    }
+    fn in_group(&self, gid: u32) -> bool {
+        Caller::in_group(self, gid)
+    }
+    fn gid(&self) -> u32 {
+        self.gid
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,17 +136,5 @@ mod tests {
         let child = inode(FileKind::Regular, 0o644, 1000, 1000);
         assert!(caller(1000, 1000).may_delete_in(&dir, &child));
         assert!(!caller(2000, 2000).may_delete_in(&dir, &child));
-    }
-}
-
-impl fs_proto::mode::Who for Caller {
-    fn is_root(&self) -> bool {
-        Caller::is_root(self)
-    }
-    fn in_group(&self, gid: u32) -> bool {
-        Caller::in_group(self, gid)
-    }
-    fn gid(&self) -> u32 {
-        self.gid
     }
 }
