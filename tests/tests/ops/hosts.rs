@@ -6,7 +6,7 @@
 
 use super::common::{json, text};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tests::procs::ProcFederation;
 use tests::{pattern, wait_dir_empty, with_timeout};
 
