@@ -186,7 +186,15 @@ pub(super) fn open(config: &StoreConfig, dir: &Path) -> Result<(sled::Db, Arc<Re
                     }
                 };
                 let _ = ready_tx.send(Ok(()));
-                let writer = Writer { kv, fence: (fence_key, token), shared: writer_shared, max_ops, max_bytes };
+                let writer = Writer {
+                    kv,
+                    endpoints,
+                    at: 0,
+                    fence: (fence_key, token),
+                    shared: writer_shared,
+                    max_ops,
+                    max_bytes,
+                };
                 writer.run(rx).await;
             });
         })
@@ -205,6 +213,21 @@ pub(super) fn open(config: &StoreConfig, dir: &Path) -> Result<(sled::Db, Arc<Re
 
 fn etcd_err(what: &str) -> impl FnOnce(etcd_client::Error) -> StoreError + '_ {
     move |e| StoreError::Etcd(format!("{what}: {e}"))
+}
+
+/// A client of one member, `endpoints[at % len]`, with the writer's bounds.
+async fn connect_member(endpoints: &[String], at: usize) -> Result<KvClient, StoreError> {
+    let endpoint = &endpoints[at % endpoints.len()];
+    let options = ConnectOptions::new()
+        .with_connect_timeout(REQUEST_TIMEOUT)
+        .with_timeout(REQUEST_TIMEOUT)
+        .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
+        .with_keep_alive_while_idle(true);
+    let client = tokio::time::timeout(REQUEST_TIMEOUT, Client::connect([endpoint], Some(options)))
+        .await
+        .map_err(|_| StoreError::Etcd(format!("{endpoint}: no answer")))?
+        .map_err(etcd_err("connect"))?;
+    Ok(client.kv_client().max_decoding_message_size(MAX_RESPONSE))
 }
 
 /// Connect, write the fence token, and copy every key under `data_prefix`
@@ -279,6 +302,10 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 /// The thread that commits queued batches to etcd, in order.
 struct Writer {
     kv: KvClient,
+    /// The members, and which one the writer moves to after a failed
+    /// commit (see [`connect_member`]).
+    endpoints: Vec<String>,
+    at: usize,
     fence: (Vec<u8>, Vec<u8>),
     shared: Arc<Shared>,
     max_ops: usize,
@@ -364,13 +391,25 @@ impl Writer {
                     return Err(format!("etcd refused a commit: {}", s.message()));
                 }
                 Err(e) => {
-                    tracing::debug!(backoff_ms = backoff.as_millis() as u64, "etcd commit failed: {e}");
+                    // The next member at once (a client of every member kept
+                    // choosing a dead one, backing off each time: one member
+                    // lost stalled commits for seconds); back off only once
+                    // every member failed in a row.
+                    self.at += 1;
+                    let round_failed = self.at % self.endpoints.len() == 0;
+                    tracing::debug!(member = %self.endpoints[self.at % self.endpoints.len()], "etcd commit failed: {e}");
                     if since.is_none() {
-                        tracing::warn!("etcd commit failed, retrying until it answers: {e}");
+                        tracing::warn!("etcd commit failed, retrying with the next member until one answers: {e}");
                         since = Some(Instant::now());
                     }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    if round_failed {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                    match connect_member(&self.endpoints, self.at).await {
+                        Ok(kv) => self.kv = kv,
+                        Err(e) => tracing::debug!("etcd member: {e}"),
+                    }
                 }
             }
         }

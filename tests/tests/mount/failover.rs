@@ -19,19 +19,19 @@ const ELECTED: &str = "elected leader";
 /// What it logs once it serves.
 const SERVING: &str = "meta server serving";
 
-/// Which of `meta`/`meta2` leads (the one that logged its election; the
-/// log is read again every 20 ms, bounded).
+/// Which of `meta`/`meta2` leads (the one that logged its election and
+/// that it serves; looked at again on every write to the logs, bounded).
 async fn leader(fed: &ProcFederation, bound: Duration) -> (&'static str, &'static str) {
-    let t = Instant::now();
-    loop {
+    fed.wait_until(bound, "a meta server elected and serving", || async {
         for (a, b) in [("meta", "meta2"), ("meta2", "meta")] {
-            if fed.log(a).contains(SERVING) && fed.log(a).contains(ELECTED) {
-                return (a, b);
+            let log = fed.log(a);
+            if log.contains(SERVING) && log.contains(ELECTED) {
+                return Ok((a, b));
             }
         }
-        assert!(t.elapsed() < bound, "no meta server was elected within {bound:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        Err("neither meta server logged its election and serving yet".to_string())
+    })
+    .await
 }
 
 /// A local tree of `n` small files in 10 directories.
@@ -131,16 +131,9 @@ async fn standby_meta_takes_over_while_a_mount_copies_and_reads() {
         let mut cfg = fs_client::ClientConfig::load(&fed.state.client_config).unwrap();
         cfg.meta = fs_proto::rpc::PeerAddr { addr, name: "meta".into() }.into();
         let client = fs_client::Client::connect(cfg).await.unwrap();
-        let mut answered = None;
-        while killed.elapsed() < Duration::from_secs(30) {
-            if client.stat("/seed").await.is_ok() {
-                answered = Some(killed.elapsed());
-                break;
-            }
-            // Refused at once while it still stands by: ask again shortly.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let answered = answered.expect("no answer from the standby within 30 s of the kill");
+        // It logged that it serves: it answers now, the first time.
+        client.stat("/seed").await.expect("the standby answers once it logged that it serves");
+        let answered = killed.elapsed();
         eprintln!("FAILOVER: the standby logged serving {serving:?} after the kill, answered a client after {answered:?}");
         assert!(answered <= Duration::from_secs(10), "the standby answered {answered:?} after the kill (bound 10 s)");
 
@@ -219,7 +212,12 @@ async fn mount_on_etcd_survives_one_member_and_recovers_from_quorum_loss() {
         .await;
         let t = Instant::now();
         write("one-member-down").await.expect("mkdir with one etcd member of three down");
-        eprintln!("with one etcd member down: mkdir + write + fsync took {:?}", t.elapsed());
+        let took = t.elapsed();
+        eprintln!("with one etcd member down: mkdir + write + fsync took {took:?}");
+        // The operation succeeds. Not yet bounded here: 10-60 ms in most
+        // runs, but about 4 s in some (one mount call waits out its timeout
+        // and is sent again), cause not pinned down (a raft election when
+        // the killed member led is one candidate).
 
         blocking({
             let c = cluster.clone();
